@@ -6,24 +6,16 @@ pkilint) run as subprocesses, so the checks do not depend on code we wrote.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from mycert.pki import (
     CertificateAuthority,
     DistinguishedName,
     KeyType,
-    PrivateKey,
     ProfessionalIdentity,
     ProfessionalProfile,
     create_issuing_ca,
@@ -32,44 +24,7 @@ from mycert.pki import (
     generate_private_key,
     issue_professional_certificate,
 )
-
-ORGANIZATION = "Agence eSanté Luxembourg"
-PKI_BASE = "http://pki.example.lu"
-
-Runner = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@dataclass(frozen=True)
-class Leaf:
-    """A professional's key and certificate, as the issuance service would hold them."""
-
-    key_type: KeyType
-    private_key: PrivateKey
-    certificate: x509.Certificate
-    pem_path: Path
-
-
-def _run(args: Sequence[str | Path]) -> subprocess.CompletedProcess[str]:
-    """Run a command, return its result; fail the test with its output if it fails."""
-    completed = subprocess.run(
-        [str(arg) for arg in args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if completed.returncode != 0:
-        pytest.fail(
-            f"{' '.join(map(str, args))} exited {completed.returncode}\n"
-            f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
-        )
-    return completed
-
-
-@pytest.fixture(scope="session")
-def run() -> Runner:
-    """Return a runner for external commands that fails the test on a non-zero exit."""
-    return _run
+from tests.pki.helpers import ORGANIZATION, PKI_BASE, Leaf, write_pem
 
 
 @pytest.fixture(scope="session")
@@ -89,12 +44,6 @@ def now() -> datetime:
 @pytest.fixture(scope="session")
 def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pki")
-
-
-def write_pem(path: Path, *certificates: x509.Certificate) -> Path:
-    """Write certificates as PEM to ``path`` and return it."""
-    path.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in certificates))
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -202,31 +151,3 @@ def rsa_leaf(
     )
     pem_path = write_pem(pki_dir / "leaf-single.pem", certificate)
     return Leaf(KeyType.RSA_2048, private_key, certificate, pem_path)
-
-
-def _pkilint_findings(tool: str, extra: Sequence[str], document: Path) -> list[dict[str, str]]:
-    """Run a pkilint CLI on ``document`` and return every finding, any severity."""
-    executable = Path(sys.executable).parent / tool
-    completed = subprocess.run(
-        [str(executable), "lint", *extra, "-s", "ALL", "-f", "JSON", str(document)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    # pkilint's exit status counts findings at or above the threshold; the JSON on
-    # stdout is what we judge, so only a missing report fails here.
-    if not completed.stdout.strip():
-        pytest.fail(f"{tool} produced no report:\n{completed.stderr}")
-    report = json.loads(completed.stdout)
-    return [
-        {"validator": result["validator"], "node": result["node_path"], **finding}
-        for result in report["results"]
-        for finding in result["finding_descriptions"]
-    ]
-
-
-@pytest.fixture(scope="session")
-def pkilint() -> Callable[[str, Sequence[str], Path], list[dict[str, str]]]:
-    """Return a function listing pkilint findings (dicts with severity, code, …)."""
-    return _pkilint_findings

@@ -1,0 +1,1 @@
+"""Tests of the pure PKI domain, mycert.pki."""

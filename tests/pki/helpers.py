@@ -1,0 +1,74 @@
+"""Helpers for the PKI tests: external commands, PEM files, pkilint reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mycert.pki import KeyType, PrivateKey
+
+ORGANIZATION = "Agence eSanté Luxembourg"
+PKI_BASE = "http://pki.example.lu"
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A professional's key and certificate, as the issuance service would hold them."""
+
+    key_type: KeyType
+    private_key: PrivateKey
+    certificate: x509.Certificate
+    pem_path: Path
+
+
+def run_command(args: Sequence[str | Path]) -> subprocess.CompletedProcess[str]:
+    """Run a command, return its result; fail the test with its output if it fails."""
+    completed = subprocess.run(
+        [str(arg) for arg in args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if completed.returncode != 0:
+        pytest.fail(
+            f"{' '.join(map(str, args))} exited {completed.returncode}\n"
+            f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+        )
+    return completed
+
+
+def write_pem(path: Path, *certificates: x509.Certificate) -> Path:
+    """Write certificates as PEM to ``path`` and return it."""
+    path.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in certificates))
+    return path
+
+
+def pkilint_findings(tool: str, extra: Sequence[str], document: Path) -> list[dict[str, str]]:
+    """Run a pkilint CLI on ``document`` and return every finding, any severity."""
+    executable = Path(sys.executable).parent / tool
+    completed = subprocess.run(
+        [str(executable), "lint", *extra, "-s", "ALL", "-f", "JSON", str(document)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    # pkilint's exit status counts findings at or above the threshold; the JSON on
+    # stdout is what we judge, so only a missing report fails here.
+    if not completed.stdout.strip():
+        pytest.fail(f"{tool} produced no report:\n{completed.stderr}")
+    report = json.loads(completed.stdout)
+    return [
+        {"validator": result["validator"], "node": result["node_path"], **finding}
+        for result in report["results"]
+        for finding in result["finding_descriptions"]
+    ]

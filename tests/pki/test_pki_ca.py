@@ -1,0 +1,208 @@
+"""mycert.pki.ca: root, issuing CA, OCSP responder; serial numbers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from mycert.pki import (
+    CertificateAuthority,
+    DistinguishedName,
+    KeyType,
+    create_issuing_ca,
+    create_ocsp_responder,
+    create_root_ca,
+    random_serial_number,
+)
+from tests.pki.helpers import ORGANIZATION, pkilint_findings, run_command, write_pem
+
+SUBJECT = DistinguishedName("Throwaway CA", ORGANIZATION, "LU")
+
+
+def _ext(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extension:
+    return certificate.extensions.get_extension_for_class(kind)  # type: ignore[type-var]
+
+
+def test_root_ca_profile(root_ca: CertificateAuthority, now: datetime) -> None:
+    cert = root_ca.certificate
+    assert cert.subject == cert.issuer
+    assert cert.version is x509.Version.v3
+    basic = _ext(cert, x509.BasicConstraints)
+    assert basic.critical
+    assert basic.value == x509.BasicConstraints(ca=True, path_length=None)
+    key_usage = _ext(cert, x509.KeyUsage)
+    assert key_usage.critical
+    assert key_usage.value.key_cert_sign
+    assert key_usage.value.crl_sign
+    assert not key_usage.value.digital_signature
+    ski = _ext(cert, x509.SubjectKeyIdentifier).value
+    assert _ext(cert, x509.AuthorityKeyIdentifier).value.key_identifier == ski.digest
+    assert cert.not_valid_before_utc == now - timedelta(minutes=1)
+    assert cert.not_valid_after_utc == now + timedelta(days=20 * 365)
+    assert cert.signature_hash_algorithm is not None
+    assert cert.signature_hash_algorithm.name == "sha256"
+    cert.verify_directly_issued_by(cert)
+
+
+def test_issuing_ca_profile(
+    issuing_ca: CertificateAuthority, root_ca: CertificateAuthority
+) -> None:
+    cert = issuing_ca.certificate
+    cert.verify_directly_issued_by(root_ca.certificate)
+    basic = _ext(cert, x509.BasicConstraints)
+    assert basic.critical
+    assert basic.value == x509.BasicConstraints(ca=True, path_length=0)
+    key_usage = _ext(cert, x509.KeyUsage)
+    assert key_usage.critical
+    assert key_usage.value.key_cert_sign
+    assert key_usage.value.crl_sign
+    assert key_usage.value.digital_signature
+    root_ski = _ext(root_ca.certificate, x509.SubjectKeyIdentifier).value
+    assert _ext(cert, x509.AuthorityKeyIdentifier).value.key_identifier == root_ski.digest
+    crl_dp = _ext(cert, x509.CRLDistributionPoints).value
+    assert crl_dp[0].full_name == [
+        x509.UniformResourceIdentifier("http://pki.example.lu/crl/root.crl")
+    ]
+    assert cert.not_valid_after_utc <= root_ca.certificate.not_valid_after_utc
+
+
+def test_issuing_ca_without_crl_url(root_ca: CertificateAuthority, now: datetime) -> None:
+    ca = create_issuing_ca(root=root_ca, subject=SUBJECT, key_type=KeyType.EC_P256, now=now)
+    with pytest.raises(x509.ExtensionNotFound):
+        _ext(ca.certificate, x509.CRLDistributionPoints)
+    assert ca.certificate.signature_hash_algorithm is not None
+    assert ca.certificate.signature_hash_algorithm.name == "sha256"
+
+
+def test_ocsp_responder_profile(
+    ocsp_responder: CertificateAuthority, issuing_ca: CertificateAuthority, now: datetime
+) -> None:
+    cert = ocsp_responder.certificate
+    cert.verify_directly_issued_by(issuing_ca.certificate)
+    assert _ext(cert, x509.BasicConstraints).value.ca is False
+    key_usage = _ext(cert, x509.KeyUsage)
+    assert key_usage.critical
+    assert key_usage.value.digital_signature
+    assert not key_usage.value.key_cert_sign
+    assert list(_ext(cert, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.OCSP_SIGNING]
+    assert _ext(cert, x509.OCSPNoCheck).value == x509.OCSPNoCheck()
+    assert cert.not_valid_after_utc == now + timedelta(days=30)
+    _ext(cert, x509.SubjectKeyIdentifier)
+    _ext(cert, x509.AuthorityKeyIdentifier)
+
+
+def test_validity_is_capped_at_the_issuer(root_ca: CertificateAuthority, now: datetime) -> None:
+    ca = create_issuing_ca(
+        root=root_ca, subject=SUBJECT, key_type=KeyType.EC_P256, now=now, validity_days=50 * 365
+    )
+    assert ca.certificate.not_valid_after_utc == root_ca.certificate.not_valid_after_utc
+
+
+def test_refuses_expired_issuer(root_ca: CertificateAuthority) -> None:
+    later = root_ca.certificate.not_valid_after_utc + timedelta(seconds=1)
+    with pytest.raises(ValueError, match="issuer certificate expired at"):
+        create_issuing_ca(root=root_ca, subject=SUBJECT, key_type=KeyType.EC_P256, now=later)
+
+
+def test_refuses_naive_datetime() -> None:
+    with pytest.raises(ValueError, match="now must be timezone-aware"):
+        create_root_ca(
+            subject=SUBJECT,
+            key_type=KeyType.EC_P256,
+            now=datetime(2026, 1, 1),  # noqa: DTZ001 - the point of the test
+        )
+
+
+def test_accepts_other_timezones(now: datetime) -> None:
+    local = now.astimezone(ZoneInfo("Europe/Luxembourg"))
+    ca = create_root_ca(subject=SUBJECT, key_type=KeyType.EC_P256, now=local)
+    assert ca.certificate.not_valid_before_utc == now - timedelta(minutes=1)
+
+
+def test_refuses_bad_validity(now: datetime) -> None:
+    with pytest.raises(ValueError, match="validity_days must be positive, got 0"):
+        create_root_ca(subject=SUBJECT, key_type=KeyType.EC_P256, now=now, validity_days=0)
+
+
+def test_refuses_non_ca_issuer(ocsp_responder: CertificateAuthority, now: datetime) -> None:
+    with pytest.raises(ValueError, match="issuer certificate is not a CA"):
+        create_ocsp_responder(
+            issuer=ocsp_responder, subject=SUBJECT, key_type=KeyType.EC_P256, now=now
+        )
+
+
+def test_mismatching_ca_key(
+    root_ca: CertificateAuthority, issuing_ca: CertificateAuthority
+) -> None:
+    with pytest.raises(ValueError, match="private_key does not match the certificate's public key"):
+        CertificateAuthority(certificate=root_ca.certificate, private_key=issuing_ca.private_key)
+
+
+def test_ca_type_checks(root_ca: CertificateAuthority, now: datetime) -> None:
+    with pytest.raises(TypeError, match="subject must be a DistinguishedName"):
+        create_root_ca(subject="CN=x", key_type=KeyType.EC_P256, now=now)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="root must be a CertificateAuthority"):
+        create_issuing_ca(
+            root=root_ca.certificate,  # type: ignore[arg-type]
+            subject=SUBJECT,
+            key_type=KeyType.EC_P256,
+            now=now,
+        )
+
+
+def test_random_serial_number() -> None:
+    serials = {random_serial_number() for _ in range(2000)}
+    assert len(serials) == 2000
+    assert all(0 < serial < 2**159 for serial in serials)
+    # 159 random bits: the top bit is set in about half of them (not a 64-bit serial).
+    assert sum(serial >> 158 for serial in serials) > 800
+    # RFC 5280 §4.1.2.2: at most 20 octets, DER INTEGER positive without padding.
+    assert max(serial.bit_length() for serial in serials) <= 159
+
+
+def test_openssl_verifies_the_ca_chain(openssl: str, root_pem: Path, issuing_pem: Path) -> None:
+    result = run_command([openssl, "verify", "-x509_strict", "-CAfile", root_pem, issuing_pem])
+    assert result.stdout.strip() == f"{issuing_pem}: OK"
+
+
+def test_openssl_verifies_the_responder(
+    openssl: str,
+    root_pem: Path,
+    issuing_pem: Path,
+    ocsp_responder: CertificateAuthority,
+    pki_dir: Path,
+) -> None:
+    responder_pem = write_pem(pki_dir / "ocsp-responder.pem", ocsp_responder.certificate)
+    result = run_command(
+        [
+            openssl, "verify", "-x509_strict", "-purpose", "ocsphelper",
+            "-CAfile", root_pem, "-untrusted", issuing_pem, responder_pem,
+        ]
+    )  # fmt: skip
+    assert result.stdout.strip() == f"{responder_pem}: OK"
+
+
+@pytest.mark.parametrize("which", ["root", "issuing", "ocsp_responder"])
+def test_pkilint_ca_profiles(
+    which: str,
+    request: pytest.FixtureRequest,
+    pki_dir: Path,
+) -> None:
+    fixture = {"root": "root_ca", "issuing": "issuing_ca", "ocsp_responder": "ocsp_responder"}
+    ca: CertificateAuthority = request.getfixturevalue(fixture[which])
+    path = write_pem(pki_dir / f"lint-{which}.pem", ca.certificate)
+    findings = pkilint_findings("lint_pkix_cert", [], path)
+    blocking = [f for f in findings if f["severity"] in {"ERROR", "FATAL"}]
+    assert not blocking, blocking
+    # Only informational findings are expected (SKI method 1 identified).
+    assert {f["severity"] for f in findings} <= {"INFO"}, findings
+
+
+def test_ec_root_signs_with_ecdsa_sha256() -> None:
+    ca = create_root_ca(subject=SUBJECT, key_type=KeyType.EC_P256, now=datetime.now(UTC))
+    assert ca.certificate.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
