@@ -1,0 +1,63 @@
+# MyCert — the two commands of the README:
+#   make run    set everything up and run the service with demo data
+#   make test   set everything up and run the whole test suite (ruff, mypy, migrations, pytest ×2)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PG_URL ?= postgres://postgres@127.0.0.1:5432/mycert
+REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: help setup system-deps services lint test test-sqlite test-postgres run benchmarks messages
+
+help:
+	@echo "make run    — set up and run MyCert with demo data (http://127.0.0.1:8000)"
+	@echo "make test   — set up and run the whole test suite"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(STAMP) system-deps
+
+# Debian tools the service and its tests call: gpg, openssl, keytool (Java), msgfmt.
+system-deps:
+	@missing=""; \
+	command -v gpg >/dev/null || missing="$$missing gnupg"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v keytool >/dev/null || missing="$$missing default-jre-headless"; \
+	command -v msgfmt >/dev/null || missing="$$missing gettext"; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# PostgreSQL and Redis run on this machine; start them if they are down.
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+	@for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 1; done
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	DJANGO_DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run --skip-checks
+
+test-sqlite: setup
+	$(BIN)/python -m pytest
+
+test-postgres: setup services
+	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/python -m pytest
+
+test: lint test-sqlite test-postgres
+
+messages: setup
+	cd mycert && DJANGO_DEBUG=true ../$(BIN)/python ../manage.py makemessages -l fr -l de -l en --no-obsolete && DJANGO_DEBUG=true ../$(BIN)/python ../manage.py compilemessages
+
+run: setup
+	DJANGO_DEBUG=true $(BIN)/python manage.py demo

@@ -1,0 +1,227 @@
+"""MyCert settings: one entry point, read from the environment with django-environ.
+
+Every operator-facing name is listed in DESIGN.md §2 and the README. Embedded defaults
+(SQLite, a filesystem Celery broker, state under ``var/``) let the service run with no
+server; production sets ``DATABASE_URL``, ``CELERY_BROKER_URL`` and ``EMAIL_URL``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+VAR_DIR = Path(env.str("MYCERT_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# --- Core --------------------------------------------------------------------------
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set (it may be omitted only with DJANGO_DEBUG=true)."
+        )
+    SECRET_KEY = "insecure-development-key-only-for-DJANGO_DEBUG"  # noqa: S105
+ALLOWED_HOSTS: list[str] = env.list(
+    "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
+)
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set (comma-separated host names).")
+
+MYCERT_BASE_URL: str = env.str("MYCERT_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+MYCERT_PKI_BASE_URL: str = env.str("MYCERT_PKI_BASE_URL", default=MYCERT_BASE_URL).rstrip("/")
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[MYCERT_BASE_URL])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "mycert.apps.MyCertConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "mycert.context_processors.service",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'mycert.sqlite3'}"),
+}
+DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process read while a worker writes (embedded default only).
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    )
+    DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- Languages: French first, German and English ---------------------------------------
+LANGUAGE_CODE = "fr"
+LANGUAGES = [("fr", _("Français")), ("de", _("Deutsch")), ("en", _("English"))]
+LOCALE_PATHS = [BASE_DIR / "mycert" / "locale"]
+USE_I18N = True
+TIME_ZONE = "Europe/Luxembourg"
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- Sessions and cookies ----------------------------------------------------------------
+SESSION_COOKIE_AGE = env.int("MYCERT_SESSION_SECONDS", default=30 * 60)
+SESSION_SAVE_EVERY_REQUEST = True  # idle timeout, not absolute
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"  # the OpenID callback is a top-level GET from the portal
+CSRF_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+if MYCERT_BASE_URL.startswith("https://"):
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # no form here needs more
+LOGIN_URL = "oidc-login"
+LOGIN_REDIRECT_URL = "request-certificate"
+
+# --- E-mail ----------------------------------------------------------------------------
+vars().update(env.email_url("EMAIL_URL", default="smtp://127.0.0.1:8025"))
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="MyCert <mycert@esante.lu>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+MYCERT_HELPDESK_EMAIL: str = env.str("MYCERT_HELPDESK_EMAIL", default="helpdesk@esante.lu")
+MYCERT_HELPDESK_PHONE: str = env.str("MYCERT_HELPDESK_PHONE", default="(+352) 27 12 50 18 33")
+MYCERT_GNUPG_HOME = Path(env.str("MYCERT_GNUPG_HOME", default=str(VAR_DIR / "gnupg")))
+MYCERT_GPG_BINARY: str = env.str("MYCERT_GPG_BINARY", default="gpg")
+# Secret payloads (keystore, password) wait in the outbox sealed with this key
+# (Fernet); derived from DJANGO_SECRET_KEY when unset.
+MYCERT_OUTBOX_KEY: str = env.str("MYCERT_OUTBOX_KEY", default="")
+MYCERT_DELIVERY_MAX_ATTEMPTS = env.int("MYCERT_DELIVERY_MAX_ATTEMPTS", default=12)
+
+# --- OpenID Connect (the agency portal, LuxTrust behind it) -----------------------------
+OIDC_ISSUER: str = env.str("OIDC_ISSUER", default="http://127.0.0.1:9400").rstrip("/")
+OIDC_CLIENT_ID: str = env.str("OIDC_CLIENT_ID", default="mycert")
+OIDC_CLIENT_SECRET: str = env.str("OIDC_CLIENT_SECRET", default="mycert-demo-secret")
+MYCERT_OIDC_ACCEPTED_ACR: list[str] = env.list(
+    "MYCERT_OIDC_ACCEPTED_ACR", default=["urn:luxtrust:loa:high", "urn:luxtrust:loa:substantial"]
+)
+MYCERT_OIDC_PROFESSIONAL_ID_CLAIM: str = env.str(
+    "MYCERT_OIDC_PROFESSIONAL_ID_CLAIM", default="professional_id"
+)
+MYCERT_OIDC_SCOPES: str = env.str("MYCERT_OIDC_SCOPES", default="openid profile email")
+
+# --- PKI ---------------------------------------------------------------------------------
+MYCERT_CA_DIR = Path(env.str("MYCERT_CA_DIR", default=str(VAR_DIR / "ca")))
+MYCERT_CA_KEY_PASSPHRASE: str = env.str("MYCERT_CA_KEY_PASSPHRASE", default="")
+if not MYCERT_CA_KEY_PASSPHRASE and DEBUG:
+    MYCERT_CA_KEY_PASSPHRASE = "insecure-development-ca-passphrase"  # noqa: S105
+MYCERT_CERT_ORGANIZATION: str = env.str("MYCERT_CERT_ORGANIZATION", default="Agence eSanté")
+MYCERT_CERT_COUNTRY: str = env.str("MYCERT_CERT_COUNTRY", default="LU")
+MYCERT_CERT_VALIDITY_DAYS = env.int("MYCERT_CERT_VALIDITY_DAYS", default=3 * 365)
+MYCERT_CERT_KEY_TYPE: str = env.str("MYCERT_CERT_KEY_TYPE", default="rsa-3072")
+# Placeholder policy arc under the agency's private enterprise number; the agency sets
+# its registered OID in production.
+MYCERT_CERT_POLICY_OID: str = env.str("MYCERT_CERT_POLICY_OID", default="1.3.6.1.4.1.59999.1.1")
+MYCERT_TERMS_VERSION: str = env.str("MYCERT_TERMS_VERSION", default="2023-03")
+MYCERT_SLA_BUSINESS_DAYS = env.int("MYCERT_SLA_BUSINESS_DAYS", default=5)
+MYCERT_CRL_VALIDITY = timedelta(hours=env.int("MYCERT_CRL_VALIDITY_HOURS", default=24))
+MYCERT_OCSP_VALIDITY = timedelta(minutes=env.int("MYCERT_OCSP_VALIDITY_MINUTES", default=60))
+
+# --- Celery --------------------------------------------------------------------------------
+CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="filesystem://")
+_BROKER_DIR = VAR_DIR / "broker"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # Both folders point at one directory so separate web and worker processes share
+    # the queue (kombu's filesystem transport).
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "data_folder_in": str(_BROKER_DIR / "queue"),
+        "data_folder_out": str(_BROKER_DIR / "queue"),
+        "processed_folder": str(_BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Retry back-off stays far below Redis's visibility timeout (DESIGN.md §7).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # a killed worker's task is delivered again
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "sweep-outbox": {"task": "mycert.tasks.sweep_outbox", "schedule": 60.0},
+}
+
+# --- Logging: ids, never secrets or e-mail bodies ---------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("MYCERT_LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "gnupg": {"level": "WARNING"},
+        "aiosmtpd": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,1 @@
+"""MyCert: client certificates for Luxembourg's health professionals."""

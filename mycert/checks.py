@@ -1,0 +1,60 @@
+"""System checks (``manage.py check``): the CA and the tools MyCert cannot work without."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from mycert.ca_store import CaStoreError, load_ca, load_ocsp_responder
+
+_CA_CHECK_IDS = {
+    "unreadable": "mycert.E002",
+    "passphrase": "mycert.E003",
+    "mismatch": "mycert.E004",
+    "invalid": "mycert.E005",
+}
+
+
+@register("mycert")
+def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """Report a missing CA (warning: fresh install) or a broken one (error)."""
+    try:
+        load_ca()
+        load_ocsp_responder()
+    except CaStoreError as exc:
+        if exc.code == "missing":
+            return [
+                Warning(
+                    str(exc),
+                    hint="Create one with `python manage.py init_ca` (or `init_ca --import`).",
+                    id="mycert.W001",
+                )
+            ]
+        return [
+            Error(
+                str(exc),
+                hint="Check MYCERT_CA_DIR, the files' permissions and MYCERT_CA_KEY_PASSPHRASE.",
+                id=_CA_CHECK_IDS.get(exc.code, "mycert.E005"),
+            )
+        ]
+    return []
+
+
+@register("mycert")
+def check_gpg(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """Report a missing ``gpg`` binary (needed to encrypt mail to vendors)."""
+    binary: str = settings.MYCERT_GPG_BINARY
+    if shutil.which(binary) is None:
+        return [
+            Error(
+                f"The OpenPGP program {binary!r} was not found.",
+                hint="Install GnuPG (Debian: apt-get install gnupg) or set MYCERT_GPG_BINARY.",
+                id="mycert.E010",
+            )
+        ]
+    return []

@@ -1,0 +1,51 @@
+"""The request form (DESIGN.md §1), in the agency's own words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from mycert.models import Vendor
+
+NO_VENDOR = "none"
+
+
+class CertificateRequestForm(forms.Form):
+    vendor = forms.ChoiceField(
+        label=_("Choose your vendor"),
+        help_text=_(
+            "Your software vendor receives a copy of the certificate to help you install it."
+        ),
+        error_messages={
+            "required": _("Choose your vendor, or “I have no vendor”."),
+            "invalid_choice": _(
+                "This vendor is not in the list. Choose one from the list, or “I have no vendor”."
+            ),
+        },
+    )
+    terms_accepted = forms.BooleanField(
+        label=_("I confirm that I have read the usage information."),
+        error_messages={
+            "required": _(
+                "Please confirm that you have read the usage information before sending."
+            ),
+        },
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.vendors = {
+            str(v.pk): v for v in Vendor.objects.filter(is_active=True).order_by("name")
+        }
+        self.fields["vendor"].choices = [
+            ("", _("— Choose your vendor —")),
+            (NO_VENDOR, _("I have no vendor")),
+            *((pk, vendor.name) for pk, vendor in self.vendors.items()),
+        ]
+
+    def chosen_vendor(self) -> Vendor | None:
+        """The vendor to receive a copy, or None for “I have no vendor”."""
+        value = self.cleaned_data["vendor"]
+        return None if value == NO_VENDOR else self.vendors[value]

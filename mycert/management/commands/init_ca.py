@@ -1,0 +1,131 @@
+"""Create (or import) the agency's CA in ``MYCERT_CA_DIR``; never overwrite one."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from mycert import ca_store
+from mycert.pki import KeyType
+from mycert.services.audit import audit_record
+
+
+class Command(BaseCommand):
+    help = (
+        "Create a root CA, an issuing CA and an OCSP responder certificate in MYCERT_CA_DIR, "
+        "keys encrypted with MYCERT_CA_KEY_PASSPHRASE. Refuses to overwrite an existing CA. "
+        "With --import, take an existing root and issuing CA from PEM files instead."
+    )
+    # The checks would only say that there is no CA yet.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--key-type",
+            choices=[k.value for k in KeyType],
+            default=KeyType.RSA_3072.value,
+            help="Key type of the root and issuing CA (default rsa-3072).",
+        )
+        parser.add_argument(
+            "--organization",
+            default=None,
+            help="O= of the CA names (default MYCERT_CERT_ORGANIZATION).",
+        )
+        parser.add_argument(
+            "--import", dest="import_ca", action="store_true", help="Import an existing CA."
+        )
+        parser.add_argument(
+            "--root-cert", type=Path, help="With --import: the root CA certificate (PEM)."
+        )
+        parser.add_argument(
+            "--root-key", type=Path, help="With --import: the root CA private key (PEM)."
+        )
+        parser.add_argument(
+            "--issuing-cert", type=Path, help="With --import: the issuing CA certificate (PEM)."
+        )
+        parser.add_argument(
+            "--issuing-key", type=Path, help="With --import: the issuing CA private key (PEM)."
+        )
+        parser.add_argument(
+            "--key-passphrase-env",
+            default=None,
+            help="With --import: name of an environment variable holding the passphrase of the "
+            "imported (encrypted PKCS#8) keys; otherwise it is asked on the terminal.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        paths = ca_store.configured_paths()
+        try:
+            passphrase = ca_store.configured_passphrase()
+        except ca_store.CaStoreError as exc:
+            raise CommandError(str(exc)) from exc
+        now = timezone.now()
+        try:
+            if options["import_ca"]:
+                self._import(paths, passphrase, options, now)
+            else:
+                ca_store.create_ca(
+                    paths,
+                    passphrase,
+                    organization=options["organization"] or settings.MYCERT_CERT_ORGANIZATION,
+                    country=settings.MYCERT_CERT_COUNTRY,
+                    key_type=KeyType(options["key_type"]),
+                    now=now,
+                )
+        except ca_store.CaStoreError as exc:
+            raise CommandError(str(exc)) from exc
+        loaded = ca_store.load_ca()
+        audit_record(
+            actor="system",
+            action="ca.imported" if options["import_ca"] else "ca.created",
+            details={
+                "issuing_ca": loaded.issuing.certificate.subject.rfc4514_string(),
+                "issuing_ca_serial": format(loaded.issuing.certificate.serial_number, "x"),
+            },
+        )
+        self.stdout.write(self.style.SUCCESS(f"CA ready in {paths.directory}:"))
+        for certificate, label in (
+            (loaded.root_certificate, "root"),
+            (loaded.issuing.certificate, "issuing"),
+        ):
+            self.stdout.write(
+                f"  {label:8} {certificate.subject.rfc4514_string()}  "
+                f"valid until {certificate.not_valid_after_utc:%Y-%m-%d}"
+            )
+
+    def _import(
+        self, paths: ca_store.CaPaths, passphrase: bytes, options: dict[str, Any], now: Any
+    ) -> None:
+        files = {
+            name: options[name] for name in ("root_cert", "root_key", "issuing_cert", "issuing_key")
+        }
+        missing = [f"--{name.replace('_', '-')}" for name, value in files.items() if value is None]
+        if missing:
+            raise CommandError(f"--import needs {', '.join(missing)}.")
+        contents: dict[str, bytes] = {}
+        for name, path in files.items():
+            try:
+                contents[name] = Path(path).read_bytes()
+            except OSError as exc:
+                raise CommandError(f"Cannot read {path}: {exc.strerror}.") from exc
+        if options["key_passphrase_env"]:
+            source_passphrase = os.environ.get(options["key_passphrase_env"], "").encode()
+        else:
+            source_passphrase = getpass.getpass("Passphrase of the imported keys: ").encode()
+        ca_store.import_ca(
+            paths,
+            passphrase,
+            root_cert_pem=contents["root_cert"],
+            root_key_pem=contents["root_key"],
+            root_key_passphrase=source_passphrase,
+            issuing_cert_pem=contents["issuing_cert"],
+            issuing_key_pem=contents["issuing_key"],
+            issuing_key_passphrase=source_passphrase,
+            now=now,
+        )

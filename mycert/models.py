@@ -1,0 +1,349 @@
+"""MyCert's data: vendors, professionals, requests, certificates, the outbox, CRLs, audit.
+
+Private keys and keystore passwords are never stored in clear: the outbox keeps the
+keystore and the password sealed (see ``mycert.sealing``) only until they are sent.
+Nothing here is ever deleted by the application; the admin grants no delete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from mycert.querysets import CertificateQuerySet, CertificateRequestQuerySet, DeliveryQuerySet
+
+
+class Vendor(models.Model):
+    """A software vendor ("éditeur") who may receive a copy of a professional's keystore."""
+
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    email = models.EmailField(_("e-mail"))
+    pgp_public_key = models.TextField(
+        _("OpenPGP public key"),
+        blank=True,
+        help_text=_("ASCII-armored; mail is encrypted when set."),
+    )
+    pgp_fingerprint = models.CharField(_("OpenPGP fingerprint"), max_length=40, blank=True)
+    pgp_expires_at = models.DateTimeField(_("OpenPGP key expires"), null=True, blank=True)
+    legacy_keystore = models.BooleanField(
+        _("legacy keystore (3DES)"),
+        default=False,
+        help_text=_("For software that cannot read AES-256 PKCS#12 keystores."),
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("vendor")
+        verbose_name_plural = _("vendors")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Professional(models.Model):
+    """A health professional, known to MyCert through the portal's OpenID subject."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="professional"
+    )
+    oidc_subject = models.CharField(_("OpenID subject"), max_length=255, unique=True)
+    professional_id = models.CharField(_("professional identifier"), max_length=64, unique=True)
+    given_name = models.CharField(_("given name"), max_length=150)
+    family_name = models.CharField(_("family name"), max_length=150)
+    email = models.EmailField(_("e-mail"))
+    language = models.CharField(_("language"), max_length=8, default="fr")
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("professional")
+        verbose_name_plural = _("professionals")
+        ordering = ["family_name", "given_name"]
+
+    def __str__(self) -> str:
+        return f"{self.given_name} {self.family_name} ({self.professional_id})"
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.given_name} {self.family_name}"
+
+
+class CertificateRequest(models.Model):
+    """One "Envoyer" on the form: the professional's request and their consent."""
+
+    class Status(models.TextChoices):
+        SUBMITTED = "submitted", _("submitted")
+        ISSUING = "issuing", _("issuing")
+        SENDING = "sending", _("sending")
+        SENT = "sent", _("sent")
+        FAILED = "failed", _("failed")
+
+    IN_PROGRESS = (Status.SUBMITTED, Status.ISSUING, Status.SENDING)
+
+    professional = models.ForeignKey(
+        Professional,
+        on_delete=models.PROTECT,
+        related_name="requests",
+        verbose_name=_("professional"),
+    )
+    vendor = models.ForeignKey(
+        Vendor,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="requests",
+        verbose_name=_("vendor"),
+    )
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.SUBMITTED
+    )
+    key_type = models.CharField(_("key type"), max_length=16)
+    language = models.CharField(_("language"), max_length=8, default="fr")
+    terms_version = models.CharField(_("usage terms version"), max_length=32)
+    terms_accepted_at = models.DateTimeField(_("usage terms accepted"))
+    vendor_copy_consent = models.BooleanField(_("consent to the vendor copy"), default=False)
+    submitted_at = models.DateTimeField(_("submitted"), auto_now_add=True)
+    due_at = models.DateTimeField(
+        _("due"), help_text=_("5 Luxembourg business days after submission.")
+    )
+    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+
+    objects = CertificateRequestQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("certificate request")
+        verbose_name_plural = _("certificate requests")
+        ordering = ["-submitted_at"]
+        constraints = [
+            # One request in progress per professional, enforced by the database so
+            # that two simultaneous "Envoyer" cannot both pass.
+            models.UniqueConstraint(
+                fields=["professional"],
+                condition=Q(status__in=["submitted", "issuing", "sending"]),
+                name="one_request_in_progress_per_professional",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_status_display()}"
+
+    @property
+    def is_in_progress(self) -> bool:
+        return self.status in self.IN_PROGRESS
+
+
+class Certificate(models.Model):
+    """An issued X.509 certificate (public part only) and its revocation state."""
+
+    class RevocationReason(models.TextChoices):
+        # RFC 5280 §5.3.1 CRLReason names, as cryptography's x509.ReasonFlags values.
+        UNSPECIFIED = "unspecified", _("unspecified")
+        KEY_COMPROMISE = "keyCompromise", _("key compromise")
+        AFFILIATION_CHANGED = "affiliationChanged", _("affiliation changed")
+        SUPERSEDED = "superseded", _("superseded")
+        CESSATION_OF_OPERATION = "cessationOfOperation", _("cessation of operation")
+        CERTIFICATE_HOLD = "certificateHold", _("certificate hold")
+        PRIVILEGE_WITHDRAWN = "privilegeWithdrawn", _("privilege withdrawn")
+
+    class RevokedVia(models.TextChoices):
+        HELPDESK = "helpdesk", _("helpdesk")
+        PROFESSIONAL = "professional", _("professional")
+        SUPERSEDED = "superseded", _("new certificate delivered")
+
+    request = models.OneToOneField(
+        CertificateRequest,
+        on_delete=models.PROTECT,
+        related_name="certificate",
+        verbose_name=_("request"),
+    )
+    professional = models.ForeignKey(
+        Professional,
+        on_delete=models.PROTECT,
+        related_name="certificates",
+        verbose_name=_("professional"),
+    )
+    # Hex text: 159-bit serials overflow a BigIntegerField (RFC 5280 §4.1.2.2).
+    serial = models.CharField(_("serial number"), max_length=40, unique=True)
+    subject = models.CharField(_("subject"), max_length=500)
+    issuer = models.CharField(_("issuer"), max_length=500)
+    key_type = models.CharField(_("key type"), max_length=16)
+    not_before = models.DateTimeField(_("valid from"))
+    not_after = models.DateTimeField(_("valid until"))
+    fingerprint_sha256 = models.CharField(_("SHA-256 fingerprint"), max_length=64, unique=True)
+    pem = models.TextField(_("certificate (PEM)"))
+    issued_at = models.DateTimeField(_("issued"), auto_now_add=True)
+    revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+    revocation_reason = models.CharField(
+        _("revocation reason"), max_length=32, choices=RevocationReason.choices, blank=True
+    )
+    compromised_at = models.DateTimeField(_("compromise date"), null=True, blank=True)
+    revocation_comment = models.TextField(_("revocation comment"), blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("revoked by"),
+    )
+    revoked_via = models.CharField(
+        _("revoked via"), max_length=16, choices=RevokedVia.choices, blank=True
+    )
+    expiry_reminders_sent = models.JSONField(
+        _("expiry reminders sent (days)"), default=list, blank=True
+    )
+
+    objects = CertificateQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("certificate")
+        verbose_name_plural = _("certificates")
+        ordering = ["-issued_at"]
+        permissions = [("revoke_certificate", _("Can revoke certificates"))]
+        indexes = [models.Index(fields=["revoked_at"]), models.Index(fields=["not_after"])]
+
+    def __str__(self) -> str:
+        return f"{self.serial[:16]}… ({self.professional_id})"
+
+    @property
+    def serial_number(self) -> int:
+        return int(self.serial, 16)
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class Delivery(models.Model):
+    """One e-mail of the transactional outbox: (professional | vendor) × (keystore | password)."""
+
+    class Recipient(models.TextChoices):
+        PROFESSIONAL = "professional", _("professional")
+        VENDOR = "vendor", _("vendor")
+
+    class Content(models.TextChoices):
+        KEYSTORE = "keystore", _("keystore")
+        PASSWORD = "password", _("password")
+        REVOCATION_NOTICE = "revocation", _("revocation notice")
+        EXPIRY_REMINDER = "expiry", _("expiry reminder")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("pending")
+        RETRYING = "retrying", _("retrying after a temporary error")
+        SENT = "sent", _("sent")
+        FAILED = "failed", _("failed, needs the helpdesk")
+
+    certificate = models.ForeignKey(
+        Certificate,
+        on_delete=models.PROTECT,
+        related_name="deliveries",
+        verbose_name=_("certificate"),
+    )
+    recipient = models.CharField(_("recipient"), max_length=16, choices=Recipient.choices)
+    content = models.CharField(_("content"), max_length=16, choices=Content.choices)
+    to_email = models.EmailField(_("to"))
+    vendor = models.ForeignKey(
+        Vendor,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("vendor"),
+    )
+    language = models.CharField(_("language"), max_length=8, default="fr")
+    # The OpenPGP key the mail is encrypted to, pinned at creation (empty: not encrypted).
+    pgp_fingerprint = models.CharField(_("OpenPGP fingerprint"), max_length=40, blank=True)
+    sealed_payload = models.BinaryField(_("sealed payload"), null=True, blank=True, editable=False)
+    # The password e-mail waits until the keystore e-mail to the same person was accepted.
+    after = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("sent after"),
+    )
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    message_id = models.CharField(_("Message-ID"), max_length=255, unique=True)
+    key = models.CharField(
+        _("idempotency key"),
+        max_length=64,
+        unique=True,
+        help_text=_("Makes creating a notice twice impossible."),
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("delivery")
+        verbose_name_plural = _("deliveries")
+        ordering = ["-created_at", "pk"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_content_display()} → {self.get_recipient_display()}"
+
+
+class Crl(models.Model):
+    """A signed CRL as published; the web process serves the newest one as stored."""
+
+    number = models.PositiveBigIntegerField(_("CRL number"), unique=True)
+    this_update = models.DateTimeField(_("this update"))
+    next_update = models.DateTimeField(_("next update"))
+    entries = models.PositiveIntegerField(_("revoked entries"))
+    der = models.BinaryField(_("DER"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("CRL")
+        verbose_name_plural = _("CRLs")
+        ordering = ["-number"]
+        get_latest_by = "number"
+
+    def __str__(self) -> str:
+        return f"CRL #{self.number}"
+
+
+class AuditEvent(models.Model):
+    """An append-only audit record, hash-chained to the one before it."""
+
+    created_at = models.DateTimeField(_("time"))
+    actor = models.CharField(_("actor"), max_length=150)
+    action = models.CharField(_("action"), max_length=64)
+    object_type = models.CharField(_("object type"), max_length=64, blank=True)
+    object_id = models.CharField(_("object id"), max_length=64, blank=True)
+    details = models.JSONField(_("details"), default=dict, blank=True)
+    # Unique: two events can never claim the same predecessor (no forks in the chain).
+    previous_hash = models.CharField(_("previous hash"), max_length=64, unique=True)
+    hash = models.CharField(_("hash"), max_length=64, unique=True)
+
+    class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
+        ordering = ["-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise ValueError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise ValueError("Audit events are append-only.")

@@ -1,0 +1,51 @@
+"""QuerySet vocabulary (after django-ca): ``.valid()``, ``.revoked()``, ``.for_crl()``…"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.db import models
+from django.db.models import Q
+
+if TYPE_CHECKING:
+    from mycert.models import Certificate, CertificateRequest, Delivery  # noqa: F401
+
+
+class CertificateRequestQuerySet(models.QuerySet["CertificateRequest"]):
+    def in_progress(self) -> CertificateRequestQuerySet:
+        return self.filter(status__in=["submitted", "issuing", "sending"])
+
+    def overdue(self, now: datetime) -> CertificateRequestQuerySet:
+        """Requests still in progress past their due date (5 business days)."""
+        return self.in_progress().filter(due_at__lt=now)
+
+
+class CertificateQuerySet(models.QuerySet["Certificate"]):
+    def revoked(self) -> CertificateQuerySet:
+        return self.filter(revoked_at__isnull=False)
+
+    def not_revoked(self) -> CertificateQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+    def valid(self, now: datetime) -> CertificateQuerySet:
+        return self.not_revoked().filter(not_before__lte=now, not_after__gt=now)
+
+    def expired(self, now: datetime) -> CertificateQuerySet:
+        return self.not_revoked().filter(not_after__lte=now)
+
+    def expiring_within(self, now: datetime, days: int) -> CertificateQuerySet:
+        return self.valid(now).filter(not_after__lte=now + timedelta(days=days))
+
+    def for_crl(self, now: datetime) -> CertificateQuerySet:
+        """Revoked certificates a CRL must list: revoked and not yet expired (RFC 5280 §3.3)."""
+        return self.revoked().filter(not_after__gt=now)
+
+
+class DeliveryQuerySet(models.QuerySet["Delivery"]):
+    def unsent(self) -> DeliveryQuerySet:
+        return self.filter(status__in=["pending", "retrying"])
+
+    def due(self, now: datetime) -> DeliveryQuerySet:
+        """Unsent deliveries whose turn has come (no back-off pending)."""
+        return self.unsent().filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))

@@ -1,0 +1,1 @@
+"""Workflows: each service is one transaction that also writes its audit event."""

@@ -1,0 +1,67 @@
+"""The professional's request: submit it, with their consent, one at a time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from mycert.business_days import add_business_days
+from mycert.models import CertificateRequest, Professional, Vendor
+from mycert.services.audit import audit_record
+
+
+class RequestRefused(Exception):
+    """The request cannot be accepted; ``code`` says why (``in_progress``, ``vendor``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def request_submit(
+    *,
+    professional: Professional,
+    vendor: Vendor | None,
+    terms_accepted: bool,
+    language: str,
+    now: datetime,
+) -> CertificateRequest:
+    """Record a request and its consent, and queue its issuance once committed."""
+    from mycert.tasks.issuance import issue_certificate
+
+    if not terms_accepted:
+        raise RequestRefused("terms", "The usage information must be confirmed.")
+    if vendor is not None and not vendor.is_active:
+        raise RequestRefused("vendor", "This vendor no longer receives copies.")
+    try:
+        with transaction.atomic():
+            # The partial unique constraint settles races; this check gives the message.
+            if CertificateRequest.objects.filter(professional=professional).in_progress().exists():
+                raise RequestRefused("in_progress", "A request is already in progress.")
+            certificate_request = CertificateRequest.objects.create(
+                professional=professional,
+                vendor=vendor,
+                key_type=settings.MYCERT_CERT_KEY_TYPE,
+                language=language,
+                terms_version=settings.MYCERT_TERMS_VERSION,
+                terms_accepted_at=now,
+                vendor_copy_consent=vendor is not None,
+                due_at=add_business_days(now, settings.MYCERT_SLA_BUSINESS_DAYS),
+            )
+            audit_record(
+                actor=f"user:{professional.user_id}",
+                action="request.submitted",
+                target=certificate_request,
+                details={
+                    "vendor_id": vendor.pk if vendor else None,
+                    "terms_version": certificate_request.terms_version,
+                    "vendor_copy_consent": certificate_request.vendor_copy_consent,
+                    "key_type": certificate_request.key_type,
+                },
+            )
+            transaction.on_commit(lambda: issue_certificate.delay(certificate_request.pk))
+    except IntegrityError as exc:
+        raise RequestRefused("in_progress", "A request is already in progress.") from exc
+    return certificate_request

@@ -1,0 +1,156 @@
+"""The professional's pages: entry, request form, My certificates. Thin: services do the work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import get_language
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
+
+from mycert.forms import CertificateRequestForm
+from mycert.models import CertificateRequest, Professional
+from mycert.problems import render_problem
+from mycert.selectors import professional_overview, request_progress
+from mycert.services.requests import RequestRefused, request_submit
+
+View = Callable[..., HttpResponse]
+
+
+def professional_required(view: View) -> View:
+    """Let through only a logged-in professional; anyone else gets a plain explanation."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not Professional.objects.filter(user=request.user).exists():
+            return render_problem(
+                request,
+                title=_("This page is for health professionals"),
+                explanation=_("Your account is not a health professional's account."),
+                what_to_do=_(
+                    "Log in on the eSanté portal with your professional account and a LuxTrust means."
+                ),
+                status=403,
+            )
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _in_progress_problem(request: HttpRequest) -> HttpResponse:
+    return render_problem(
+        request,
+        title=_("A request is already in progress"),
+        explanation=_(
+            "You already have a certificate request in progress. You will receive the keystore "
+            "and its password in two separate e-mails."
+        ),
+        what_to_do=_("Wait for these e-mails; you can follow your request on “My certificates”."),
+        status=409,
+        back_url=reverse("my-certificates"),
+        back_label=_("My certificates"),
+    )
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """The entry page."""
+    return render(request, "mycert/home.html")
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@professional_required
+def request_certificate(request: HttpRequest) -> HttpResponse:
+    """Show and accept the request form (vendor, usage information, "Envoyer")."""
+    professional = Professional.objects.get(user=request.user)
+    overview = professional_overview(professional, now=timezone.now())
+    if overview.request_in_progress is not None:
+        return _in_progress_problem(request)
+    form = CertificateRequestForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                submitted = request_submit(
+                    professional=professional,
+                    vendor=form.chosen_vendor(),
+                    terms_accepted=form.cleaned_data["terms_accepted"],
+                    language=get_language() or "fr",
+                    now=timezone.now(),
+                )
+            except RequestRefused as refused:
+                if refused.code == "in_progress":
+                    return _in_progress_problem(request)
+                form.add_error("vendor", str(refused))
+            else:
+                return redirect("request-sent", request_id=submitted.pk)
+        status = 400
+    else:
+        status = 200
+    return render(
+        request,
+        "mycert/request_form.html",
+        {"form": form, "valid_certificate": overview.valid_certificate},
+        status=status,
+    )
+
+
+@never_cache
+@require_GET
+@professional_required
+def request_sent(request: HttpRequest, request_id: int) -> HttpResponse:
+    """Confirm the request: "Demande envoyée."."""
+    certificate_request = CertificateRequest.objects.filter(
+        pk=request_id, professional__user=request.user
+    ).first()
+    if certificate_request is None:
+        return render_problem(
+            request,
+            title=_("Request not found"),
+            explanation=_("There is no such request among yours."),
+            status=404,
+            back_url=reverse("my-certificates"),
+            back_label=_("My certificates"),
+        )
+    return render(request, "mycert/request_sent.html", {"certificate_request": certificate_request})
+
+
+@never_cache
+@require_GET
+@professional_required
+def my_certificates(request: HttpRequest) -> HttpResponse:
+    """List the professional's own requests and certificates."""
+    professional = Professional.objects.get(user=request.user)
+    return render(
+        request,
+        "mycert/my_certificates.html",
+        {"rows": request_progress(professional, now=timezone.now())},
+    )
+
+
+@never_cache
+@require_GET
+@professional_required
+def my_certificates_status(request: HttpRequest) -> JsonResponse:
+    """The same states as JSON, polled by the page so progress shows without a refresh."""
+    professional = Professional.objects.get(user=request.user)
+    rows = request_progress(professional, now=timezone.now())
+    return JsonResponse(
+        {
+            "requests": [
+                {"id": row.request_id, "state": row.state, "label": str(row.state_label)}
+                for row in rows
+            ],
+            "in_progress": any(row.in_progress for row in rows),
+        }
+    )

@@ -1,0 +1,42 @@
+"""Shared fixtures: a real CA on disk for every test that issues."""
+
+from __future__ import annotations
+
+import pytest
+
+from mycert import ca_store
+
+pytest_plugins: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def _session_ca(tmp_path_factory: pytest.TempPathFactory) -> ca_store.CaPaths:
+    """Create one CA for the whole run (RSA keys are slow to make)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from mycert.pki import KeyType
+
+    paths = ca_store.CaPaths(tmp_path_factory.mktemp("ca") / "ca")
+    original = settings.MYCERT_CA_DIR
+    settings.MYCERT_CA_DIR = paths.directory
+    try:
+        ca_store.create_ca(
+            paths,
+            settings.MYCERT_CA_KEY_PASSPHRASE.encode(),
+            organization="Agence eSanté",
+            country="LU",
+            key_type=KeyType.EC_P256,
+            now=timezone.now(),
+        )
+    finally:
+        settings.MYCERT_CA_DIR = original
+    return paths
+
+
+@pytest.fixture
+def ca(settings: pytest.FixtureRequest, _session_ca: ca_store.CaPaths) -> ca_store.CaPaths:
+    """Point MYCERT_CA_DIR at the run's CA."""
+    settings.MYCERT_CA_DIR = _session_ca.directory  # type: ignore[attr-defined]
+    ca_store.clear_cache()
+    return _session_ca

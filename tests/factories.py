@@ -1,0 +1,52 @@
+"""Test data made with factory_boy: professionals, vendors, requests."""
+
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from mycert.business_days import add_business_days
+from mycert.models import CertificateRequest, Professional, Vendor
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"oidc:sub-{n}")
+    password = factory.django.Password(None)
+
+
+class ProfessionalFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Professional
+
+    user = factory.SubFactory(UserFactory)
+    oidc_subject = factory.LazyAttribute(lambda o: o.user.username.removeprefix("oidc:"))
+    professional_id = factory.Sequence(lambda n: f"LU-MED-{100000 + n}")
+    given_name = "Anne"
+    family_name = factory.Sequence(lambda n: f"Muller{n}")
+    email = factory.Sequence(lambda n: f"pro{n}@cabinet.example.lu")
+    language = "fr"
+
+
+class VendorFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Vendor
+
+    name = factory.Sequence(lambda n: f"Éditeur {n}")
+    email = factory.Sequence(lambda n: f"support{n}@vendor.example.lu")
+
+
+class CertificateRequestFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CertificateRequest
+
+    professional = factory.SubFactory(ProfessionalFactory)
+    key_type = "ec-p256"
+    language = "fr"
+    terms_version = "2023-03"
+    terms_accepted_at = factory.LazyFunction(timezone.now)
+    due_at = factory.LazyFunction(lambda: add_business_days(timezone.now(), 5))

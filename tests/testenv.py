@@ -1,0 +1,20 @@
+"""Test environment, loaded as a pytest plugin before Django reads its settings.
+
+Only defaults: a variable already set (``DATABASE_URL`` for the PostgreSQL run,
+``CELERY_BROKER_URL`` for Redis) wins.
+"""
+
+import os
+import tempfile
+
+_state = tempfile.mkdtemp(prefix="mycert-test-")
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production-0123456789")
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("MYCERT_VAR_DIR", _state)
+os.environ.setdefault("MYCERT_CA_DIR", os.path.join(_state, "ca"))
+os.environ.setdefault("MYCERT_CA_KEY_PASSPHRASE", "test-ca-passphrase")
+os.environ.setdefault("MYCERT_GNUPG_HOME", tempfile.mkdtemp(prefix="g", dir="/tmp"))
+os.environ.setdefault("MYCERT_BASE_URL", "http://testserver")
+os.environ.setdefault("DATABASE_URL", f"sqlite:///{_state}/test.sqlite3")
