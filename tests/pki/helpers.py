@@ -35,6 +35,10 @@ def run_command(args: Sequence[str | Path]) -> subprocess.CompletedProcess[str]:
         [str(arg) for arg in args],
         capture_output=True,
         text=True,
+        # Tools print names in their own encodings (OpenSSL 3.0 prints BMPString
+        # friendly names as Latin-1): keep the bytes recoverable instead of failing.
+        encoding="utf-8",
+        errors="surrogateescape",
         check=False,
         timeout=120,
     )
