@@ -144,17 +144,21 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 def _issuer_hashes(
     issuer_certificate: x509.Certificate, algorithm_name: str
 ) -> tuple[bytes, bytes]:
-    # RFC 6960 §4.1.1: issuerNameHash hashes the DER issuer name, issuerKeyHash the
-    # subjectPublicKey BIT STRING value. pyca's request builder computes exactly that
-    # CertID; asking it about the CA itself (cert = issuer = the CA) yields the CA's
-    # hashes without hand-parsing DER. Cached: the OCSP path calls this per request.
+    # RFC 6960 §4.1.1: issuerNameHash hashes the DER of the issuer's name (the CA's
+    # subject), issuerKeyHash the value of its subjectPublicKey BIT STRING.
+    # Cached: the OCSP path calls this for every request.
     algorithm = _HASHES[algorithm_name]()
+    name_digest = hashes.Hash(algorithm)
+    name_digest.update(issuer_certificate.subject.public_bytes())
+    # pyca's request builder hashes the issuer's subjectPublicKey exactly as the
+    # certificate encodes it; borrowing it avoids hand-parsing the SPKI DER. (The
+    # name hash it would give is of the CA's own issuer, hence computed above.)
     probe = (
         ocsp.OCSPRequestBuilder()
         .add_certificate(issuer_certificate, issuer_certificate, algorithm)
         .build()
     )
-    return probe.issuer_name_hash, probe.issuer_key_hash
+    return name_digest.finalize(), probe.issuer_key_hash
 
 
 def issued_by(query: OcspQuery, issuer_certificate: x509.Certificate) -> bool:
