@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,8 +25,8 @@ from tests.pki.helpers import ORGANIZATION, pkilint_findings, run_command, write
 SUBJECT = DistinguishedName("Throwaway CA", ORGANIZATION, "LU")
 
 
-def _ext(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extension:
-    return certificate.extensions.get_extension_for_class(kind)  # type: ignore[type-var]
+def _ext(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extension[Any]:
+    return certificate.extensions.get_extension_for_class(kind)
 
 
 def test_root_ca_profile(root_ca: CertificateAuthority, now: datetime) -> None:

@@ -221,10 +221,10 @@ def test_identity_validation(
     ],
 )
 def test_profile_validation(
-    profile: ProfessionalProfile, field: str, value: object, message: str
+    profile: ProfessionalProfile, field: str, value: str | int, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        dataclasses.replace(profile, **{field: value})
+        dataclasses.replace(profile, **{field: value})  # type: ignore[arg-type]
 
 
 def test_profile_defaults(profile: ProfessionalProfile) -> None:
