@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -90,9 +91,10 @@ def main() -> None:
     for key_type in KeyType:
         samples: dict[str, list[float]] = {step: [] for step in steps}
         for _ in range(runs):
-            keygen_ms, key = timed(lambda key_type=key_type: generate_private_key(key_type))
+            keygen_ms, key = timed(partial(generate_private_key, key_type))
             sign_ms, certificate = timed(
-                lambda key=key: issue_professional_certificate(
+                partial(
+                    issue_professional_certificate,
                     issuer=issuing,
                     public_key=key.public_key(),
                     identity=identity,
@@ -100,10 +102,11 @@ def main() -> None:
                     now=now,
                 )
             )
-            p12 = {}
+            p12: dict[KeystoreEncryption, float] = {}
             for encryption in KeystoreEncryption:
                 p12[encryption], _ = timed(
-                    lambda key=key, certificate=certificate, encryption=encryption: build_keystore(
+                    partial(
+                        build_keystore,
                         private_key=key,
                         certificate=certificate,
                         chain=chain,
