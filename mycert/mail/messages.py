@@ -1,0 +1,262 @@
+"""Build MyCert's e-mails as Django ``EmailMessage`` objects.
+
+Each kind of mail is one small builder that renders ``templates/emails/<lang>/<kind>*``
+(subject, text, HTML) and hands the result to :func:`_finish`, which adds the common
+headers and, when the recipient's OpenPGP key is pinned, wraps everything in PGP/MIME.
+A revocation notice or an expiry reminder is one more builder of the same shape.
+
+Bodies are whole templates per language (fr, de, en) rather than gettext fragments:
+installation steps read better translated as one text, and they stay reviewable by the
+agency's translators as plain files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.encoders import encode_7or8bit
+from email.generator import BytesGenerator
+from email.message import Message
+from email.mime.application import MIMEApplication
+from io import BytesIO
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.core.mail.message import SafeMIMEMultipart
+from django.template.loader import render_to_string
+from django.utils import translation
+
+__all__ = [
+    "LANGUAGES",
+    "CertificateFacts",
+    "Encryptor",
+    "Envelope",
+    "PgpMimeMessage",
+    "as_wire_bytes",
+    "keystore_filename",
+    "keystore_message",
+    "mail_language",
+    "password_message",
+]
+
+#: Languages with e-mail templates; anything else falls back to the first.
+LANGUAGES = ("fr", "de", "en")
+
+#: ``encrypt(data, fingerprint) -> ASCII-armored OpenPGP message``.
+Encryptor = Callable[[bytes, str], bytes]
+
+PKCS12_MIMETYPE = "application/x-pkcs12"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who receives one e-mail, in which language, under which Message-ID."""
+
+    to: str
+    #: RFC 5322 §3.6.4 ``<id-left@id-right>``; stable across retries so that a resend
+    #: after a crash can be recognised as the same message.
+    message_id: str
+    language: str = "fr"
+    #: Pinned OpenPGP fingerprint; empty means the mail leaves unencrypted.
+    pgp_fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class CertificateFacts:
+    """What an e-mail says about a certificate and whose it is."""
+
+    serial: str
+    professional_name: str
+    professional_id: str
+    not_after: datetime
+    #: Set for a vendor's copy: the mail then says whose certificate it carries.
+    vendor_name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def for_vendor(self) -> bool:
+        return bool(self.vendor_name)
+
+    @property
+    def serial_prefix(self) -> str:
+        return self.serial[:16].lower()
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+def mail_language(language: str) -> str:
+    """The template language for a request's language code (``de-LU`` → ``de``)."""
+    code = (language or "").replace("_", "-").split("-")[0].lower()
+    return code if code in LANGUAGES else LANGUAGES[0]
+
+
+def keystore_filename(serial: str) -> str:
+    """The attachment's name, ``mycert-<first 16 hex digits of the serial>.p12``."""
+    return f"mycert-{serial[:16].lower()}.p12"
+
+
+def _context(facts: CertificateFacts, language: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "language": language,
+        "professional_name": facts.professional_name,
+        "professional_id": facts.professional_id,
+        "serial": facts.serial.lower(),
+        "serial_prefix": facts.serial_prefix,
+        "not_after": facts.not_after,
+        "for_vendor": facts.for_vendor,
+        "vendor_name": facts.vendor_name,
+        "filename": keystore_filename(facts.serial),
+        "helpdesk_email": settings.MYCERT_HELPDESK_EMAIL,
+        "helpdesk_phone": settings.MYCERT_HELPDESK_PHONE,
+        "base_url": settings.MYCERT_BASE_URL,
+        **facts.extra,
+        **extra,
+    }
+
+
+def _one_line(text: str) -> str:
+    # A subject is one header line: template newlines must not become header folding.
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _render(kind: str, language: str, context: dict[str, Any]) -> _Rendered:
+    """Render ``emails/<language>/<kind>.subject.txt``, ``.txt`` and ``.html``."""
+    # The override localises dates and numbers ({{ not_after|date }}) to the mail's
+    # language, whatever the worker's active language.
+    with translation.override(language):
+        return _Rendered(
+            subject=_one_line(render_to_string(f"emails/{language}/{kind}.subject.txt", context)),
+            text=render_to_string(f"emails/{language}/{kind}.txt", context),
+            html=render_to_string(f"emails/{language}/{kind}.html", context),
+        )
+
+
+def _neutral_subject(language: str) -> str:
+    with translation.override(language):
+        return _one_line(render_to_string(f"emails/{language}/encrypted.subject.txt", {}))
+
+
+class PgpMimeMessage(EmailMessage):
+    """An e-mail whose whole MIME body is OpenPGP-encrypted (RFC 3156 §4).
+
+    The clear headers (From, To, Date, Message-ID and a neutral Subject) are the only
+    readable part; the real subject travels inside as a protected header.
+    """
+
+    def __init__(self, *, armored: bytes, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.armored = armored
+
+    def _create_message(self, msg: Any) -> SafeMIMEMultipart:
+        # RFC 3156 §4: multipart/encrypted with protocol="application/pgp-encrypted";
+        # first part application/pgp-encrypted carrying "Version: 1", second part
+        # application/octet-stream carrying the ASCII-armored OpenPGP message.
+        version = MIMEApplication(b"Version: 1\r\n", "pgp-encrypted", _encoder=encode_7or8bit)
+        version["Content-Description"] = "PGP/MIME version identification"
+        data = MIMEApplication(self.armored, "octet-stream", _encoder=encode_7or8bit)
+        data["Content-Description"] = "OpenPGP encrypted message"
+        data.add_header("Content-Disposition", "inline", filename="encrypted.asc")
+        return SafeMIMEMultipart(
+            "encrypted",
+            _subparts=[version, data],
+            encoding=self.encoding,
+            protocol="application/pgp-encrypted",
+        )
+
+
+def as_wire_bytes(message: Message) -> bytes:
+    """Serialise a MIME message with CRLF line ends, as SMTP and RFC 3156 §3 want it."""
+    buffer = BytesIO()
+    BytesGenerator(buffer, mangle_from_=False).flatten(message, linesep="\r\n")
+    return buffer.getvalue()
+
+
+def _finish(
+    *,
+    envelope: Envelope,
+    rendered: _Rendered,
+    language: str,
+    attachments: list[tuple[str, bytes, str]],
+    encrypt: Encryptor | None,
+) -> EmailMessage:
+    """Assemble text, HTML and attachments; encrypt the whole entity when a key is pinned."""
+    headers = {
+        "Message-ID": envelope.message_id,
+        "Content-Language": language,  # RFC 3282
+        "Auto-Submitted": "auto-generated",  # RFC 3834: no vacation auto-replies
+    }
+    plain = EmailMultiAlternatives(
+        subject=rendered.subject,
+        body=rendered.text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[envelope.to],
+        headers=headers,
+    )
+    plain.attach_alternative(rendered.html, "text/html")
+    for filename, content, mimetype in attachments:
+        plain.attach(filename, content, mimetype)
+    if not envelope.pgp_fingerprint:
+        return plain
+    if encrypt is None:
+        raise ValueError("This mail must be encrypted (a key is pinned) but no encryptor was given.")
+    inner = plain.message()
+    # Protected headers (the "Memory Hole" convention Thunderbird and others read): the
+    # real subject is shown after decryption; the outer one says nothing.
+    inner.set_param("protected-headers", "v1")
+    # RFC 3156 §4 encrypts a complete MIME entity; CRLF is its canonical form (§3).
+    armored = encrypt(as_wire_bytes(inner), envelope.pgp_fingerprint)
+    return PgpMimeMessage(
+        armored=armored,
+        subject=_neutral_subject(language),
+        body="",
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[envelope.to],
+        headers=headers,
+    )
+
+
+def keystore_message(
+    *,
+    envelope: Envelope,
+    facts: CertificateFacts,
+    keystore: bytes,
+    encrypt: Encryptor | None = None,
+) -> EmailMessage:
+    """The first e-mail: the PKCS#12 keystore, how to install it, what to do on compromise."""
+    language = mail_language(envelope.language)
+    rendered = _render("keystore", language, _context(facts, language))
+    return _finish(
+        envelope=envelope,
+        rendered=rendered,
+        language=language,
+        attachments=[(keystore_filename(facts.serial), keystore, PKCS12_MIMETYPE)],
+        encrypt=encrypt,
+    )
+
+
+def password_message(
+    *,
+    envelope: Envelope,
+    facts: CertificateFacts,
+    password: str,
+    encrypt: Encryptor | None = None,
+) -> EmailMessage:
+    """The second e-mail: only the keystore's password and a pointer to the first mail."""
+    language = mail_language(envelope.language)
+    context = _context(facts, language, password=password)
+    with translation.override(language):
+        context["keystore_subject"] = _one_line(
+            render_to_string(f"emails/{language}/keystore.subject.txt", context)
+        )
+    rendered = _render("password", language, context)
+    return _finish(
+        envelope=envelope, rendered=rendered, language=language, attachments=[], encrypt=encrypt
+    )
