@@ -1,0 +1,1 @@
+"""Test support: real processes (OpenID provider, Celery worker) that tests drive."""
