@@ -93,7 +93,9 @@ def test_inspect_refuses_several_keys(
 def test_encrypt_round_trip(keyring: OpenPgp, vendor_key: GpgKey) -> None:
     secret = "mot de passe très secret".encode()
 
-    armored = keyring.encrypt(secret, vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public)
+    armored = keyring.encrypt(
+        secret, vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public
+    )
 
     assert armored.startswith(b"-----BEGIN PGP MESSAGE-----")
     assert secret not in armored
@@ -110,7 +112,9 @@ def test_encrypt_to_exactly_the_pinned_key(
     keyring.encrypt(b"", other.fingerprint, now=NOW, armored_key=other.public)
     (gpg_home / "gpg.conf").write_text(f"encrypt-to {other.fingerprint}\n")
 
-    armored = keyring.encrypt(b"data", vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public)
+    armored = keyring.encrypt(
+        b"data", vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public
+    )
 
     packets = gpg(gpg_home, "--list-packets", "--list-only", input=armored).decode()
     assert packets.count(":pubkey enc packet:") == 1

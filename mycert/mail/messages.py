@@ -206,7 +206,9 @@ def _finish(
     if not envelope.pgp_fingerprint:
         return plain
     if encrypt is None:
-        raise ValueError("This mail must be encrypted (a key is pinned) but no encryptor was given.")
+        raise ValueError(
+            "This mail must be encrypted (a key is pinned) but no encryptor was given."
+        )
     inner = plain.message()
     # Protected headers (the "Memory Hole" convention Thunderbird and others read): the
     # real subject is shown after decryption; the outer one says nothing.

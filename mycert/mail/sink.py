@@ -44,7 +44,9 @@ _REPLIES = {
 
 
 def _reply(code: int) -> str:
-    return _REPLIES.get(code, f"{code} {'4.0.0' if code < 500 else '5.0.0'} Refused by the test sink")
+    return _REPLIES.get(
+        code, f"{code} {'4.0.0' if code < 500 else '5.0.0'} Refused by the test sink"
+    )
 
 
 @dataclass(frozen=True)
@@ -119,9 +121,7 @@ class SinkHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self._lock:
             code = self._fail_next.pop(0) if self._fail_next else None
         if code is not None:

@@ -130,7 +130,9 @@ def decrypt(key: GpgKey, message: Message) -> Message:
     parts = message.get_payload()
     assert isinstance(parts, list)
     assert len(parts) == 2
-    armored = parts[1].get_payload(decode=True)
+    data = parts[1]
+    assert isinstance(data, Message)
+    armored = data.get_payload(decode=True)
     assert isinstance(armored, bytes)
     return email.message_from_bytes(key.decrypt(armored), policy=email.policy.compat32)
 

@@ -147,7 +147,10 @@ class SmtpProcess:
             return []
         box = mailbox.Maildir(self.maildir, create=False)
         keyed = sorted(box.iterkeys(), key=_delivery_order)
-        return [email.message_from_bytes(box.get_bytes(key), policy=email.policy.compat32) for key in keyed]
+        return [
+            email.message_from_bytes(box.get_bytes(key), policy=email.policy.compat32)
+            for key in keyed
+        ]
 
     def by_message_id(self) -> Counter[str]:
         return Counter(str(m.get("Message-ID", "")).strip() for m in self.messages())

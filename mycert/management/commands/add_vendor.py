@@ -1,0 +1,76 @@
+"""Register a vendor ("éditeur"), with its OpenPGP public key checked on entry."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from mycert.services.vendors import vendor_create
+
+
+class Command(BaseCommand):
+    help = (
+        "Add a vendor who may receive copies of keystores. With --pgp-key, the vendor's "
+        "ASCII-armored OpenPGP public key is checked (one key, not expired or revoked, able "
+        "to encrypt), its fingerprint pinned, and mail to the vendor encrypted (PGP/MIME). "
+        "A refusal exits non-zero and writes nothing."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--name", required=True, help="The vendor's name, as professionals see it."
+        )
+        parser.add_argument("--email", required=True, help="Where the vendor's copies go.")
+        parser.add_argument(
+            "--pgp-key",
+            type=Path,
+            help="File with the vendor's ASCII-armored OpenPGP public key ('-' reads stdin).",
+        )
+        parser.add_argument(
+            "--legacy-keystore",
+            action="store_true",
+            help="Make 3DES/SHA-1 keystores for this vendor's software (cannot read AES-256).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        armored = ""
+        key_file: Path | None = options["pgp_key"]
+        if key_file is not None:
+            try:
+                armored = sys.stdin.read() if str(key_file) == "-" else key_file.read_text("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CommandError(f"Cannot read the key file {key_file}: {exc}") from exc
+            if not armored.strip():
+                raise CommandError(f"The key file {key_file} is empty.")
+        try:
+            vendor = vendor_create(
+                name=options["name"],
+                email=options["email"],
+                pgp_key=armored,
+                legacy_keystore=options["legacy_keystore"],
+                actor="command:add_vendor",
+                now=timezone.now(),
+            )
+        except (TypeError, ValueError) as exc:
+            raise CommandError(f"Vendor not added: {exc}") from exc
+        self.stdout.write(self.style.SUCCESS(f"Vendor #{vendor.pk} {vendor.name!r} added."))
+        if vendor.pgp_fingerprint:
+            expires = (
+                f"expires {vendor.pgp_expires_at:%Y-%m-%d}"
+                if vendor.pgp_expires_at
+                else "no expiry"
+            )
+            self.stdout.write(
+                f"OpenPGP key {vendor.pgp_fingerprint} ({expires}) pinned: "
+                "mail to this vendor will be encrypted."
+            )
+        else:
+            self.stdout.write(
+                "No OpenPGP key: mail to this vendor relies on the mail gateway's protection."
+            )
+        if vendor.legacy_keystore:
+            self.stdout.write("Keystores for this vendor use legacy 3DES/SHA-1 encryption.")

@@ -1,0 +1,44 @@
+"""Send the outbox's e-mails: thin tasks, ids only; retries are scheduled here."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from celery import shared_task
+from django.utils import timezone
+
+from mycert.services.delivery import SendResult, deliveries_due_ids, delivery_send
+
+__all__ = ["send_delivery", "sweep_outbox"]
+
+logger = logging.getLogger(__name__)
+
+
+# Names fixed (not derived from the module path): the beat schedule in settings and
+# tasks already queued keep working if this module moves.
+@shared_task(name="mycert.tasks.send_delivery", acks_late=True, ignore_result=True)
+def send_delivery(delivery_id: int) -> str:
+    """Send delivery ``delivery_id`` if due; queue what it unblocks; schedule its retry."""
+    now = timezone.now()
+    outcome = delivery_send(delivery_id=delivery_id, now=now)
+    for ready_id in outcome.ready_ids:
+        send_delivery.delay(ready_id)
+    if outcome.result is SendResult.RETRY and outcome.retry_at is not None:
+        # The row's next_attempt_at is the truth; this task only brings the attempt
+        # back on time (one second late rather than early, which would be skipped).
+        # The back-off is capped at 30 min, below the broker's visibility timeout.
+        countdown = max(math.ceil((outcome.retry_at - now).total_seconds()) + 1, 1)
+        send_delivery.apply_async((delivery_id,), countdown=countdown)
+    return outcome.result.value
+
+
+@shared_task(name="mycert.tasks.sweep_outbox", acks_late=True, ignore_result=True)
+def sweep_outbox() -> int:
+    """Queue every due delivery: lost tasks, expired leases, a broker that was down."""
+    due = deliveries_due_ids(now=timezone.now())
+    for delivery_id in due:
+        send_delivery.delay(delivery_id)
+    if due:
+        logger.info("outbox sweep queued %s deliveries", len(due))
+    return len(due)

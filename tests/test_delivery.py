@@ -1,0 +1,641 @@
+"""The outbox against a real SMTP server and real gpg: order, retries, failures, wiping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from email.header import decode_header, make_header
+from email.message import Message
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from django.utils import timezone
+
+from mycert.mail.messages import CertificateFacts, Envelope, keystore_message, password_message
+from mycert.mail.transport import SendError, send_message
+from mycert.models import AuditEvent, Certificate, CertificateRequest, Delivery, Vendor
+from mycert.sealing import unseal
+from mycert.services.delivery import (
+    BACKOFF_CAP,
+    SendResult,
+    backoff_delay,
+    deliveries_due_ids,
+    delivery_create_for_certificate,
+    delivery_retry,
+    delivery_send,
+)
+from mycert.services.vendors import vendor_set_pgp_key
+from tests.factories import CertificateRequestFactory, VendorFactory
+from tests.support.gpg import GpgKey, decrypt
+from tests.support.smtp_server import TestSmtpServer
+
+KEYSTORE = b"\x30\x82\x0a\x00 not really PKCS#12, but binary: \x00\xff\xfe"
+PASSWORD = "K7QX-M9RT-4WZP-H3NC-8VJD-2FBL"
+
+pytestmark = pytest.mark.django_db
+
+
+def make_certificate(*, vendor: Vendor | None = None, language: str = "fr") -> Certificate:
+    """A certificate row with its request; no real X.509 needed for mail."""
+    request = cast(
+        CertificateRequest,
+        CertificateRequestFactory(  # type: ignore[no-untyped-call]
+            vendor=vendor,
+            language=language,
+            status=CertificateRequest.Status.SENDING,
+            vendor_copy_consent=vendor is not None,
+        ),
+    )
+    now = timezone.now()
+    serial = f"{request.pk:04x}" + "3f1c2a9b8e7d6c5b4a39281706f5e4d3c2b1"
+    return Certificate.objects.create(
+        request=request,
+        professional=request.professional,
+        serial=serial[:40],
+        subject="CN=Anne Muller",
+        issuer="CN=Issuing CA",
+        key_type="ec-p256",
+        not_before=now,
+        not_after=now + timedelta(days=3 * 365),
+        fingerprint_sha256=f"{request.pk:064x}",
+        pem="-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+    )
+
+
+def create(
+    certificate: Certificate, *, vendor: Vendor | None = None, language: str = "fr"
+) -> dict[tuple[str, str], Delivery]:
+    rows = delivery_create_for_certificate(
+        certificate=certificate,
+        keystore=KEYSTORE,
+        password=PASSWORD,
+        vendor=vendor,
+        language=language,
+    )
+    return {(d.recipient, d.content): d for d in rows}
+
+
+def sealed(delivery: Delivery) -> bytes:
+    assert delivery.sealed_payload is not None
+    return bytes(delivery.sealed_payload)
+
+
+def parts(message: Message) -> list[Message]:
+    return [p for p in message.walk() if not p.is_multipart()]
+
+
+def text_of(message: Message) -> str:
+    for part in parts(message):
+        if part.get_content_type() == "text/plain":
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            return payload.decode(part.get_content_charset() or "utf-8")
+    raise AssertionError("no text/plain part")
+
+
+def attachments(message: Message) -> list[Message]:
+    return [p for p in parts(message) if p.get_filename()]
+
+
+@pytest.fixture
+def vendor_with_key(vendor_key: GpgKey, mycert_gpg_home: Path) -> Vendor:
+    vendor = cast(Vendor, VendorFactory(name="Logiciel Santé SA"))  # type: ignore[no-untyped-call]
+    return vendor_set_pgp_key(
+        vendor_id=vendor.pk, pgp_key=vendor_key.public, actor="test", now=timezone.now()
+    )
+
+
+@pytest.fixture
+def celery_eager() -> Iterator[None]:
+    from config.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager = previous
+
+
+# --- Creating the rows ---------------------------------------------------------------------
+
+
+def test_two_rows_for_the_professional(settings: Any) -> None:
+    settings.DEFAULT_FROM_EMAIL = "MyCert <mycert@esante.lu>"
+    certificate = make_certificate()
+    rows = create(certificate)
+
+    assert set(rows) == {("professional", "keystore"), ("professional", "password")}
+    keystore, password = rows["professional", "keystore"], rows["professional", "password"]
+    assert keystore.after is None
+    assert password.after == keystore
+    assert keystore.to_email == certificate.professional.email
+    assert keystore.key == f"cert:{certificate.pk}:professional:keystore"
+    assert password.key == f"cert:{certificate.pk}:professional:password"
+    assert re.fullmatch(r"<[0-9a-f]{32}@esante\.lu>", keystore.message_id)
+    assert keystore.message_id != password.message_id
+    # Stored sealed, never in clear.
+    assert KEYSTORE not in sealed(keystore)
+    assert unseal(sealed(keystore)) == KEYSTORE
+    assert unseal(sealed(password)) == PASSWORD.encode()
+    assert PASSWORD.encode() not in sealed(password)
+    assert keystore.pgp_fingerprint == ""
+
+
+def test_four_rows_with_a_vendor_pinned(vendor_with_key: Vendor, vendor_key: GpgKey) -> None:
+    rows = create(make_certificate(vendor=vendor_with_key), vendor=vendor_with_key)
+
+    assert len(rows) == 4
+    vendor_keystore = rows["vendor", "keystore"]
+    vendor_password = rows["vendor", "password"]
+    assert vendor_password.after == vendor_keystore
+    assert vendor_keystore.to_email == vendor_with_key.email
+    assert vendor_keystore.vendor == vendor_with_key
+    assert vendor_keystore.pgp_fingerprint == vendor_key.fingerprint
+    assert vendor_password.pgp_fingerprint == vendor_key.fingerprint
+    assert rows["professional", "keystore"].pgp_fingerprint == ""
+    assert len({d.message_id for d in rows.values()}) == 4
+
+
+# --- Sending --------------------------------------------------------------------------------
+
+
+def test_keystore_then_password(smtp_settings: TestSmtpServer) -> None:
+    certificate = make_certificate()
+    rows = create(certificate)
+    keystore, password = rows["professional", "keystore"], rows["professional", "password"]
+    now = timezone.now()
+
+    # The password mail waits for the keystore mail.
+    assert delivery_send(delivery_id=password.pk, now=now).result is SendResult.WAITING
+    assert smtp_settings.messages == []
+
+    outcome = delivery_send(delivery_id=keystore.pk, now=now)
+    assert outcome.result is SendResult.SENT
+    assert outcome.ready_ids == (password.pk,)
+    assert delivery_send(delivery_id=password.pk, now=now).result is SendResult.SENT
+
+    first, second = smtp_settings.messages
+    assert first.message_id == keystore.message_id
+    assert second.message_id == password.message_id
+    assert first.rcpt_tos == (certificate.professional.email,)
+
+    # The keystore mail: text + HTML + the .p12.
+    (attachment,) = attachments(first.message)
+    assert attachment.get_content_type() == "application/x-pkcs12"
+    assert attachment.get_filename() == f"mycert-{certificate.serial[:16]}.p12"
+    assert attachment.get_payload(decode=True) == KEYSTORE
+    assert {p.get_content_type() for p in parts(first.message)} == {
+        "text/plain",
+        "text/html",
+        "application/x-pkcs12",
+    }
+    body = text_of(first.message)
+    assert "keytool -list -v -storetype PKCS12" in body
+    assert "Windows" in body
+    assert "macOS" in body
+    assert "helpdesk@esante.lu" in body
+    assert "(+352) 27 12 50 18 33" in body
+    assert PASSWORD not in first.data.decode(errors="replace")
+
+    # The password mail: the password and a pointer, never the keystore.
+    assert attachments(second.message) == []
+    assert PASSWORD in text_of(second.message)
+    assert "e-mail 1/2" in text_of(second.message)
+    assert first.message["Auto-Submitted"] == "auto-generated"
+
+    # Wiped once sent, audited, and the request is closed.
+    for row in (keystore, password):
+        row.refresh_from_db()
+        assert row.status == Delivery.Status.SENT
+        assert row.sealed_payload is None
+        assert row.sent_at == now
+        assert row.attempts == 1
+    assert AuditEvent.objects.filter(action="delivery.sent").count() == 2
+    certificate.request.refresh_from_db()
+    assert certificate.request.status == CertificateRequest.Status.SENT
+
+
+def test_sending_twice_sends_once(smtp_settings: TestSmtpServer) -> None:
+    keystore = create(make_certificate())["professional", "keystore"]
+    now = timezone.now()
+
+    assert delivery_send(delivery_id=keystore.pk, now=now).result is SendResult.SENT
+    assert delivery_send(delivery_id=keystore.pk, now=now).result is SendResult.DONE
+    assert smtp_settings.by_message_id()[keystore.message_id] == 1
+
+
+def test_a_leased_row_is_left_alone(smtp_settings: TestSmtpServer) -> None:
+    """Another worker holds it (claimed, sending): a duplicate task does nothing."""
+    keystore = create(make_certificate())["professional", "keystore"]
+    now = timezone.now()
+    Delivery.objects.filter(pk=keystore.pk).update(next_attempt_at=now + timedelta(minutes=2))
+
+    outcome = delivery_send(delivery_id=keystore.pk, now=now)
+
+    assert outcome.result is SendResult.NOT_DUE
+    assert smtp_settings.messages == []
+
+
+def test_request_stays_open_until_every_mail_left(
+    smtp_settings: TestSmtpServer, vendor_with_key: Vendor
+) -> None:
+    certificate = make_certificate(vendor=vendor_with_key)
+    rows = create(certificate, vendor=vendor_with_key)
+    now = timezone.now()
+    for key in [("professional", "keystore"), ("professional", "password"), ("vendor", "keystore")]:
+        assert delivery_send(delivery_id=rows[key].pk, now=now).result is SendResult.SENT
+        certificate.request.refresh_from_db()
+        assert certificate.request.status == CertificateRequest.Status.SENDING
+
+    delivery_send(delivery_id=rows["vendor", "password"].pk, now=now)
+
+    certificate.request.refresh_from_db()
+    assert certificate.request.status == CertificateRequest.Status.SENT
+
+
+def test_vendor_copy_is_pgp_mime(
+    smtp_settings: TestSmtpServer, vendor_with_key: Vendor, vendor_key: GpgKey
+) -> None:
+    certificate = make_certificate(vendor=vendor_with_key)
+    rows = create(certificate, vendor=vendor_with_key)
+    now = timezone.now()
+    for key in [("vendor", "keystore"), ("vendor", "password")]:
+        assert delivery_send(delivery_id=rows[key].pk, now=now).result is SendResult.SENT
+
+    keystore_mail, password_mail = smtp_settings.messages
+    professional = certificate.professional
+    for received in (keystore_mail, password_mail):
+        outer = received.message
+        # RFC 3156 §4.
+        assert outer.get_content_type() == "multipart/encrypted"
+        assert outer.get_param("protocol") == "application/pgp-encrypted"
+        version, data = cast(list[Message], outer.get_payload())
+        assert version.get_content_type() == "application/pgp-encrypted"
+        assert str(version.get_payload()).strip() == "Version: 1"
+        assert data.get_content_type() == "application/octet-stream"
+        assert str(data.get_payload()).lstrip().startswith("-----BEGIN PGP MESSAGE-----")
+        # Nothing readable outside: neutral subject, no name, no secret.
+        assert header_text(received.subject) == "MyCert : message chiffré"
+        raw = received.data.decode(errors="replace")
+        assert professional.family_name not in raw
+        assert PASSWORD not in raw
+        assert received.rcpt_tos == (vendor_with_key.email,)
+
+    inner = decrypt(vendor_key, keystore_mail.message)
+    assert inner.get_param("protected-headers") == "v1"
+    assert header_text(inner["Subject"]).startswith("MyCert : copie d'un certificat")
+    (attachment,) = attachments(inner)
+    assert attachment.get_filename() == f"mycert-{certificate.serial[:16]}.p12"
+    assert attachment.get_payload(decode=True) == KEYSTORE
+    body = text_of(inner)
+    assert professional.full_name in body
+    assert professional.professional_id in body
+    assert "Logiciel Santé SA" in body
+
+    inner_password = decrypt(vendor_key, password_mail.message)
+    assert PASSWORD in text_of(inner_password)
+    assert attachments(inner_password) == []
+
+
+def test_temporary_failure_backs_off_then_delivers_once(smtp_settings: TestSmtpServer) -> None:
+    keystore = create(make_certificate())["professional", "keystore"]
+    smtp_settings.fail_next(2, code=451)
+    now = timezone.now()
+
+    first = delivery_send(delivery_id=keystore.pk, now=now)
+    assert first.result is SendResult.RETRY
+    assert first.retry_at == now + timedelta(seconds=30)
+    keystore.refresh_from_db()
+    assert keystore.status == Delivery.Status.RETRYING
+    assert keystore.attempts == 1
+    assert keystore.last_error.startswith("refused: 451")
+    assert keystore.sealed_payload is not None
+
+    # Too early: nothing happens.
+    assert delivery_send(delivery_id=keystore.pk, now=now + timedelta(seconds=10)).result is (
+        SendResult.NOT_DUE
+    )
+    second = delivery_send(delivery_id=keystore.pk, now=now + timedelta(seconds=30))
+    assert second.result is SendResult.RETRY
+    assert second.retry_at == now + timedelta(seconds=30 + 60)
+    third = delivery_send(delivery_id=keystore.pk, now=now + timedelta(seconds=90))
+    assert third.result is SendResult.SENT
+
+    assert smtp_settings.by_message_id() == {keystore.message_id: 1}
+    keystore.refresh_from_db()
+    assert keystore.attempts == 3
+    assert keystore.last_error == ""
+
+
+def test_relay_down_is_temporary(smtp_settings: TestSmtpServer) -> None:
+    keystore = create(make_certificate())["professional", "keystore"]
+    smtp_settings.stop()
+    now = timezone.now()
+
+    outcome = delivery_send(delivery_id=keystore.pk, now=now)
+
+    assert outcome.result is SendResult.RETRY
+    assert "connection failed" in outcome.error
+    smtp_settings.start()
+    assert outcome.retry_at is not None
+    assert delivery_send(delivery_id=keystore.pk, now=outcome.retry_at).result is SendResult.SENT
+    assert len(smtp_settings.messages) == 1
+
+
+def test_attempts_run_out(smtp_settings: TestSmtpServer, settings: Any) -> None:
+    settings.MYCERT_DELIVERY_MAX_ATTEMPTS = 2
+    keystore = create(make_certificate())["professional", "keystore"]
+    smtp_settings.fail_next(5, code=421)
+    now = timezone.now()
+
+    assert delivery_send(delivery_id=keystore.pk, now=now).result is SendResult.RETRY
+    outcome = delivery_send(delivery_id=keystore.pk, now=now + timedelta(minutes=5))
+
+    assert outcome.result is SendResult.FAILED
+    keystore.refresh_from_db()
+    assert keystore.status == Delivery.Status.FAILED
+    assert keystore.sealed_payload is not None
+
+
+def test_permanent_failure_then_helpdesk_retry(smtp_settings: TestSmtpServer) -> None:
+    rows = create(make_certificate())
+    keystore, password = rows["professional", "keystore"], rows["professional", "password"]
+    smtp_settings.fail_next(1, code=550)
+    now = timezone.now()
+
+    outcome = delivery_send(delivery_id=keystore.pk, now=now)
+
+    assert outcome.result is SendResult.FAILED
+    keystore.refresh_from_db()
+    assert keystore.status == Delivery.Status.FAILED
+    assert keystore.last_error.startswith("refused: 550")
+    assert unseal(sealed(keystore)) == KEYSTORE  # kept for the helpdesk
+    failed = AuditEvent.objects.get(action="delivery.failed")
+    assert failed.object_id == str(keystore.pk)
+    assert failed.details["permanent"] is True
+    # The password mail does not go out without its keystore mail.
+    assert delivery_send(delivery_id=password.pk, now=now).result is SendResult.WAITING
+    assert deliveries_due_ids(now=now) == []
+
+    delivery_retry(delivery_id=keystore.pk, actor="user:7")
+
+    keystore.refresh_from_db()
+    assert keystore.status == Delivery.Status.PENDING
+    assert keystore.attempts == 0
+    assert AuditEvent.objects.get(action="delivery.retried").actor == "user:7"
+    assert deliveries_due_ids(now=now) == [keystore.pk]
+    outcome = delivery_send(delivery_id=keystore.pk, now=now)
+    assert outcome.result is SendResult.SENT
+    assert outcome.ready_ids == (password.pk,)
+
+
+def test_retry_refuses_what_did_not_fail() -> None:
+    keystore = create(make_certificate())["professional", "keystore"]
+
+    with pytest.raises(ValueError, match="only failed"):
+        delivery_retry(delivery_id=keystore.pk, actor="user:7")
+
+
+@pytest.mark.parametrize(("code", "result"), [(550, SendResult.FAILED), (450, SendResult.RETRY)])
+def test_recipient_refused(smtp_settings: TestSmtpServer, code: int, result: SendResult) -> None:
+    certificate = make_certificate()
+    keystore = create(certificate)["professional", "keystore"]
+    smtp_settings.refuse_recipient(certificate.professional.email, code=code)
+
+    outcome = delivery_send(delivery_id=keystore.pk, now=timezone.now())
+
+    assert outcome.result is result
+    keystore.refresh_from_db()
+    assert keystore.last_error.startswith(f"recipient refused: {code}")
+    # The relay's reply is stored without the address it may echo.
+    assert certificate.professional.email not in keystore.last_error
+    assert smtp_settings.messages == []
+
+
+def test_partial_refusal_is_a_failure(smtp_settings: TestSmtpServer) -> None:
+    """Django's backend would report success here (DESIGN.md §7); MyCert does not."""
+    smtp_settings.refuse_recipient("refused@example.lu", code=550)
+    message = keystore_message(
+        envelope=Envelope(to="accepted@example.lu", message_id="<p1@esante.lu>"),
+        facts=CertificateFacts(
+            serial="ab" * 20,
+            professional_name="Anne Muller",
+            professional_id="LU-1",
+            not_after=timezone.now(),
+        ),
+        keystore=KEYSTORE,
+    )
+    message.to.append("refused@example.lu")
+
+    with pytest.raises(SendError) as caught:
+        send_message(message)
+
+    assert caught.value.temporary is False
+    assert "550" in caught.value.reason
+    assert [m.rcpt_tos for m in smtp_settings.messages] == [("accepted@example.lu",)]
+
+
+def test_expired_vendor_key_fails_then_new_key_repins(
+    smtp_settings: TestSmtpServer,
+    vendor_with_key: Vendor,
+    vendor_key: GpgKey,
+    key_factory: Any,
+) -> None:
+    vendor_keystore = create(make_certificate(vendor=vendor_with_key), vendor=vendor_with_key)[
+        "vendor", "keystore"
+    ]
+    after_expiry = timezone.now() + timedelta(days=400)
+
+    outcome = delivery_send(delivery_id=vendor_keystore.pk, now=after_expiry)
+
+    assert outcome.result is SendResult.FAILED
+    assert "OpenPGP" in outcome.error
+    assert "expired" in outcome.error
+    assert smtp_settings.messages == []
+
+    new_key = key_factory("Logiciel Santé SA <pgp@vendor.example.lu>")
+    vendor_set_pgp_key(
+        vendor_id=vendor_with_key.pk, pgp_key=new_key.public, actor="user:7", now=timezone.now()
+    )
+    delivery_retry(delivery_id=vendor_keystore.pk, actor="user:7")
+    vendor_keystore.refresh_from_db()
+    assert vendor_keystore.pgp_fingerprint == new_key.fingerprint
+
+    assert delivery_send(delivery_id=vendor_keystore.pk, now=timezone.now()).result is (
+        SendResult.SENT
+    )
+    (received,) = smtp_settings.messages
+    (attachment,) = attachments(decrypt(new_key, received.message))
+    assert attachment.get_payload(decode=True) == KEYSTORE
+
+
+def test_a_replaced_key_is_not_used_for_pinned_mail(
+    smtp_settings: TestSmtpServer, vendor_with_key: Vendor, key_factory: Any
+) -> None:
+    """The pin holds: mail created for the old key never goes to another key silently."""
+    vendor_keystore = create(make_certificate(vendor=vendor_with_key), vendor=vendor_with_key)[
+        "vendor", "keystore"
+    ]
+    new_key = key_factory("Other <other@vendor.example.lu>")
+    vendor_set_pgp_key(
+        vendor_id=vendor_with_key.pk, pgp_key=new_key.public, actor="user:7", now=timezone.now()
+    )
+
+    outcome = delivery_send(delivery_id=vendor_keystore.pk, now=timezone.now())
+
+    assert outcome.result is SendResult.FAILED
+    assert "not the pinned" in outcome.error
+
+
+# --- Sweep, back-off, tasks ---------------------------------------------------------------------
+
+
+def test_sweep_returns_due_ids_only(smtp_settings: TestSmtpServer) -> None:
+    now = timezone.now()
+    a = create(make_certificate())
+    b = create(make_certificate())
+    c = create(make_certificate())
+    # a: keystore due, password waits for it.
+    # b: keystore backing off until later.
+    Delivery.objects.filter(pk=b["professional", "keystore"].pk).update(
+        status=Delivery.Status.RETRYING, next_attempt_at=now + timedelta(minutes=1)
+    )
+    # c: keystore sent, so its password is due; a lease that ran out counts as due.
+    delivery_send(delivery_id=c["professional", "keystore"].pk, now=now)
+    Delivery.objects.filter(pk=c["professional", "password"].pk).update(
+        next_attempt_at=now - timedelta(seconds=1)
+    )
+
+    assert deliveries_due_ids(now=now) == [
+        a["professional", "keystore"].pk,
+        c["professional", "password"].pk,
+    ]
+    assert b["professional", "keystore"].pk in deliveries_due_ids(now=now + timedelta(minutes=1))
+
+
+def test_backoff_is_capped_below_the_visibility_timeout() -> None:
+    assert [backoff_delay(n).total_seconds() for n in range(1, 8)] == [
+        30,
+        60,
+        120,
+        240,
+        480,
+        960,
+        1800,
+    ]
+    assert backoff_delay(50) == BACKOFF_CAP
+    assert timedelta(hours=1) > BACKOFF_CAP
+
+
+def test_task_sends_keystore_then_password(
+    smtp_settings: TestSmtpServer, celery_eager: None
+) -> None:
+    from mycert.tasks.delivery import send_delivery, sweep_outbox
+
+    rows = create(make_certificate())
+
+    send_delivery.delay(rows["professional", "keystore"].pk)
+
+    assert [m.message_id for m in smtp_settings.messages] == [
+        rows["professional", "keystore"].message_id,
+        rows["professional", "password"].message_id,
+    ]
+    assert sweep_outbox() == 0
+
+
+def test_task_schedules_its_retry(smtp_settings: TestSmtpServer, celery_eager: None) -> None:
+    from mycert.tasks.delivery import send_delivery, sweep_outbox
+
+    keystore = create(make_certificate())["professional", "keystore"]
+    smtp_settings.fail_next(1, code=451)
+
+    # Eager mode runs the countdown retry at once: it finds the row backing off.
+    assert send_delivery.delay(keystore.pk).get() == "retry"
+    keystore.refresh_from_db()
+    assert keystore.status == Delivery.Status.RETRYING
+    assert sweep_outbox() == 0  # not due yet
+    Delivery.objects.filter(pk=keystore.pk).update(next_attempt_at=timezone.now())
+    assert sweep_outbox() == 1  # sends it (and then its password)
+    assert len(smtp_settings.messages) == 2
+
+
+# --- Messages ------------------------------------------------------------------------------------
+
+
+LANGUAGE_CASES = {
+    # language asked: (template language, greeting, subject, macOS wording, month)
+    "fr": (
+        "fr",
+        "Votre certificat MyCert est prêt.",
+        "MyCert : votre certificat",
+        "Trousseaux",
+        "décembre",
+    ),
+    "de": (
+        "de",
+        "Ihr MyCert-Zertifikat ist bereit.",
+        "MyCert: Ihr Zertifikat",
+        "Schlüsselbund",
+        "Dezember",
+    ),
+    "en": (
+        "en",
+        "Your MyCert certificate is ready.",
+        "MyCert: your certificate",
+        "Keychain",
+        "Dec.",
+    ),
+    "de-LU": (
+        "de",
+        "Ihr MyCert-Zertifikat ist bereit.",
+        "MyCert: Ihr Zertifikat",
+        "Schlüsselbund",
+        "Dezember",
+    ),
+    "pt": (
+        "fr",
+        "Votre certificat MyCert est prêt.",
+        "MyCert : votre certificat",
+        "Trousseaux",
+        "décembre",
+    ),
+}
+
+
+def header_text(value: str) -> str:
+    return str(make_header(decode_header(value)))
+
+
+@pytest.mark.parametrize("language", list(LANGUAGE_CASES))
+def test_messages_in_the_recipients_language(language: str) -> None:
+    expected_language, greeting, subject, macos, month = LANGUAGE_CASES[language]
+    facts = CertificateFacts(
+        serial="0a1b2c3d4e5f60718293a4b5c6d7e8f901234567",
+        professional_name="Anne O'Muller",
+        professional_id="LU-MED-100001",
+        not_after=datetime(2029, 12, 24, 12, tzinfo=timezone.get_current_timezone()),
+    )
+    envelope = Envelope(to="anne@example.lu", message_id="<m1@esante.lu>", language=language)
+
+    keystore = keystore_message(envelope=envelope, facts=facts, keystore=KEYSTORE).message()
+    password = password_message(envelope=envelope, facts=facts, password=PASSWORD).message()
+
+    text = text_of(keystore)
+    assert greeting in text
+    assert macos in text
+    assert month in text
+    assert "Anne O'Muller" in text  # plain text is not HTML-escaped
+    assert keystore["Message-ID"] == "<m1@esante.lu>"
+    assert keystore["Content-Language"] == expected_language
+    assert header_text(keystore["Subject"]).startswith(subject)
+    html = next(p for p in parts(keystore) if p.get_content_type() == "text/html")
+    html_payload = html.get_payload(decode=True)
+    assert isinstance(html_payload, bytes)
+    assert "Anne O&#x27;Muller" in html_payload.decode()
+    assert f'lang="{expected_language}"' in html_payload.decode()
+    assert "0a1b2c3d4e5f6071" in header_text(password["Subject"])
+    assert PASSWORD in text_of(password)
+    assert attachments(password) == []
