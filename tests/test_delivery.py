@@ -29,7 +29,7 @@ from mycert.services.delivery import (
 from mycert.services.vendors import vendor_set_pgp_key
 from tests.factories import CertificateRequestFactory, VendorFactory
 from tests.support.gpg import GpgKey, decrypt
-from tests.support.smtp_server import TestSmtpServer
+from tests.support.smtp_server import SmtpProcess, TestSmtpServer
 
 KEYSTORE = b"\x30\x82\x0a\x00 not really PKCS#12, but binary: \x00\xff\xfe"
 PASSWORD = "K7QX-M9RT-4WZP-H3NC-8VJD-2FBL"
@@ -639,3 +639,30 @@ def test_messages_in_the_recipients_language(language: str) -> None:
     assert "0a1b2c3d4e5f6071" in header_text(password["Subject"])
     assert PASSWORD in text_of(password)
     assert attachments(password) == []
+
+
+def test_sink_process_writes_a_maildir(settings: Any, smtp_process: SmtpProcess) -> None:
+    """The separate-process sink (for tests with real workers, and the demo)."""
+    settings.EMAIL_HOST = smtp_process.host
+    settings.EMAIL_PORT = smtp_process.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    rows = create(make_certificate())
+    now = timezone.now()
+
+    smtp_process.stop()
+    assert delivery_send(delivery_id=rows["professional", "keystore"].pk, now=now).result is (
+        SendResult.RETRY
+    )
+    smtp_process.start()
+    later = now + timedelta(minutes=1)
+    for key in [("professional", "keystore"), ("professional", "password")]:
+        assert delivery_send(delivery_id=rows[key].pk, now=later).result is SendResult.SENT
+
+    stored = smtp_process.messages()
+    assert [m["Message-ID"] for m in stored] == [
+        rows["professional", "keystore"].message_id,
+        rows["professional", "password"].message_id,
+    ]
+    (attachment,) = attachments(stored[0])
+    assert attachment.get_payload(decode=True) == KEYSTORE

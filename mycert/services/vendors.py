@@ -68,9 +68,13 @@ def vendor_create(
         validate_email(email)
     except ValidationError as exc:
         raise ValueError(f"{email!r} is not a valid e-mail address.") from exc
-    if Vendor.objects.filter(name__iexact=name).exists():
-        raise ValueError(f"A vendor named {name!r} already exists.")
+    # Checked before any database access: a refused key changes nothing.
     info = openpgp().inspect_public_key(pgp_key, now=now) if pgp_key.strip() else None
+    # Case-insensitive beyond ASCII ("Éditeur" = "éditeur"), which SQLite's iexact is
+    # not; the agency's list is short.
+    taken = {existing.casefold() for existing in Vendor.objects.values_list("name", flat=True)}
+    if name.casefold() in taken:
+        raise ValueError(f"A vendor named {name!r} already exists.")
     vendor = Vendor.objects.create(
         name=name,
         email=email,
