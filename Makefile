@@ -45,7 +45,7 @@ services:
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+	DJANGO_DEBUG=true $(BIN)/mypy .
 	DJANGO_DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run --skip-checks
 
 test-sqlite: setup

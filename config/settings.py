@@ -183,6 +183,8 @@ MYCERT_OCSP_VALIDITY = timedelta(minutes=env.int("MYCERT_OCSP_VALIDITY_MINUTES",
 CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="filesystem://")
 _BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    for _folder in ("queue", "processed"):
+        (_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
     # Both folders point at one directory so separate web and worker processes share
     # the queue (kombu's filesystem transport).
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {

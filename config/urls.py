@@ -1,9 +1,9 @@
 """MyCert URLs. CRL and OCSP paths are the ones written into certificates."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
-from mycert import views, views_auth
+from mycert import views, views_auth, views_pki
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -14,6 +14,16 @@ urlpatterns = [
     path("oidc/login/", views_auth.login, name="oidc-login"),
     path("oidc/callback/", views_auth.callback, name="oidc-callback"),
     path("oidc/logout/", views_auth.logout, name="oidc-logout"),
+    # The addresses written into certificates (mycert.ca_store): CRL DP and AIA.
+    path("pki/crl/issuing.crl", views_pki.crl, name="pki-crl"),
+    path("pki/crl/root.crl", views_pki.root_crl, name="pki-root-crl"),
+    re_path(
+        r"^pki/ca/(?P<which>issuing|root)\.cer$",
+        views_pki.ca_certificate,
+        name="pki-ca-certificate",
+    ),
+    path("pki/ocsp/", views_pki.ocsp_post, name="pki-ocsp"),
+    path("pki/ocsp/<path:encoded>", views_pki.ocsp_get, name="pki-ocsp-get"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
 ]

@@ -363,6 +363,33 @@ def load_ca() -> LoadedCa:
         return loaded
 
 
+@dataclass(frozen=True)
+class CaCertificates:
+    issuing: x509.Certificate
+    root: x509.Certificate
+
+
+def load_ca_certificates() -> CaCertificates:
+    """Return the issuing and root CA certificates (public; no key, no passphrase)."""
+    paths = configured_paths()
+    key = _cache_key(paths.issuing_cert)
+    with _lock:
+        cached = _loaded.get(key)
+        if isinstance(cached, CaCertificates):
+            return cached
+        try:
+            loaded = CaCertificates(
+                issuing=x509.load_pem_x509_certificate(
+                    _read(paths.issuing_cert, "issuing CA certificate")
+                ),
+                root=x509.load_pem_x509_certificate(_read(paths.root_cert, "root CA certificate")),
+            )
+        except ValueError as exc:
+            raise CaStoreError(f"A CA certificate in {paths.directory} is not valid PEM.") from exc
+        _loaded[key] = loaded
+        return loaded
+
+
 def load_ocsp_responder() -> CertificateAuthority:
     """Return the delegated OCSP responder (certificate and key)."""
     paths = configured_paths()

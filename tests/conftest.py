@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from mycert import ca_store
 
-pytest_plugins: list[str] = []
+pytest_plugins = [
+    "tests.support.oidc_provider",
+    "tests.support.worker",
+    "tests.support.smtp_server",
+    "tests.support.gpg",
+]
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +43,20 @@ def _session_ca(tmp_path_factory: pytest.TempPathFactory) -> ca_store.CaPaths:
 
 
 @pytest.fixture
-def ca(settings: pytest.FixtureRequest, _session_ca: ca_store.CaPaths) -> ca_store.CaPaths:
+def ca(settings: Any, _session_ca: ca_store.CaPaths) -> ca_store.CaPaths:
     """Point MYCERT_CA_DIR at the run's CA."""
     settings.MYCERT_CA_DIR = _session_ca.directory  # type: ignore[attr-defined]
     ca_store.clear_cache()
     return _session_ca
+
+
+@pytest.fixture
+def eager_tasks() -> Iterator[None]:
+    """Run Celery tasks in-process, at once (the broker's part is tested in integration)."""
+    from config.celery import app
+
+    always, propagates = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = always, propagates

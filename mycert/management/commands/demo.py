@@ -152,16 +152,13 @@ class Command(BaseCommand):
         user_model = get_user_model()
         if user_model.objects.filter(username="helpdesk").exists():
             return
+        # Demo accounts on a local, DEBUG-only instance; printed in the banner.
+        helpdesk_password, admin_password = "helpdesk-demo-2026", "admin-demo-2026"  # noqa: S105
         user = user_model.objects.create_user(
-            "helpdesk",
-            email="helpdesk@esante.lu",
-            password="helpdesk-demo-2026",
-            is_staff=True,  # noqa: S106
+            "helpdesk", email="helpdesk@esante.lu", password=helpdesk_password, is_staff=True
         )
         user.groups.add(Group.objects.get(name="Helpdesk"))
-        user_model.objects.create_superuser(
-            "admin", email="admin@esante.lu", password="admin-demo-2026"
-        )  # noqa: S106
+        user_model.objects.create_superuser("admin", email="admin@esante.lu", password=admin_password)
 
     def _run(self, var: Path, options: dict[str, Any]) -> None:
         bin_dir = Path(sys.executable).parent

@@ -14,6 +14,7 @@ from django.utils import timezone
 from mycert import ca_store
 from mycert.pki import KeyType
 from mycert.services.audit import audit_record
+from mycert.services.publication import crl_publish
 
 
 class Command(BaseCommand):
@@ -89,6 +90,8 @@ class Command(BaseCommand):
                 "issuing_ca_serial": format(loaded.issuing.certificate.serial_number, "x"),
             },
         )
+        # Relying services can fetch a (still empty) CRL from the first minute.
+        first_crl = crl_publish(now=now)
         self.stdout.write(self.style.SUCCESS(f"CA ready in {paths.directory}:"))
         for certificate, label in (
             (loaded.root_certificate, "root"),
@@ -98,6 +101,7 @@ class Command(BaseCommand):
                 f"  {label:8} {certificate.subject.rfc4514_string()}  "
                 f"valid until {certificate.not_valid_after_utc:%Y-%m-%d}"
             )
+        self.stdout.write(f"  CRL #{first_crl.number} published.")
 
     def _import(
         self, paths: ca_store.CaPaths, passphrase: bytes, options: dict[str, Any], now: Any

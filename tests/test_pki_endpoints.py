@@ -1,0 +1,252 @@
+"""CRL and OCSP as relying services see them: fetched from the addresses in the certificate,
+read by openssl, verified against the root."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from django.test import Client
+from django.utils import timezone
+
+from mycert import ca_store
+from mycert.models import Certificate
+from mycert.services.issuance import request_issue
+from mycert.services.publication import crl_publish
+from mycert.services.revocation import AlreadyRevoked, certificate_revoke
+from tests.factories import CertificateRequestFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def pki_site(settings, ca, live_server, eager_tasks):  # type: ignore[no-untyped-def]
+    """Certificates issued while the PKI base URL is the live test server."""
+    settings.MYCERT_PKI_BASE_URL = live_server.url
+    crl_publish(now=timezone.now())
+    return live_server.url
+
+
+def _issue() -> tuple[Certificate, x509.Certificate]:
+    request = CertificateRequestFactory()
+    outcome = request_issue(request_id=request.pk, now=timezone.now())
+    record = Certificate.objects.get(pk=outcome.certificate_id)
+    return record, x509.load_pem_x509_certificate(record.pem.encode())
+
+
+def _aia(certificate: x509.Certificate, method: x509.ObjectIdentifier) -> str:
+    aia = certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    return next(str(d.access_location.value) for d in aia if d.access_method == method)
+
+
+def _crl_url(certificate: x509.Certificate) -> str:
+    points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    return str(points[0].full_name[0].value)  # type: ignore[index]
+
+
+def _openssl_ocsp(url: str, leaf: Path, ca_dir: Path, *extra: str) -> str:
+    result = subprocess.run(
+        [
+            "openssl",
+            "ocsp",
+            "-url",
+            url,
+            *extra,
+            "-issuer",
+            str(ca_dir / "issuing.pem"),
+            "-cert",
+            str(leaf),
+            "-CAfile",
+            str(ca_dir / "root.pem"),
+            "-timeout",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert "Response verify OK" in result.stderr + result.stdout, result.stderr + result.stdout
+    return result.stdout
+
+
+def _write_pem(certificate: x509.Certificate, path: Path) -> Path:
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_ocsp_good_then_revoked_at_the_certificates_own_address(
+    pki_site: str, tmp_path: Path
+) -> None:
+    record, certificate = _issue()
+    leaf = _write_pem(certificate, tmp_path / "leaf.pem")
+    ca_dir = ca_store.configured_paths().directory
+    ocsp_url = _aia(certificate, x509.AuthorityInformationAccessOID.OCSP)
+    assert ocsp_url.startswith(pki_site)
+
+    assert f"{leaf}: good" in _openssl_ocsp(ocsp_url, leaf, ca_dir)
+    assert f"{leaf}: good" in _openssl_ocsp(ocsp_url, leaf, ca_dir, "-sha256")
+
+    certificate_revoke(
+        certificate_id=record.pk,
+        reason=Certificate.RevocationReason.KEY_COMPROMISE,
+        via=Certificate.RevokedVia.HELPDESK,
+        actor=None,
+        now=timezone.now(),
+    )
+    answer = _openssl_ocsp(ocsp_url, leaf, ca_dir)
+    assert f"{leaf}: revoked" in answer
+    assert "Reason: keyCompromise" in answer
+
+
+def test_ocsp_unknown_serial(pki_site: str, tmp_path: Path) -> None:
+    _, _certificate = _issue()
+    ca_dir = ca_store.configured_paths().directory
+    result = subprocess.run(
+        [
+            "openssl",
+            "ocsp",
+            "-url",
+            f"{pki_site}/pki/ocsp/",
+            "-issuer",
+            str(ca_dir / "issuing.pem"),
+            "-serial",
+            "0x1234567890abcdef",
+            "-CAfile",
+            str(ca_dir / "root.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert "Response verify OK" in result.stderr
+    assert "0x1234567890abcdef: unknown" in result.stdout
+
+
+def test_ocsp_get_with_nonce_echoed(pki_site: str) -> None:
+    _, certificate = _issue()
+    issuing = ca_store.load_ca_certificates().issuing
+    nonce = b"0123456789abcdef"
+    request = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(certificate, issuing, hashes.SHA256())
+        .add_extension(x509.OCSPNonce(nonce), critical=False)
+        .build()
+    )
+    encoded = quote(
+        base64.b64encode(request.public_bytes(serialization.Encoding.DER)).decode(), safe=""
+    )
+    response = requests.get(f"{pki_site}/pki/ocsp/{encoded}", timeout=10)
+    assert response.headers["Content-Type"] == "application/ocsp-response"
+    parsed = ocsp.load_der_ocsp_response(response.content)
+    assert parsed.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert parsed.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert parsed.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"not an ocsp request", b"\x30\x03\x02\x01\x01", b"\x00" * 9000]
+)
+def test_malformed_ocsp_requests_get_malformed_request(pki_site: str, body: bytes) -> None:
+    response = requests.post(
+        f"{pki_site}/pki/ocsp/",
+        data=body,
+        headers={"Content-Type": "application/ocsp-request"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    parsed = ocsp.load_der_ocsp_response(response.content)
+    assert parsed.response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def test_malformed_ocsp_get_paths(client: Client, ca) -> None:  # type: ignore[no-untyped-def]
+    for path in ["/pki/ocsp/%%%%", "/pki/ocsp/AAAA", "/pki/ocsp/" + "A" * 9000]:
+        response = client.get(path)
+        assert response.status_code == 200
+        parsed = ocsp.load_der_ocsp_response(response.content)
+        assert parsed.response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def test_crl_at_the_certificates_address_lists_the_revocation(
+    pki_site: str, tmp_path: Path
+) -> None:
+    record, certificate = _issue()
+    compromised = timezone.now() - timezone.timedelta(hours=2)
+    certificate_revoke(
+        certificate_id=record.pk,
+        reason=Certificate.RevocationReason.KEY_COMPROMISE,
+        via=Certificate.RevokedVia.HELPDESK,
+        actor=None,
+        now=timezone.now(),
+        compromised_at=compromised,
+    )
+    crl_publish(now=timezone.now())  # what the on-commit task does in the worker
+    url = _crl_url(certificate)
+    assert url.startswith(pki_site)
+    response = requests.get(url, timeout=10)
+    assert response.headers["Content-Type"] == "application/pkix-crl"
+    crl_path = tmp_path / "issuing.crl"
+    crl_path.write_bytes(response.content)
+    ca_dir = ca_store.configured_paths().directory
+    text = subprocess.run(
+        [
+            "openssl",
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            str(crl_path),
+            "-noout",
+            "-text",
+            "-CAfile",
+            str(ca_dir / "issuing.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "verify OK" in text.stderr
+    assert record.serial.upper() in text.stdout.replace(":", "").upper()
+    assert "Key Compromise" in text.stdout
+    assert "Invalidity Date" in text.stdout
+
+
+def test_crl_numbers_only_increase(ca) -> None:  # type: ignore[no-untyped-def]
+    numbers = [crl_publish(now=timezone.now()).number for _ in range(3)]
+    assert numbers == sorted(numbers)
+    assert len(set(numbers)) == 3
+
+
+def test_revoking_twice_is_refused(ca) -> None:  # type: ignore[no-untyped-def]
+    record, _ = _issue()
+    kwargs = {
+        "certificate_id": record.pk,
+        "reason": Certificate.RevocationReason.CESSATION_OF_OPERATION,
+        "via": Certificate.RevokedVia.HELPDESK,
+        "actor": None,
+    }
+    certificate_revoke(**kwargs, now=timezone.now())  # type: ignore[arg-type]
+    with pytest.raises(AlreadyRevoked):
+        certificate_revoke(**kwargs, now=timezone.now())  # type: ignore[arg-type]
+
+
+def test_ca_certificates_are_published_in_der(client: Client, ca) -> None:  # type: ignore[no-untyped-def]
+    issuing = client.get("/pki/ca/issuing.cer")
+    assert issuing["Content-Type"] == "application/pkix-cert"
+    assert (
+        x509.load_der_x509_certificate(issuing.content) == ca_store.load_ca_certificates().issuing
+    )
+    assert client.get("/pki/ca/other.cer").status_code == 404
+    root_crl = client.get("/pki/crl/root.crl")
+    assert (
+        x509.load_der_x509_crl(root_crl.content).issuer
+        == ca_store.load_ca_certificates().root.subject
+    )

@@ -1,0 +1,169 @@
+"""The request form and My certificates, as a logged-in professional sees them."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from mycert.models import AuditEvent, CertificateRequest
+from tests.factories import CertificateRequestFactory, ProfessionalFactory, VendorFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def queued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the ids sent to the issuance task instead of running it (the broker's job)."""
+    from mycert.tasks.issuance import issue_certificate
+
+    sent: list[int] = []
+    monkeypatch.setattr(issue_certificate, "delay", lambda request_id: sent.append(request_id))
+    return sent
+
+
+@pytest.fixture
+def professional_client(client: Client):
+    professional = ProfessionalFactory()
+    client.force_login(professional.user)
+    client.professional = professional  # type: ignore[attr-defined]
+    return client
+
+
+def test_anonymous_is_sent_to_login(client: Client) -> None:
+    response = client.get(reverse("request-certificate"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("oidc-login"))
+
+
+def test_form_in_french_by_default(professional_client: Client) -> None:
+    VendorFactory(name="Logiciel Médical SA")
+    VendorFactory(name="Ancien Éditeur", is_active=False)
+    response = professional_client.get(reverse("request-certificate"))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Je n&#x27;ai pas d&#x27;éditeur" in page or "Je n'ai pas d'éditeur" in page
+    assert "Je confirme avoir pris connaissance des informations d&#x27;utilisation" in page or (
+        "Je confirme avoir pris connaissance des informations d'utilisation" in page
+    )
+    assert "Envoyer" in page
+    assert "helpdesk@esante.lu" in page
+    assert "Logiciel Médical SA" in page
+    assert "Ancien Éditeur" not in page
+
+
+def test_submit_records_request_consent_and_queues_issuance(
+    professional_client: Client, queued: list[int], django_capture_on_commit_callbacks
+) -> None:
+    vendor = VendorFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = professional_client.post(
+            reverse("request-certificate"), {"vendor": str(vendor.pk), "terms_accepted": "on"}
+        )
+    assert response.status_code == 302
+    request = CertificateRequest.objects.get()
+    assert response["Location"] == reverse("request-sent", args=[request.pk])
+    assert request.vendor == vendor
+    assert request.vendor_copy_consent is True
+    assert request.terms_version == "2023-03"
+    assert request.status == CertificateRequest.Status.SUBMITTED
+    assert request.due_at > request.submitted_at
+    assert queued == [request.pk]
+    assert AuditEvent.objects.filter(action="request.submitted", object_id=str(request.pk)).exists()
+    sent_page = professional_client.get(response["Location"]).content.decode()
+    assert "Demande envoyée." in sent_page
+
+
+def test_no_vendor_choice(professional_client: Client, queued: list[int]) -> None:
+    response = professional_client.post(
+        reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
+    )
+    assert response.status_code == 302
+    request = CertificateRequest.objects.get()
+    assert request.vendor is None
+    assert request.vendor_copy_consent is False
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"vendor": "none"}, "informations d&#x27;utilisation"),
+        ({"terms_accepted": "on"}, "Choisissez votre éditeur"),
+        ({"vendor": "999999", "terms_accepted": "on"}, "pas dans la liste"),
+        ({"vendor": "<script>", "terms_accepted": "on"}, "pas dans la liste"),
+    ],
+)
+def test_bad_input_is_refused_clearly(
+    professional_client: Client, queued: list[int], data: dict[str, str], message: str
+) -> None:
+    response = professional_client.post(reverse("request-certificate"), data)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not CertificateRequest.objects.exists()
+    assert queued == []
+
+
+def test_inactive_vendor_is_refused(professional_client: Client, queued: list[int]) -> None:
+    vendor = VendorFactory(is_active=False)
+    response = professional_client.post(
+        reverse("request-certificate"), {"vendor": str(vendor.pk), "terms_accepted": "on"}
+    )
+    assert response.status_code == 400
+    assert not CertificateRequest.objects.exists()
+
+
+def test_second_request_in_progress_is_refused(
+    professional_client: Client, queued: list[int]
+) -> None:
+    CertificateRequestFactory(professional=professional_client.professional)  # type: ignore[attr-defined]
+    response = professional_client.post(
+        reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
+    )
+    assert response.status_code == 409
+    assert "déjà en cours" in response.content.decode()
+    assert CertificateRequest.objects.count() == 1
+    assert queued == []
+
+
+def test_missing_csrf_token_is_refused(queued: list[int]) -> None:
+    client = Client(enforce_csrf_checks=True)
+    professional = ProfessionalFactory()
+    client.force_login(professional.user)
+    response = client.post(
+        reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
+    )
+    assert response.status_code == 403
+    assert not CertificateRequest.objects.exists()
+
+
+def test_staff_without_professional_account_gets_explanation(client: Client) -> None:
+    staff = get_user_model().objects.create_user("agent", password=None, is_staff=True)
+    client.force_login(staff)
+    response = client.get(reverse("request-certificate"))
+    assert response.status_code == 403
+    assert "professionnel" in response.content.decode()
+
+
+def test_my_certificates_shows_only_own_requests(professional_client: Client) -> None:
+    mine = CertificateRequestFactory(professional=professional_client.professional)  # type: ignore[attr-defined]
+    other = CertificateRequestFactory()
+    page = professional_client.get(reverse("my-certificates")).content.decode()
+    assert f'id="request-{mine.pk}"' in page
+    assert f'id="request-{other.pk}"' not in page
+    status = professional_client.get(reverse("my-certificates-status")).json()
+    assert [row["id"] for row in status["requests"]] == [mine.pk]
+    assert status["in_progress"] is True
+
+
+def test_another_professionals_request_is_not_found(professional_client: Client) -> None:
+    other = CertificateRequestFactory()
+    response = professional_client.get(reverse("request-sent", args=[other.pk]))
+    assert response.status_code == 404
+
+
+def test_language_switch_to_german(professional_client: Client) -> None:
+    professional_client.post(reverse("set_language"), {"language": "de", "next": "/request/"})
+    page = professional_client.get(reverse("request-certificate")).content.decode()
+    assert "Senden" in page
+    assert 'lang="de"' in page
