@@ -666,3 +666,19 @@ def test_sink_process_writes_a_maildir(settings: Any, smtp_process: SmtpProcess)
     ]
     (attachment,) = attachments(stored[0])
     assert attachment.get_payload(decode=True) == KEYSTORE
+
+
+def test_a_broken_installation_is_retried_not_stuck(
+    smtp_settings: TestSmtpServer, vendor_with_key: Vendor, settings: Any
+) -> None:
+    """No gpg binary: the attempt is counted, so the row cannot loop under its lease."""
+    settings.MYCERT_GPG_BINARY = "/nonexistent/gpg"
+    vendor_keystore = create(make_certificate(vendor=vendor_with_key), vendor=vendor_with_key)[
+        "vendor", "keystore"
+    ]
+
+    outcome = delivery_send(delivery_id=vendor_keystore.pk, now=timezone.now())
+
+    assert outcome.result is SendResult.RETRY
+    assert outcome.error.startswith("internal error:")
+    assert smtp_settings.messages == []

@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -177,7 +178,7 @@ class _Claim:
     content: str
     envelope: Envelope
     facts: CertificateFacts
-    sealed_payload: bytes
+    sealed_payload: bytes | None
     armored_key: str
     attempts: int
 
@@ -186,7 +187,8 @@ def _claim(delivery_id: int, now: datetime) -> _Claim | SendOutcome:
     """Lock the row, check it is due, count the attempt and lease it."""
     with transaction.atomic():
         delivery = (
-            Delivery.objects.select_for_update()
+            # of=self: PostgreSQL cannot lock the nullable side of the outer joins.
+            Delivery.objects.select_for_update(of=("self",))
             .select_related("certificate__professional", "vendor", "after")
             .get(pk=delivery_id)
         )
@@ -196,7 +198,7 @@ def _claim(delivery_id: int, now: datetime) -> _Claim | SendOutcome:
             return SendOutcome(delivery_id, SendResult.WAITING)
         if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
             return SendOutcome(delivery_id, SendResult.NOT_DUE, retry_at=delivery.next_attempt_at)
-        if delivery.sealed_payload is None:
+        if delivery.content in _ISSUANCE_CONTENTS and delivery.sealed_payload is None:
             # Wiped but not marked sent: nothing left that could be sent.
             return _record_failure(
                 delivery, now, SendError(False, "the payload is gone"), claimed=False
@@ -222,14 +224,39 @@ def _claim(delivery_id: int, now: datetime) -> _Claim | SendOutcome:
                 not_after=certificate.not_after,
                 vendor_name=delivery.vendor.name if delivery.vendor is not None else "",
             ),
-            sealed_payload=bytes(delivery.sealed_payload),
+            sealed_payload=(
+                bytes(delivery.sealed_payload) if delivery.sealed_payload is not None else None
+            ),
             armored_key=delivery.vendor.pgp_public_key if delivery.vendor is not None else "",
             attempts=delivery.attempts,
         )
 
 
+def _keystore(claim: _Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+    return keystore_message(
+        envelope=claim.envelope, facts=claim.facts, keystore=payload, encrypt=encrypt
+    )
+
+
+def _password(claim: _Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+    return password_message(
+        envelope=claim.envelope, facts=claim.facts, password=payload.decode(), encrypt=encrypt
+    )
+
+
+#: One builder per ``Delivery.Content``; a revocation notice or an expiry reminder is
+#: one more entry (its payload, if any, is whatever its creator sealed).
+_BUILDERS: dict[str, Callable[[_Claim, bytes, Encryptor | None], EmailMessage]] = {
+    Delivery.Content.KEYSTORE: _keystore,
+    Delivery.Content.PASSWORD: _password,
+}
+
+
 def _build(claim: _Claim, now: datetime) -> EmailMessage:
     """Open the payload and build the e-mail; ``SendError`` (permanent) if impossible."""
+    builder = _BUILDERS.get(claim.content)
+    if builder is None:
+        raise SendError(False, f"no e-mail is defined for content {claim.content!r}")
     encrypt: Encryptor | None = None
     if claim.envelope.pgp_fingerprint:
         keyring = openpgp()
@@ -238,24 +265,13 @@ def _build(claim: _Claim, now: datetime) -> EmailMessage:
             return keyring.encrypt(data, fingerprint, now=now, armored_key=claim.armored_key)
 
     try:
-        payload = unseal(claim.sealed_payload)
-        if claim.content == Delivery.Content.KEYSTORE:
-            return keystore_message(
-                envelope=claim.envelope, facts=claim.facts, keystore=payload, encrypt=encrypt
-            )
-        if claim.content == Delivery.Content.PASSWORD:
-            return password_message(
-                envelope=claim.envelope,
-                facts=claim.facts,
-                password=payload.decode(),
-                encrypt=encrypt,
-            )
+        payload = unseal(claim.sealed_payload) if claim.sealed_payload is not None else b""
+        return builder(claim, payload, encrypt)
     except SealError as exc:
         raise SendError(False, f"sealed payload unreadable: {exc}") from exc
     except OpenPgpError as exc:
         # The pinned key expired, was revoked or replaced: only a person can fix that.
         raise SendError(False, f"OpenPGP: {exc}") from exc
-    raise SendError(False, f"no e-mail is defined for content {claim.content!r}")
 
 
 def delivery_send(*, delivery_id: int, now: datetime) -> SendOutcome:
@@ -269,6 +285,12 @@ def delivery_send(*, delivery_id: int, now: datetime) -> SendOutcome:
         send_message(_build(claimed, now))
     except SendError as exc:
         error = exc
+    except Exception as exc:
+        # A bug or a broken installation (templates, gpg binary): counted as a temporary
+        # failure so that the attempts run out and the helpdesk sees the row, rather
+        # than a leased row retried by the sweep forever. The type only: no content.
+        logger.exception("delivery %s: unexpected error while sending", delivery_id)
+        error = SendError(True, f"internal error: {type(exc).__name__}")
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
         if delivery.status in _DONE:
@@ -388,12 +410,16 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
     A vendor copy is re-pinned to the vendor's current key: the usual cause of a
     permanent failure is an expired or replaced key, which the helpdesk fixed first.
     """
-    delivery = Delivery.objects.select_for_update().select_related("vendor").get(pk=delivery_id)
+    delivery = (
+        Delivery.objects.select_for_update(of=("self",))
+        .select_related("vendor")
+        .get(pk=delivery_id)
+    )
     if delivery.status != Delivery.Status.FAILED:
         raise ValueError(
             f"Delivery {delivery.pk} is {delivery.status}; only failed ones are retried."
         )
-    if delivery.sealed_payload is None:
+    if delivery.content in _ISSUANCE_CONTENTS and delivery.sealed_payload is None:
         raise ValueError(f"Delivery {delivery.pk} has no payload left to send.")
     details: dict[str, object] = {"previous_error": delivery.last_error}
     if (
