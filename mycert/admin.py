@@ -1,11 +1,32 @@
-"""The helpdesk's admin. Nothing is ever deleted; crypto fields are read-only."""
+"""The helpdesk's admin (DESIGN.md §2, §5, §6).
+
+Nothing is ever deleted, by anyone: no delete permission on any MyCert model, and the
+site-wide ``delete_selected`` action is gone. Crypto and status fields are read-only;
+they change only through the services (revocation, delivery retry, vendor keys), which
+write the audit trail. The outbox's sealed payload appears on no page and in no form.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from datetime import datetime
+from typing import Any, cast
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 
 from mycert.models import (
     AuditEvent,
@@ -16,14 +37,50 @@ from mycert.models import (
     Professional,
     Vendor,
 )
+from mycert.querysets import CertificateQuerySet, CertificateRequestQuerySet
+from mycert.services.audit import actor_label, audit_record
+
+# --- The site ------------------------------------------------------------------------------
+
+admin.site.site_header = _("MyCert — helpdesk")
+admin.site.site_title = _("MyCert helpdesk")
+admin.site.index_title = _("Helpdesk")
+admin.site.index_template = "admin/helpdesk_index.html"
+# Certificates, requests, deliveries and audit events are evidence (ETSI retention).
+admin.site.disable_action("delete_selected")
+
+_default_each_context = admin.site.each_context
+
+
+def _each_context(request: HttpRequest) -> dict[str, Any]:
+    """Add the overdue count, as a callable: only the index template evaluates it.
+
+    ``config/urls.py`` serves ``django.contrib.admin.site``; changing its class would
+    need a custom ``AdminConfig`` in settings, so the instance's method is wrapped here.
+    """
+    context = _default_each_context(request)
+    if request.user.has_perm("mycert.view_certificaterequest"):
+        context["overdue_request_count"] = _overdue_request_count
+    return context
+
+
+def _overdue_request_count() -> int:
+    return CertificateRequest.objects.overdue(timezone.now()).count()
+
+
+admin.site.each_context = _each_context  # type: ignore[method-assign]
 
 
 class NoDeleteAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Deleting is refused to everyone, superusers included."""
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 class ReadOnlyAdmin(NoDeleteAdmin):
+    """View only: these rows change through services, never through a form."""
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -31,8 +88,107 @@ class ReadOnlyAdmin(NoDeleteAdmin):
         return False
 
 
+# --- List filters --------------------------------------------------------------------------
+
+
+class OverdueFilter(admin.SimpleListFilter):
+    """Requests still in progress past their due date (5 Luxembourg business days)."""
+
+    title = _("service level")
+    parameter_name = "overdue"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("yes", _("overdue"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        if self.value() == "yes":
+            return cast(CertificateRequestQuerySet, queryset).overdue(timezone.now())
+        return queryset
+
+
+class ExpiringSoonFilter(admin.SimpleListFilter):
+    """Valid certificates that end within 7, 30 or 60 days."""
+
+    title = _("expiring soon")
+    parameter_name = "expiring"
+    DAYS = (7, 30, 60)
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [
+            (
+                str(days),
+                ngettext("within %(days)d day", "within %(days)d days", days) % {"days": days},
+            )
+            for days in self.DAYS
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        value = self.value()
+        if value in {str(days) for days in self.DAYS}:
+            return cast(CertificateQuerySet, queryset).expiring_within(
+                timezone.now(), int(value or 0)
+            )
+        return queryset
+
+
+class CertificateStateFilter(admin.SimpleListFilter):
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("valid", _("valid")), ("revoked", _("revoked")), ("expired", _("expired"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        certificates = cast(CertificateQuerySet, queryset)
+        now = timezone.now()
+        match self.value():
+            case "valid":
+                return certificates.valid(now)
+            case "revoked":
+                return certificates.revoked()
+            case "expired":
+                return certificates.expired(now)
+        return queryset
+
+
+# --- Vendors -------------------------------------------------------------------------------
+
+
+class VendorForm(forms.ModelForm):  # type: ignore[type-arg]
+    """A vendor; its OpenPGP key is checked on entry (one usable public key, not expired)."""
+
+    class Meta:
+        model = Vendor
+        fields = ["name", "email", "pgp_public_key", "legacy_keystore", "is_active"]
+
+    def clean_name(self) -> str:
+        name = str(self.cleaned_data["name"]).strip()
+        others = Vendor.objects.filter(name__iexact=name)
+        if self.instance.pk is not None:
+            others = others.exclude(pk=self.instance.pk)
+        if others.exists():
+            raise ValidationError(_("A vendor with this name already exists."), code="unique")
+        return name
+
+    def clean_pgp_public_key(self) -> str:
+        from mycert.services.vendors import clean_pgp_key
+
+        armored = str(self.cleaned_data.get("pgp_public_key") or "").strip()
+        if armored:
+            try:
+                clean_pgp_key(armored, now=timezone.now())
+            except ValidationError as exc:
+                raise ValidationError(
+                    _("This OpenPGP key cannot be used: %(reason)s"),
+                    code="invalid_pgp_key",
+                    params={"reason": " ".join(exc.messages)},
+                ) from exc
+        return armored
+
+
 @admin.register(Vendor)
 class VendorAdmin(NoDeleteAdmin):
+    form = VendorForm
     list_display = [
         "name",
         "email",
@@ -45,11 +201,73 @@ class VendorAdmin(NoDeleteAdmin):
     search_fields = ["name", "email", "pgp_fingerprint"]
     readonly_fields = ["pgp_fingerprint", "pgp_expires_at", "created_at"]
 
+    def save_model(self, request: HttpRequest, obj: Vendor, form: Any, change: bool) -> None:
+        """Save through the vendor services, which pin the key and write the audit trail."""
+        from mycert.services.vendors import vendor_create, vendor_set_pgp_key
+
+        actor = actor_label(request.user)
+        now = timezone.now()
+        if not change:
+            vendor = vendor_create(
+                name=obj.name,
+                email=obj.email,
+                pgp_key=obj.pgp_public_key,
+                legacy_keystore=obj.legacy_keystore,
+                actor=actor,
+                now=now,
+            )
+            obj.pk = vendor.pk
+            if not obj.is_active:
+                Vendor.objects.filter(pk=vendor.pk).update(is_active=False)
+                audit_record(
+                    actor=actor,
+                    action="vendor.changed",
+                    target=vendor,
+                    details={"changed": {"is_active": {"old": True, "new": False}}},
+                )
+            obj.refresh_from_db()
+        else:
+            plain = [name for name in form.changed_data if name != "pgp_public_key"]
+            if plain:
+                obj.save(update_fields=plain)
+                audit_record(
+                    actor=actor,
+                    action="vendor.changed",
+                    target=obj,
+                    details={
+                        "changed": {
+                            name: {"old": form.initial.get(name), "new": form.cleaned_data[name]}
+                            for name in plain
+                        }
+                    },
+                )
+            if "pgp_public_key" in form.changed_data:
+                vendor_set_pgp_key(
+                    vendor_id=obj.pk, pgp_key=obj.pgp_public_key, actor=actor, now=now
+                )
+                obj.refresh_from_db()
+        if obj.pgp_fingerprint:
+            self.message_user(
+                request,
+                gettext("OpenPGP key %(fingerprint)s, expires %(expires)s.")
+                % {
+                    "fingerprint": obj.pgp_fingerprint,
+                    "expires": obj.pgp_expires_at.isoformat()
+                    if obj.pgp_expires_at
+                    else gettext("never"),
+                },
+                messages.INFO,
+            )
+
+
+# --- Professionals and requests ------------------------------------------------------------
+
 
 @admin.register(Professional)
 class ProfessionalAdmin(ReadOnlyAdmin):
     list_display = ["family_name", "given_name", "professional_id", "email", "created_at"]
     search_fields = ["family_name", "given_name", "professional_id", "email", "oidc_subject"]
+    exclude = ["user"]
 
 
 @admin.register(CertificateRequest)
@@ -61,20 +279,368 @@ class CertificateRequestAdmin(ReadOnlyAdmin):
         "status",
         "submitted_at",
         "due_at",
+        "is_overdue",
         "completed_at",
     ]
-    list_filter = ["status", "vendor"]
+    list_filter = [OverdueFilter, "status", "vendor"]
+    list_select_related = ["professional", "vendor"]
     search_fields = [
         "professional__family_name",
+        "professional__given_name",
         "professional__professional_id",
         "professional__email",
     ]
+    date_hierarchy = "submitted_at"
+
+    @admin.display(boolean=True, description=_("overdue"))
+    def is_overdue(self, obj: CertificateRequest) -> bool:
+        return obj.is_in_progress and obj.due_at < timezone.now()
+
+
+# --- Certificates and revocation -----------------------------------------------------------
+
+# Reasons the helpdesk may give (RFC 5280 §5.3.1); certificateHold is not a revocation.
+HELPDESK_REASONS = [
+    Certificate.RevocationReason.KEY_COMPROMISE,
+    Certificate.RevocationReason.AFFILIATION_CHANGED,
+    Certificate.RevocationReason.SUPERSEDED,
+    Certificate.RevocationReason.CESSATION_OF_OPERATION,
+    Certificate.RevocationReason.PRIVILEGE_WITHDRAWN,
+    Certificate.RevocationReason.UNSPECIFIED,
+]
+
+# "4a:3f:…", "4A 3F …" or "0x4a3f…", as openssl and other tools print serials.
+_SERIAL_SPELLING = re.compile(r"(?:0x[0-9a-fA-F]+|[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2})+)")
+
+
+def normalize_serial_search(term: str) -> str:
+    """Turn a serial as tools print it into the stored hex (lower case, no separators)."""
+    candidate = term.strip()
+    if not _SERIAL_SPELLING.fullmatch(candidate):
+        return term
+    digits = candidate.lower().removeprefix("0x").replace(":", "")
+    return digits.lstrip("0") or "0"
+
+
+class RevocationForm(forms.Form):
+    reason = forms.ChoiceField(
+        label=_("Reason (RFC 5280)"),
+        choices=[(reason.value, reason.label) for reason in HELPDESK_REASONS],
+    )
+    compromised_at = forms.DateTimeField(
+        label=_("Compromise date"),
+        required=False,
+        help_text=_(
+            "For a key compromise only: when the key was, or may have been, compromised "
+            "(Luxembourg time). Not in the future."
+        ),
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    comment = forms.CharField(
+        label=_("Comment"),
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_("Why, and on whose request."),
+    )
+
+    def clean_compromised_at(self) -> datetime | None:
+        value: datetime | None = self.cleaned_data.get("compromised_at")
+        if value is not None and value > timezone.now():
+            raise ValidationError(_("The compromise date cannot be in the future."), code="future")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if (
+            cleaned.get("compromised_at") is not None
+            and cleaned.get("reason") != Certificate.RevocationReason.KEY_COMPROMISE
+        ):
+            self.add_error(
+                "compromised_at",
+                ValidationError(
+                    _("A compromise date applies only to the reason “key compromise”."),
+                    code="not_key_compromise",
+                ),
+            )
+        return cleaned
 
 
 @admin.register(Certificate)
 class CertificateAdmin(ReadOnlyAdmin):
-    list_display = ["serial", "professional", "not_after", "revoked_at", "revocation_reason"]
-    search_fields = ["serial", "professional__family_name", "professional__professional_id"]
+    list_display = [
+        "serial",
+        "professional",
+        "not_before",
+        "not_after",
+        "state",
+        "revoked_at",
+        "revocation_reason",
+        "pem_link",
+    ]
+    list_filter = [
+        CertificateStateFilter,
+        ExpiringSoonFilter,
+        "revocation_reason",
+        ("request__vendor", admin.RelatedOnlyFieldListFilter),
+    ]
+    list_select_related = ["professional"]
+    search_fields = [
+        "serial",
+        "fingerprint_sha256",
+        "professional__family_name",
+        "professional__given_name",
+        "professional__professional_id",
+        "professional__email",
+    ]
+    date_hierarchy = "issued_at"
+    actions = ["revoke_selected"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "serial",
+                    "professional",
+                    "request",
+                    "subject",
+                    "issuer",
+                    "key_type",
+                    "not_before",
+                    "not_after",
+                    "fingerprint_sha256",
+                    "issued_at",
+                    "pem",
+                ]
+            },
+        ),
+        (
+            _("Revocation"),
+            {
+                "fields": [
+                    "revoked_at",
+                    "revocation_reason",
+                    "compromised_at",
+                    "revocation_comment",
+                    "revoked_by",
+                    "revoked_via",
+                ]
+            },
+        ),
+    ]
+    revoke_confirmation_template = "admin/mycert/certificate/revoke_confirmation.html"
+
+    # -- Display
+
+    @admin.display(description=_("state"))
+    def state(self, obj: Certificate) -> str:
+        now = timezone.now()
+        if obj.is_revoked:
+            return str(_("revoked"))
+        if obj.not_after <= now:
+            return str(_("expired"))
+        if obj.not_before > now:
+            return str(_("not yet valid"))
+        return str(_("valid"))
+
+    @admin.display(description=_("PEM"))
+    def pem_link(self, obj: Certificate) -> str:
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse(
+                "admin:mycert_certificate_pem", args=[obj.pk], current_app=self.admin_site.name
+            ),
+            _("download"),
+        )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        return super().get_search_results(request, queryset, normalize_serial_search(search_term))
+
+    # -- Permissions and URLs
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("mycert.revoke_certificate")
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/pem/",
+                self.admin_site.admin_view(self.pem_view),
+                name="{}_{}_pem".format(*info),
+            ),
+            path(
+                "<path:object_id>/revoke/",
+                self.admin_site.admin_view(self.revoke_view),
+                name="{}_{}_revoke".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_revoke": self.has_revoke_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def pem_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The certificate (public part) as a PEM file."""
+        certificate = get_object_or_404(self.get_queryset(request), pk=unquote(object_id))
+        if not self.has_view_permission(request, certificate):
+            raise PermissionDenied
+        response = HttpResponse(certificate.pem, content_type="application/x-pem-file")
+        response["Content-Disposition"] = f'attachment; filename="{certificate.serial}.pem"'
+        return response
+
+    # -- Revocation: the bulk action and the change page's button share one confirmation
+
+    @admin.action(permissions=["revoke"], description=_("Revoke selected certificates"))
+    def revoke_selected(
+        self, request: HttpRequest, queryset: QuerySet[Certificate]
+    ) -> HttpResponse | None:
+        """Ask for the reason on a confirmation page, then revoke (like ``delete_selected``)."""
+        certificates = list(queryset.select_related("professional"))
+        to_revoke = [c for c in certificates if not c.is_revoked]
+        if not to_revoke:
+            self._refuse_already_revoked(request, certificates)
+            return None
+        if request.POST.get("post"):
+            form = RevocationForm(request.POST)
+            if form.is_valid():
+                self._revoke(request, to_revoke, form, skipped=len(certificates) - len(to_revoke))
+                return None
+        else:
+            form = RevocationForm()
+        return self._render_confirmation(request, certificates, form, bulk=True)
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The change page's "Revoke" button: the same confirmation, for one certificate."""
+        if not (self.has_view_permission(request) and self.has_revoke_permission(request)):
+            raise PermissionDenied
+        certificate = get_object_or_404(
+            self.get_queryset(request).select_related("professional"), pk=unquote(object_id)
+        )
+        change_url = reverse(
+            "admin:mycert_certificate_change",
+            args=[certificate.pk],
+            current_app=self.admin_site.name,
+        )
+        if certificate.is_revoked:
+            self._refuse_already_revoked(request, [certificate])
+            return HttpResponseRedirect(change_url)
+        if request.method == "POST":
+            form = RevocationForm(request.POST)
+            if form.is_valid():
+                self._revoke(request, [certificate], form)
+                return HttpResponseRedirect(change_url)
+        else:
+            form = RevocationForm()
+        return self._render_confirmation(request, [certificate], form, bulk=False)
+
+    def _render_confirmation(
+        self,
+        request: HttpRequest,
+        certificates: list[Certificate],
+        form: RevocationForm,
+        *,
+        bulk: bool,
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Revoke certificates"),
+            "subtitle": None,
+            "opts": self.opts,
+            "form": form,
+            "to_revoke": [c for c in certificates if not c.is_revoked],
+            "already_revoked": [c for c in certificates if c.is_revoked],
+            "queryset": certificates,
+            "bulk": bulk,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media + form.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.revoke_confirmation_template, context)
+
+    def _revoke(
+        self,
+        request: HttpRequest,
+        certificates: list[Certificate],
+        form: RevocationForm,
+        *,
+        skipped: int = 0,
+    ) -> None:
+        """Revoke through the service (audit and CRL included); report the counts."""
+        from mycert.services.revocation import AlreadyRevoked, certificate_revoke
+
+        revoked: list[Certificate] = []
+        now = timezone.now()
+        # One transaction: the whole batch or none of it (a refusal only skips its row).
+        with transaction.atomic():
+            for certificate in certificates:
+                try:
+                    revoked.append(
+                        certificate_revoke(
+                            certificate_id=certificate.pk,
+                            reason=form.cleaned_data["reason"],
+                            via=Certificate.RevokedVia.HELPDESK,
+                            actor=request.user,  # type: ignore[arg-type]
+                            now=now,
+                            compromised_at=form.cleaned_data["compromised_at"],
+                            comment=form.cleaned_data["comment"],
+                        )
+                    )
+                except AlreadyRevoked:  # revoked meanwhile, by someone else
+                    skipped += 1
+        for certificate in revoked:
+            self.log_change(request, certificate, gettext("Revoked."))
+        if revoked:
+            self.message_user(
+                request,
+                ngettext(
+                    "Revoked %(count)d certificate (%(reason)s); the CRL is being re-signed.",
+                    "Revoked %(count)d certificates (%(reason)s); the CRL is being re-signed.",
+                    len(revoked),
+                )
+                % {
+                    "count": len(revoked),
+                    "reason": Certificate.RevocationReason(form.cleaned_data["reason"]).label,
+                },
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d certificate was already revoked and was left unchanged.",
+                    "%(count)d certificates were already revoked and were left unchanged.",
+                    skipped,
+                )
+                % {"count": skipped},
+                messages.WARNING,
+            )
+
+    def _refuse_already_revoked(
+        self, request: HttpRequest, certificates: list[Certificate]
+    ) -> None:
+        self.message_user(
+            request,
+            ngettext(
+                "Certificate %(serials)s is already revoked; a revocation is never changed. Nothing was done.",
+                "Certificates %(serials)s are already revoked; a revocation is never changed. Nothing was done.",
+                len(certificates),
+            )
+            % {"serials": ", ".join(c.serial for c in certificates)},
+            messages.ERROR,
+        )
+
+
+# --- Deliveries (the outbox) ---------------------------------------------------------------
 
 
 @admin.register(Delivery)
@@ -84,23 +650,123 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "certificate",
         "recipient",
         "content",
+        "to_email",
         "status",
         "attempts",
+        "short_last_error",
+        "next_attempt_at",
         "sent_at",
-        "last_error",
     ]
     list_filter = ["status", "recipient", "content"]
-    exclude = ["sealed_payload"]
+    list_select_related = ["certificate"]
+    search_fields = [
+        "to_email",
+        "certificate__serial",
+        "certificate__professional__family_name",
+        "certificate__professional__professional_id",
+    ]
+    # Explicit: ``sealed_payload`` (the keystore or password, sealed) is never shown.
+    fields = readonly_fields = (
+        "certificate",
+        "recipient",
+        "content",
+        "to_email",
+        "vendor",
+        "language",
+        "pgp_fingerprint",
+        "after",
+        "status",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "message_id",
+        "payload_held",
+        "created_at",
+        "updated_at",
+        "sent_at",
+    )
+    actions = ["retry_failed"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
+        # The payload is never loaded for display; only whether one is still held.
+        queryset: QuerySet[Delivery] = (
+            super()
+            .get_queryset(request)
+            .defer("sealed_payload")
+            .annotate(
+                has_payload=ExpressionWrapper(
+                    Q(sealed_payload__isnull=False), output_field=BooleanField()
+                )
+            )
+        )
+        return queryset
+
+    @admin.display(description=_("last error"))
+    def short_last_error(self, obj: Delivery) -> str:
+        return obj.last_error if len(obj.last_error) <= 120 else obj.last_error[:119] + "…"
+
+    @admin.display(boolean=True, description=_("payload still held (sealed)"))
+    def payload_held(self, obj: Delivery) -> bool:
+        return bool(getattr(obj, "has_payload", False))
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("mycert.change_delivery")
+
+    @admin.action(permissions=["retry"], description=_("Retry selected failed deliveries"))
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        """Queue failed deliveries again; any other selected row is skipped."""
+        from mycert.services.delivery import delivery_retry
+
+        actor = actor_label(request.user)
+        queued = 0
+        skipped = 0
+        for delivery_id, status in queryset.order_by("pk").values_list("pk", "status"):
+            if status != Delivery.Status.FAILED:
+                skipped += 1
+                continue
+            try:
+                delivery_retry(delivery_id=delivery_id, actor=actor)
+            except ValueError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+                skipped += 1
+            else:
+                queued += 1
+        if queued:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d delivery queued again.",
+                    "%(count)d deliveries queued again.",
+                    queued,
+                )
+                % {"count": queued},
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d delivery skipped: only failed deliveries with their payload can be retried.",
+                    "%(count)d deliveries skipped: only failed deliveries with their payload can be retried.",
+                    skipped,
+                )
+                % {"count": skipped},
+                messages.WARNING,
+            )
+
+
+# --- Published CRLs and the audit trail ----------------------------------------------------
 
 
 @admin.register(Crl)
 class CrlAdmin(ReadOnlyAdmin):
-    list_display = ["number", "this_update", "next_update", "entries"]
+    list_display = ["number", "this_update", "next_update", "entries", "created_at"]
     exclude = ["der"]
 
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor", "action", "object_type", "object_id"]
-    list_filter = ["action"]
+    list_filter = ["action", "object_type"]
     search_fields = ["actor", "action", "object_id"]
+    date_hierarchy = "created_at"
