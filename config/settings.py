@@ -210,6 +210,12 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sweep-outbox": {"task": "mycert.tasks.sweep_outbox", "schedule": 60.0},
+    # Re-signed hourly, valid 24 h: a missed run or two never lets the CRL expire.
+    "publish-crl": {"task": "mycert.tasks.publication.publish_crl", "schedule": 3600.0},
+    "renew-ocsp-responder": {
+        "task": "mycert.tasks.publication.renew_ocsp_responder",
+        "schedule": 6 * 3600.0,
+    },
 }
 
 # --- Logging: ids, never secrets or e-mail bodies ---------------------------------------------

@@ -62,7 +62,8 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
     ca = ca_store.load_ca()
     with transaction.atomic():
         request = (
-            CertificateRequest.objects.select_for_update()
+            # Lock only the request row (the vendor join may be empty, PostgreSQL refuses it).
+            CertificateRequest.objects.select_for_update(of=("self",))
             .select_related("professional", "vendor")
             .get(pk=request_id)
         )

@@ -65,13 +65,23 @@ def certificate_revoke(
                 "comment": comment,
             },
         )
-        transaction.on_commit(_publish_after_revocation)
+        _publish_once_after_commit()
     logger.info("certificate %s revoked (%s, via %s)", certificate.pk, reason, via)
     return certificate
 
 
-def _publish_after_revocation() -> None:
-    """Re-sign the CRL once the revocation is committed (RFC 5280 §3.3; ETSI)."""
+def _publish_crl() -> None:
     from mycert.tasks.publication import publish_crl
 
     publish_crl.delay()
+
+
+def _publish_once_after_commit() -> None:
+    """Re-sign the CRL once the transaction commits (RFC 5280 §3.3; ETSI).
+
+    A bulk revocation of N certificates in one transaction signs one CRL, not N;
+    a rolled-back transaction drops its callbacks, and with them this one.
+    """
+    pending = transaction.get_connection().run_on_commit
+    if not any(callback is _publish_crl for _, callback, _ in pending):
+        transaction.on_commit(_publish_crl)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from mycert.services.issuance import request_issue, request_mark_issuing
@@ -23,7 +23,7 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
     request_mark_issuing(request_id=request_id)
     try:
         outcome = request_issue(request_id=request_id, now=timezone.now())
-    except DatabaseError as exc:
+    except (OperationalError, InterfaceError) as exc:
         # A dropped connection or a lock timeout: the request is untouched, try again.
         logger.warning("request %s: database error, retrying (%s)", request_id, type(exc).__name__)
         raise self.retry(exc=exc, countdown=min(5 * 2**self.request.retries, 300)) from exc

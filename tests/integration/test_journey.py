@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from mycert.models import Certificate, CertificateRequest, Delivery
 from mycert.services.vendors import vendor_create
@@ -181,9 +182,10 @@ def test_professional_receives_keystore_and_password_vendor_gets_encrypted_copy(
     vendor = vendor_create(
         name="Logiciel Médical SA",
         email="support@logiciel-medical.lu",
-        pgp_public_key=vendor_key.public,
+        pgp_key=vendor_key.public,
         legacy_keystore=False,
         actor="system",
+        now=timezone.now(),
     )
     client = Client()
     claims = professional_claims(

@@ -44,31 +44,17 @@ class WorkerProcess:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, name: str = "w1", concurrency: int = 1) -> subprocess.Popen[bytes]:
-        log = self.log_path.with_name(f"{self.log_path.stem}-{name}.log").open("ab")
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                str(concurrency),
-                "--hostname",
-                f"{name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--pool",
-                "prefork",
-            ],
-            cwd=BASE_DIR,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        command = [
+            sys.executable, "-m", "celery", "-A", "config", "worker",
+            "--loglevel", "INFO", "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
+            "--without-gossip", "--without-mingle", "--pool", "prefork",
+        ]  # fmt: skip
+        log_file = self.log_path.with_name(f"{self.log_path.stem}-{name}.log")
+        # The child keeps its own descriptor; the parent closes its copy at once.
+        with log_file.open("ab") as log:
+            process = subprocess.Popen(
+                command, cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         self.processes.append(process)
         return process
 

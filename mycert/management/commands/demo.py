@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
 
 from mycert import ca_store
 from mycert.models import Vendor
@@ -103,16 +104,17 @@ class Command(BaseCommand):
         vendor_create(
             name="Logiciel Médical SA (OpenPGP)",
             email="support@logiciel-medical.lu",
-            pgp_public_key=armored,
+            pgp_key=armored,
             legacy_keystore=False,
-            actor=None,
+            actor="system",
+            now=timezone.now(),
         )
         vendor_create(
             name="CabinetSoft Sàrl",
             email="installation@cabinetsoft.lu",
-            pgp_public_key="",
             legacy_keystore=True,
-            actor=None,
+            actor="system",
+            now=timezone.now(),
         )
         self.stdout.write("Demo vendors created (one with an OpenPGP key in var/demo-vendor-gpg).")
 
@@ -158,7 +160,9 @@ class Command(BaseCommand):
             "helpdesk", email="helpdesk@esante.lu", password=helpdesk_password, is_staff=True
         )
         user.groups.add(Group.objects.get(name="Helpdesk"))
-        user_model.objects.create_superuser("admin", email="admin@esante.lu", password=admin_password)
+        user_model.objects.create_superuser(
+            "admin", email="admin@esante.lu", password=admin_password
+        )
 
     def _run(self, var: Path, options: dict[str, Any]) -> None:
         bin_dir = Path(sys.executable).parent
