@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
@@ -39,7 +39,8 @@ class CertificateRequestForm(forms.Form):
         self.vendors = {
             str(v.pk): v for v in Vendor.objects.filter(is_active=True).order_by("name")
         }
-        self.fields["vendor"].choices = [
+        vendor_field = cast(forms.ChoiceField, self.fields["vendor"])
+        vendor_field.choices = [
             ("", _("— Choose your vendor —")),
             (NO_VENDOR, _("I have no vendor")),
             *((pk, vendor.name) for pk, vendor in self.vendors.items()),

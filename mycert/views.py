@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -32,7 +32,7 @@ def professional_required(view: View) -> View:
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        if not Professional.objects.filter(user=request.user).exists():
+        if not Professional.objects.filter(user_id=request.user.pk).exists():
             return render_problem(
                 request,
                 title=_("This page is for health professionals"),
@@ -45,6 +45,11 @@ def professional_required(view: View) -> View:
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def _professional(request: HttpRequest) -> Professional:
+    """The logged-in professional (``professional_required`` has checked there is one)."""
+    return Professional.objects.get(user_id=cast(int, request.user.pk))
 
 
 def _in_progress_problem(request: HttpRequest) -> HttpResponse:
@@ -73,7 +78,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @professional_required
 def request_certificate(request: HttpRequest) -> HttpResponse:
     """Show and accept the request form (vendor, usage information, "Envoyer")."""
-    professional = Professional.objects.get(user=request.user)
+    professional = _professional(request)
     overview = professional_overview(professional, now=timezone.now())
     if overview.request_in_progress is not None:
         return _in_progress_problem(request)
@@ -111,7 +116,7 @@ def request_certificate(request: HttpRequest) -> HttpResponse:
 def request_sent(request: HttpRequest, request_id: int) -> HttpResponse:
     """Confirm the request: "Demande envoyée."."""
     certificate_request = CertificateRequest.objects.filter(
-        pk=request_id, professional__user=request.user
+        pk=request_id, professional__user_id=cast(int, request.user.pk)
     ).first()
     if certificate_request is None:
         return render_problem(
@@ -130,7 +135,7 @@ def request_sent(request: HttpRequest, request_id: int) -> HttpResponse:
 @professional_required
 def my_certificates(request: HttpRequest) -> HttpResponse:
     """List the professional's own requests and certificates."""
-    professional = Professional.objects.get(user=request.user)
+    professional = _professional(request)
     return render(
         request,
         "mycert/my_certificates.html",
@@ -143,7 +148,7 @@ def my_certificates(request: HttpRequest) -> HttpResponse:
 @professional_required
 def my_certificates_status(request: HttpRequest) -> JsonResponse:
     """The same states as JSON, polled by the page so progress shows without a refresh."""
-    professional = Professional.objects.get(user=request.user)
+    professional = _professional(request)
     rows = request_progress(professional, now=timezone.now())
     return JsonResponse(
         {

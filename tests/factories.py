@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import factory
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from mycert.business_days import add_business_days
 from mycert.models import CertificateRequest, Professional, Vendor
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
-        model = get_user_model()
+        model = User
         django_get_or_create = ("username",)
 
     username = factory.Sequence(lambda n: f"oidc:sub-{n}")
     password = factory.django.Password(None)
 
 
-class ProfessionalFactory(factory.django.DjangoModelFactory):
+class ProfessionalFactory(factory.django.DjangoModelFactory[Professional]):
     class Meta:
         model = Professional
 
@@ -32,7 +32,7 @@ class ProfessionalFactory(factory.django.DjangoModelFactory):
     language = "fr"
 
 
-class VendorFactory(factory.django.DjangoModelFactory):
+class VendorFactory(factory.django.DjangoModelFactory[Vendor]):
     class Meta:
         model = Vendor
 
@@ -40,7 +40,7 @@ class VendorFactory(factory.django.DjangoModelFactory):
     email = factory.Sequence(lambda n: f"support{n}@vendor.example.lu")
 
 
-class CertificateRequestFactory(factory.django.DjangoModelFactory):
+class CertificateRequestFactory(factory.django.DjangoModelFactory[CertificateRequest]):
     class Meta:
         model = CertificateRequest
 

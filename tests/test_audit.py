@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _three_events() -> list[AuditEvent]:
-    vendor = VendorFactory()
+    vendor = VendorFactory.create()
     return [
         audit_record(actor="system", action="vendor.created", target=vendor, details={"n": 1}),
         audit_record(actor="user:7", action="request.submitted", details={"é": "ü"}),

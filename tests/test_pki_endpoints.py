@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -35,8 +36,9 @@ def pki_site(settings, ca, live_server, eager_tasks):  # type: ignore[no-untyped
 
 
 def _issue() -> tuple[Certificate, x509.Certificate]:
-    request = CertificateRequestFactory()
+    request = CertificateRequestFactory.create()
     outcome = request_issue(request_id=request.pk, now=timezone.now())
+    assert outcome.certificate_id is not None
     record = Certificate.objects.get(pk=outcome.certificate_id)
     return record, x509.load_pem_x509_certificate(record.pem.encode())
 
@@ -88,7 +90,7 @@ def test_ocsp_good_then_revoked_at_the_certificates_own_address(
     record, certificate = _issue()
     leaf = _write_pem(certificate, tmp_path / "leaf.pem")
     ca_dir = ca_store.configured_paths().directory
-    ocsp_url = _aia(certificate, x509.AuthorityInformationAccessOID.OCSP)
+    ocsp_url = _aia(certificate, x509.oid.AuthorityInformationAccessOID.OCSP)
     assert ocsp_url.startswith(pki_site)
 
     assert f"{leaf}: good" in _openssl_ocsp(ocsp_url, leaf, ca_dir)
@@ -179,7 +181,7 @@ def test_crl_at_the_certificates_address_lists_the_revocation(
     pki_site: str, tmp_path: Path
 ) -> None:
     record, certificate = _issue()
-    compromised = timezone.now() - timezone.timedelta(hours=2)
+    compromised = timezone.now() - timedelta(hours=2)
     certificate_revoke(
         certificate_id=record.pk,
         reason=Certificate.RevocationReason.KEY_COMPROMISE,

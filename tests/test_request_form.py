@@ -25,7 +25,7 @@ def queued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture
 def professional_client(client: Client):
-    professional = ProfessionalFactory()
+    professional = ProfessionalFactory.create()
     client.force_login(professional.user)
     client.professional = professional  # type: ignore[attr-defined]
     return client
@@ -38,8 +38,8 @@ def test_anonymous_is_sent_to_login(client: Client) -> None:
 
 
 def test_form_in_french_by_default(professional_client: Client) -> None:
-    VendorFactory(name="Logiciel Médical SA")
-    VendorFactory(name="Ancien Éditeur", is_active=False)
+    VendorFactory.create(name="Logiciel Médical SA")
+    VendorFactory.create(name="Ancien Éditeur", is_active=False)
     response = professional_client.get(reverse("request-certificate"))
     page = response.content.decode()
     assert response.status_code == 200
@@ -56,7 +56,7 @@ def test_form_in_french_by_default(professional_client: Client) -> None:
 def test_submit_records_request_consent_and_queues_issuance(
     professional_client: Client, queued: list[int], django_capture_on_commit_callbacks
 ) -> None:
-    vendor = VendorFactory()
+    vendor = VendorFactory.create()
     with django_capture_on_commit_callbacks(execute=True):
         response = professional_client.post(
             reverse("request-certificate"), {"vendor": str(vendor.pk), "terms_accepted": "on"}
@@ -105,7 +105,7 @@ def test_bad_input_is_refused_clearly(
 
 
 def test_inactive_vendor_is_refused(professional_client: Client, queued: list[int]) -> None:
-    vendor = VendorFactory(is_active=False)
+    vendor = VendorFactory.create(is_active=False)
     response = professional_client.post(
         reverse("request-certificate"), {"vendor": str(vendor.pk), "terms_accepted": "on"}
     )
@@ -116,7 +116,7 @@ def test_inactive_vendor_is_refused(professional_client: Client, queued: list[in
 def test_second_request_in_progress_is_refused(
     professional_client: Client, queued: list[int]
 ) -> None:
-    CertificateRequestFactory(professional=professional_client.professional)  # type: ignore[attr-defined]
+    CertificateRequestFactory.create(professional=professional_client.professional)  # type: ignore[attr-defined]
     response = professional_client.post(
         reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
     )
@@ -128,7 +128,7 @@ def test_second_request_in_progress_is_refused(
 
 def test_missing_csrf_token_is_refused(queued: list[int]) -> None:
     client = Client(enforce_csrf_checks=True)
-    professional = ProfessionalFactory()
+    professional = ProfessionalFactory.create()
     client.force_login(professional.user)
     response = client.post(
         reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
@@ -146,8 +146,8 @@ def test_staff_without_professional_account_gets_explanation(client: Client) -> 
 
 
 def test_my_certificates_shows_only_own_requests(professional_client: Client) -> None:
-    mine = CertificateRequestFactory(professional=professional_client.professional)  # type: ignore[attr-defined]
-    other = CertificateRequestFactory()
+    mine = CertificateRequestFactory.create(professional=professional_client.professional)  # type: ignore[attr-defined]
+    other = CertificateRequestFactory.create()
     page = professional_client.get(reverse("my-certificates")).content.decode()
     assert f'id="request-{mine.pk}"' in page
     assert f'id="request-{other.pk}"' not in page
@@ -157,7 +157,7 @@ def test_my_certificates_shows_only_own_requests(professional_client: Client) ->
 
 
 def test_another_professionals_request_is_not_found(professional_client: Client) -> None:
-    other = CertificateRequestFactory()
+    other = CertificateRequestFactory.create()
     response = professional_client.get(reverse("request-sent", args=[other.pk]))
     assert response.status_code == 404
 

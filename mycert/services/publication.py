@@ -40,6 +40,7 @@ def crl_publish(*, now: datetime) -> Crl:
                 invalidity_date=compromised_at,
             )
             for serial, revoked_at, reason, compromised_at in rows.iterator(chunk_size=5000)
+            if revoked_at is not None  # always true for for_crl(); narrows the type
         ]
         crl = build_crl(
             issuer=ca.issuing,

@@ -40,7 +40,9 @@ def certificate_revoke(
         certificate.revoked_at = now
         certificate.revocation_reason = reason
         certificate.revoked_via = via
-        certificate.revoked_by = actor if actor is not None and actor.is_authenticated else None
+        certificate.revoked_by_id = (
+            actor.pk if actor is not None and actor.is_authenticated else None
+        )
         certificate.compromised_at = compromised_at
         certificate.revocation_comment = comment
         certificate.save(

@@ -155,7 +155,7 @@ class Command(BaseCommand):
         if user_model.objects.filter(username="helpdesk").exists():
             return
         # Demo accounts on a local, DEBUG-only instance; printed in the banner.
-        helpdesk_password, admin_password = "helpdesk-demo-2026", "admin-demo-2026"  # noqa: S105
+        helpdesk_password, admin_password = "helpdesk-demo-2026", "admin-demo-2026"
         user = user_model.objects.create_user(
             "helpdesk", email="helpdesk@esante.lu", password=helpdesk_password, is_staff=True
         )
