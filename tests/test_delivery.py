@@ -682,3 +682,35 @@ def test_a_broken_installation_is_retried_not_stuck(
     assert outcome.result is SendResult.RETRY
     assert outcome.error.startswith("internal error:")
     assert smtp_settings.messages == []
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_real_worker_retries_then_delivers_each_mail_once(
+    worker_env: dict[str, str], smtp_process: SmtpProcess, tmp_path: Path
+) -> None:
+    """A real Celery worker and a separate SMTP process: 451 first, then the retry task."""
+    from mycert.tasks.delivery import send_delivery
+    from tests.support.worker import WorkerProcess, wait_until
+
+    smtp_process.stop()
+    smtp_process.start(fail_next=1, fail_code=451)
+    worker_env["EMAIL_URL"] = f"smtp://{smtp_process.host}:{smtp_process.port}"
+    rows = create(make_certificate())
+    keystore, password = rows["professional", "keystore"], rows["professional", "password"]
+    workers = WorkerProcess(env=worker_env, log_path=tmp_path / "worker.log")
+    workers.start("w1")
+    try:
+        send_delivery.delay(keystore.pk)
+        # The back-off is 30 s after the first temporary failure.
+        wait_until(lambda: len(smtp_process.messages()) >= 2, timeout=120, what="two e-mails")
+    finally:
+        workers.stop_all()
+
+    assert smtp_process.by_message_id() == {keystore.message_id: 1, password.message_id: 1}
+    keystore.refresh_from_db()
+    password.refresh_from_db()
+    assert (keystore.status, keystore.attempts) == (Delivery.Status.SENT, 2)
+    assert (password.status, password.attempts) == (Delivery.Status.SENT, 1)
+    assert keystore.sealed_payload is None
+    assert password.sealed_payload is None
