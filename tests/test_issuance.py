@@ -1,0 +1,142 @@
+"""Issuance: one certificate per request whatever happens, the right profile, supersede."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs12
+from django.db import connection
+from django.utils import timezone
+
+from mycert.models import AuditEvent, Certificate, CertificateRequest, Delivery
+from mycert.pki import KeystoreEncryption
+from mycert.sealing import unseal
+from mycert.services.issuance import request_issue, request_mark_sent
+from tests.factories import CertificateRequestFactory, VendorFactory
+
+
+def _keystore_and_password(certificate: Certificate) -> tuple[bytes, str]:
+    rows = {
+        d.content: d
+        for d in Delivery.objects.filter(
+            certificate=certificate, recipient=Delivery.Recipient.PROFESSIONAL
+        )
+    }
+    keystore = unseal(bytes(rows[Delivery.Content.KEYSTORE].sealed_payload or b""))
+    password = unseal(bytes(rows[Delivery.Content.PASSWORD].sealed_payload or b"")).decode()
+    return keystore, password
+
+
+@pytest.mark.django_db
+def test_issue_makes_certificate_keystore_and_outbox(ca) -> None:  # type: ignore[no-untyped-def]
+    request = CertificateRequestFactory.create()
+    outcome = request_issue(request_id=request.pk, now=timezone.now())
+    certificate = Certificate.objects.get(pk=outcome.certificate_id)
+    request.refresh_from_db()
+    assert request.status == CertificateRequest.Status.SENDING
+    assert Delivery.objects.filter(certificate=certificate).count() == 2
+    assert len(outcome.ready_delivery_ids) == 1  # the password waits for the keystore
+
+    keystore, password = _keystore_and_password(certificate)
+    key, leaf, chain = pkcs12.load_key_and_certificates(keystore, password.encode())
+    assert key is not None
+    assert leaf is not None
+    assert format(leaf.serial_number, "x") == certificate.serial
+    assert leaf.serial_number.bit_length() <= 159
+    assert len(chain) == 2
+    professional = request.professional
+    assert (
+        leaf.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)[0].value
+        == professional.professional_id
+    )
+    assert leaf.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.RFC822Name) == [professional.email]
+    assert AuditEvent.objects.filter(
+        action="certificate.issued", object_id=str(certificate.pk)
+    ).exists()
+
+
+@pytest.mark.django_db
+def test_issuing_twice_issues_once(ca) -> None:  # type: ignore[no-untyped-def]
+    request = CertificateRequestFactory.create()
+    first = request_issue(request_id=request.pk, now=timezone.now())
+    second = request_issue(request_id=request.pk, now=timezone.now())
+    assert second.already_done
+    assert second.certificate_id == first.certificate_id
+    assert second.ready_delivery_ids == ()
+    assert Certificate.objects.count() == 1
+    assert Delivery.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_at_once_issue_one_certificate(ca) -> None:  # type: ignore[no-untyped-def]
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks across connections need PostgreSQL (SQLite serialises writers)")
+    request = CertificateRequestFactory.create()
+    outcomes = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(request_issue(request_id=request.pk, now=timezone.now()))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(outcomes) == 2
+    assert sorted(o.already_done for o in outcomes) == [False, True]
+    assert Certificate.objects.filter(request=request).count() == 1
+
+
+@pytest.mark.django_db
+def test_legacy_vendor_gets_a_3des_keystore(ca) -> None:  # type: ignore[no-untyped-def]
+    vendor = VendorFactory.create(legacy_keystore=True)
+    request = CertificateRequestFactory.create(vendor=vendor, vendor_copy_consent=True)
+    outcome = request_issue(request_id=request.pk, now=timezone.now())
+    event = AuditEvent.objects.get(
+        action="certificate.issued", object_id=str(outcome.certificate_id)
+    )
+    assert event.details["keystore_encryption"] == KeystoreEncryption.LEGACY_3DES.value
+    assert Delivery.objects.filter(certificate_id=outcome.certificate_id).count() == 4
+
+
+@pytest.mark.django_db
+def test_a_delivered_certificate_supersedes_the_previous_one(ca, eager_tasks) -> None:  # type: ignore[no-untyped-def]
+    first_request = CertificateRequestFactory.create()
+    professional = first_request.professional
+    first = Certificate.objects.get(
+        pk=request_issue(request_id=first_request.pk, now=timezone.now()).certificate_id
+    )
+    Delivery.objects.filter(certificate=first).update(
+        status=Delivery.Status.SENT, sealed_payload=None
+    )
+    request_mark_sent(certificate_id=first.pk)
+    first_request.refresh_from_db()
+    assert first_request.status == CertificateRequest.Status.SENT
+
+    second_request = CertificateRequestFactory.create(professional=professional)
+    second = Certificate.objects.get(
+        pk=request_issue(request_id=second_request.pk, now=timezone.now()).certificate_id
+    )
+    # Not yet delivered: the old certificate stays valid.
+    request_mark_sent(certificate_id=second.pk)
+    first.refresh_from_db()
+    assert first.revoked_at is None
+
+    Delivery.objects.filter(certificate=second).update(
+        status=Delivery.Status.SENT, sealed_payload=None
+    )
+    request_mark_sent(certificate_id=second.pk)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.revocation_reason == Certificate.RevocationReason.SUPERSEDED
+    assert first.revoked_via == Certificate.RevokedVia.SUPERSEDED
+    assert second.revoked_at is None
