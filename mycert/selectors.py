@@ -6,18 +6,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.utils.functional import Promise
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from mycert.models import Certificate, CertificateRequest, Professional
 
+# "request state" context: French agrees these with « la demande » (envoyée, révoquée…).
 STATE_LABELS: dict[str, Promise] = {
-    "submitted": _("submitted"),
-    "issuing": _("issuing"),
-    "sending": _("sending"),
-    "sent": _("sent"),
-    "failed": _("failed — the helpdesk is informed"),
-    "revoked": _("revoked"),
-    "expired": _("expired"),
+    "submitted": pgettext_lazy("request state", "submitted"),
+    "issuing": pgettext_lazy("request state", "issuing"),
+    "sending": pgettext_lazy("request state", "sending"),
+    "sent": pgettext_lazy("request state", "sent"),
+    "failed": pgettext_lazy("request state", "failed — the helpdesk is informed"),
+    "revoked": pgettext_lazy("request state", "revoked"),
+    "expired": pgettext_lazy("request state", "expired"),
 }
 
 

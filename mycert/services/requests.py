@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext
 
 from mycert.business_days import add_business_days
 from mycert.models import CertificateRequest, Professional, Vendor
@@ -32,14 +33,22 @@ def request_submit(
     from mycert.tasks.issuance import issue_certificate
 
     if not terms_accepted:
-        raise RequestRefused("terms", "The usage information must be confirmed.")
+        raise RequestRefused(
+            "terms",
+            gettext("Please confirm that you have read the usage information before sending."),
+        )
     if vendor is not None and not vendor.is_active:
-        raise RequestRefused("vendor", "This vendor no longer receives copies.")
+        raise RequestRefused(
+            "vendor",
+            gettext(
+                "This vendor no longer receives copies. Choose another one, or “I have no vendor”."
+            ),
+        )
     try:
         with transaction.atomic():
             # The partial unique constraint settles races; this check gives the message.
             if CertificateRequest.objects.filter(professional=professional).in_progress().exists():
-                raise RequestRefused("in_progress", "A request is already in progress.")
+                raise RequestRefused("in_progress", gettext("A request is already in progress"))
             certificate_request = CertificateRequest.objects.create(
                 professional=professional,
                 vendor=vendor,
@@ -63,5 +72,5 @@ def request_submit(
             )
             transaction.on_commit(lambda: issue_certificate.delay(certificate_request.pk))
     except IntegrityError as exc:
-        raise RequestRefused("in_progress", "A request is already in progress.") from exc
+        raise RequestRefused("in_progress", gettext("A request is already in progress")) from exc
     return certificate_request
