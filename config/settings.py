@@ -149,6 +149,8 @@ MYCERT_GPG_BINARY: str = env.str("MYCERT_GPG_BINARY", default="gpg")
 # (Fernet); derived from DJANGO_SECRET_KEY when unset.
 MYCERT_OUTBOX_KEY: str = env.str("MYCERT_OUTBOX_KEY", default="")
 MYCERT_DELIVERY_MAX_ATTEMPTS = env.int("MYCERT_DELIVERY_MAX_ATTEMPTS", default=12)
+# First wait after a temporary SMTP failure, doubled per attempt, capped at 30 min.
+MYCERT_DELIVERY_BACKOFF_SECONDS = env.int("MYCERT_DELIVERY_BACKOFF_SECONDS", default=30)
 
 # --- OpenID Connect (the agency portal, LuxTrust behind it) -----------------------------
 OIDC_ISSUER: str = env.str("OIDC_ISSUER", default="http://127.0.0.1:9400").rstrip("/")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,8 +40,10 @@ from mycert.mail.messages import (
     CertificateFacts,
     Encryptor,
     Envelope,
+    expiry_message,
     keystore_message,
     password_message,
+    revocation_message,
 )
 from mycert.mail.transport import SendError, send_message
 from mycert.models import Certificate, Delivery, Vendor
@@ -55,7 +58,9 @@ __all__ = [
     "SendResult",
     "backoff_delay",
     "deliveries_due_ids",
+    "deliveries_enqueue_on_commit",
     "delivery_create_for_certificate",
+    "delivery_create_notice",
     "delivery_retry",
     "delivery_send",
 ]
@@ -64,7 +69,8 @@ logger = logging.getLogger(__name__)
 
 #: Exponential back-off after a temporary failure: 30 s, 1 min, 2 min … capped at
 #: 30 min, far below Redis's 1 h visibility timeout (DESIGN.md §7), so a retry task
-#: is never redelivered by the broker while it waits.
+#: is never redelivered by the broker while it waits. The base is the setting
+#: ``MYCERT_DELIVERY_BACKOFF_SECONDS`` (30; fault tests shorten it); this is its default.
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=30)
 
@@ -101,7 +107,8 @@ def backoff_delay(attempts: int) -> timedelta:
     exponent = max(attempts - 1, 0)
     if exponent >= 16:  # 30 s · 2^16 is far past the cap; avoid huge numbers
         return BACKOFF_CAP
-    return min(BACKOFF_BASE * (1 << exponent), BACKOFF_CAP)
+    base = timedelta(seconds=settings.MYCERT_DELIVERY_BACKOFF_SECONDS)
+    return min(base * (1 << exponent), BACKOFF_CAP)
 
 
 def _lease() -> timedelta:
@@ -167,6 +174,44 @@ def delivery_create_for_certificate(
     return created
 
 
+def delivery_create_notice(
+    *,
+    certificate: Certificate,
+    recipient: str,
+    content: str,
+    to_email: str,
+    language: str,
+    key: str,
+    vendor: Vendor | None = None,
+) -> tuple[Delivery, bool]:
+    """Write one notice (revocation, expiry reminder) to the outbox unless ``key`` exists.
+
+    A notice carries no secret, so nothing is sealed; a vendor's copy is still encrypted
+    to the vendor's pinned key, like its keystore e-mails. Returns ``(row, created)``.
+    """
+    if content in _ISSUANCE_CONTENTS:
+        raise ValueError(f"{content!r} is not a notice; it is created with its certificate.")
+    return Delivery.objects.get_or_create(
+        key=key,
+        defaults={
+            "certificate": certificate,
+            "recipient": recipient,
+            "content": content,
+            "to_email": to_email,
+            "vendor": vendor,
+            "language": language,
+            "pgp_fingerprint": vendor.pgp_fingerprint if vendor is not None else "",
+            "message_id": _message_id(),
+        },
+    )
+
+
+def deliveries_enqueue_on_commit(delivery_ids: list[int]) -> None:
+    """Queue the sends once the current transaction commits (the sweep is the safety net)."""
+    for delivery_id in delivery_ids:
+        transaction.on_commit(partial(_enqueue, delivery_id), robust=True)
+
+
 # --- Sending ---------------------------------------------------------------------------------
 
 
@@ -223,6 +268,7 @@ def _claim(delivery_id: int, now: datetime) -> _Claim | SendOutcome:
                 professional_id=professional.professional_id,
                 not_after=certificate.not_after,
                 vendor_name=delivery.vendor.name if delivery.vendor is not None else "",
+                extra=_notice_facts(delivery.content, certificate, now),
             ),
             sealed_payload=(
                 bytes(delivery.sealed_payload) if delivery.sealed_payload is not None else None
@@ -230,6 +276,39 @@ def _claim(delivery_id: int, now: datetime) -> _Claim | SendOutcome:
             armored_key=delivery.vendor.pgp_public_key if delivery.vendor is not None else "",
             attempts=delivery.attempts,
         )
+
+
+def _notice_facts(content: str, certificate: Certificate, now: datetime) -> dict[str, object]:
+    """What a notice says beyond the certificate itself, read when it is sent."""
+    if content == Delivery.Content.REVOCATION_NOTICE:
+        superseded = certificate.revocation_reason == Certificate.RevocationReason.SUPERSEDED
+        replacement = (
+            Certificate.objects.filter(
+                professional_id=certificate.professional_id, issued_at__gt=certificate.issued_at
+            )
+            .not_revoked()
+            .order_by("-issued_at")
+            .first()
+            if superseded
+            else None
+        )
+        return {
+            "revoked_at": certificate.revoked_at,
+            "reason": certificate.revocation_reason,
+            # Lazy: rendered in the mail's language by the builder's translation override.
+            "reason_label": Certificate.RevocationReason(certificate.revocation_reason).label
+            if certificate.revocation_reason
+            else "",
+            "via": certificate.revoked_via,
+            "superseded": superseded,
+            "replacement_serial_prefix": replacement.serial[:16].lower() if replacement else "",
+            "replacement_not_after": replacement.not_after if replacement else None,
+        }
+    if content == Delivery.Content.EXPIRY_REMINDER:
+        # Counted when the mail leaves, not when the row was written: a mail delayed by
+        # retries still tells the truth.
+        return {"days_left": max(math.ceil((certificate.not_after - now) / timedelta(days=1)), 0)}
+    return {}
 
 
 def _keystore(claim: _Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
@@ -244,11 +323,20 @@ def _password(claim: _Claim, payload: bytes, encrypt: Encryptor | None) -> Email
     )
 
 
-#: One builder per ``Delivery.Content``; a revocation notice or an expiry reminder is
-#: one more entry (its payload, if any, is whatever its creator sealed).
+def _revocation(claim: _Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+    return revocation_message(envelope=claim.envelope, facts=claim.facts, encrypt=encrypt)
+
+
+def _expiry(claim: _Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+    return expiry_message(envelope=claim.envelope, facts=claim.facts, encrypt=encrypt)
+
+
+#: One builder per ``Delivery.Content``. Notices carry no payload (``b""``).
 _BUILDERS: dict[str, Callable[[_Claim, bytes, Encryptor | None], EmailMessage]] = {
     Delivery.Content.KEYSTORE: _keystore,
     Delivery.Content.PASSWORD: _password,
+    Delivery.Content.REVOCATION_NOTICE: _revocation,
+    Delivery.Content.EXPIRY_REMINDER: _expiry,
 }
 
 
