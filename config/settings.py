@@ -178,6 +178,9 @@ MYCERT_CERT_KEY_TYPE: str = env.str("MYCERT_CERT_KEY_TYPE", default="rsa-3072")
 MYCERT_CERT_POLICY_OID: str = env.str("MYCERT_CERT_POLICY_OID", default="1.3.6.1.4.1.59999.1.1")
 MYCERT_TERMS_VERSION: str = env.str("MYCERT_TERMS_VERSION", default="2023-03")
 MYCERT_SLA_BUSINESS_DAYS = env.int("MYCERT_SLA_BUSINESS_DAYS", default=5)
+# A request still without its certificate this long after submission lost its task:
+# beat's request sweep queues it again (issuing is idempotent).
+MYCERT_REQUEST_SWEEP_AFTER_SECONDS = env.int("MYCERT_REQUEST_SWEEP_AFTER_SECONDS", default=600)
 MYCERT_CRL_VALIDITY = timedelta(hours=env.int("MYCERT_CRL_VALIDITY_HOURS", default=24))
 MYCERT_OCSP_VALIDITY = timedelta(minutes=env.int("MYCERT_OCSP_VALIDITY_MINUTES", default=60))
 
@@ -213,6 +216,7 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sweep-outbox": {"task": "mycert.tasks.sweep_outbox", "schedule": 60.0},
+    "sweep-requests": {"task": "mycert.tasks.sweep_requests", "schedule": 300.0},
     # Re-signed hourly, valid 24 h: a missed run or two never lets the CRL expire.
     "publish-crl": {"task": "mycert.tasks.publication.publish_crl", "schedule": 3600.0},
     "renew-ocsp-responder": {

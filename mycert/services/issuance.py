@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -152,6 +152,23 @@ def request_mark_issuing(*, request_id: int) -> None:
     CertificateRequest.objects.filter(
         pk=request_id, status=CertificateRequest.Status.SUBMITTED
     ).update(status=CertificateRequest.Status.ISSUING)
+
+
+def requests_stuck_ids(*, now: datetime, older_than: timedelta) -> list[int]:
+    """Requests still without a certificate ``older_than`` after they were submitted.
+
+    Their issuing task was lost: a broker restarted without persistence, a worker killed
+    while holding the message (Redis gives it back only after the visibility timeout).
+    Issuing again is safe, ``request_issue`` does nothing for an issued request.
+    """
+    return list(
+        CertificateRequest.objects.filter(
+            status__in=[CertificateRequest.Status.SUBMITTED, CertificateRequest.Status.ISSUING],
+            submitted_at__lt=now - older_than,
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def request_mark_sent(*, certificate_id: int) -> None:

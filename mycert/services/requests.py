@@ -70,7 +70,11 @@ def request_submit(
                     "key_type": certificate_request.key_type,
                 },
             )
-            transaction.on_commit(lambda: issue_certificate.delay(certificate_request.pk))
+            # Robust: a broker that is down must not turn a recorded request into an
+            # error page; the request sweep queues it once the broker is back.
+            transaction.on_commit(
+                lambda: issue_certificate.delay(certificate_request.pk), robust=True
+            )
     except IntegrityError as exc:
         raise RequestRefused("in_progress", gettext("A request is already in progress")) from exc
     return certificate_request

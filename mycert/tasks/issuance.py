@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from mycert.services.issuance import request_issue, request_mark_issuing
+from mycert.services.issuance import request_issue, request_mark_issuing, requests_stuck_ids
 
-__all__ = ["issue_certificate"]
+__all__ = ["issue_certificate", "sweep_requests"]
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +22,8 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
     """Issue the certificate of request ``request_id`` and queue its keystore e-mails."""
     from mycert.tasks.delivery import send_delivery
 
-    request_mark_issuing(request_id=request_id)
     try:
+        request_mark_issuing(request_id=request_id)
         outcome = request_issue(request_id=request_id, now=timezone.now())
     except (OperationalError, InterfaceError) as exc:
         # A dropped connection or a lock timeout: the request is untouched, try again.
@@ -29,3 +31,15 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
         raise self.retry(exc=exc, countdown=min(5 * 2**self.request.retries, 300)) from exc
     for delivery_id in outcome.ready_delivery_ids:
         send_delivery.delay(delivery_id)
+
+
+@shared_task(name="mycert.tasks.sweep_requests", acks_late=True, ignore_result=True)
+def sweep_requests() -> int:
+    """Queue the issuance of requests whose task was lost (broker restart, killed worker)."""
+    older_than = timedelta(seconds=settings.MYCERT_REQUEST_SWEEP_AFTER_SECONDS)
+    stuck = requests_stuck_ids(now=timezone.now(), older_than=older_than)
+    for request_id in stuck:
+        issue_certificate.delay(request_id)
+    if stuck:
+        logger.warning("request sweep queued %s stuck requests again", len(stuck))
+    return len(stuck)

@@ -1,0 +1,106 @@
+"""The request sweep: a request whose issuing task was lost is issued all the same, once.
+
+A broker restarted without persistence, or a worker killed while holding the message
+(Redis gives it back only after its one-hour visibility timeout), loses the task queued
+by ``request_submit``. Beat's ``sweep_requests`` queues it again; issuing is idempotent.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerDown
+
+from mycert.models import Certificate, CertificateRequest
+from mycert.services.issuance import requests_stuck_ids
+from mycert.services.requests import request_submit
+from mycert.tasks.issuance import issue_certificate, sweep_requests
+from tests.factories import CertificateRequestFactory, ProfessionalFactory
+
+
+def _aged(request: CertificateRequest, age: timedelta) -> CertificateRequest:
+    # submitted_at is auto_now_add: move it back in the database.
+    CertificateRequest.objects.filter(pk=request.pk).update(submitted_at=timezone.now() - age)
+    request.refresh_from_db()
+    return request
+
+
+@pytest.fixture
+def queued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the ids sent to the issuance task instead of running it."""
+    sent: list[int] = []
+    monkeypatch.setattr(issue_certificate, "delay", lambda request_id: sent.append(request_id))
+    return sent
+
+
+@pytest.mark.django_db
+def test_only_old_requests_without_certificate_are_stuck() -> None:
+    old = timedelta(minutes=30)
+    submitted = _aged(CertificateRequestFactory.create(), old)
+    issuing = _aged(CertificateRequestFactory.create(status=CertificateRequest.Status.ISSUING), old)
+    _aged(CertificateRequestFactory.create(status=CertificateRequest.Status.SENDING), old)
+    _aged(CertificateRequestFactory.create(status=CertificateRequest.Status.SENT), old)
+    _aged(CertificateRequestFactory.create(status=CertificateRequest.Status.FAILED), old)
+    CertificateRequestFactory.create()  # just submitted: its task is probably queued
+
+    stuck = requests_stuck_ids(now=timezone.now(), older_than=timedelta(minutes=10))
+
+    assert stuck == [submitted.pk, issuing.pk]
+
+
+@pytest.mark.django_db
+def test_sweep_queues_stuck_requests_after_the_setting(settings, queued: list[int]) -> None:  # type: ignore[no-untyped-def]
+    settings.MYCERT_REQUEST_SWEEP_AFTER_SECONDS = 600
+    stuck = _aged(CertificateRequestFactory.create(), timedelta(minutes=11))
+    _aged(CertificateRequestFactory.create(), timedelta(minutes=9))
+
+    assert sweep_requests() == 1
+    assert queued == [stuck.pk]
+
+
+@pytest.mark.django_db
+def test_sweep_is_in_the_beat_schedule(settings) -> None:  # type: ignore[no-untyped-def]
+    entries = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert {"mycert.tasks.sweep_requests", "mycert.tasks.sweep_outbox"} <= entries
+
+
+@pytest.mark.django_db
+def test_swept_request_is_issued_once_however_often_swept(settings, ca, eager_tasks) -> None:  # type: ignore[no-untyped-def]
+    settings.MYCERT_REQUEST_SWEEP_AFTER_SECONDS = 60
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    request = _aged(CertificateRequestFactory.create(), timedelta(minutes=5))
+
+    sweep_requests()
+    CertificateRequest.objects.filter(pk=request.pk).update(
+        status=CertificateRequest.Status.ISSUING
+    )  # as if a sweep raced the original task: the certificate exists already
+    sweep_requests()
+    sweep_requests()
+
+    assert Certificate.objects.filter(request=request).count() == 1
+    assert Certificate.objects.filter(professional=request.professional).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_submit_survives_a_broker_that_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request is recorded and the page answers; the sweep queues it later."""
+
+    def broker_down(request_id: int) -> None:
+        raise BrokerDown("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(issue_certificate, "delay", broker_down)
+    professional = ProfessionalFactory.create()
+
+    request = request_submit(
+        professional=professional,
+        vendor=None,
+        terms_accepted=True,
+        language="fr",
+        now=timezone.now(),
+    )
+
+    assert CertificateRequest.objects.get(pk=request.pk).status == "submitted"
+    later = timezone.now() + timedelta(minutes=15)
+    assert requests_stuck_ids(now=later, older_than=timedelta(minutes=10)) == [request.pk]
