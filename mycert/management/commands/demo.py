@@ -132,7 +132,8 @@ class Command(BaseCommand):
                     "",
                     "--quick-gen-key",
                     "Logiciel Médical SA <support@logiciel-medical.lu>",
-                    "rsa3072",
+                    # gpg's default algorithm makes a signing key with an encryption subkey.
+                    "default",
                     "default",
                     "2y",
                 ],
