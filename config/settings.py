@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -222,6 +223,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "renew-ocsp-responder": {
         "task": "mycert.tasks.publication.renew_ocsp_responder",
         "schedule": 6 * 3600.0,
+    },
+    # Daily, in the morning (Luxembourg time): 60, 30 and 7 days before the end, once each.
+    "send-expiry-reminders": {
+        "task": "mycert.tasks.send_expiry_reminders",
+        "schedule": crontab(hour=8, minute=0),
     },
 }
 

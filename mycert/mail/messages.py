@@ -27,6 +27,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.message import SafeMIMEMultipart
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import translation
 
 __all__ = [
@@ -36,10 +37,13 @@ __all__ = [
     "Envelope",
     "PgpMimeMessage",
     "as_wire_bytes",
+    "expiry_message",
     "keystore_filename",
     "keystore_message",
     "mail_language",
     "password_message",
+    "renew_url",
+    "revocation_message",
 ]
 
 #: Languages with e-mail templates; anything else falls back to the first.
@@ -103,6 +107,11 @@ def keystore_filename(serial: str) -> str:
     return f"mycert-{serial[:16].lower()}.p12"
 
 
+def renew_url() -> str:
+    """Where a professional asks for a new certificate: ``{MYCERT_BASE_URL}/request/``."""
+    return f"{settings.MYCERT_BASE_URL}{reverse('request-certificate')}"
+
+
 def _context(facts: CertificateFacts, language: str, **extra: Any) -> dict[str, Any]:
     return {
         "language": language,
@@ -117,6 +126,7 @@ def _context(facts: CertificateFacts, language: str, **extra: Any) -> dict[str, 
         "helpdesk_email": settings.MYCERT_HELPDESK_EMAIL,
         "helpdesk_phone": settings.MYCERT_HELPDESK_PHONE,
         "base_url": settings.MYCERT_BASE_URL,
+        "renew_url": renew_url(),
         **facts.extra,
         **extra,
     }
@@ -259,6 +269,34 @@ def password_message(
             render_to_string(f"emails/{language}/keystore.subject.txt", context)
         )
     rendered = _render("password", language, context)
+    return _finish(
+        envelope=envelope, rendered=rendered, language=language, attachments=[], encrypt=encrypt
+    )
+
+
+def revocation_message(
+    *,
+    envelope: Envelope,
+    facts: CertificateFacts,
+    encrypt: Encryptor | None = None,
+) -> EmailMessage:
+    """The certificate was revoked: what it means, what to do (``facts.extra``: reason, via…)."""
+    language = mail_language(envelope.language)
+    rendered = _render("revocation", language, _context(facts, language))
+    return _finish(
+        envelope=envelope, rendered=rendered, language=language, attachments=[], encrypt=encrypt
+    )
+
+
+def expiry_message(
+    *,
+    envelope: Envelope,
+    facts: CertificateFacts,
+    encrypt: Encryptor | None = None,
+) -> EmailMessage:
+    """The certificate ends soon (``facts.extra["days_left"]``): how to ask for a new one."""
+    language = mail_language(envelope.language)
+    rendered = _render("expiry", language, _context(facts, language))
     return _finish(
         envelope=envelope, rendered=rendered, language=language, attachments=[], encrypt=encrypt
     )

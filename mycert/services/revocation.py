@@ -10,6 +10,7 @@ from django.db import transaction
 
 from mycert.models import Certificate
 from mycert.services.audit import actor_label, audit_record
+from mycert.services.notices import revocation_notices_create
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,11 @@ def certificate_revoke(
     compromised_at: datetime | None = None,
     comment: str = "",
 ) -> Certificate:
-    """Revoke one certificate with an RFC 5280 §5.3.1 reason; refuse a second revocation."""
+    """Revoke one certificate with an RFC 5280 §5.3.1 reason; refuse a second revocation.
+
+    In the same transaction: the audit event and the e-mail notices to the professional
+    and the request's vendor (sent on commit); the CRL is re-signed once on commit.
+    """
     if reason not in Certificate.RevocationReason.values:
         raise ValueError(f"Unknown revocation reason {reason!r}.")
     if compromised_at is not None and compromised_at > now:
@@ -67,6 +72,7 @@ def certificate_revoke(
                 "comment": comment,
             },
         )
+        revocation_notices_create(certificate=certificate)
         _publish_once_after_commit()
     logger.info("certificate %s revoked (%s, via %s)", certificate.pk, reason, via)
     return certificate

@@ -2,4 +2,5 @@
 
 from mycert.tasks.delivery import *  # noqa: F403
 from mycert.tasks.issuance import *  # noqa: F403
+from mycert.tasks.notices import *  # noqa: F403
 from mycert.tasks.publication import *  # noqa: F403
