@@ -1,23 +1,30 @@
-"""The request sweep: a request whose issuing task was lost is issued all the same, once.
+"""Recovery without a person: lost tasks and dropped connections.
 
 A broker restarted without persistence, or a worker killed while holding the message
 (Redis gives it back only after its one-hour visibility timeout), loses the task queued
 by ``request_submit``. Beat's ``sweep_requests`` queues it again; issuing is idempotent.
+A database connection dropped while an e-mail is with the relay is re-opened to record
+the send, rather than leaving the row leased and sending it twice.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import psycopg
 import pytest
+from django.db import connection
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerDown
 
-from mycert.models import Certificate, CertificateRequest
-from mycert.services.issuance import requests_stuck_ids
+from mycert.models import Certificate, CertificateRequest, Delivery
+from mycert.services import delivery as delivery_service
+from mycert.services.delivery import SendResult, delivery_send
+from mycert.services.issuance import request_issue, requests_stuck_ids
 from mycert.services.requests import request_submit
 from mycert.tasks.issuance import issue_certificate, sweep_requests
 from tests.factories import CertificateRequestFactory, ProfessionalFactory
+from tests.support.smtp_server import TestSmtpServer
 
 
 def _aged(request: CertificateRequest, age: timedelta) -> CertificateRequest:
@@ -104,3 +111,42 @@ def test_submit_survives_a_broker_that_is_down(monkeypatch: pytest.MonkeyPatch) 
     assert CertificateRequest.objects.get(pk=request.pk).status == "submitted"
     later = timezone.now() + timedelta(minutes=15)
     assert requests_stuck_ids(now=later, older_than=timedelta(minutes=10)) == [request.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_connection_dropped_while_sending_is_recorded_once(
+    ca,  # type: ignore[no-untyped-def]
+    smtp_settings: TestSmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The relay accepted, then the session died: the send is recorded, not repeated."""
+    if connection.vendor != "postgresql":
+        pytest.skip("terminating a database session needs PostgreSQL")
+    request = CertificateRequestFactory.create()
+    outcome = request_issue(request_id=request.pk, now=timezone.now())
+    delivery_id = outcome.ready_delivery_ids[0]
+    real_send = delivery_service.send_message
+
+    def send_then_lose_the_session(message):  # type: ignore[no-untyped-def]
+        real_send(message)
+        pid = connection.connection.info.backend_pid  # type: ignore[union-attr]
+        params = connection.get_connection_params()
+        with psycopg.connect(
+            **{
+                k: v
+                for k, v in params.items()
+                if k in ("host", "port", "user", "dbname", "password")
+            },
+            autocommit=True,
+        ) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    monkeypatch.setattr(delivery_service, "send_message", send_then_lose_the_session)
+
+    result = delivery_send(delivery_id=delivery_id, now=timezone.now())
+
+    assert result.result is SendResult.SENT
+    delivery = Delivery.objects.get(pk=delivery_id)
+    assert delivery.status == Delivery.Status.SENT
+    assert delivery.sealed_payload is None
+    assert smtp_settings.by_message_id() == {delivery.message_id: 1}

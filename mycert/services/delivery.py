@@ -32,7 +32,7 @@ from functools import partial
 
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 
 from mycert.mail.gpg import OpenPgpError
@@ -379,6 +379,21 @@ def delivery_send(*, delivery_id: int, now: datetime) -> SendOutcome:
         # than a leased row retried by the sweep forever. The type only: no content.
         logger.exception("delivery %s: unexpected error while sending", delivery_id)
         error = SendError(True, f"internal error: {type(exc).__name__}")
+    try:
+        return _record(delivery_id, now, error)
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
+        # The database connection dropped while the relay had the e-mail (a failover, an
+        # idle cut): record on a fresh connection rather than leave the row leased, to be
+        # sent a second time when the lease ends.
+        logger.warning("delivery %s: database connection lost, recording again", delivery_id)
+        connection.close_if_unusable_or_obsolete()
+        return _record(delivery_id, now, error)
+
+
+def _record(delivery_id: int, now: datetime, error: SendError | None) -> SendOutcome:
+    """Store the outcome of an attempt (step 3 of the module docstring)."""
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
         if delivery.status in _DONE:
