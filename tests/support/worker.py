@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -133,3 +136,172 @@ def celery_worker_process(worker_env, tmp_path) -> Iterator[WorkerProcess]:  # t
         yield workers
     finally:
         workers.stop_all()
+
+
+# --- Batches for fault, concurrency and hygiene tests ----------------------------------------
+#
+# A batch is many professionals submitting at once through the real service
+# (``request_submit``: committed, enqueued on commit), half of them with a vendor copy.
+# The figures count e-mails by Message-ID at the SMTP server: the outbox promises each
+# e-mail at least once under a stable Message-ID, so a duplicate is visible there.
+
+
+def fast_fault_env(env: dict[str, str], *, email_url: str) -> dict[str, str]:
+    """Settings for a worker in a bounded fault test: quick back-off, quick request sweep."""
+    env.update(
+        {
+            "EMAIL_URL": email_url,
+            # The key type does not matter to these tests; EC P-256 keys are instant.
+            "MYCERT_CERT_KEY_TYPE": "ec-p256",
+            # Outbox back-off 1 s, 2 s, 4 s… instead of 30 s, 1 min, 2 min…
+            "MYCERT_DELIVERY_BACKOFF_SECONDS": "1",
+            # A request without certificate after 5 s may be queued again by the sweep.
+            "MYCERT_REQUEST_SWEEP_AFTER_SECONDS": "5",
+            # The outbox lease is max(4 × EMAIL_TIMEOUT, 60 s): keep it at its 60 s floor.
+            "EMAIL_TIMEOUT": "5",
+        }
+    )
+    return env
+
+
+def submit_batch(count: int, *, vendor: Any | None, with_vendor_every: int = 2) -> list[int]:
+    """``count`` new professionals each submit one request; every other one names ``vendor``."""
+    from django.utils import timezone
+
+    from mycert.services.requests import request_submit
+    from tests.factories import ProfessionalFactory
+
+    ids = []
+    for index in range(count):
+        professional = ProfessionalFactory.create()
+        chosen = vendor if vendor is not None and index % with_vendor_every == 0 else None
+        # request_submit commits its own transaction; its on_commit enqueues the task.
+        request = request_submit(
+            professional=professional,
+            vendor=chosen,
+            terms_accepted=True,
+            language="fr",
+            now=timezone.now(),
+        )
+        ids.append(request.pk)
+    return ids
+
+
+def sweep_now() -> None:
+    """Run both sweeps on the worker, as beat would (ignored while the broker is down)."""
+    from mycert.tasks.delivery import sweep_outbox
+    from mycert.tasks.issuance import sweep_requests
+
+    with contextlib.suppress(Exception):
+        sweep_outbox.delay()
+        sweep_requests.delay()
+
+
+@dataclass
+class BatchFigures:
+    """What a batch produced, counted at the database and at the SMTP server."""
+
+    requests: int
+    completed: int
+    emails_expected: int
+    emails_delivered: int
+    emails_duplicated: int
+    emails_missing: list[str]
+    emails_unexpected: list[str]
+    certificates_per_request: dict[int, int]
+    valid_certificates_per_professional: dict[int, int]
+    seconds: float
+
+    def report(self, title: str) -> str:
+        per_request = Counter(self.certificates_per_request.values())
+        return (
+            f"\n[{title}] requests={self.requests} completed={self.completed} "
+            f"e-mails expected={self.emails_expected} delivered={self.emails_delivered} "
+            f"duplicated={self.emails_duplicated} missing={len(self.emails_missing)} "
+            f"unexpected={len(self.emails_unexpected)} "
+            f"certificates per request={dict(sorted(per_request.items()))} "
+            f"duration={self.seconds:.1f}s"
+        )
+
+
+def batch_figures(
+    request_ids: list[int], received: Counter[str], *, started: float
+) -> BatchFigures:
+    """Count the batch's requests, certificates and e-mails (``received``: Message-ID → copies)."""
+    from django.utils import timezone
+
+    from mycert.models import Certificate, CertificateRequest, Delivery
+
+    requests = CertificateRequest.objects.filter(pk__in=request_ids)
+    expected = sum(4 if r.vendor_id else 2 for r in requests)
+    certificates = Certificate.objects.filter(request_id__in=request_ids)
+    per_request = dict.fromkeys(request_ids, 0)
+    for certificate in certificates:
+        per_request[certificate.request_id] += 1
+    valid = Counter(certificates.valid(timezone.now()).values_list("professional_id", flat=True))
+    message_ids = set(
+        Delivery.objects.filter(certificate__request_id__in=request_ids).values_list(
+            "message_id", flat=True
+        )
+    )
+    batch_received = {m: n for m, n in received.items() if m in message_ids}
+    return BatchFigures(
+        requests=len(request_ids),
+        completed=requests.filter(status=CertificateRequest.Status.SENT).count(),
+        emails_expected=expected,
+        emails_delivered=len(batch_received),
+        emails_duplicated=sum(n - 1 for n in batch_received.values()),
+        emails_missing=sorted(message_ids - set(received)),
+        emails_unexpected=sorted(m for m in received if m not in message_ids),
+        certificates_per_request=per_request,
+        valid_certificates_per_professional=dict(valid),
+        seconds=time.monotonic() - started,
+    )
+
+
+def batch_done(request_ids: list[int], received: Callable[[], Counter[str]]) -> bool:
+    """Every request sent, and every one of its e-mails seen at the SMTP server."""
+    from mycert.models import CertificateRequest, Delivery
+
+    if CertificateRequest.objects.filter(pk__in=request_ids).exclude(status="sent").exists():
+        return False
+    expected = set(
+        Delivery.objects.filter(certificate__request_id__in=request_ids).values_list(
+            "message_id", flat=True
+        )
+    )
+    return expected <= set(received())
+
+
+def wait_for_batch(
+    request_ids: list[int],
+    received: Callable[[], Counter[str]],
+    *,
+    timeout: float,
+    sweep_every: float = 3.0,
+) -> None:
+    """Wait until the batch is done, running the sweeps every few seconds as beat would."""
+    last_sweep = time.monotonic()
+
+    def done() -> bool:
+        nonlocal last_sweep
+        if time.monotonic() - last_sweep >= sweep_every:
+            sweep_now()
+            last_sweep = time.monotonic()
+        return batch_done(request_ids, received)
+
+    wait_until(done, timeout=timeout, interval=0.5, what=f"{len(request_ids)} requests delivered")
+
+
+def assert_batch_complete(figures: BatchFigures, *, allow_duplicates: bool = False) -> None:
+    """No lost work, one certificate per request, each e-mail at least (or exactly) once."""
+    assert figures.completed == figures.requests, "every request completes"
+    assert set(figures.certificates_per_request.values()) == {1}, "one certificate per request"
+    assert set(figures.valid_certificates_per_professional.values()) == {1}, (
+        "no professional holds two valid certificates from the batch"
+    )
+    assert figures.emails_missing == [], "every e-mail reaches the SMTP server"
+    assert figures.emails_unexpected == [], "no e-mail the outbox does not know"
+    assert figures.emails_delivered == figures.emails_expected
+    if not allow_duplicates:
+        assert figures.emails_duplicated == 0, "each e-mail exactly once"
