@@ -49,16 +49,22 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "csp",
     "mycert.apps.MyCertConfig",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -100,6 +106,10 @@ else:
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Rate limits count in this cache: Redis in production (every web process must share
+# the counters), process-local memory by default.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
@@ -119,7 +129,21 @@ TIME_ZONE = "Europe/Luxembourg"
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing folder
+# WhiteNoise serves static files from the web processes (gunicorn), compressed. With
+# the manifest (hashed names, cached for ever) `collectstatic` must run before start:
+# the default outside DEBUG; the test run, which never collects, turns it off.
+MYCERT_STATIC_MANIFEST = env.bool("MYCERT_STATIC_MANIFEST", default=not DEBUG)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if MYCERT_STATIC_MANIFEST
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not MYCERT_STATIC_MANIFEST  # serve straight from the apps' folders
 
 # --- Sessions and cookies ----------------------------------------------------------------
 SESSION_COOKIE_AGE = env.int("MYCERT_SESSION_SECONDS", default=30 * 60)
@@ -130,9 +154,66 @@ CSRF_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
-if MYCERT_BASE_URL.startswith("https://"):
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+_HTTPS = MYCERT_BASE_URL.startswith("https://")
+SESSION_COOKIE_SECURE = _HTTPS
+CSRF_COOKIE_SECURE = _HTTPS
+
+# --- HTTPS behind the reverse proxy (docs/deploy.md) -----------------------------------------
+# The proxy terminates TLS and says so in X-Forwarded-Proto; trust that header only when
+# the proxy is the sole way in (it must overwrite a client's own header).
+if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=_HTTPS)
+# CRL and OCSP are fetched over plain HTTP by relying parties and must never be redirected
+# (RFC 5280 §4.2.1.13, RFC 6960 practice); probes and scrapers reach the web processes
+# directly, without the proxy's header.
+SECURE_REDIRECT_EXEMPT = [r"^pki/", r"^healthz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int(
+    "DJANGO_SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if _HTTPS else 0
+)
+# Covers names under this host only (*.mycert.esante.lu), not the agency's other sites.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS: list[str] = []
+if not SECURE_HSTS_PRELOAD:
+    # The preload list takes registrable domains only (esante.lu, with every subdomain):
+    # that is the agency's decision for its whole domain, not this service's.
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
+
+# --- Content-Security-Policy (django-csp 4): no inline script or style anywhere ---------------
+_OIDC_ORIGIN = "/".join(env.str("OIDC_ISSUER", default="http://127.0.0.1:9400").split("/")[:3])
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        # Logging out posts here, then goes on to the portal's end-session page.
+        "form-action": ["'self'", _OIDC_ORIGIN],
+        **(
+            {"report-uri": [env.str("MYCERT_CSP_REPORT_URI")]}
+            if env.str("MYCERT_CSP_REPORT_URI", default="")
+            else {}
+        ),
+    },
+}
+
+# --- Admin second factor (django-otp, TOTP) ---------------------------------------------------
+# Staff who can revoke sign in at /admin/ with a password and a TOTP code
+# (`manage.py add_totp_device USERNAME`). Off by default only in DEBUG.
+MYCERT_ADMIN_REQUIRE_OTP = env.bool("MYCERT_ADMIN_REQUIRE_OTP", default=not DEBUG)
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="MyCert")
+
+# --- Rate limits (mycert.ratelimit): "COUNT/SECONDS" per client address and per user ----------
+MYCERT_RATELIMIT_ENABLED = env.bool("MYCERT_RATELIMIT_ENABLED", default=True)
+MYCERT_RATELIMIT_LOGIN: str = env.str("MYCERT_RATELIMIT_LOGIN", default="60/300")
+MYCERT_RATELIMIT_REQUEST: str = env.str("MYCERT_RATELIMIT_REQUEST", default="30/3600")
+# How many reverse proxies append to X-Forwarded-For in front of the web processes (0: use
+# the TCP peer address; 1: one nginx/HAProxy). Never more than there really are.
+MYCERT_TRUSTED_PROXY_COUNT = env.int("MYCERT_TRUSTED_PROXY_COUNT", default=0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # no form here needs more
 LOGIN_URL = "oidc-login"
 LOGIN_REDIRECT_URL = "request-certificate"
@@ -231,14 +312,37 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
 }
 
+# --- Health and metrics (mycert.health, mycert.metrics) ------------------------------------------
+# SMTP and broker answers are reused this long, so a 10 s probe stays cheap.
+MYCERT_HEALTH_CACHE_SECONDS = env.float("MYCERT_HEALTH_CACHE_SECONDS", default=5.0)
+# /metrics: a bearer token (if set) and client addresses or networks allowed to scrape.
+MYCERT_METRICS_TOKEN: str = env.str("MYCERT_METRICS_TOKEN", default="")
+MYCERT_METRICS_ALLOWED_IPS: list[str] = env.list(
+    "MYCERT_METRICS_ALLOWED_IPS", default=["127.0.0.0/8", "::1/128"]
+)
+# Celery workers: an exporter for task durations on this port (0: none); with the prefork
+# pool, PROMETHEUS_MULTIPROC_DIR must be set too (docs/deploy.md).
+MYCERT_WORKER_METRICS_PORT = env.int("MYCERT_WORKER_METRICS_PORT", default=0)
+MYCERT_WORKER_METRICS_ADDR: str = env.str("MYCERT_WORKER_METRICS_ADDR", default="127.0.0.1")
+
 # --- Logging: ids, never secrets or e-mail bodies ---------------------------------------------
+# MYCERT_LOG_FORMAT=json writes one JSON object a line with the ids a record names
+# (request_id, certificate_id, delivery_id, task) for log shippers.
+MYCERT_LOG_FORMAT: str = env.str("MYCERT_LOG_FORMAT", default="plain")
+if MYCERT_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("MYCERT_LOG_FORMAT must be 'plain' or 'json'.")
+# Workers log through the same handlers (and format) as the web.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = MYCERT_LOG_FORMAT != "json"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "mycert.logformat.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": MYCERT_LOG_FORMAT},
+    },
     "root": {"handlers": ["console"], "level": env.str("MYCERT_LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

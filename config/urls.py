@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from mycert import views, views_auth, views_pki
+from mycert import views, views_auth, views_ops, views_pki
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -25,5 +25,8 @@ urlpatterns = [
     path("pki/ocsp/", views_pki.ocsp_post, name="pki-ocsp"),
     path("pki/ocsp/<path:encoded>", views_pki.ocsp_get, name="pki-ocsp-get"),
     path("i18n/", include("django.conf.urls.i18n")),
+    # Operations (docs/deploy.md): probes and Prometheus; never redirected to HTTPS.
+    path("healthz", views_ops.healthz, name="healthz"),
+    path("metrics", views_ops.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

@@ -8,4 +8,8 @@ class MyCertConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from mycert import checks  # noqa: F401  (registers the system checks)
+        # ``checks`` registers the system checks on import.
+        from mycert import admin_otp, checks, metrics  # noqa: F401
+
+        admin_otp.install()
+        metrics.connect_task_signals()

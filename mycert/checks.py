@@ -8,7 +8,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from mycert.ca_store import CaStoreError, load_ca, load_ocsp_responder
 
@@ -58,3 +58,29 @@ def check_gpg(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> 
             )
         ]
     return []
+
+
+@register(Tags.security, deploy=True)
+def check_production_guards(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Rate limits need a shared cache; the helpdesk admin needs its second factor."""
+    messages: list[CheckMessage] = []
+    backend: str = settings.CACHES["default"]["BACKEND"]
+    if settings.MYCERT_RATELIMIT_ENABLED and backend.endswith(("LocMemCache", "DummyCache")):
+        messages.append(
+            Warning(
+                "Rate limits count in a per-process cache: each web process allows the full rate.",
+                hint="Set CACHE_URL to the Redis server (redis://host:6379/2).",
+                id="mycert.W020",
+            )
+        )
+    if not settings.MYCERT_ADMIN_REQUIRE_OTP:
+        messages.append(
+            Warning(
+                "The helpdesk admin (/admin/) does not ask for a TOTP code.",
+                hint="Unset MYCERT_ADMIN_REQUIRE_OTP (or set it to true) outside development.",
+                id="mycert.W021",
+            )
+        )
+    return messages

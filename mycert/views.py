@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from mycert.forms import CertificateRequestForm
 from mycert.models import CertificateRequest, Professional
 from mycert.problems import render_problem
+from mycert.ratelimit import ratelimit
 from mycert.selectors import professional_overview, request_progress
 from mycert.services.requests import RequestRefused, request_submit
 
@@ -76,6 +77,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 @professional_required
+@ratelimit("request", setting="MYCERT_RATELIMIT_REQUEST", methods=("POST",))
 def request_certificate(request: HttpRequest) -> HttpResponse:
     """Show and accept the request form (vendor, usage information, "Envoyer")."""
     professional = _professional(request)

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 from mycert import oidc
 from mycert.oidc import LoginRefused, RefusalCode
 from mycert.problems import render_problem
+from mycert.ratelimit import ratelimit
 from mycert.services.professionals import (
     professional_login,
     professional_login_refused,
@@ -199,6 +200,7 @@ def _refuse(request: HttpRequest, refusal: LoginRefused, *, flush: bool = True) 
 
 @never_cache
 @require_GET
+@ratelimit("login", setting="MYCERT_RATELIMIT_LOGIN")
 def login(request: HttpRequest) -> HttpResponse:
     """Start a login at the portal, coming back to ``next`` (a path on this site)."""
     next_url = _safe_next(request, request.GET.get(REDIRECT_FIELD_NAME, ""))
@@ -213,6 +215,7 @@ def login(request: HttpRequest) -> HttpResponse:
 
 @never_cache
 @require_GET
+@ratelimit("login", setting="MYCERT_RATELIMIT_LOGIN")
 def callback(request: HttpRequest) -> HttpResponse:
     """Finish the login: every check passes before the session gets a user."""
     try:

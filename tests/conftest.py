@@ -50,6 +50,14 @@ def ca(settings: Any, _session_ca: ca_store.CaPaths) -> ca_store.CaPaths:
     return _session_ca
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    """Start every test with empty rate-limit counters (the cache outlives a test)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def eager_tasks() -> Iterator[None]:
     """Run Celery tasks in-process, at once (the broker's part is tested in integration)."""

@@ -377,7 +377,11 @@ def delivery_send(*, delivery_id: int, now: datetime) -> SendOutcome:
         # A bug or a broken installation (templates, gpg binary): counted as a temporary
         # failure so that the attempts run out and the helpdesk sees the row, rather
         # than a leased row retried by the sweep forever. The type only: no content.
-        logger.exception("delivery %s: unexpected error while sending", delivery_id)
+        logger.exception(
+            "delivery %s: unexpected error while sending",
+            delivery_id,
+            extra={"delivery_id": delivery_id},
+        )
         error = SendError(True, f"internal error: {type(exc).__name__}")
     try:
         return _record(delivery_id, now, error)
@@ -434,7 +438,12 @@ def _record_success(delivery: Delivery, now: datetime) -> SendOutcome:
             "message_id": delivery.message_id,
         },
     )
-    logger.info("delivery %s sent (attempt %s)", delivery.pk, delivery.attempts)
+    logger.info(
+        "delivery %s sent (attempt %s)",
+        delivery.pk,
+        delivery.attempts,
+        extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
+    )
     ready = tuple(
         Delivery.objects.filter(after=delivery)
         .filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING])
@@ -470,6 +479,7 @@ def _record_failure(
             delivery.pk,
             delivery.attempts,
             delivery.next_attempt_at.isoformat(),
+            extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
         )
         return SendOutcome(
             delivery.pk, SendResult.RETRY, retry_at=delivery.next_attempt_at, error=error.reason
@@ -496,6 +506,7 @@ def _record_failure(
         delivery.pk,
         delivery.attempts,
         "" if claimed else " (not attempted)",
+        extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
     )
     return SendOutcome(delivery.pk, SendResult.FAILED, error=error.reason)
 

@@ -142,7 +142,12 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
                 "deliveries": [d.pk for d in deliveries],
             },
         )
-    logger.info("request %s issued certificate %s", request.pk, record.pk)
+    logger.info(
+        "request %s issued certificate %s",
+        request.pk,
+        record.pk,
+        extra={"request_id": request.pk, "certificate_id": record.pk},
+    )
     ready = tuple(d.pk for d in deliveries if d.after_id is None)
     return IssueOutcome(record.pk, ready)
 

@@ -1,0 +1,156 @@
+"""Health of what MyCert depends on, for ``/healthz`` (load balancers, probes, on-call).
+
+Each check answers ``ok`` or ``error`` with its latency. An error names the exception's
+type or the CA store's code, never its message: messages may carry URLs with passwords,
+paths or addresses. The database is asked on every call (one ``SELECT 1``); the SMTP
+relay and the broker cost a connection each, so their answers are reused for
+``MYCERT_HEALTH_CACHE_SECONDS`` within the process and a 10 s probe stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection
+
+from mycert import ca_store
+
+__all__ = ["CheckResult", "check_all", "clear_cache"]
+
+logger = logging.getLogger(__name__)
+
+#: Cap on the SMTP and broker waits, whatever EMAIL_TIMEOUT says: probes time out at 10 s.
+PROBE_TIMEOUT_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    latency_ms: float
+    error: str = ""
+    detail: dict[str, str] | None = None
+
+    def as_json(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "status": "ok" if self.ok else "error",
+            "latency_ms": round(self.latency_ms, 1),
+        }
+        if self.error:
+            data["error"] = self.error
+        if self.detail:
+            data.update(self.detail)
+        return data
+
+
+class CheckFailed(Exception):
+    """A check's own refusal, with a code safe to show."""
+
+
+_cache: dict[str, tuple[float, CheckResult]] = {}
+_cache_lock = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget the reused SMTP and broker answers."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _run(check: Callable[[], dict[str, str] | None]) -> CheckResult:
+    started = time.perf_counter()
+    try:
+        detail = check()
+    except ca_store.CaStoreError as exc:
+        error = f"ca_{exc.code}"
+    except CheckFailed as exc:
+        error = str(exc)
+    except Exception as exc:  # any failure is the answer, reported by type only
+        error = type(exc).__name__
+    else:
+        return CheckResult(True, (time.perf_counter() - started) * 1000, detail=detail)
+    logger.warning("health check %s failed: %s", check.__name__.removeprefix("_check_"), error)
+    return CheckResult(False, (time.perf_counter() - started) * 1000, error=error)
+
+
+def _cached(name: str, check: Callable[[], dict[str, str] | None]) -> CheckResult:
+    ttl: float = settings.MYCERT_HEALTH_CACHE_SECONDS
+    with _cache_lock:
+        hit = _cache.get(name)
+        if hit is not None and time.monotonic() - hit[0] < ttl:
+            return hit[1]
+    result = _run(check)
+    with _cache_lock:
+        _cache[name] = (time.monotonic(), result)
+    return result
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def _check_broker() -> None:
+    from config.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=int(PROBE_TIMEOUT_SECONDS))
+        # Opening a channel is what talks to the server (Redis answers a PING here).
+        conn.default_channel  # noqa: B018
+
+
+def _check_ca() -> dict[str, str]:
+    """The issuing CA certificate and the OCSP responder: what the web processes need."""
+    certificates = ca_store.load_ca_certificates()
+    responder = ca_store.load_ocsp_responder()
+    now = datetime.now(tz=certificates.issuing.not_valid_after_utc.tzinfo)
+    for certificate in (certificates.issuing, responder.certificate):
+        if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
+            raise CheckFailed("ca_expired")
+    return {
+        "issuing_ca_not_after": certificates.issuing.not_valid_after_utc.isoformat(),
+        "ocsp_responder_not_after": responder.certificate.not_valid_after_utc.isoformat(),
+    }
+
+
+def _check_smtp() -> None:
+    """EHLO and NOOP at the relay, as the SMTP backend would connect (no mail sent)."""
+    timeout = min(float(settings.EMAIL_TIMEOUT or PROBE_TIMEOUT_SECONDS), PROBE_TIMEOUT_SECONDS)
+    host: str = settings.EMAIL_HOST
+    port: int = settings.EMAIL_PORT
+    smtp: smtplib.SMTP
+    if settings.EMAIL_USE_SSL:
+        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=ssl.create_default_context())
+    else:
+        smtp = smtplib.SMTP(host, port, timeout=timeout)
+    try:
+        smtp.ehlo()
+        if settings.EMAIL_USE_TLS:
+            smtp.starttls(context=ssl.create_default_context())
+            smtp.ehlo()
+        code, _message = smtp.noop()
+        if code != 250:
+            raise CheckFailed(f"smtp_noop_{code}")
+    finally:
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+
+def check_all() -> dict[str, CheckResult]:
+    """Run every check; reused answers for the SMTP relay and the broker."""
+    return {
+        "database": _run(_check_database),
+        "broker": _cached("broker", _check_broker),
+        "ca": _run(_check_ca),
+        "smtp": _cached("smtp", _check_smtp),
+    }

@@ -1,0 +1,123 @@
+"""The helpdesk's second factor at /admin/ (django-otp TOTP) and ``add_totp_device``."""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from mycert.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "helpdesk-test-password-2026"
+
+
+@pytest.fixture
+def otp_required(settings: Any) -> None:
+    settings.MYCERT_ADMIN_REQUIRE_OTP = True
+
+
+@pytest.fixture
+def agent() -> User:
+    user = User.objects.create_user("agent", password=PASSWORD, is_staff=True)
+    user.groups.add(Group.objects.get(name="Helpdesk"))
+    return user
+
+
+def _token(device: TOTPDevice) -> str:
+    value = totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits)
+    return f"{value:0{device.digits}d}"
+
+
+def _login(client: Client, **data: str) -> Any:
+    return client.post(
+        "/admin/login/?next=/admin/", {"username": "agent", "password": PASSWORD, **data}
+    )
+
+
+def test_staff_without_a_device_cannot_reach_the_admin(
+    client: Client, agent: User, otp_required: None
+) -> None:
+    response = _login(client)
+    assert response.status_code == 200  # the login page again, with an error
+    assert response.context["form"].errors
+    assert client.get("/admin/").status_code == 302
+    # Even a password-authenticated session is not enough.
+    client.force_login(agent)
+    response = client.get("/admin/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+def test_staff_with_a_totp_device_and_the_right_code_gets_in(
+    client: Client, agent: User, otp_required: None
+) -> None:
+    device = TOTPDevice.objects.create(user=agent, name="phone", confirmed=True)
+    # The login page offers the agent's devices, then takes the code of the chosen one.
+    response = _login(client, otp_device=device.persistent_id, otp_token=_token(device))
+    assert response.status_code == 302, response.context["form"].errors
+    assert response["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200
+    assert client.get("/admin/mycert/certificate/").status_code == 200
+
+
+def test_a_wrong_code_is_refused(client: Client, agent: User, otp_required: None) -> None:
+    device = TOTPDevice.objects.create(user=agent, name="phone", confirmed=True)
+    wrong = f"{(int(_token(device)) + 1) % 10**device.digits:0{device.digits}d}"
+    response = _login(client, otp_device=device.persistent_id, otp_token=wrong)
+    assert response.status_code == 200
+    assert client.get("/admin/").status_code == 302
+
+
+def test_login_page_asks_for_the_code_when_required(client: Client, otp_required: None) -> None:
+    response = client.get("/admin/login/")
+    assert response.status_code == 200
+    assert b'name="otp_token"' in response.content
+
+
+def test_without_the_switch_a_password_is_enough(
+    client: Client, agent: User, settings: Any
+) -> None:
+    settings.MYCERT_ADMIN_REQUIRE_OTP = False
+    assert b'name="otp_token"' not in client.get("/admin/login/").content
+    assert _login(client).status_code == 302
+    assert client.get("/admin/").status_code == 200
+
+
+def test_admin_password_posts_are_rate_limited(client: Client, agent: User, settings: Any) -> None:
+    settings.MYCERT_RATELIMIT_LOGIN = "2/300"
+    settings.MYCERT_ADMIN_REQUIRE_OTP = False
+    for _ in range(2):
+        assert _login(client, password="wrong").status_code == 200
+    assert _login(client).status_code == 429
+
+
+def test_add_totp_device_prints_an_otpauth_uri(agent: User) -> None:
+    out = StringIO()
+    call_command("add_totp_device", "agent", "--no-qr", stdout=out)
+    uri = out.getvalue().strip()
+    assert uri.startswith("otpauth://totp/")
+    assert "secret=" in uri
+    device = TOTPDevice.objects.get(user=agent)
+    assert device.confirmed
+    assert AuditEvent.objects.filter(action="admin.totp_device_created").exists()
+    with pytest.raises(CommandError, match="already has"):
+        call_command("add_totp_device", "agent", stdout=StringIO())
+    call_command("add_totp_device", "agent", "--replace", "--no-qr", stdout=StringIO())
+    assert TOTPDevice.objects.filter(user=agent).count() == 1
+    assert TOTPDevice.objects.get(user=agent).pk != device.pk
+
+
+def test_add_totp_device_refuses_unknown_and_non_staff_users() -> None:
+    User.objects.create_user("professional", password=PASSWORD)
+    with pytest.raises(CommandError, match="No user"):
+        call_command("add_totp_device", "nobody", stdout=StringIO())
+    with pytest.raises(CommandError, match="not staff"):
+        call_command("add_totp_device", "professional", stdout=StringIO())
