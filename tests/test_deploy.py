@@ -16,8 +16,8 @@ import pytest
 from mycert.logformat import JsonFormatter
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECK_DEPLOY = (sys.executable, "manage.py", "check", "--deploy", "--tag", "security")
-CHECK_DEPLOY += ("--fail-level", "WARNING")
+CHECK_DEPLOY: tuple[str, ...] = (sys.executable, "manage.py", "check", "--deploy")
+CHECK_DEPLOY += ("--tag", "security", "--fail-level", "WARNING")
 
 SETUP = (
     "import os, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'config.settings'; "

@@ -137,9 +137,9 @@ def _scrape(client: Any, **headers: str) -> dict[tuple[str, tuple[tuple[str, str
 
 
 def test_metrics_from_database_rows(client: Any) -> None:
-    sent = [CertificateRequestFactory(status="sent") for _ in range(3)]
-    CertificateRequestFactory(status="submitted")
-    overdue = CertificateRequestFactory(status="submitted")
+    sent = [CertificateRequestFactory.create(status="sent") for _ in range(3)]
+    CertificateRequestFactory.create(status="submitted")
+    overdue = CertificateRequestFactory.create(status="submitted")
     CertificateRequest.objects.filter(pk=overdue.pk).update(
         due_at=timezone.now() - timedelta(hours=1)
     )

@@ -56,13 +56,13 @@ def test_the_limit_is_per_client_address_behind_a_trusted_proxy(
 ) -> None:
     settings.MYCERT_RATELIMIT_LOGIN = "1/60"
     settings.MYCERT_TRUSTED_PROXY_COUNT = 1
-    first = {"HTTP_X_FORWARDED_FOR": "198.51.100.7"}
-    other = {"HTTP_X_FORWARDED_FOR": "198.51.100.8"}
+    first: dict[str, Any] = {"HTTP_X_FORWARDED_FOR": "198.51.100.7"}
+    other: dict[str, Any] = {"HTTP_X_FORWARDED_FOR": "198.51.100.8"}
     assert client.get("/oidc/callback/", **first).status_code != 429
     assert client.get("/oidc/callback/", **first).status_code == 429
     assert client.get("/oidc/callback/", **other).status_code != 429
     # A client cannot pick a fresh address: only the proxy's (rightmost) entry counts.
-    spoofed = {"HTTP_X_FORWARDED_FOR": "203.0.113.99, 198.51.100.7"}
+    spoofed: dict[str, Any] = {"HTTP_X_FORWARDED_FOR": "203.0.113.99, 198.51.100.7"}
     assert client.get("/oidc/callback/", **spoofed).status_code == 429
 
 
