@@ -180,3 +180,40 @@ def test_normalize_fingerprint() -> None:
     )
     with pytest.raises(ValueError, match="fingerprint"):
         normalize_fingerprint("D1BFC2FD62618D70")  # a key id is not a fingerprint
+
+
+def test_encrypt_imports_the_same_key_text_once(
+    keyring: OpenPgp, vendor_key: GpgKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    for name in ("scan_keys_mem", "import_keys", "list_keys"):
+        original = getattr(keyring._gpg, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(keyring._gpg, name, counted)
+
+    for secret in (b"first", b"second", b"third"):
+        armored = keyring.encrypt(
+            secret, vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public
+        )
+        assert vendor_key.decrypt(armored) == secret
+
+    # One scan, one import, one listing for the key text; then only `gpg --encrypt`.
+    assert sorted(calls) == ["import_keys", "list_keys", "scan_keys_mem"]
+
+
+def test_encrypt_checks_expiry_each_time_for_a_key_text_already_imported(
+    keyring: OpenPgp, vendor_key: GpgKey
+) -> None:
+    keyring.encrypt(b"", vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public)
+
+    with pytest.raises(OpenPgpError, match="expired"):
+        keyring.encrypt(
+            b"x",
+            vendor_key.fingerprint,
+            now=NOW + timedelta(days=400),
+            armored_key=vendor_key.public,
+        )

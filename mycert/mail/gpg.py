@@ -12,6 +12,7 @@ refused whatever the trust.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -114,6 +115,8 @@ class OpenPgp:
         self.home = home
         self._gpg = gnupg.GPG(gnupghome=str(home), gpgbinary=binary)
         self._gpg.encoding = "utf-8"
+        # Pinned keys already imported from a given key text, as GnuPG listed them then.
+        self._imported: dict[tuple[str, str], Mapping[str, Any]] = {}
 
     # --- Checking a key on entry -----------------------------------------------------
 
@@ -182,15 +185,19 @@ class OpenPgp:
                 return info
         return None
 
-    def encrypt(
-        self, data: bytes, fingerprint: str, *, now: datetime, armored_key: str | None = None
-    ) -> bytes:
-        """Encrypt ``data`` to exactly the pinned key; return ASCII-armored bytes.
+    def _pinned_key(self, pinned: str, armored_key: str | None) -> Mapping[str, Any]:
+        """The keyring's listing of the pinned key, after importing the key on file.
 
-        ``armored_key`` (the key on file) is imported first; without it the keyring
-        must already hold the pinned key.
+        Importing, scanning and listing are three gpg processes: done once per key text
+        in this process, not for every e-mail. A changed key text (a new expiry, a
+        revocation, another key) is a new entry and is imported again. Expiry is checked
+        by the caller against ``now`` each time, and gpg refuses an unusable key anyway.
         """
-        pinned = normalize_fingerprint(fingerprint)
+        cache_key = (
+            (pinned, hashlib.sha256(armored_key.encode()).hexdigest()) if armored_key else None
+        )
+        if cache_key is not None and (cached := self._imported.get(cache_key)) is not None:
+            return cached
         if armored_key:
             # (Re)import the key on file when it is the pinned one: GnuPG merges new
             # self-signatures (an extended expiry) and revocations into its copy.
@@ -213,6 +220,22 @@ class OpenPgp:
         if len(matching) != 1:
             raise OpenPgpError(f"The keyring holds no key whose fingerprint is exactly {pinned}.")
         key = matching[0]
+        if cache_key is not None:
+            if len(self._imported) >= 64:
+                self._imported.clear()
+            self._imported[cache_key] = key
+        return key
+
+    def encrypt(
+        self, data: bytes, fingerprint: str, *, now: datetime, armored_key: str | None = None
+    ) -> bytes:
+        """Encrypt ``data`` to exactly the pinned key; return ASCII-armored bytes.
+
+        ``armored_key`` (the key on file) is imported first; without it the keyring
+        must already hold the pinned key.
+        """
+        pinned = normalize_fingerprint(fingerprint)
+        key = self._pinned_key(pinned, armored_key)
         try:
             self._refuse_unusable(key, _key_info(key, now), now)
         except ValueError as exc:
