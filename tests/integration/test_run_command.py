@@ -1,0 +1,160 @@
+"""The README's "run" command on its embedded defaults (SQLite, filesystem broker), as a
+newcomer would use it: log in at the demo provider, ask, receive the e-mails.
+
+It starts ``manage.py demo`` (what ``make run`` calls) with its own folder and ports,
+then drives it over HTTP only.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.db import connection
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert found, "the page has a CSRF token"
+    return found.group(1)
+
+
+def test_make_run_serves_the_whole_journey_on_embedded_defaults(tmp_path: Path) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("the embedded-defaults run is tested once, in the SQLite run")
+    web, oidc, smtp = _free_port(), _free_port(), _free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DATABASE_URL", "CELERY_", "EMAIL_", "MYCERT_", "OIDC_", "DJANGO_"))
+    }
+    var = Path(f"/tmp/mycert-run-{os.getpid()}")  # short: gpg sockets live below it
+    env.update({"DJANGO_DEBUG": "true", "MYCERT_VAR_DIR": str(var)})
+    log = (tmp_path / "demo.log").open("wb")
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "demo",
+            "--port",
+            str(web),
+            "--oidc-port",
+            str(oidc),
+            "--smtp-port",
+            str(smtp),
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{web}"
+    try:
+        _wait(
+            lambda: (
+                _answers(f"{base}/")
+                and _answers(f"http://127.0.0.1:{oidc}/.well-known/openid-configuration")
+            ),
+            180,
+            "the demo to start",
+        )
+        session = requests.Session()
+        login = session.get(f"{base}/oidc/login/", allow_redirects=False, timeout=10)
+        authorize = login.headers["Location"]
+        assert authorize.startswith(f"http://127.0.0.1:{oidc}/")
+        assert session.get(authorize, timeout=10).status_code == 200
+        chosen = session.post(
+            authorize, data={"sub": "dr-anne-muller"}, allow_redirects=False, timeout=10
+        )
+        callback = session.get(chosen.headers["Location"], timeout=10)
+        assert callback.url == f"{base}/request/", callback.text[:500]
+
+        form = callback.text
+        assert "Je n&#x27;ai pas d&#x27;éditeur" in form
+        vendor = re.search(r'<option value="(\d+)">Logiciel Médical SA \(OpenPGP\)</option>', form)
+        assert vendor, "the demo vendor with an OpenPGP key is offered"
+        sent = session.post(
+            f"{base}/request/",
+            data={
+                "csrfmiddlewaretoken": _csrf(form),
+                "vendor": vendor.group(1),
+                "terms_accepted": "on",
+            },
+            headers={"Referer": f"{base}/request/"},
+            timeout=30,
+        )
+        assert "Demande envoyée." in sent.text
+
+        maildir = var / "mail"
+        _wait(
+            lambda: maildir.exists() and len(mailbox.Maildir(maildir, create=False)) >= 4,
+            120,
+            "four e-mails in the demo mailbox",
+        )
+        messages = [
+            email.message_from_bytes(m.as_bytes(), policy=email.policy.default)
+            for m in mailbox.Maildir(maildir, create=False)
+        ]
+        recipients = sorted(str(m["To"]) for m in messages)
+        assert recipients.count("anne.muller@cabinet-muller.lu") == 2
+        assert recipients.count("support@logiciel-medical.lu") == 2
+        attachments = [
+            p for m in messages for p in m.walk() if p.get_content_type() == "application/x-pkcs12"
+        ]
+        assert len(attachments) == 1, (
+            "one plain keystore (the professional's); the vendor's is encrypted"
+        )
+        mine = session.get(f"{base}/certificates/", timeout=10).text
+        assert "envoyée" in mine
+    except BaseException:
+        log.flush()
+        print((tmp_path / "demo.log").read_text(errors="replace")[-6000:])
+        raise
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        try:
+            demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+        log.close()
+        subprocess.run(["rm", "-rf", str(var)], check=False)
