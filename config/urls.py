@@ -11,6 +11,11 @@ urlpatterns = [
     path("request/sent/<int:request_id>/", views.request_sent, name="request-sent"),
     path("certificates/", views.my_certificates, name="my-certificates"),
     path("certificates/status/", views.my_certificates_status, name="my-certificates-status"),
+    path(
+        "certificates/<int:certificate_id>/revoke/",
+        views.revoke_certificate,
+        name="revoke-certificate",
+    ),
     path("oidc/login/", views_auth.login, name="oidc-login"),
     path("oidc/callback/", views_auth.callback, name="oidc-callback"),
     path("oidc/logout/", views_auth.logout, name="oidc-logout"),

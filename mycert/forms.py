@@ -50,3 +50,31 @@ class CertificateRequestForm(forms.Form):
         """The vendor to receive a copy, or None for “I have no vendor”."""
         value = self.cleaned_data["vendor"]
         return None if value == NO_VENDOR else self.vendors[value]
+
+
+class SelfRevocationForm(forms.Form):
+    """The professional revokes their own certificate: a reason and an explicit "yes"."""
+
+    REASONS = [
+        (
+            "keyCompromise",
+            _("Someone else may have the keystore or its password (key compromise)"),
+        ),
+        ("cessationOfOperation", _("I no longer need this certificate")),
+    ]
+
+    reason = forms.ChoiceField(
+        label=_("Why do you revoke this certificate?"),
+        choices=REASONS,
+        widget=forms.RadioSelect,
+        error_messages={
+            "required": _("Choose why you revoke the certificate."),
+            "invalid_choice": _("Choose one of the two reasons shown."),
+        },
+    )
+    confirm = forms.BooleanField(
+        label=_("I understand that the certificate stops working at once and for good."),
+        error_messages={
+            "required": _("Tick the box to confirm that you want to revoke the certificate."),
+        },
+    )

@@ -6,22 +6,25 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, cast
 
+from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.translation import get_language
+from django.utils.translation import get_language, gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods
 
-from mycert.forms import CertificateRequestForm
-from mycert.models import CertificateRequest, Professional
+from mycert.forms import CertificateRequestForm, SelfRevocationForm
+from mycert.models import Certificate, CertificateRequest, Professional
 from mycert.problems import render_problem
 from mycert.ratelimit import ratelimit
 from mycert.selectors import professional_overview, request_progress
 from mycert.services.requests import RequestRefused, request_submit
+from mycert.services.revocation import AlreadyRevoked, certificate_revoke
 
 View = Callable[..., HttpResponse]
 
@@ -160,4 +163,76 @@ def my_certificates_status(request: HttpRequest) -> JsonResponse:
             ],
             "in_progress": any(row.in_progress for row in rows),
         }
+    )
+
+
+def _not_revocable_problem(request: HttpRequest, certificate: Certificate) -> HttpResponse:
+    if certificate.is_revoked:
+        title, explanation = (
+            _("This certificate is already revoked"),
+            _("It was revoked before; a revocation cannot be changed or repeated."),
+        )
+    else:
+        title, explanation = (
+            _("This certificate has expired"),
+            _("An expired certificate no longer works anywhere; there is nothing to revoke."),
+        )
+    return render_problem(
+        request,
+        title=title,
+        explanation=explanation,
+        what_to_do=_("If you need a certificate, make a new request."),
+        status=409,
+        back_url=reverse("my-certificates"),
+        back_label=_("My certificates"),
+    )
+
+
+@never_cache
+@csrf_protect
+@require_http_methods(["GET", "POST"])
+@professional_required
+def revoke_certificate(request: HttpRequest, certificate_id: int) -> HttpResponse:
+    """Revoke one's own certificate: GET asks (reason, consequences), POST revokes."""
+    certificate = Certificate.objects.filter(
+        pk=certificate_id, professional__user_id=cast(int, request.user.pk)
+    ).first()
+    if certificate is None:
+        # Someone else's certificate looks exactly like one that does not exist.
+        return render_problem(
+            request,
+            title=_("Certificate not found"),
+            explanation=_("There is no such certificate among yours."),
+            status=404,
+            back_url=reverse("my-certificates"),
+            back_label=_("My certificates"),
+        )
+    now = timezone.now()
+    if certificate.is_revoked or certificate.not_after <= now:
+        return _not_revocable_problem(request, certificate)
+    form = SelfRevocationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            certificate_revoke(
+                certificate_id=certificate.pk,
+                reason=form.cleaned_data["reason"],
+                via=Certificate.RevokedVia.PROFESSIONAL,
+                actor=request.user,  # type: ignore[arg-type]
+                now=now,
+            )
+        except AlreadyRevoked:  # revoked meanwhile (the helpdesk, a second tab)
+            certificate.refresh_from_db()
+            return _not_revocable_problem(request, certificate)
+        messages.success(
+            request,
+            gettext(
+                "Your certificate has been revoked. You will receive a confirmation by e-mail."
+            ),
+        )
+        return redirect("my-certificates")
+    return render(
+        request,
+        "mycert/revoke_certificate.html",
+        {"certificate": certificate, "form": form},
+        status=400 if request.method == "POST" else 200,
     )
