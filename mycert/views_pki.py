@@ -130,7 +130,10 @@ def _ocsp_error(status: ocsp.OCSPResponseStatus) -> HttpResponse:
 @require_http_methods(["POST"])
 def ocsp_post(request: HttpRequest) -> HttpResponse:
     """OCSP over HTTP POST (RFC 6960 App. A.1): the DER request is the body."""
-    length = int(request.headers.get("Content-Length") or 0)
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:  # "abc", "1e9": not a length (RFC 9110 §8.6), not a 500 either
+        return _ocsp_error(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     if length > MAX_OCSP_REQUEST_BYTES:
         return _ocsp_error(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     return _ocsp_reply(request.body)
