@@ -9,8 +9,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PG_URL ?= postgres://postgres@127.0.0.1:5432/mycert
 REDIS_URL ?= redis://127.0.0.1:6379/15
+AXE := tests/browser/node_modules/axe-core/axe.min.js
 
-.PHONY: help setup system-deps services lint test test-sqlite test-postgres run benchmarks messages
+.PHONY: help setup system-deps services lint test test-sqlite test-postgres run benchmarks messages screenshots
 
 help:
 	@echo "make run    — set up and run MyCert with demo data (http://127.0.0.1:8000)"
@@ -22,15 +23,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-setup: $(STAMP) system-deps
+setup: $(STAMP) system-deps $(AXE)
 
-# Debian tools the service and its tests call: gpg, openssl, keytool (Java), msgfmt.
+# axe-core (npm) for the browser tests' accessibility checks, pinned by package-lock.json.
+$(AXE): tests/browser/package.json tests/browser/package-lock.json | system-deps
+	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The browser tests again, writing the README's screenshots to docs/screenshots/.
+screenshots: setup
+	MYCERT_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest tests/browser -q -p no:cacheprovider
+
+# Debian tools the service and its tests call: gpg, openssl, keytool (Java), msgfmt;
+# Chromium and npm for the browser tests (tests/browser).
 system-deps:
 	@missing=""; \
 	command -v gpg >/dev/null || missing="$$missing gnupg"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v keytool >/dev/null || missing="$$missing default-jre-headless"; \
 	command -v msgfmt >/dev/null || missing="$$missing gettext"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi

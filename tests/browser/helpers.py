@@ -1,0 +1,37 @@
+"""Steps shared by the browser tests."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from playwright.sync_api import Page, expect
+
+from mycert.models import Vendor
+from mycert.services.vendors import vendor_create
+
+__all__ = ["log_in", "log_in_at_provider", "make_vendor", "switch_language"]
+
+
+def log_in_at_provider(page: Page, sub: str) -> None:
+    """On the OpenID provider's page (oidc-provider-mock 0.3), log in as ``sub``."""
+    page.locator("input[name=sub]").fill(sub)
+    page.get_by_role("button", name="Authorize").click()
+
+
+def log_in(page: Page, url: str, sub: str) -> None:
+    """From the home page, « Se connecter avec LuxTrust » as ``sub`` (claims set before)."""
+    page.goto(url + "/")
+    page.locator("main a.button.primary[href='/oidc/login/']").click()
+    log_in_at_provider(page, sub)
+
+
+def switch_language(page: Page, code: str) -> None:
+    """Use the header's language switch."""
+    page.locator("#language-select").select_option(code)
+    page.locator("form.lang-switch button[type=submit]").click()
+    expect(page.locator("html")).to_have_attribute("lang", code)
+
+
+def make_vendor(name: str = "Logiciel Médical SA") -> Vendor:
+    return vendor_create(
+        name=name, email="support@logiciel-medical.example.lu", actor="system", now=timezone.now()
+    )

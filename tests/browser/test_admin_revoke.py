@@ -1,0 +1,104 @@
+"""The helpdesk revokes a certificate in the admin, in the browser.
+
+A staff user in the ``Helpdesk`` group signs in with a password and, as in production
+(``MYCERT_ADMIN_REQUIRE_OTP``), a TOTP code; ticks the certificate, chooses « Révoquer les
+certificats sélectionnés », gives the reason on the confirmation page and confirms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.utils import timezone
+from playwright.sync_api import Page, expect
+
+from mycert.models import Certificate, CertificateRequest
+from mycert.services.issuance import request_issue
+from tests.browser.conftest import AxeReport, Site
+from tests.factories import CertificateRequestFactory, ProfessionalFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "helpdesk-browser-2026"  # a test account
+
+
+def _issued_certificate() -> Certificate:
+    professional = ProfessionalFactory(given_name="Paul", family_name="Weber")
+    request: CertificateRequest = CertificateRequestFactory(professional=professional)  # type: ignore[assignment]
+    outcome = request_issue(request_id=request.pk, now=timezone.now())
+    assert outcome.certificate_id is not None
+    return Certificate.objects.get(pk=outcome.certificate_id)
+
+
+def _helpdesk_agent() -> User:
+    agent = User.objects.create_user("agent.browser", password=PASSWORD, is_staff=True)
+    agent.groups.add(Group.objects.get(name="Helpdesk"))
+    return agent
+
+
+def _totp_token(agent: User) -> str:
+    """A confirmed TOTP device for ``agent`` and its current code."""
+    from django_otp.oath import TOTP
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.create(user=agent, name="phone", confirmed=True)
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    return f"{totp.token():0{device.digits}d}"
+
+
+def test_helpdesk_revokes_in_two_steps(
+    site: Site,
+    settings: object,
+    a11y_page: Page,
+    shot: Callable[[Page, str], Path],
+    axe: Callable[[Page], AxeReport],
+) -> None:
+    settings.MYCERT_ADMIN_REQUIRE_OTP = True  # type: ignore[attr-defined]
+    page = a11y_page
+    certificate = _issued_certificate()
+    agent = _helpdesk_agent()
+    code = _totp_token(agent)
+
+    page.goto(site.url + "/admin/")
+    expect(page.locator("#id_username")).to_be_visible()
+    report = axe(page)
+    assert not report.serious, report.describe()
+    page.locator("#id_username").fill(agent.username)
+    page.locator("#id_password").fill(PASSWORD)
+    otp = page.locator("#id_otp_token").count() > 0  # the second factor, on in production
+    if otp:
+        page.locator("#id_otp_token").fill(code)
+    shot(page, "40-admin-login")
+    page.locator("#login-form [type=submit]").first.click()
+    if otp and page.locator("#id_otp_device").count():
+        # django-otp asks which device once it knows the user: choose it, sign in again.
+        page.locator("#id_otp_device").select_option(label="phone")
+        page.locator("#id_password").fill(PASSWORD)
+        page.locator("#id_otp_token").fill(code)
+        page.locator("#login-form [type=submit]").first.click()
+    expect(page.locator("#user-tools")).to_contain_text(agent.username)
+
+    page.goto(site.url + "/admin/mycert/certificate/")
+    row = page.locator("#result_list tbody tr", has_text=certificate.serial)
+    expect(row).to_have_count(1)
+    row.locator("input[name=_selected_action]").check()
+    page.locator("select[name=action]").select_option("revoke_selected")
+    shot(page, "41-admin-certificates")
+    page.locator("#changelist-form button[name=index]").click()
+
+    # Step two: the confirmation names the certificate and asks for the reason.
+    expect(page.locator("#to-revoke")).to_contain_text(certificate.serial)
+    page.locator("#id_reason").select_option("keyCompromise")
+    page.locator("#id_comment").fill("Ordinateur du cabinet volé, appel du Dr Weber.")
+    shot(page, "42-admin-revoke-confirmation")
+    page.locator("#revocation-form [type=submit]").click()
+
+    expect(page.locator(".messagelist .success")).to_have_count(1)
+    shot(page, "43-admin-revoked")
+    certificate.refresh_from_db()
+    assert certificate.revoked_at is not None
+    assert certificate.revocation_reason == "keyCompromise"
+    assert certificate.revoked_by == agent
