@@ -85,8 +85,8 @@ def helpdesk(agent: User) -> Client:
 
 
 @pytest.fixture
-def eager(settings: Any) -> None:
-    settings.CELERY_TASK_ALWAYS_EAGER = True
+def eager(eager_tasks: None) -> None:
+    """Run the CRL task in-process (the Celery app's own setting, whatever ran before)."""
 
 
 @pytest.fixture
