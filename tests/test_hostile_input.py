@@ -116,8 +116,9 @@ def test_another_professionals_request_and_certificate_are_not_found(
     professional_client: Client, ca
 ) -> None:  # type: ignore[no-untyped-def]
     other = CertificateRequestFactory.create()
-    outcome = request_issue(request_id=other.pk, now=timezone.now())
-    certificate = Certificate.objects.get(pk=outcome.certificate_id)
+    issued = request_issue(request_id=other.pk, now=timezone.now()).certificate_id
+    assert issued is not None
+    certificate = Certificate.objects.get(pk=issued)
 
     for request_id in (other.pk, other.pk + 1000, 0):
         response = professional_client.get(reverse("request-sent", args=[request_id]))

@@ -17,8 +17,8 @@ from django.db import connection
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerDown
 
+from mycert.mail.transport import send_message
 from mycert.models import Certificate, CertificateRequest, Delivery
-from mycert.services import delivery as delivery_service
 from mycert.services.delivery import SendResult, delivery_send
 from mycert.services.issuance import request_issue, requests_stuck_ids
 from mycert.services.requests import request_submit
@@ -125,10 +125,9 @@ def test_connection_dropped_while_sending_is_recorded_once(
     request = CertificateRequestFactory.create()
     outcome = request_issue(request_id=request.pk, now=timezone.now())
     delivery_id = outcome.ready_delivery_ids[0]
-    real_send = delivery_service.send_message
 
     def send_then_lose_the_session(message):  # type: ignore[no-untyped-def]
-        real_send(message)
+        send_message(message)
         pid = connection.connection.info.backend_pid  # type: ignore[union-attr]
         params = connection.get_connection_params()
         with psycopg.connect(
@@ -141,7 +140,7 @@ def test_connection_dropped_while_sending_is_recorded_once(
         ) as other:
             other.execute("SELECT pg_terminate_backend(%s)", [pid])
 
-    monkeypatch.setattr(delivery_service, "send_message", send_then_lose_the_session)
+    monkeypatch.setattr("mycert.services.delivery.send_message", send_then_lose_the_session)
 
     result = delivery_send(delivery_id=delivery_id, now=timezone.now())
 

@@ -108,7 +108,7 @@ def _report(
     capsys: pytest.CaptureFixture[str], figures: BatchFigures, title: str, *extra: str
 ) -> None:
     with capsys.disabled():
-        print(figures.report(title), *extra)  # noqa: T201
+        print(figures.report(title), *extra)
 
 
 def _certificates(request_ids: list[int]) -> int:

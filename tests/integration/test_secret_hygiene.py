@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -59,7 +60,8 @@ class RedisRecorder:
     """Reads every key of the broker's database again and again while the batch runs."""
 
     def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url)
+        # bytes in, bytes out (no decode_responses); redis-py types say bytes | str.
+        self.client: Any = redis.Redis.from_url(url)
         self.blobs: set[bytes] = set()
         self.keys: set[bytes] = set()
         self._stop = threading.Event()
@@ -319,7 +321,7 @@ def test_no_secret_in_database_logs_or_broker(
     ]
     leaks += [f"PEM private key in {p}" for p, c in places.items() if b"PRIVATE KEY" in c]
     with capsys.disabled():
-        print(  # noqa: T201
+        print(
             figures.report("secret hygiene"),
             f"keystores opened={keystores} secrets searched={sum(map(len, secrets.values()))} "
             f"forms; scanned: dump={len(places['database dump'])} B, worker logs="

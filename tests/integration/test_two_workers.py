@@ -84,7 +84,7 @@ def test_two_workers_share_a_batch_without_duplicates(
         AuditEvent.objects.filter(action="delivery.sent").values_list("object_id", flat=True)
     )
     with capsys.disabled():
-        print(  # noqa: T201
+        print(
             figures.report("two workers"),
             f"certificates issued by worker={issued} e-mails sent by worker={sent} "
             f"issued events={issued_events} "
