@@ -17,8 +17,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from mycert.models import Certificate, CertificateRequest
-from tests.browser.conftest import Site
-from tests.browser.helpers import log_in_at_provider, make_vendor, switch_language
+from tests.browser.conftest import AxeReport, Site
+from tests.browser.helpers import log_in, log_in_at_provider, make_vendor, switch_language
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -112,17 +112,16 @@ def test_professional_journey(site: Site, page: Page, shot: Shot, language: str)
     expect(state).to_have_text(text["submitted"])
     shot(page, name(5, "my-certificates-submitted"))
 
-    # The worker's turn. The page must follow by itself (no reload: the marker survives).
-    page.evaluate("window.__notReloaded = true")
+    # The worker's turn. The page follows by itself: progress.js polls the states, then
+    # fetches the page once more for the serial, the dates and the "Revoke…" link.
     site.tasks.release()
     expect(state).to_have_text(text["done"], timeout=20_000)
-    assert page.evaluate("window.__notReloaded === true"), "progress.js reloaded the page"
     request = CertificateRequest.objects.get(professional__oidc_subject=sub)
     assert request.status == CertificateRequest.Status.SENT
     assert request.language == language
-    page.reload()
     certificate = Certificate.objects.get(request=request)
-    expect(page.locator("code.serial")).to_have_text(certificate.serial)
+    expect(page.locator("code.serial")).to_have_text(certificate.serial, timeout=10_000)
+    expect(page.locator(".state")).to_have_text(text["done"])
     shot(page, name(6, "my-certificates-sent"))
 
     # Two e-mails to the professional, two to the vendor, in the professional's language:
@@ -159,3 +158,50 @@ def _plain_text(message: Message) -> str:
             assert isinstance(payload, bytes)
             texts.append(payload.decode(part.get_content_charset() or "utf-8"))
     return "\n".join(texts)
+
+
+def test_professional_revokes_own_certificate(
+    site: Site, a11y_page: Page, shot: Shot, axe: Callable[[Page], AxeReport]
+) -> None:
+    page = a11y_page
+    sub = site.professional("self-revoke", email="luc.schmit@cabinet.example.lu")
+    log_in(page, site.url, sub)
+    page.get_by_label(TEXT["fr"]["vendor"]).select_option("none")
+    page.get_by_label(TEXT["fr"]["confirm"]).check()
+    page.get_by_role("button", name="Envoyer").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Demande envoyée.")
+    site.tasks.release()
+    page.goto(site.url + "/certificates/")
+    expect(page.locator(".state")).to_have_text("envoyée")
+    certificate = Certificate.objects.get(professional__oidc_subject=sub)
+
+    # The link names the certificate for screen readers (one link per row).
+    page.get_by_role("link", name=f"Révoquer… {certificate.serial}").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Révoquer mon certificat")
+    expect(page.locator("main")).to_contain_text(certificate.serial)
+    shot(page, "12-revoke-own-certificate-fr")
+    # Sent without a choice: the page says what is missing.
+    page.get_by_role("button", name="Révoquer ce certificat").click()
+    expect(page.locator("#reason-error")).to_have_text(
+        "Indiquez pourquoi vous révoquez le certificat."
+    )
+    expect(page.locator("#confirm-error")).to_have_text(
+        "Cochez la case pour confirmer la révocation du certificat."
+    )
+    page.get_by_label("Je n'ai plus besoin de ce certificat").check()
+    page.get_by_label(re.compile("^Je comprends que le certificat cessera")).check()
+    report = axe(page)
+    assert not report.serious, report.describe()
+    page.get_by_role("button", name="Révoquer ce certificat").click()
+
+    expect(page).to_have_url(site.url + "/certificates/")
+    expect(page.locator(".messages")).to_be_visible()
+    expect(page.locator(".state")).to_have_text("révoquée")
+    expect(page.get_by_role("link", name=re.compile("^Révoquer…"))).to_have_count(0)
+    shot(page, "13-my-certificates-revoked-fr")
+    report = axe(page)
+    assert not report.serious, report.describe()
+    certificate.refresh_from_db()
+    assert certificate.revoked_at is not None
+    assert certificate.revocation_reason == "cessationOfOperation"
+    assert certificate.revoked_via == Certificate.RevokedVia.PROFESSIONAL

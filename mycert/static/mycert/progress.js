@@ -12,18 +12,22 @@
       .then(function (data) {
         if (!data) { return; }
         var known = true;
+        var changed = false;
         data.requests.forEach(function (row) {
           var cell = table.querySelector('[data-request-id="' + row.id + '"]');
           if (!cell) { known = false; return; }
           if (cell.textContent !== row.label) {
             cell.textContent = row.label;
             cell.className = "state state-" + row.state;
+            changed = true;
           }
         });
         // A state that needs more than the label (serial, dates): reload once.
         if (!known) { window.location.reload(); return; }
         if (data.in_progress) { window.setTimeout(poll, delay); }
-        else if (table.querySelector(".state-submitted, .state-issuing, .state-sending")) { window.location.reload(); }
+        // Done: the serial, the dates and the "Revoke…" link come with the page, so
+        // reload once (the cells' classes were just updated, so check what changed).
+        else if (changed) { window.location.reload(); }
       })
       .catch(function () { window.setTimeout(poll, delay * 2); });
   }
