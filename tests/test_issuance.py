@@ -29,10 +29,18 @@ def _keystore_and_password(certificate: Certificate) -> tuple[bytes, str]:
     return keystore, password
 
 
+def _issued(request_id: int) -> int:
+    """Issue the request's certificate; return its id."""
+    certificate_id = request_issue(request_id=request_id, now=timezone.now()).certificate_id
+    assert certificate_id is not None
+    return certificate_id
+
+
 @pytest.mark.django_db
 def test_issue_makes_certificate_keystore_and_outbox(ca) -> None:  # type: ignore[no-untyped-def]
     request = CertificateRequestFactory.create()
     outcome = request_issue(request_id=request.pk, now=timezone.now())
+    assert outcome.certificate_id is not None
     certificate = Certificate.objects.get(pk=outcome.certificate_id)
     request.refresh_from_db()
     assert request.status == CertificateRequest.Status.SENDING
@@ -100,21 +108,17 @@ def test_two_workers_at_once_issue_one_certificate(ca) -> None:  # type: ignore[
 def test_legacy_vendor_gets_a_3des_keystore(ca) -> None:  # type: ignore[no-untyped-def]
     vendor = VendorFactory.create(legacy_keystore=True)
     request = CertificateRequestFactory.create(vendor=vendor, vendor_copy_consent=True)
-    outcome = request_issue(request_id=request.pk, now=timezone.now())
-    event = AuditEvent.objects.get(
-        action="certificate.issued", object_id=str(outcome.certificate_id)
-    )
+    certificate_id = _issued(request.pk)
+    event = AuditEvent.objects.get(action="certificate.issued", object_id=str(certificate_id))
     assert event.details["keystore_encryption"] == KeystoreEncryption.LEGACY_3DES.value
-    assert Delivery.objects.filter(certificate_id=outcome.certificate_id).count() == 4
+    assert Delivery.objects.filter(certificate_id=certificate_id).count() == 4
 
 
 @pytest.mark.django_db
 def test_a_delivered_certificate_supersedes_the_previous_one(ca, eager_tasks) -> None:  # type: ignore[no-untyped-def]
     first_request = CertificateRequestFactory.create()
     professional = first_request.professional
-    first = Certificate.objects.get(
-        pk=request_issue(request_id=first_request.pk, now=timezone.now()).certificate_id
-    )
+    first = Certificate.objects.get(pk=_issued(first_request.pk))
     Delivery.objects.filter(certificate=first).update(
         status=Delivery.Status.SENT, sealed_payload=None
     )
@@ -123,9 +127,7 @@ def test_a_delivered_certificate_supersedes_the_previous_one(ca, eager_tasks) ->
     assert first_request.status == CertificateRequest.Status.SENT
 
     second_request = CertificateRequestFactory.create(professional=professional)
-    second = Certificate.objects.get(
-        pk=request_issue(request_id=second_request.pk, now=timezone.now()).certificate_id
-    )
+    second = Certificate.objects.get(pk=_issued(second_request.pk))
     # Not yet delivered: the old certificate stays valid.
     request_mark_sent(certificate_id=second.pk)
     first.refresh_from_db()

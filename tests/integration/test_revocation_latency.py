@@ -27,6 +27,13 @@ from tests.support.worker import WorkerProcess, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
+def _issued(request_id: int) -> int:
+    """Issue the request's certificate; return its id."""
+    certificate_id = request_issue(request_id=request_id, now=timezone.now()).certificate_id
+    assert certificate_id is not None
+    return certificate_id
+
+
 @pytest.fixture
 def pki_worker(settings, ca, live_server, worker_env, tmp_path):  # type: ignore[no-untyped-def]
     settings.MYCERT_PKI_BASE_URL = live_server.url
@@ -64,9 +71,7 @@ def test_revoke_click_reaches_crl_and_ocsp(
     pki_worker: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     request = CertificateRequestFactory.create()
-    record = Certificate.objects.get(
-        pk=request_issue(request_id=request.pk, now=timezone.now()).certificate_id
-    )
+    record = Certificate.objects.get(pk=_issued(request.pk))
     certificate = x509.load_pem_x509_certificate(record.pem.encode())
     leaf = tmp_path / "leaf.pem"
     leaf.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
