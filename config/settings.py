@@ -291,6 +291,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a killed worker's task is delivered again
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fix-up closes the database connection before and after every task,
+# so each task paid a new PostgreSQL connection (a server process). Past this many tasks
+# it never does; config/celery.py applies Django's own rules instead (CONN_MAX_AGE,
+# CONN_HEALTH_CHECKS), as for a web request.
+CELERY_DB_REUSE_MAX = 2**31
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
