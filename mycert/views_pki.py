@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from datetime import datetime
 from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -78,12 +80,31 @@ def ca_certificate(request: HttpRequest, which: str) -> HttpResponse:
     )
 
 
-def _ocsp_answer(serial: int) -> StatusAnswer:
-    row = (
-        Certificate.objects.filter(serial=format(serial, "x"))
-        .values_list("revoked_at", "revocation_reason")
-        .first()
+def _status_row(serial: int) -> tuple[datetime | None, str] | None:
+    """The certificate's revocation columns, in one database round trip.
+
+    OCSP is the hottest path and asks exactly one question per request, so it skips
+    Django's per-request health check (``CONN_HEALTH_CHECKS``: a ``SELECT 1`` before the
+    first query, as many round trips again) and instead asks once more on a fresh
+    connection if the kept one turns out to be broken (a restarted or failed-over
+    database). Outside a transaction only, where a retry is harmless.
+    """
+    query = Certificate.objects.filter(serial=format(serial, "x")).values_list(
+        "revoked_at", "revocation_reason"
     )
+    if connection.in_atomic_block:
+        return query.first()
+    connection.health_check_done = True  # type: ignore[attr-defined]  # Django's own flag
+    try:
+        return query.first()
+    except (InterfaceError, OperationalError):
+        logger.warning("OCSP: database connection broken, asking again on a new one")
+        connection.close()
+        return query.first()
+
+
+def _ocsp_answer(serial: int) -> StatusAnswer:
+    row = _status_row(serial)
     if row is None:
         return StatusAnswer(CertificateStatus.UNKNOWN)
     revoked_at, reason = row

@@ -14,6 +14,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -252,3 +253,28 @@ def test_ca_certificates_are_published_in_der(client: Client, ca) -> None:  # ty
         x509.load_der_x509_crl(root_crl.content).issuer
         == ca_store.load_ca_certificates().root.subject
     )
+
+
+def test_ocsp_asks_again_on_a_new_connection_when_the_kept_one_broke(  # type: ignore[no-untyped-def]
+    client: Client, ca
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("kept connections are a PostgreSQL matter (SQLite opens one per request)")
+    _, leaf = _issue()
+    issuing = ca_store.load_ca_certificates().issuing
+    body = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(leaf, issuing, hashes.SHA1())  # noqa: S303 - what clients send
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    # The database side of the kept connection is gone (a restart, a failover); the
+    # OCSP view skips the per-request health check and must recover by itself.
+    assert connection.connection is not None
+    connection.connection.close()
+
+    response = client.post("/pki/ocsp/", body, content_type="application/ocsp-request")
+
+    parsed = ocsp.load_der_ocsp_response(response.content)
+    assert parsed.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert parsed.certificate_status == ocsp.OCSPCertStatus.GOOD
