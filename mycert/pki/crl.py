@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +59,14 @@ class RevokedEntry:
             )
 
 
+# A CRL is re-signed over mostly the same entries (on every revocation, and hourly):
+# each entry's DER object is built once per process and reused. Entries are immutable
+# values (a frozen dataclass), so a cached object is always the right one; ~0.5 kB per
+# entry, bounded.
+_REVOKED_CACHE_SIZE = 2**17
+
+
+@functools.lru_cache(maxsize=_REVOKED_CACHE_SIZE)
 def _revoked_certificate(entry: RevokedEntry) -> x509.RevokedCertificate:
     builder = (
         x509.RevokedCertificateBuilder()

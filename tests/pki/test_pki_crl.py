@@ -218,3 +218,32 @@ def test_refuses_an_issuer_without_crl_sign(
             this_update=now,
             next_update=now + timedelta(days=1),
         )
+
+
+def test_re_signing_reuses_entries_and_follows_changes(
+    issuing_ca: CertificateAuthority, now: datetime
+) -> None:
+    def sign(*entries: RevokedEntry) -> x509.CertificateRevocationList:
+        return build_crl(
+            issuer=issuing_ca,
+            entries=entries,
+            crl_number=8,
+            this_update=now,
+            next_update=now + timedelta(days=1),
+        )
+
+    first = RevokedEntry(serial_number=0xC0FFEE, revoked_at=now - timedelta(hours=3))
+    superseded = RevokedEntry(
+        serial_number=0xC0FFEE,
+        revoked_at=now - timedelta(hours=3),
+        reason=x509.ReasonFlags.superseded,
+    )
+    before = sign(first)
+    again = sign(RevokedEntry(serial_number=0xC0FFEE, revoked_at=now - timedelta(hours=3)))
+    changed = sign(superseded)
+
+    assert before.public_bytes(Encoding.DER) == again.public_bytes(Encoding.DER)
+    [entry] = list(changed)
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == (
+        x509.ReasonFlags.superseded
+    )
