@@ -68,3 +68,20 @@ def eager_tasks() -> Iterator[None]:
     app.conf.task_eager_propagates = True
     yield
     app.conf.task_always_eager, app.conf.task_eager_propagates = always, propagates
+
+
+@pytest.fixture
+def helpdesk_group(db: None) -> Any:
+    """The ``Helpdesk`` group as the migration makes it.
+
+    Transactional tests empty every table when they end, data migrations' rows included;
+    a later test that needs the group makes it again with the migration's own code.
+    """
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    migration = importlib.import_module("mycert.migrations.0002_helpdesk_group")
+    migration.create_helpdesk_group(apps, None)
+    return Group.objects.get(name="Helpdesk")

@@ -68,7 +68,7 @@ def _crl_lists(url: str, serial: int) -> bool:
 
 
 def test_revoke_click_reaches_crl_and_ocsp(
-    pki_worker: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    pki_worker: str, helpdesk_group: Group, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     request = CertificateRequestFactory.create()
     record = Certificate.objects.get(pk=_issued(request.pk))
@@ -88,7 +88,7 @@ def test_revoke_click_reaches_crl_and_ocsp(
     assert not _crl_lists(crl_url, certificate.serial_number)
 
     agent = User.objects.create_user("agent", password=None, is_staff=True)
-    agent.groups.add(Group.objects.get(name="Helpdesk"))
+    agent.groups.add(helpdesk_group)
     helpdesk = Client(HTTP_ACCEPT_LANGUAGE="en")
     helpdesk.force_login(agent)
     changelist = reverse("admin:mycert_certificate_changelist")
