@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import Promise
 from django.utils.translation import get_language, gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
@@ -54,6 +55,18 @@ def professional_required(view: View) -> View:
 def _professional(request: HttpRequest) -> Professional:
     """The logged-in professional (``professional_required`` has checked there is one)."""
     return Professional.objects.get(user_id=cast(int, request.user.pk))
+
+
+def _not_found(request: HttpRequest, title: Promise, explanation: Promise) -> HttpResponse:
+    """A 404 that names no one: another professional's row looks like a missing one."""
+    return render_problem(
+        request,
+        title=title,
+        explanation=explanation,
+        status=404,
+        back_url=reverse("my-certificates"),
+        back_label=_("My certificates"),
+    )
 
 
 def _in_progress_problem(request: HttpRequest) -> HttpResponse:
@@ -124,13 +137,8 @@ def request_sent(request: HttpRequest, request_id: int) -> HttpResponse:
         pk=request_id, professional__user_id=cast(int, request.user.pk)
     ).first()
     if certificate_request is None:
-        return render_problem(
-            request,
-            title=_("Request not found"),
-            explanation=_("There is no such request among yours."),
-            status=404,
-            back_url=reverse("my-certificates"),
-            back_label=_("My certificates"),
+        return _not_found(
+            request, _("Request not found"), _("There is no such request among yours.")
         )
     return render(request, "mycert/request_sent.html", {"certificate_request": certificate_request})
 
@@ -199,13 +207,8 @@ def revoke_certificate(request: HttpRequest, certificate_id: int) -> HttpRespons
     ).first()
     if certificate is None:
         # Someone else's certificate looks exactly like one that does not exist.
-        return render_problem(
-            request,
-            title=_("Certificate not found"),
-            explanation=_("There is no such certificate among yours."),
-            status=404,
-            back_url=reverse("my-certificates"),
-            back_label=_("My certificates"),
+        return _not_found(
+            request, _("Certificate not found"), _("There is no such certificate among yours.")
         )
     now = timezone.now()
     if certificate.is_revoked or certificate.not_after <= now:
