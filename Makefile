@@ -98,3 +98,12 @@ messages: setup
 
 run: setup
 	DJANGO_DEBUG=true $(BIN)/python manage.py demo
+
+# The figures of docs/benchmarks.md (about 12 minutes on 2 cores): real PostgreSQL
+# (database mycert_bench, created and dropped), Redis db 9, Celery workers, gunicorn,
+# the SMTP sink, gpg, openssl; wrk and h2load generate the load, on loopback only.
+benchmarks: setup services
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client)
+	$(BIN)/python -m benchmarks.run

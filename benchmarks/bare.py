@@ -1,0 +1,138 @@
+"""The reference pipeline: cryptography alone, no MyCert code, no database.
+
+Key generation, the same certificate profile (extensions of DESIGN.md §3) signed by the
+same issuing CA key object, and the same PKCS#12 settings (PBES2 AES-256-CBC, PBKDF2
+10,000 rounds, HMAC-SHA-256 MAC, key + leaf + issuing + root).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import PrivateFormat, pkcs12
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+def generate_key(key_type: str) -> PrivateKey:
+    if key_type == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+
+
+@dataclass(frozen=True)
+class BareIssuer:
+    certificate: x509.Certificate
+    private_key: PrivateKey
+    root: x509.Certificate
+    base_url: str
+    organization: str = "Agence eSanté"
+    policy_oid: str = "1.3.6.1.4.1.59999.1.1"
+
+
+def sign(issuer: BareIssuer, public_key, number: int, now: datetime) -> x509.Certificate:  # type: ignore[no-untyped-def]
+    given, family = "Marie", f"Dupont{number}"
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "LU"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, issuer.organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{given} {family}"),
+            x509.NameAttribute(NameOID.GIVEN_NAME, given),
+            x509.NameAttribute(NameOID.SURNAME, family),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, f"MED-{number:06d}"),
+        ]
+    )
+    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.certificate.subject)
+        .public_key(public_key)
+        .serial_number(secrets.randbits(159) | 1)
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1095))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, is_rsa, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.RFC822Name(f"m{number}@cabinet.lu")]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                issuer.certificate.public_key()  # type: ignore[arg-type]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.CRLDistributionPoints(
+                [
+                    x509.DistributionPoint(
+                        [x509.UniformResourceIdentifier(f"{issuer.base_url}/pki/crl/issuing.crl")],
+                        None,
+                        None,
+                        None,
+                    )
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityInformationAccess(
+                [
+                    x509.AccessDescription(
+                        AuthorityInformationAccessOID.OCSP,
+                        x509.UniformResourceIdentifier(f"{issuer.base_url}/pki/ocsp/"),
+                    ),
+                    x509.AccessDescription(
+                        AuthorityInformationAccessOID.CA_ISSUERS,
+                        x509.UniformResourceIdentifier(f"{issuer.base_url}/pki/ca/issuing.cer"),
+                    ),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.CertificatePolicies(
+                [x509.PolicyInformation(x509.ObjectIdentifier(issuer.policy_oid), None)]
+            ),
+            critical=False,
+        )
+    )
+    return builder.sign(issuer.private_key, hashes.SHA256())
+
+
+def keystore(issuer: BareIssuer, key: PrivateKey, certificate: x509.Certificate) -> bytes:
+    encryption = (
+        PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(10_000)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(hashes.SHA256())
+        .build(secrets.token_urlsafe(18).encode())
+    )
+    return pkcs12.serialize_key_and_certificates(
+        name=b"MyCert Marie Dupont",
+        key=key,
+        cert=certificate,
+        cas=[issuer.certificate, issuer.root],
+        encryption_algorithm=encryption,
+    )
+
+
+def rest(issuer: BareIssuer, key: PrivateKey, number: int, now: datetime) -> bytes:
+    """Everything after key generation: sign, then PKCS#12."""
+    return keystore(issuer, key, sign(issuer, key.public_key(), number, now))
+
+
+def full(issuer: BareIssuer, key_type: str, number: int, now: datetime) -> bytes:
+    return rest(issuer, generate_key(key_type), number, now)

@@ -1,0 +1,343 @@
+"""Figure 4: re-signing the CRL with 1k, 10k and 100k revoked entries.
+
+The same revoked list, four ways:
+
+- ``crl_publish`` — MyCert's service: read the rows from PostgreSQL, build, sign with
+  the issuing CA (RSA-3072, loaded once per process), store the DER;
+- ``build_crl`` — the pure ``mycert.pki`` function, given the entries;
+- ``openssl ca -gencrl`` — an index.txt with the same entries (serial, revocation
+  time, reason, invalidity date), the same CA certificate and key, one process per CRL
+  (key given unencrypted, so it pays no passphrase KDF that MyCert does not pay either);
+- cryptography's ``CertificateRevocationListBuilder`` fed by ``add_revoked_certificate``
+  in a loop, which copies the list at each call (quadratic; 100k once only).
+
+Every CRL is checked: ``openssl crl -verify`` against the issuing CA, pyca's signature
+check, and the same serial numbers as the index.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import Context, Figure, median, timed
+
+_REASONS = ["superseded"] * 6 + ["unspecified"] * 3 + ["keyCompromise"]
+
+
+def _add_rows(
+    count: int, now: datetime, start: int
+) -> list[tuple[int, datetime, str, datetime | None]]:
+    """Revoked certificates in the database; return (serial, revoked_at, reason, invalidity)."""
+    from benchmarks.common import make_professionals
+    from mycert.models import Certificate, CertificateRequest
+
+    professional = make_professionals(1, prefix="p4")[0]
+    entries = []
+    for index in range(count):
+        serial = secrets.randbits(159) | (1 << 158)
+        revoked_at = (now - timedelta(seconds=60 + index + start)).replace(microsecond=0)
+        reason = _REASONS[(start + index) % len(_REASONS)]
+        invalidity = revoked_at - timedelta(days=1) if reason == "keyCompromise" else None
+        entries.append((serial, revoked_at, reason, invalidity))
+    for offset in range(0, count, 5000):
+        chunk = entries[offset : offset + 5000]
+        requests = CertificateRequest.objects.bulk_create(
+            [
+                CertificateRequest(
+                    professional=professional,
+                    status=CertificateRequest.Status.SENT,
+                    key_type="rsa-3072",
+                    terms_version="2023-03",
+                    terms_accepted_at=now,
+                    due_at=now,
+                )
+                for _ in chunk
+            ]
+        )
+        Certificate.objects.bulk_create(
+            [
+                Certificate(
+                    request=request,
+                    professional=professional,
+                    serial=format(serial, "x"),
+                    subject="CN=Bench",
+                    issuer="CN=Bench CA",
+                    key_type="rsa-3072",
+                    not_before=now - timedelta(days=30),
+                    not_after=now + timedelta(days=700),
+                    fingerprint_sha256=format(serial, "064x"),
+                    pem="",
+                    revoked_at=revoked_at,
+                    revocation_reason=reason,
+                    compromised_at=invalidity,
+                )
+                for request, (serial, revoked_at, reason, invalidity) in zip(
+                    requests, chunk, strict=True
+                )
+            ]
+        )
+    return entries
+
+
+def _index_line(serial: int, revoked_at: datetime, reason: str, invalidity: datetime | None) -> str:
+    expiry = (revoked_at + timedelta(days=700)).strftime("%y%m%d%H%M%SZ")
+    revocation = revoked_at.astimezone(UTC).strftime("%y%m%d%H%M%SZ")
+    if reason == "keyCompromise" and invalidity is not None:
+        revocation += f",keyCompromise,{invalidity.astimezone(UTC).strftime('%Y%m%d%H%M%SZ')}"
+    elif reason != "unspecified":
+        revocation += f",{reason}"
+    # An even number of hex digits, as openssl writes them.
+    hex_serial = format(serial, "X")
+    hex_serial = "0" * (len(hex_serial) % 2) + hex_serial
+    return f"R\t{expiry}\t{revocation}\t{hex_serial}\tunknown\t/CN=Bench {serial % 100000}\n"
+
+
+def _openssl_setup(folder: Path) -> Path:
+    """An ``openssl ca`` configuration over the issuing CA of the run."""
+    from cryptography.hazmat.primitives import serialization
+
+    from mycert import ca_store
+
+    ca = ca_store.load_ca()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder / "issuing-key.pem"
+    key.touch(mode=0o600)
+    key.write_bytes(
+        ca.issuing.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert = folder / "issuing.pem"
+    cert.write_bytes(ca.issuing.certificate.public_bytes(serialization.Encoding.PEM))
+    config = folder / "openssl.cnf"
+    config.write_text(
+        f"""[ ca ]
+default_ca = bench
+[ bench ]
+database = {folder}/index.txt
+crlnumber = {folder}/crlnumber
+certificate = {cert}
+private_key = {key}
+default_md = sha256
+default_crl_hours = 24
+crl_extensions = crl_ext
+unique_subject = no
+[ crl_ext ]
+authorityKeyIdentifier = keyid:always
+"""
+    )
+    return config
+
+
+def _openssl_gencrl(config: Path, out: Path) -> bytes:
+    (config.parent / "crlnumber").write_text("1000\n")
+    subprocess.run(
+        ["openssl", "ca", "-gencrl", "-config", str(config), "-out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out.read_bytes()
+
+
+def _verify(der: bytes, folder: Path, name: str, serials: set[int]) -> dict[str, Any]:
+    from cryptography import x509
+
+    from mycert import ca_store
+
+    path = folder / f"{name}.der"
+    path.write_bytes(der)
+    checked = subprocess.run(
+        [
+            "openssl",
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            str(path),
+            "-noout",
+            "-CAfile",
+            str(folder / "issuing.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    crl = x509.load_der_x509_crl(der)
+    issuing = ca_store.load_ca().issuing.certificate
+    listed = {entry.serial_number for entry in crl}
+    return {
+        "openssl_verify_ok": checked.returncode == 0 and "verify OK" in checked.stderr,
+        "pyca_signature_ok": crl.is_signature_valid(issuing.public_key()),  # type: ignore[arg-type]
+        "entries": len(listed),
+        "same_serials": listed == serials,
+        "bytes": len(der),
+    }
+
+
+def run(ctx: Context, sizes: tuple[int, ...], runs: int) -> dict[str, Any]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from django.utils import timezone
+
+    from mycert import ca_store
+    from mycert.models import Certificate
+    from mycert.pki import RevokedEntry, build_crl
+    from mycert.pki.ca import authority_key_identifier
+    from mycert.pki.crl import _revoked_certificate
+    from mycert.services.publication import crl_publish
+
+    folder = ctx.env.root / "crl"
+    config = _openssl_setup(folder)
+    ca = ca_store.load_ca()
+    now = timezone.now().replace(microsecond=0)
+    existing = Certificate.objects.for_crl(now).count()
+    if existing:
+        raise RuntimeError(f"{existing} revoked certificates already in the database")
+    entries: list[tuple[int, datetime, str, datetime | None]] = []
+    index_file = folder / "index.txt"
+    results: dict[str, dict[str, Any]] = {}
+    for size in sizes:
+        ctx.say(f"CRL: {size} entries ({runs} runs each)")
+        have = len(entries)
+        start = time.perf_counter()
+        new_entries = _add_rows(size - have, now, have)
+        added = (time.perf_counter() - start) * 1000
+        entries += new_entries
+        index_file.write_text("".join(_index_line(*entry) for entry in entries))
+        serials = {serial for serial, *_ in entries}
+        revoked = [
+            RevokedEntry(
+                serial_number=serial,
+                revoked_at=revoked_at,
+                reason=x509.ReasonFlags(reason),
+                invalidity_date=invalidity,
+            )
+            for serial, revoked_at, reason, invalidity in entries
+        ]
+        publish_ms, pure_ms, openssl_ms = [], [], []
+        for _run in range(runs):
+            ms, record = timed(lambda: crl_publish(now=timezone.now()))
+            publish_ms.append(ms)
+            ms, pure = timed(
+                lambda revoked=revoked: build_crl(  # type: ignore[misc]
+                    issuer=ca.issuing,
+                    entries=revoked,
+                    crl_number=1,
+                    this_update=timezone.now(),
+                    next_update=timezone.now() + timedelta(hours=24),
+                )
+            )
+            pure_ms.append(ms)
+            ms, pem = timed(lambda: _openssl_gencrl(config, folder / "openssl.pem"))
+            openssl_ms.append(ms)
+
+        def loop(revoked: list[RevokedEntry] = revoked) -> x509.CertificateRevocationList:
+            builder = (
+                x509.CertificateRevocationListBuilder()
+                .issuer_name(ca.issuing.certificate.subject)
+                .last_update(timezone.now())
+                .next_update(timezone.now() + timedelta(hours=24))
+                .add_extension(authority_key_identifier(ca.issuing.certificate), critical=False)
+                .add_extension(x509.CRLNumber(1), critical=False)
+            )
+            for entry in revoked:
+                builder = builder.add_revoked_certificate(_revoked_certificate(entry))
+            return builder.sign(ca.issuing.private_key, hashes.SHA256())
+
+        loop_runs = runs if size <= 10_000 else 1
+        loop_ms = []
+        for _run in range(loop_runs):
+            ms, looped = timed(loop)
+            loop_ms.append(ms)
+        openssl_der = x509.load_pem_x509_crl(pem).public_bytes(serialization.Encoding.DER)
+        checks = {
+            "crl_publish": _verify(bytes(record.der), folder, f"publish-{size}", serials),
+            "build_crl": _verify(
+                pure.public_bytes(serialization.Encoding.DER), folder, f"pure-{size}", serials
+            ),
+            "openssl": _verify(openssl_der, folder, f"openssl-{size}", serials),
+            "pyca_loop": _verify(
+                looped.public_bytes(serialization.Encoding.DER), folder, f"loop-{size}", serials
+            ),
+        }
+        result = {
+            "size": size,
+            "insert_seconds": added / 1000,
+            "crl_publish_ms": publish_ms,
+            "build_crl_ms": pure_ms,
+            "openssl_ms": openssl_ms,
+            "pyca_loop_ms": loop_ms,
+            "checks": checks,
+        }
+        results[str(size)] = result
+        valid = all(
+            c["openssl_verify_ok"] and c["pyca_signature_ok"] and c["same_serials"]
+            for c in checks.values()
+        )
+        ratio = median(publish_ms) / median(openssl_ms)
+        goal_bearing = size == 100_000
+        ctx.add(
+            Figure(
+                key=f"crl.{size}.crl_publish",
+                title=f"CRL re-signing, {size:,} entries: crl_publish",
+                value=median(publish_ms),
+                unit="ms",
+                reference=median(openssl_ms),
+                reference_label="openssl ca -gencrl, same entries and key",
+                ratio=ratio,
+                goal="≤ 1× openssl, valid CRL" if goal_bearing else "—",
+                met=(ratio <= 1.0 and valid) if goal_bearing else None,
+                runs=runs,
+                notes=(
+                    f"{checks['crl_publish']['bytes']:,} bytes DER (openssl: "
+                    f"{checks['openssl']['bytes']:,}); verified by openssl crl and pyca: "
+                    f"{'yes' if valid else 'NO'}; build_crl alone {median(pure_ms):.0f} ms; "
+                    f"pyca add_revoked_certificate loop {median(loop_ms):.0f} ms"
+                    + (" (1 run)" if loop_runs == 1 else "")
+                ),
+                details={
+                    "build_crl_ms": median(pure_ms),
+                    "pyca_loop_ms": median(loop_ms),
+                    "bytes": checks["crl_publish"]["bytes"],
+                    "openssl_bytes": checks["openssl"]["bytes"],
+                    "valid": valid,
+                    **({"goal_index": ratio if valid else 1e9} if goal_bearing else {}),
+                },
+            )
+        )
+        ctx.add(
+            Figure(
+                key=f"crl.{size}.build_crl",
+                title=f"CRL re-signing, {size:,} entries: mycert.pki.build_crl",
+                value=median(pure_ms),
+                unit="ms",
+                reference=median(openssl_ms),
+                reference_label="openssl ca -gencrl",
+                ratio=median(pure_ms) / median(openssl_ms),
+                goal="—",
+                met=None,
+                runs=runs,
+            )
+        )
+        ctx.add(
+            Figure(
+                key=f"crl.{size}.pyca_loop",
+                title=f"CRL re-signing, {size:,} entries: pyca add_revoked_certificate loop",
+                value=median(loop_ms),
+                unit="ms",
+                reference=median(openssl_ms),
+                reference_label="openssl ca -gencrl",
+                ratio=median(loop_ms) / median(openssl_ms),
+                goal="— (the pitfall build_crl avoids)",
+                met=None,
+                runs=loop_runs,
+            )
+        )
+    return results

@@ -1,0 +1,360 @@
+"""Write the results: docs/benchmarks.json, docs/benchmarks.md, docs/benchmarks/*.png."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import Context, Figure, median
+
+COLORS = {"mycert": "#1f5fa8", "reference": "#9a9a9a", "met": "#2e8b57", "missed": "#c0392b"}
+
+
+def _fmt(value: float) -> str:
+    if value != value:  # NaN
+        return "—"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _met(figure: Figure) -> str:
+    return {True: "**yes**", False: "**no**", None: "—"}[figure.met]
+
+
+def _downsample(timeline: list[tuple[float, int]], points: int = 200) -> list[tuple[float, int]]:
+    step = max(1, len(timeline) // points)
+    return timeline[::step] + timeline[-1:]
+
+
+# --- Plots ------------------------------------------------------------------------------------
+
+
+def _plots(ctx: Context, folder: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    made: list[str] = []
+    plt.rcParams.update({"figure.dpi": 110, "font.size": 9, "axes.spines.top": False})
+
+    goals = [f for f in ctx.figures if f.met is not None and "goal_index" in f.details]
+    if goals:
+        fig, ax = plt.subplots(figsize=(10, 0.55 * len(goals) + 1.4))
+        ordered = goals[::-1]
+        index = [f.details["goal_index"] for f in ordered]
+        colors = [COLORS["met"] if f.met else COLORS["missed"] for f in ordered]
+        ax.barh(range(len(ordered)), index, color=colors)
+        ax.set_yticks(range(len(ordered)), [f.title for f in ordered])
+        ax.axvline(1, color="black", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlim(min(0.1, min(index) / 2), max(10, max(index) * 1.5))
+        for y, f in enumerate(ordered):
+            ax.annotate(
+                f"{_fmt(f.value)} {f.unit} — goal {f.goal}",
+                (1.02, y),
+                xycoords=("axes fraction", "data"),
+                va="center",
+                fontsize=8,
+                color=COLORS["met"] if f.met else COLORS["missed"],
+            )
+        ax.set_xlabel("distance to the goal (1 = exactly the goal; left of the line: met)")
+        ax.set_title("Goals: green met, red missed")
+        fig.tight_layout()
+        fig.subplots_adjust(right=0.62)
+        fig.savefig(folder / "summary.png")
+        plt.close(fig)
+        made.append("summary.png")
+
+    pipeline = ctx.raw.get("pipeline") or {}
+    if pipeline:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        names = list(pipeline)
+        x = range(len(names))
+        for offset, side, color in (
+            (-0.2, "bare", COLORS["reference"]),
+            (0.2, "mycert", COLORS["mycert"]),
+        ):
+            keygen = [pipeline[k]["median"]["keygen"] for k in names]
+            rest = [pipeline[k]["median"][f"{side}_rest"] for k in names]
+            xs = [i + offset for i in x]
+            ax.bar(xs, keygen, 0.38, color="#d9d9d9", edgecolor=color)
+            ax.bar(
+                xs,
+                rest,
+                0.38,
+                bottom=keygen,
+                color=color,
+                label=f"{'bare cryptography' if side == 'bare' else 'MyCert request_issue'}: after keygen",
+            )
+            for xi, k, r in zip(xs, keygen, rest, strict=True):
+                ax.text(xi, k + r, f"{k + r:.0f}", ha="center", va="bottom")
+        from matplotlib.patches import Patch
+
+        handles, _labels = ax.get_legend_handles_labels()
+        handles.append(
+            Patch(
+                facecolor="#d9d9d9",
+                edgecolor="grey",
+                label="key generation (the same key for both)",
+            )
+        )
+        ax.set_xticks(list(x), names)
+        ax.set_ylabel("ms per certificate (median)")
+        ax.set_title("Per-certificate pipeline: MyCert vs bare cryptography")
+        ax.legend(handles=handles, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "pipeline.png")
+        plt.close(fig)
+        made.append("pipeline.png")
+
+    population = ctx.raw.get("population") or {}
+    if population:
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        palette = ["#1f5fa8", "#e67e22", "#2e8b57"]
+        for color, (key_type, result) in zip(palette, population.items(), strict=False):
+            times = [t for t, _ in result["timeline"]]
+            done = [n / result["expected_emails"] * 100 for _, n in result["timeline"]]
+            ax.plot(
+                times,
+                done,
+                color=color,
+                label=f"{key_type}, N={result['count']}: {result['elapsed_seconds']:.0f} s",
+            )
+            ax.axvline(result["reference_seconds"], color=color, linestyle="--", linewidth=0.9)
+            ax.text(
+                result["reference_seconds"],
+                3,
+                f" reference\n {result['reference_seconds']:.0f} s",
+                color=color,
+                fontsize=7,
+            )
+        ax.set_xlabel("seconds since the first submission")
+        ax.set_ylabel("e-mails accepted by the relay (%)")
+        ax.set_title("Whole population: e-mails accepted over time (dashed: reference)")
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(folder / "population.png")
+        plt.close(fig)
+        made.append("population.png")
+
+    crl = ctx.raw.get("crl") or {}
+    if crl:
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        sizes = [int(s) for s in crl]
+        series = (
+            ("crl_publish_ms", "MyCert crl_publish (database → stored CRL)", COLORS["mycert"], "-"),
+            ("build_crl_ms", "mycert.pki.build_crl", "#6fa8dc", "-"),
+            ("openssl_ms", "openssl ca -gencrl", "black", "--"),
+            ("pyca_loop_ms", "pyca add_revoked_certificate loop", COLORS["missed"], ":"),
+        )
+        for key, label, color, style in series:
+            ax.plot(
+                sizes,
+                [median(crl[str(s)][key]) for s in sizes],
+                style,
+                marker="o",
+                color=color,
+                label=label,
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("revoked entries")
+        ax.set_ylabel("ms to re-sign (median)")
+        ax.set_title("CRL re-signing time")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "crl.png")
+        plt.close(fig)
+        made.append("crl.png")
+
+    ocsp = ctx.raw.get("ocsp")
+    if ocsp:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.4))
+        names = ["MyCert\n(gunicorn)", "openssl ocsp\n(1 process)"]
+        rps = [
+            median([r["ok_rps"] for r in ocsp["mycert"]]),
+            median([r["ok_rps"] for r in ocsp["openssl"]]),
+        ]
+        left.bar(names, rps, color=[COLORS["mycert"], COLORS["reference"]])
+        left.axhline(1500, color=COLORS["missed"], linestyle="--", linewidth=0.9)
+        left.text(0.5, 1500, " goal 1,500/s", color=COLORS["missed"], va="bottom")
+        for i, v in enumerate(rps):
+            left.text(i, v, f"{v:,.0f}", ha="center", va="bottom")
+        left.set_ylabel("responses per second")
+        left.set_title("Throughput")
+        width = 0.38
+        for offset, q in ((-width / 2, "p50"), (width / 2, "p99")):
+            values = [median([r[f"{q}_ms"] for r in ocsp[side]]) for side in ("mycert", "openssl")]
+            right.bar([i + offset for i in range(2)], values, width, label=q)
+        right.set_xticks(range(2), names)
+        right.set_ylabel("ms")
+        right.set_title(f"Latency, {ocsp['connections']} connections")
+        right.legend()
+        fig.tight_layout()
+        fig.savefig(folder / "ocsp.png")
+        plt.close(fig)
+        made.append("ocsp.png")
+
+    web = ctx.raw.get("web")
+    if web:
+        summary = web["summary"]
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=False)
+        for ax, mode, title in (
+            (axes[0], "users", f"{web['clients']} users, ~{web['think_seconds']:.0f} s think time"),
+            (axes[1], "closed", f"{web['clients']} clients, no pause (saturation)"),
+        ):
+            groups = ["floor", "page", "post"]
+            labels = ["stack floor\n(CA cert)", "GET /request/", "POST /request/"]
+            for offset, q, color in (
+                (-0.27, "p50", "#9fc5e8"),
+                (0, "p95", COLORS["mycert"]),
+                (0.27, "p99", "#0b2f5a"),
+            ):
+                ax.bar(
+                    [i + offset for i in range(3)],
+                    [summary[mode][g][q] for g in groups],
+                    0.26,
+                    label=q,
+                    color=color,
+                )
+            ax.axhline(50, color=COLORS["missed"], linestyle="--", linewidth=0.9)
+            ax.text(2.4, 50, "50 ms", color=COLORS["missed"], va="bottom", ha="right")
+            ax.set_xticks(range(3), labels)
+            ax.set_ylabel("latency, ms")
+            ax.set_title(title)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "web.png")
+        plt.close(fig)
+        made.append("web.png")
+    return made
+
+
+# --- Markdown ----------------------------------------------------------------------------------
+
+
+def _table(figures: list[Figure]) -> list[str]:
+    lines = [
+        "| figure | value | reference | ratio | goal | met |",
+        "| --- | ---: | ---: | ---: | --- | :---: |",
+    ]
+    for f in figures:
+        lines.append(
+            f"| {f.title} | {_fmt(f.value)} {f.unit} | {_fmt(f.reference)} {f.unit} "
+            f"({f.reference_label}) | {f.ratio:.2f}× | {f.goal} | {_met(f)} |"
+        )
+    return lines
+
+
+def _machine(info: dict[str, Any]) -> list[str]:
+    keys = (
+        ("cpu", "CPU"), ("cores", "cores"), ("ram_gib", "RAM (GiB)"), ("kernel", "kernel"),
+        ("python", "Python"), ("openssl_cli", "OpenSSL (CLI)"), ("openssl_pyca", "OpenSSL (cryptography)"),
+        ("cryptography", "cryptography"), ("django", "Django"), ("celery", "Celery"),
+        ("gunicorn", "gunicorn"), ("postgresql", "PostgreSQL"), ("redis", "Redis"),
+        ("gpg", "GnuPG"), ("wrk", "wrk"), ("h2load", "h2load"), ("load_average", "load average (1, 5, 15 min) at start"),
+    )  # fmt: skip
+    lines = ["| | |", "| --- | --- |"]
+    for key, label in keys:
+        if key in info:
+            lines.append(f"| {label} | {info[key]} |")
+    return lines
+
+
+def write(ctx: Context, out: Path, *, quick: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _plots(ctx, out / "benchmarks")
+    raw = ctx.raw
+    population = raw.get("population") or {}
+    data = {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "quick": quick,
+        "command": "make benchmarks  (.venv/bin/python -m benchmarks.run)",
+        "total_seconds": raw.get("total_seconds"),
+        "machine": raw.get("machine_before"),
+        "machine_after": raw.get("machine_after"),
+        "figures": [f.as_dict() for f in ctx.figures],
+        "pipeline": {k: {kk: v[kk] for kk in ("median", "mean_bare_total_ms", "mean_mycert_total_ms", "paired_runs", "independent_runs")} for k, v in (raw.get("pipeline") or {}).items()},
+        "population": {k: {**{kk: vv for kk, vv in v.items() if kk != "timeline"}, "timeline": _downsample(v["timeline"])} for k, v in population.items()},
+        "crl": raw.get("crl"),
+        "ocsp": raw.get("ocsp"),
+        "web": {k: v for k, v in (raw.get("web") or {}).items() if k in ("summary", "clients", "think_seconds", "server")},
+        "log": ctx.log_lines,
+    }  # fmt: skip
+    (out / "benchmarks.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    md = _markdown(ctx, plots, data)
+    (out / "benchmarks.md").write_text(md)
+
+
+def _markdown(ctx: Context, plots: list[str], data: dict[str, Any]) -> str:
+    from benchmarks import narrative
+
+    figures = ctx.figures
+    goal_bearing = [f for f in figures if f.met is not None]
+    lines = [
+        "# MyCert benchmarks",
+        "",
+        "Generated by `make benchmarks` (`.venv/bin/python -m benchmarks.run`) on "
+        f"{data['generated']}, in {(data['total_seconds'] or 0) / 60:.1f} minutes"
+        + (" — **quick mode, small N: not the reference figures**" if data["quick"] else "")
+        + ". Every reference is measured in the same run, on the same machine, right before "
+        "or after its figure; each value is the median of its runs unless said otherwise. "
+        "Machine-readable: [benchmarks.json](benchmarks.json).",
+        "",
+    ]
+    if "summary.png" in plots:
+        lines += ["![goals](benchmarks/summary.png)", ""]
+    lines += [
+        "## Goals",
+        "",
+        *_table(goal_bearing),
+        "",
+        "## Machine",
+        "",
+        *_machine(data["machine"] or {}),
+        "",
+    ]
+    lines += narrative.machine_note(data)
+    lines += ["## All figures", "", *_table(figures), ""]
+    lines += ["Notes per figure:", ""]
+    lines += [f"- **{f.title}** — {f.notes}" for f in figures if f.notes]
+    lines += [""]
+    lines += narrative.sections(data, plots)
+    return "\n".join(lines) + "\n"
+
+
+def rebuild(path: Path) -> None:
+    """Write the Markdown and the plots again from a saved benchmarks.json (no new run)."""
+    from benchmarks.env import make_env, remove_env
+
+    data = json.loads(path.read_text())
+    env = make_env()
+    ctx = Context(env=env, quick=data["quick"])
+    ctx.figures = [Figure(**f) for f in data["figures"]]
+    ctx.raw = {
+        "machine_before": data["machine"],
+        "machine_after": data.get("machine_after"),
+        "total_seconds": data["total_seconds"],
+        "pipeline": data["pipeline"],
+        "population": data["population"],
+        "crl": data["crl"],
+        "ocsp": data["ocsp"],
+        "web": data["web"],
+    }
+    ctx.log_lines = data.get("log", [])
+    plots = _plots(ctx, path.parent / "benchmarks")
+    path.parent.joinpath("benchmarks.md").write_text(_markdown(ctx, plots, data))
+    remove_env(env)
+
+
+if __name__ == "__main__":
+    import sys
+
+    rebuild(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/benchmarks.json"))

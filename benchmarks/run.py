@@ -1,0 +1,143 @@
+"""Run every benchmark against the real services and write the report.
+
+``make benchmarks`` or ``.venv/bin/python -m benchmarks.run [--quick] [--only …]``.
+
+It needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Redis on
+127.0.0.1:6379; it creates and drops the database ``mycert_bench`` and uses Redis db 9.
+Every figure is printed as it is measured (median of its runs, reference measured in
+the same run, ratio, goal), then docs/benchmarks.{md,json} and docs/benchmarks/*.png
+are written (``--quick`` writes under /tmp instead, unless ``--out`` says otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import env as bench_env
+
+FIGURES = ("pipeline", "population", "crl", "ocsp", "web")
+
+
+def _plans(quick: bool) -> dict[str, object]:
+    if quick:
+        return {
+            "pipeline": {"rsa-3072": (8, 4), "rsa-2048": (6, 0), "ec-p256": (10, 0)},
+            "population": {"rsa-3072": 40, "ec-p256": 40},
+            "crl_sizes": (1_000, 10_000),
+            "crl_runs": 2,
+            "ocsp_runs": 2,
+            "ocsp_seconds": 2.0,
+            "web_runs": 2,
+            "web_seconds": 2.0,
+        }
+    return {
+        "pipeline": {"rsa-3072": (60, 30), "rsa-2048": (30, 0), "ec-p256": (40, 0)},
+        "population": {"rsa-3072": 1762, "rsa-2048": 600, "ec-p256": 600},
+        "crl_sizes": (1_000, 10_000, 100_000),
+        "crl_runs": 3,
+        "ocsp_runs": 3,
+        "ocsp_seconds": 5.0,
+        "web_runs": 3,
+        "web_seconds": 5.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small N, to try the harness")
+    parser.add_argument("--only", nargs="*", choices=FIGURES, help="run only these figures")
+    parser.add_argument("--out", type=Path, help="where docs go (default: docs/, or /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the database and /tmp folder")
+    args = parser.parse_args()
+    only = set(args.only or FIGURES)
+    plans = _plans(args.quick)
+
+    started = time.perf_counter()
+    env = bench_env.make_env()
+    env.apply()
+    bench_env.create_database()
+    bench_env.flush_broker()
+
+    import django
+
+    django.setup()
+
+    from benchmarks import machine, report
+    from benchmarks.common import Context
+
+    ctx = Context(env=env, quick=args.quick)
+    ctx.raw["machine_before"] = machine.describe()
+    ctx.say(f"benchmark folder {env.root}; database mycert_bench; Redis db 9")
+    try:
+        bench_env.migrate()
+        bench_env.create_ca("rsa-3072")
+        vendor = _vendor(env)
+        pipeline: dict[str, dict[str, Any]] = {}
+        if "pipeline" in only or "population" in only:
+            from benchmarks import fig_pipeline
+
+            pipeline = fig_pipeline.run(ctx, plans["pipeline"], vendor)  # type: ignore[arg-type]
+            ctx.raw["pipeline"] = pipeline
+        if "population" in only:
+            from benchmarks import fig_population
+            from benchmarks.procs import Workers
+
+            ctx.raw["population"] = fig_population.run(
+                ctx,
+                plans["population"],  # type: ignore[arg-type]
+                {k: v["mean_bare_total_ms"] for k, v in pipeline.items()},
+                vendor,
+                lambda: Workers(env, count=2, concurrency=1, pool="solo"),
+            )
+            bench_env.flush_broker()
+        if "crl" in only:
+            from benchmarks import fig_crl
+
+            ctx.raw["crl"] = fig_crl.run(ctx, plans["crl_sizes"], plans["crl_runs"])  # type: ignore[arg-type]
+        if "ocsp" in only:
+            from benchmarks import fig_ocsp
+
+            ctx.raw["ocsp"] = fig_ocsp.run(ctx, plans["ocsp_runs"], plans["ocsp_seconds"])  # type: ignore[arg-type]
+        if "web" in only:
+            from benchmarks import fig_web
+
+            ctx.raw["web"] = fig_web.run(ctx, plans["web_runs"], plans["web_seconds"])  # type: ignore[arg-type]
+    finally:
+        ctx.raw["machine_after"] = machine.describe()
+        ctx.raw["total_seconds"] = time.perf_counter() - started
+        from django.db import connections
+
+        connections.close_all()
+        bench_env.flush_broker()
+        if not args.keep:
+            bench_env.drop_database()
+            bench_env.remove_env(env)
+    out = args.out or (
+        Path("/tmp/mycert-bench-quick") if args.quick else bench_env.BASE_DIR / "docs"
+    )
+    report.write(ctx, out, quick=args.quick)
+    ctx.say(f"done in {ctx.raw['total_seconds'] / 60:.1f} min; report in {out}")
+    print(json.dumps({f.key: round(f.ratio, 3) for f in ctx.figures}, indent=1))
+
+
+def _vendor(env: bench_env.BenchEnv):  # type: ignore[no-untyped-def]
+    from django.utils import timezone
+
+    from mycert.services.vendors import vendor_create
+
+    return vendor_create(
+        name="Logiciel Médical SA",
+        email="support@logiciel-medical.lu",
+        pgp_key=bench_env.vendor_public_key(env),
+        legacy_keystore=False,
+        actor="system",
+        now=timezone.now(),
+    )
+
+
+if __name__ == "__main__":
+    main()
