@@ -46,7 +46,7 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
 
     goals = [f for f in ctx.figures if f.met is not None and "goal_index" in f.details]
     if goals:
-        fig, ax = plt.subplots(figsize=(10, 0.55 * len(goals) + 1.4))
+        fig, ax = plt.subplots(figsize=(12, 0.55 * len(goals) + 1.4))
         ordered = goals[::-1]
         index = [f.details["goal_index"] for f in ordered]
         colors = [COLORS["met"] if f.met else COLORS["missed"] for f in ordered]
@@ -67,7 +67,7 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
         ax.set_xlabel("distance to the goal (1 = exactly the goal; left of the line: met)")
         ax.set_title("Goals: green met, red missed")
         fig.tight_layout()
-        fig.subplots_adjust(right=0.62)
+        fig.subplots_adjust(left=0.33, right=0.68)
         fig.savefig(folder / "summary.png")
         plt.close(fig)
         made.append("summary.png")
