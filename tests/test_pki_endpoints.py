@@ -278,3 +278,38 @@ def test_ocsp_asks_again_on_a_new_connection_when_the_kept_one_broke(  # type: i
     parsed = ocsp.load_der_ocsp_response(response.content)
     assert parsed.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
     assert parsed.certificate_status == ocsp.OCSPCertStatus.GOOD
+
+
+def test_re_published_crl_follows_the_rows(ca) -> None:  # type: ignore[no-untyped-def]
+    first, _ = _issue()
+    second, _ = _issue()
+    now = timezone.now()
+    Certificate.objects.filter(pk=first.pk).update(
+        revoked_at=now - timedelta(hours=1), revocation_reason="superseded"
+    )
+
+    def listed() -> dict[int, x509.ReasonFlags | None]:
+        crl = x509.load_der_x509_crl(bytes(crl_publish(now=timezone.now()).der))
+        reasons: dict[int, x509.ReasonFlags | None] = {}
+        for entry in crl:
+            try:
+                reasons[entry.serial_number] = entry.extensions.get_extension_for_class(
+                    x509.CRLReason
+                ).value.reason
+            except x509.ExtensionNotFound:
+                reasons[entry.serial_number] = None
+        return reasons
+
+    assert listed() == {first.serial_number: x509.ReasonFlags.superseded}
+    # Entries are reused between publications by value: a row that changes (a reason
+    # raised to keyCompromise) or a new revocation shows in the next CRL.
+    Certificate.objects.filter(pk=first.pk).update(
+        revocation_reason="keyCompromise", compromised_at=now - timedelta(days=2)
+    )
+    Certificate.objects.filter(pk=second.pk).update(
+        revoked_at=now - timedelta(minutes=5), revocation_reason="unspecified"
+    )
+    assert listed() == {
+        first.serial_number: x509.ReasonFlags.key_compromise,
+        second.serial_number: None,
+    }

@@ -14,6 +14,8 @@ def require_aware_utc(value: object, name: str) -> datetime:
     """Return ``value`` converted to UTC; refuse naive datetimes."""
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is UTC:
+        return value  # already UTC, as the database driver returns times: nothing to convert
     # A naive datetime is ambiguous: pyca would read it as UTC, the caller may have
     # meant local time. Certificate and CRL times are UTC (RFC 5280 §4.1.2.5).
     if value.tzinfo is None or value.utcoffset() is None:
