@@ -136,3 +136,35 @@ def rest(issuer: BareIssuer, key: PrivateKey, number: int, now: datetime) -> byt
 
 def full(issuer: BareIssuer, key_type: str, number: int, now: datetime) -> bytes:
     return rest(issuer, generate_key(key_type), number, now)
+
+
+def main(argv: list[str]) -> None:
+    """``python -m benchmarks.bare FOLDER KEY_TYPE COUNT``: time COUNT certificates.
+
+    FOLDER holds issuing.pem, issuing-key.pem (unencrypted) and root.pem. Prints the
+    seconds the batch took (after imports and the CA load).
+    """
+    import time
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives import serialization
+
+    folder, key_type, count = Path(argv[0]), argv[1], int(argv[2])
+    key = serialization.load_pem_private_key((folder / "issuing-key.pem").read_bytes(), None)
+    issuer = BareIssuer(
+        certificate=x509.load_pem_x509_certificate((folder / "issuing.pem").read_bytes()),
+        private_key=key,  # type: ignore[arg-type]
+        root=x509.load_pem_x509_certificate((folder / "root.pem").read_bytes()),
+        base_url="http://127.0.0.1:8000",
+    )
+    start = time.perf_counter()
+    for number in range(count):
+        full(issuer, key_type, number, datetime.now(UTC))
+    print(f"{time.perf_counter() - start:.6f}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
