@@ -46,7 +46,7 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
 
     goals = [f for f in ctx.figures if f.met is not None and "goal_index" in f.details]
     if goals:
-        fig, ax = plt.subplots(figsize=(12, 0.55 * len(goals) + 1.4))
+        fig, ax = plt.subplots(figsize=(13, 0.55 * len(goals) + 1.4))
         ordered = goals[::-1]
         index = [f.details["goal_index"] for f in ordered]
         colors = [COLORS["met"] if f.met else COLORS["missed"] for f in ordered]
@@ -67,7 +67,7 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
         ax.set_xlabel("distance to the goal (1 = exactly the goal; left of the line: met)")
         ax.set_title("Goals: green met, red missed")
         fig.tight_layout()
-        fig.subplots_adjust(left=0.33, right=0.68)
+        fig.subplots_adjust(left=0.36, right=0.68)
         fig.savefig(folder / "summary.png")
         plt.close(fig)
         made.append("summary.png")
@@ -106,7 +106,7 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
             )
         )
         ax.set_xticks(list(x), names)
-        ax.set_ylabel("ms per certificate (median)")
+        ax.set_ylabel("ms per certificate (median keygen + median rest)")
         ax.set_title("Per-certificate pipeline: MyCert vs bare cryptography")
         ax.legend(handles=handles, fontsize=8)
         fig.tight_layout()
@@ -118,7 +118,9 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
     if population:
         fig, ax = plt.subplots(figsize=(7, 3.8))
         palette = ["#1f5fa8", "#e67e22", "#2e8b57"]
-        for color, (key_type, result) in zip(palette, population.items(), strict=False):
+        for row, (color, (key_type, result)) in enumerate(
+            zip(palette, population.items(), strict=False)
+        ):
             times = [t for t, _ in result["timeline"]]
             done = [n / result["expected_emails"] * 100 for _, n in result["timeline"]]
             ax.plot(
@@ -130,15 +132,15 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
             ax.axvline(result["reference_seconds"], color=color, linestyle="--", linewidth=0.9)
             ax.text(
                 result["reference_seconds"],
-                3,
-                f" reference\n {result['reference_seconds']:.0f} s",
+                96 - 7 * row,
+                f" reference {key_type}: {result['reference_seconds']:.0f} s",
                 color=color,
                 fontsize=7,
             )
         ax.set_xlabel("seconds since the first submission")
         ax.set_ylabel("e-mails accepted by the relay (%)")
         ax.set_title("Whole population: e-mails accepted over time (dashed: reference)")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.45, 0.75))
         fig.tight_layout()
         fig.savefig(folder / "population.png")
         plt.close(fig)
