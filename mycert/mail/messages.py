@@ -274,6 +274,17 @@ def password_message(
     )
 
 
+def _notice(
+    kind: str, *, envelope: Envelope, facts: CertificateFacts, encrypt: Encryptor | None
+) -> EmailMessage:
+    """A notice without attachment, rendered from ``templates/emails/<lang>/<kind>.*``."""
+    language = mail_language(envelope.language)
+    rendered = _render(kind, language, _context(facts, language))
+    return _finish(
+        envelope=envelope, rendered=rendered, language=language, attachments=[], encrypt=encrypt
+    )
+
+
 def revocation_message(
     *,
     envelope: Envelope,
@@ -281,11 +292,7 @@ def revocation_message(
     encrypt: Encryptor | None = None,
 ) -> EmailMessage:
     """The certificate was revoked: what it means, what to do (``facts.extra``: reason, via…)."""
-    language = mail_language(envelope.language)
-    rendered = _render("revocation", language, _context(facts, language))
-    return _finish(
-        envelope=envelope, rendered=rendered, language=language, attachments=[], encrypt=encrypt
-    )
+    return _notice("revocation", envelope=envelope, facts=facts, encrypt=encrypt)
 
 
 def expiry_message(
@@ -295,8 +302,4 @@ def expiry_message(
     encrypt: Encryptor | None = None,
 ) -> EmailMessage:
     """The certificate ends soon (``facts.extra["days_left"]``): how to ask for a new one."""
-    language = mail_language(envelope.language)
-    rendered = _render("expiry", language, _context(facts, language))
-    return _finish(
-        envelope=envelope, rendered=rendered, language=language, attachments=[], encrypt=encrypt
-    )
+    return _notice("expiry", envelope=envelope, facts=facts, encrypt=encrypt)
