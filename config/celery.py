@@ -4,7 +4,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -28,3 +28,12 @@ def _close_old_connections(task: Any = None, **kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _close_relay_connection(**kwargs: Any) -> None:
+    """Say QUIT to the SMTP relay on the way out (connections are kept between tasks)."""
+    from mycert.mail.transport import close_relay
+
+    close_relay()
