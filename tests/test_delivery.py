@@ -546,6 +546,109 @@ def test_task_sends_keystore_then_password(
     assert sweep_outbox() == 0
 
 
+def test_issuance_task_sends_all_four_mails_on_one_relay_session(
+    ca: Any,
+    smtp_settings: TestSmtpServer,
+    celery_eager: None,
+    vendor_with_key: Vendor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One task issues and sends: no e-mail waits behind other queued issuances."""
+    import smtplib
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from mycert.mail.transport import close_relay
+    from mycert.tasks.issuance import issue_certificate
+
+    close_relay()
+    opened: list[tuple[str, int]] = []
+    real_connect = smtplib.SMTP.connect
+
+    def counting_connect(self: smtplib.SMTP, host: str = "localhost", port: int = 0, **kw: Any):  # type: ignore[no-untyped-def]
+        opened.append((host, port))
+        return real_connect(self, host, port, **kw)
+
+    monkeypatch.setattr(smtplib.SMTP, "connect", counting_connect)
+    request = CertificateRequestFactory.create(vendor=vendor_with_key)
+
+    with CaptureQueriesContext(connection) as queries:
+        issue_certificate.delay(request.pk)
+
+    request.refresh_from_db()
+    assert request.status == CertificateRequest.Status.SENT
+    rows = Delivery.objects.filter(certificate__request=request).order_by("pk")
+    assert [m.message_id for m in smtp_settings.messages] == [
+        rows[0].message_id,
+        rows[2].message_id,
+        rows[1].message_id,
+        rows[3].message_id,
+    ]
+    assert {rows[0].content, rows[2].content} == {Delivery.Content.KEYSTORE}
+    assert opened == [(smtp_settings.host, smtp_settings.port)]
+    # A budget, not a target: 4 e-mails each claimed and recorded in its own short
+    # transaction with its audit event, and the request closed (PostgreSQL adds an
+    # advisory lock per audit event). More means a loop started querying per row.
+    assert len(queries) <= 72, "\n".join(q["sql"][:120] for q in queries.captured_queries)
+    close_relay()
+
+
+def test_relay_connection_is_kept_and_reopened_when_dropped(
+    smtp_settings: TestSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept between messages; a relay that closed it costs a reconnect, not a failure."""
+    import smtplib
+    import socket
+
+    from mycert.mail import transport
+
+    transport.close_relay()
+    opened: list[int] = []
+    real_connect = smtplib.SMTP.connect
+
+    def counting_connect(self: smtplib.SMTP, host: str = "localhost", port: int = 0, **kw: Any):  # type: ignore[no-untyped-def]
+        opened.append(port)
+        return real_connect(self, host, port, **kw)
+
+    monkeypatch.setattr(smtplib.SMTP, "connect", counting_connect)
+
+    def message(number: int) -> Any:
+        return keystore_message(
+            envelope=Envelope(to="anne@example.lu", message_id=f"<keep{number}@esante.lu>"),
+            facts=CertificateFacts(
+                serial="ab" * 20,
+                professional_name="Anne Muller",
+                professional_id="LU-1",
+                not_after=timezone.now(),
+            ),
+            keystore=KEYSTORE,
+        )
+
+    send_message(message(1))
+    send_message(message(2))
+    assert len(opened) == 1
+    # The relay drops the session (a restart, its idle timer): the NOOP probe notices.
+    transport._kept.connection.smtp.sock.shutdown(socket.SHUT_RDWR)
+    send_message(message(3))
+    assert len(opened) == 2
+    # Idle for longer than KEEP_OPEN_SECONDS: closed and opened anew, without a probe.
+    transport._kept.connection.last_used -= transport.KEEP_OPEN_SECONDS + 1
+    send_message(message(4))
+    assert len(opened) == 3
+    # A refused message closes the session: the next one starts clean.
+    smtp_settings.fail_next(1, code=451)
+    with pytest.raises(SendError):
+        send_message(message(5))
+    assert transport._kept.connection is None
+    send_message(message(6))
+    assert len(opened) == 4
+    assert [m.message_id for m in smtp_settings.messages] == [
+        f"<keep{n}@esante.lu>" for n in (1, 2, 3, 4, 6)
+    ]
+    transport.close_relay()
+
+
 def test_task_schedules_its_retry(smtp_settings: TestSmtpServer, celery_eager: None) -> None:
     from mycert.tasks.delivery import send_delivery, sweep_outbox
 

@@ -127,7 +127,7 @@ def _message_id() -> str:
 # --- Creating the outbox rows -------------------------------------------------------------
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # inside the issuer's transaction, all or nothing
 def delivery_create_for_certificate(
     *,
     certificate: Certificate,
@@ -444,12 +444,17 @@ def _record_success(delivery: Delivery, now: datetime) -> SendOutcome:
         delivery.attempts,
         extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
     )
-    ready = tuple(
-        Delivery.objects.filter(after=delivery)
-        .filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING])
-        .values_list("pk", flat=True)
-    )
-    if delivery.content in _ISSUANCE_CONTENTS:
+    ready: tuple[int, ...] = ()
+    if delivery.content == Delivery.Content.KEYSTORE:
+        # Only a keystore e-mail is waited for (by its password e-mail).
+        ready = tuple(
+            Delivery.objects.filter(after=delivery)
+            .filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING])
+            .values_list("pk", flat=True)
+        )
+    elif delivery.content == Delivery.Content.PASSWORD:
+        # A password e-mail leaves after its keystore e-mail, so it is the last of its
+        # pair: the request is complete once no e-mail of the certificate is unsent.
         all_sent = (
             not Delivery.objects.filter(
                 certificate_id=delivery.certificate_id, content__in=_ISSUANCE_CONTENTS

@@ -180,8 +180,9 @@ def request_mark_sent(*, certificate_id: int) -> None:
     """Close a request once all its e-mails left; supersede the professional's older certificates."""
     from mycert.services.revocation import certificate_revoke
 
-    with transaction.atomic():
-        certificate = Certificate.objects.select_related("request").get(pk=certificate_id)
+    # Usually inside the outbox's record transaction: all or nothing with it.
+    with transaction.atomic(savepoint=False):
+        certificate = Certificate.objects.get(pk=certificate_id)
         request = CertificateRequest.objects.select_for_update().get(pk=certificate.request_id)
         pending = (
             Delivery.objects.filter(

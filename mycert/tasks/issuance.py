@@ -19,8 +19,8 @@ logger = logging.getLogger(__name__)
 
 @shared_task(bind=True, acks_late=True, max_retries=20)
 def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped-def]
-    """Issue the certificate of request ``request_id`` and queue its keystore e-mails."""
-    from mycert.tasks.delivery import send_delivery
+    """Issue the certificate of request ``request_id``, then send its e-mails."""
+    from mycert.tasks.delivery import send_deliveries_now
 
     try:
         request_mark_issuing(request_id=request_id)
@@ -29,8 +29,10 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
         # A dropped connection or a lock timeout: the request is untouched, try again.
         logger.warning("request %s: database error, retrying (%s)", request_id, type(exc).__name__)
         raise self.retry(exc=exc, countdown=min(5 * 2**self.request.retries, 300)) from exc
-    for delivery_id in outcome.ready_delivery_ids:
-        send_delivery.delay(delivery_id)
+    # Sent here rather than queued behind every issuance waiting in the broker: the
+    # professional's e-mails leave as soon as the certificate exists. A worker lost
+    # now leaves unsent rows, which the outbox sweep finds.
+    send_deliveries_now(outcome.ready_delivery_ids)
 
 
 @shared_task(name="mycert.tasks.sweep_requests", acks_late=True, ignore_result=True)
