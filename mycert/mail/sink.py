@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import email
 import email.policy
+import functools
 import mailbox
 import signal
 import socket
@@ -56,7 +57,11 @@ class ReceivedMessage:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     data: bytes
-    message: Message
+
+    @functools.cached_property
+    def message(self) -> Message:
+        """The parsed message, on first use: a relay stores bytes, it need not parse them."""
+        return email.message_from_bytes(self.data, policy=email.policy.compat32)
 
     @property
     def message_id(self) -> str:
@@ -129,12 +134,8 @@ class SinkHandler:
         data = envelope.original_content or b""
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
-        parsed = email.message_from_bytes(data, policy=email.policy.compat32)
         received = ReceivedMessage(
-            mail_from=str(envelope.mail_from or ""),
-            rcpt_tos=tuple(envelope.rcpt_tos),
-            data=data,
-            message=parsed,
+            mail_from=str(envelope.mail_from or ""), rcpt_tos=tuple(envelope.rcpt_tos), data=data
         )
         with self._lock:
             self._messages.append(received)
