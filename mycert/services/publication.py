@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -37,6 +40,36 @@ def _entry(
     )
 
 
+def _revoked_rows(now: datetime) -> Iterable[tuple[str, datetime | None, str, datetime | None]]:
+    """``(serial, revoked_at, reason, compromised_at)`` of every row the CRL lists."""
+    rows = Certificate.objects.for_crl(now).values_list(
+        "serial", "revoked_at", "revocation_reason", "compromised_at"
+    )
+    if connection.vendor != "postgresql":
+        return rows.iterator(chunk_size=5000)
+    # Django loads text-format timestamptz values with a Python loader (it pins the time
+    # zone), one call per value: two thirds of the time at 100k rows. psycopg's binary
+    # loader is C and gives the same aware datetimes in the session's zone (UTC, set by
+    # Django), so the same query is read through a binary cursor.
+    sql, params = rows.query.sql_with_params()
+    with _server_bound_cursor() as cursor:
+        cursor.execute(sql, params, binary=True)
+        fetched: list[tuple[str, datetime | None, str, datetime | None]] = cursor.fetchall()
+    return fetched
+
+
+@contextlib.contextmanager
+def _server_bound_cursor() -> Iterator[Any]:
+    """A psycopg cursor on Django's PostgreSQL connection (and transaction) that binds
+    parameters on the server: binary parameters and results, which Django's own
+    client-binding cursors cannot carry."""
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
+
+
 def crl_publish(*, now: datetime) -> Crl:
     """Sign a fresh CRL over every revoked, unexpired certificate and store it.
 
@@ -48,12 +81,9 @@ def crl_publish(*, now: datetime) -> Crl:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CRL_LOCK_ID])
         last_number = Crl.objects.order_by("-number").values_list("number", flat=True).first() or 0
-        rows = Certificate.objects.for_crl(now).values_list(
-            "serial", "revoked_at", "revocation_reason", "compromised_at"
-        )
         entries = [
             _entry(serial, revoked_at, reason, compromised_at)
-            for serial, revoked_at, reason, compromised_at in rows.iterator(chunk_size=5000)
+            for serial, revoked_at, reason, compromised_at in _revoked_rows(now)
             if revoked_at is not None  # always true for for_crl(); narrows the type
         ]
         crl = build_crl(
@@ -63,12 +93,24 @@ def crl_publish(*, now: datetime) -> Crl:
             this_update=now,
             next_update=now + settings.MYCERT_CRL_VALIDITY,
         )
+        der = crl.public_bytes(serialization.Encoding.DER)
+        postgresql = connection.vendor == "postgresql"
         record = Crl.objects.create(
             number=last_number + 1,
             this_update=now,
             next_update=now + settings.MYCERT_CRL_VALIDITY,
             entries=len(entries),
-            der=crl.public_bytes(serialization.Encoding.DER),
+            der=b"" if postgresql else der,
         )
+        if postgresql:
+            # Django binds parameters on the client: 5 MB of CRL (100k entries) become a
+            # 10 MB hex literal that the server parses back, 65 of 77 ms. psycopg sends
+            # the bytes as one binary parameter instead (same transaction, same row).
+            with _server_bound_cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {Crl._meta.db_table} SET der = %b WHERE id = %s",  # noqa: S608
+                    [der, record.pk],
+                )
+            record.der = der
     logger.info("CRL %s published with %s entries", record.number, record.entries)
     return record

@@ -189,10 +189,20 @@ def test_entry_checks(issuing_ca: CertificateAuthority, now: datetime) -> None:
             this_update=now,
             next_update=now + timedelta(days=1),
         )
+    with pytest.raises(TypeError, match="entries must be RevokedEntry objects, not str"):
+        build_crl(
+            issuer=issuing_ca,
+            entries=[RevokedEntry(5, now), "06"],  # type: ignore[list-item]
+            crl_number=1,
+            this_update=now,
+            next_update=now + timedelta(days=1),
+        )
     with pytest.raises(ValueError, match="after this_update"):
         build_crl(
             issuer=issuing_ca,
-            entries=[RevokedEntry(5, now + timedelta(minutes=1))],
+            entries=(
+                e for e in [RevokedEntry(4, now), RevokedEntry(5, now + timedelta(minutes=1))]
+            ),
             crl_number=1,
             this_update=now,
             next_update=now + timedelta(days=1),
