@@ -51,6 +51,15 @@ def ca(settings: Any, _session_ca: ca_store.CaPaths) -> ca_store.CaPaths:
 
 
 @pytest.fixture(autouse=True)
+def _no_kept_relay_session() -> Iterator[None]:
+    """Close the SMTP session the transport keeps: each test has its own relay."""
+    from mycert.mail.transport import close_relay
+
+    yield
+    close_relay()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
     """Start every test with empty rate-limit counters (the cache outlives a test)."""
     from django.core.cache import cache

@@ -559,10 +559,8 @@ def test_issuance_task_sends_all_four_mails_on_one_relay_session(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from mycert.mail.transport import close_relay
     from mycert.tasks.issuance import issue_certificate
 
-    close_relay()
     opened: list[tuple[str, int]] = []
     real_connect = smtplib.SMTP.connect
 
@@ -591,7 +589,6 @@ def test_issuance_task_sends_all_four_mails_on_one_relay_session(
     # transaction with its audit event, and the request closed (PostgreSQL adds an
     # advisory lock per audit event). More means a loop started querying per row.
     assert len(queries) <= 72, "\n".join(q["sql"][:120] for q in queries.captured_queries)
-    close_relay()
 
 
 def test_relay_connection_is_kept_and_reopened_when_dropped(
@@ -603,7 +600,6 @@ def test_relay_connection_is_kept_and_reopened_when_dropped(
 
     from mycert.mail import transport
 
-    transport.close_relay()
     opened: list[int] = []
     real_connect = smtplib.SMTP.connect
 
@@ -646,7 +642,6 @@ def test_relay_connection_is_kept_and_reopened_when_dropped(
     assert [m.message_id for m in smtp_settings.messages] == [
         f"<keep{n}@esante.lu>" for n in (1, 2, 3, 4, 6)
     ]
-    transport.close_relay()
 
 
 def test_task_schedules_its_retry(smtp_settings: TestSmtpServer, celery_eager: None) -> None:

@@ -425,6 +425,27 @@ def _record_success(delivery: Delivery, now: datetime) -> SendOutcome:
             "updated_at",
         ]
     )
+    ready: tuple[int, ...] = ()
+    all_sent = False
+    if delivery.content == Delivery.Content.KEYSTORE:
+        # Only a keystore e-mail is waited for (by its password e-mail).
+        ready = tuple(
+            Delivery.objects.filter(after=delivery)
+            .filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING])
+            .values_list("pk", flat=True)
+        )
+    elif delivery.content == Delivery.Content.PASSWORD:
+        # A password e-mail leaves after its keystore e-mail, so it is the last of its
+        # pair: the request is complete once no e-mail of the certificate is unsent.
+        all_sent = (
+            not Delivery.objects.filter(
+                certificate_id=delivery.certificate_id, content__in=_ISSUANCE_CONTENTS
+            )
+            .exclude(status=Delivery.Status.SENT)
+            .exists()
+        )
+    # The audit event comes after the reads: it takes the chain's lock, which every
+    # other writer waits for until this transaction commits.
     audit_record(
         actor="system",
         action="delivery.sent",
@@ -444,29 +465,11 @@ def _record_success(delivery: Delivery, now: datetime) -> SendOutcome:
         delivery.attempts,
         extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
     )
-    ready: tuple[int, ...] = ()
-    if delivery.content == Delivery.Content.KEYSTORE:
-        # Only a keystore e-mail is waited for (by its password e-mail).
-        ready = tuple(
-            Delivery.objects.filter(after=delivery)
-            .filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING])
-            .values_list("pk", flat=True)
-        )
-    elif delivery.content == Delivery.Content.PASSWORD:
-        # A password e-mail leaves after its keystore e-mail, so it is the last of its
-        # pair: the request is complete once no e-mail of the certificate is unsent.
-        all_sent = (
-            not Delivery.objects.filter(
-                certificate_id=delivery.certificate_id, content__in=_ISSUANCE_CONTENTS
-            )
-            .exclude(status=Delivery.Status.SENT)
-            .exists()
-        )
-        if all_sent:
-            # Imported here: issuance imports this module inside its own functions.
-            from mycert.services.issuance import request_mark_sent
+    if all_sent:
+        # Imported here: issuance imports this module inside its own functions.
+        from mycert.services.issuance import request_mark_sent
 
-            request_mark_sent(certificate_id=delivery.certificate_id)
+        request_mark_sent(certificate_id=delivery.certificate_id)
     return SendOutcome(delivery.pk, SendResult.SENT, ready_ids=ready)
 
 

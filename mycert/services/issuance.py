@@ -198,13 +198,14 @@ def request_mark_sent(*, certificate_id: int) -> None:
         request.status = CertificateRequest.Status.SENT
         request.completed_at = now
         request.save(update_fields=["status", "completed_at"])
-        audit_record(actor="system", action="request.sent", target=request)
-        older = (
+        older = list(
             Certificate.objects.filter(professional=certificate.professional_id)
             .not_revoked()
             .filter(issued_at__lt=certificate.issued_at)
             .exclude(pk=certificate.pk)
         )
+        # Audited after the reads: the chain's lock is held until commit.
+        audit_record(actor="system", action="request.sent", target=request)
         for previous in older:
             certificate_revoke(
                 certificate_id=previous.pk,
