@@ -68,6 +68,25 @@ def _redis_run_id() -> str:
     return str(redis.Redis.from_url(BROKER_URL).info("server")["run_id"])
 
 
+def _cpu(workers: Workers, sink: Sink) -> dict[str, float]:
+    """CPU seconds so far of the processes that share the 2 cores during the run."""
+    import resource
+
+    from benchmarks.procs import cpu_seconds, cpu_seconds_named
+
+    own = [cpu_seconds(p.pid) for p in workers.processes]
+    this = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "workers": sum(o for o, _ in own),
+        # gpg runs as the workers' child; its time is counted once python-gnupg reaps it.
+        "gpg (workers' children)": sum(c for _, c in own),
+        "SMTP sink": cpu_seconds(sink.process.pid)[0] if sink.process else 0.0,
+        "PostgreSQL": cpu_seconds_named("postgres"),
+        "Redis": cpu_seconds_named("redis-server"),
+        "submissions (this process)": this.ru_utime + this.ru_stime,
+    }
+
+
 def measure(
     ctx: Context, *, key_type: str, count: int, vendor, workers: Workers, timeout: float
 ) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -91,6 +110,7 @@ def measure(
     failed = 0
     run_id = _redis_run_id()
     try:
+        cpu_before = _cpu(workers, sink)
         start = time.perf_counter()
         ids = []
         for index, professional in enumerate(professionals):
@@ -128,6 +148,7 @@ def measure(
             if now > deadline:
                 raise RuntimeError(f"only {accepted}/{expected} e-mails after {timeout:.0f} s")
         elapsed = time.perf_counter() - start
+        cpu_after = _cpu(workers, sink)
         # The workers record "sent" just after the relay's 250; let them finish.
         for _ in range(100):
             unsent = (
@@ -160,6 +181,11 @@ def measure(
         "elapsed_seconds": elapsed,
         "timeline": timeline,
         "workers": workers.description,
+        # CPU seconds each kind of process used while the clock ran, per request.
+        "cpu_ms_per_request": {
+            part: (cpu_after[part] - cpu_before[part]) * 1000 / count for part in cpu_after
+        },
+        "cpu_seconds": {part: cpu_after[part] - cpu_before[part] for part in cpu_after},
     }
 
 

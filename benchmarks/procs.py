@@ -202,3 +202,34 @@ class Gunicorn:
         if self.process is not None:
             _stop(self.process)
             self.process = None
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of ``pid``, user + system (proc(5) stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    utime, stime, cutime, cstime = (int(fields[i]) / _CLOCK_TICKS for i in (11, 12, 13, 14))
+    return utime + stime, cutime + cstime
+
+
+def cpu_seconds_named(name: str) -> float:
+    """CPU seconds of every process named ``name`` (e.g. ``postgres``), and of its exited
+    children: a backend that closed is counted in its reaper, the postmaster."""
+    total = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as comm:
+                if comm.read().strip() != name:
+                    continue
+        except OSError:
+            continue
+        total += sum(cpu_seconds(int(entry.name)))
+    return total
