@@ -21,11 +21,18 @@ from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.sites import AdminSite
 from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext_noop
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 
 from mycert.ratelimit import ratelimit
 
-__all__ = ["SwitchableOTPAdminSite", "install"]
+__all__ = ["DJANGO_OTP_MESSAGES", "SwitchableOTPAdminSite", "install"]
+
+#: django-otp's own messages on the admin login that its catalogs leave untranslated
+#: in French and German (a helpdesk agent who forgets to choose the device sees it).
+#: Marked here so that makemessages keeps them in MyCert's catalogs, which
+#: ``LOCALE_PATHS`` puts before django-otp's.
+DJANGO_OTP_MESSAGES = (gettext_noop("Please select a device."),)
 
 
 class SwitchableOTPAdminSite(OTPAdminSite):

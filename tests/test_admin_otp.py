@@ -121,3 +121,26 @@ def test_add_totp_device_refuses_unknown_and_non_staff_users() -> None:
         call_command("add_totp_device", "nobody", stdout=StringIO())
     with pytest.raises(CommandError, match="not staff"):
         call_command("add_totp_device", "professional", stdout=StringIO())
+
+
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [
+        ("fr", "Veuillez choisir un appareil."),
+        ("de", "Bitte wählen Sie ein Gerät aus."),
+        ("en", "Please select a device."),
+    ],
+)
+def test_a_code_without_its_device_is_refused_in_the_agents_language(
+    client: Client, agent: User, otp_required: None, language: str, message: str
+) -> None:
+    """django-otp leaves this message untranslated; MyCert's catalogs fill the gap."""
+    device = TOTPDevice.objects.create(user=agent, name="phone", confirmed=True)
+    response = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "agent", "password": PASSWORD, "otp_token": _token(device)},
+        headers={"accept-language": language},
+    )
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert client.get("/admin/").status_code == 302
