@@ -39,7 +39,7 @@ def _plans(quick: bool) -> dict[str, object]:
         "pipeline": {"rsa-3072": (150, 30), "rsa-2048": (30, 0), "ec-p256": (40, 0)},
         "population": {"rsa-3072": 1762, "rsa-2048": 600, "ec-p256": 600},
         "crl_sizes": (1_000, 10_000, 100_000),
-        "crl_runs": 3,
+        "crl_runs": 5,
         "ocsp_runs": 3,
         "ocsp_seconds": 5.0,
         "web_runs": 3,
