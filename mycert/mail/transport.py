@@ -21,6 +21,7 @@ import re
 import smtplib
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -155,6 +156,9 @@ def _connection(timeout: float) -> _KeptConnection:
     if backend.connection is None:
         raise SendError(True, "relay unavailable: no connection")
     kept = _KeptConnection(backend, backend.connection, settings_key, os.getpid(), time.monotonic())
+    # A thread that ends (a web server's request thread sending in eager mode) drops its
+    # kept session with it: close the socket then, without a QUIT that could wait.
+    weakref.finalize(kept, backend.connection.close)
     _kept.connection = kept
     return kept
 
