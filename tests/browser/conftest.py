@@ -12,6 +12,7 @@ Screenshots go to a temporary folder; ``MYCERT_SCREENSHOT_DIR=docs/screenshots``
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -206,6 +208,12 @@ def site(
     settings.MYCERT_BASE_URL = live_server.url
     settings.MYCERT_CERT_KEY_TYPE = "ec-p256"  # fast; the key types are tested elsewhere
     settings.MYCERT_ADMIN_REQUIRE_OTP = False
+    # form-action names the portal's origin, computed from OIDC_ISSUER when settings
+    # load (the logout form's redirect goes there); this provider runs on its own port.
+    policy = copy.deepcopy(settings.CONTENT_SECURITY_POLICY)
+    issuer = urlsplit(oidc_settings.issuer)
+    policy["DIRECTIVES"]["form-action"] = ["'self'", f"{issuer.scheme}://{issuer.netloc}"]
+    settings.CONTENT_SECURITY_POLICY = policy
     held = HeldTasks(task=mycert.tasks.issuance.issue_certificate)
     monkeypatch.setattr(mycert.tasks.issuance, "issue_certificate", held)
     return Site(url=live_server.url, oidc=oidc_settings, smtp=smtp_settings, tasks=held)

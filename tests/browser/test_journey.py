@@ -205,3 +205,25 @@ def test_professional_revokes_own_certificate(
     assert certificate.revoked_at is not None
     assert certificate.revocation_reason == "cessationOfOperation"
     assert certificate.revoked_via == Certificate.RevokedVia.PROFESSIONAL
+
+
+def test_logout_ends_the_session_here_and_at_the_portal(site: Site, page: Page) -> None:
+    """« Se déconnecter »: MyCert's session ends, then the portal's (RP-Initiated Logout)."""
+    log_in(page, site.url, site.professional("journey-logout"))
+    expect(page).to_have_url(site.url + "/request/")
+
+    page.get_by_role("button", name="Se déconnecter").click()
+
+    # The provider's end-session page, told who is leaving and where to send them back.
+    expect(page.get_by_role("heading", name="End Session")).to_be_visible()
+    parameters = page.locator("details dl")
+    expect(parameters).to_contain_text("id_token_hint")
+    expect(parameters).to_contain_text(site.url + "/")
+    page.get_by_role("button", name="End session").click()
+
+    expect(page).to_have_url(site.url + "/")
+    expect(page.get_by_role("button", name="Se déconnecter")).to_have_count(0)
+    # The form needs a login again: it sends the browser to the portal.
+    page.goto(site.url + "/request/")
+    expect(page).not_to_have_url(site.url + "/request/")
+    expect(page.locator("input[name=sub]")).to_be_visible()
