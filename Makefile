@@ -99,7 +99,7 @@ messages: setup
 run: setup
 	DJANGO_DEBUG=true $(BIN)/python manage.py demo
 
-# The figures of docs/benchmarks.md (about 12 minutes on 2 cores): real PostgreSQL
+# The figures of docs/benchmarks.md (about 8 minutes on 2 cores): real PostgreSQL
 # (database mycert_bench, created and dropped), Redis db 9, Celery workers, gunicorn,
 # the SMTP sink, gpg, openssl; wrk and h2load generate the load, on loopback only.
 benchmarks: setup services
