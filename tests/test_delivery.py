@@ -415,11 +415,10 @@ def test_recipient_refused(smtp_settings: TestSmtpServer, code: int, result: Sen
     assert smtp_settings.messages == []
 
 
-def test_partial_refusal_is_a_failure(smtp_settings: TestSmtpServer) -> None:
-    """Django's backend would report success here (DESIGN.md §7); MyCert does not."""
-    smtp_settings.refuse_recipient("refused@example.lu", code=550)
-    message = keystore_message(
-        envelope=Envelope(to="accepted@example.lu", message_id="<p1@esante.lu>"),
+def _keystore_mail(*, to: str, message_id: str) -> Any:
+    """A keystore e-mail built outside the outbox, to send with ``send_message``."""
+    return keystore_message(
+        envelope=Envelope(to=to, message_id=message_id),
         facts=CertificateFacts(
             serial="ab" * 20,
             professional_name="Anne Muller",
@@ -428,6 +427,28 @@ def test_partial_refusal_is_a_failure(smtp_settings: TestSmtpServer) -> None:
         ),
         keystore=KEYSTORE,
     )
+
+
+@pytest.fixture
+def relay_connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every SMTP connection opened during the test, as (host, port): the real connect."""
+    import smtplib
+
+    opened: list[tuple[str, int]] = []
+    real_connect = smtplib.SMTP.connect
+
+    def counting_connect(self: smtplib.SMTP, host: str = "localhost", port: int = 0, **kw: Any):  # type: ignore[no-untyped-def]
+        opened.append((host, port))
+        return real_connect(self, host, port, **kw)
+
+    monkeypatch.setattr(smtplib.SMTP, "connect", counting_connect)
+    return opened
+
+
+def test_partial_refusal_is_a_failure(smtp_settings: TestSmtpServer) -> None:
+    """Django's backend would report success here (DESIGN.md §7); MyCert does not."""
+    smtp_settings.refuse_recipient("refused@example.lu", code=550)
+    message = _keystore_mail(to="accepted@example.lu", message_id="<p1@esante.lu>")
     message.to.append("refused@example.lu")
 
     with pytest.raises(SendError) as caught:
@@ -551,24 +572,14 @@ def test_issuance_task_sends_all_four_mails_on_one_relay_session(
     smtp_settings: TestSmtpServer,
     celery_eager: None,
     vendor_with_key: Vendor,
-    monkeypatch: pytest.MonkeyPatch,
+    relay_connections: list[tuple[str, int]],
 ) -> None:
     """One task issues and sends: no e-mail waits behind other queued issuances."""
-    import smtplib
-
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from mycert.tasks.issuance import issue_certificate
 
-    opened: list[tuple[str, int]] = []
-    real_connect = smtplib.SMTP.connect
-
-    def counting_connect(self: smtplib.SMTP, host: str = "localhost", port: int = 0, **kw: Any):  # type: ignore[no-untyped-def]
-        opened.append((host, port))
-        return real_connect(self, host, port, **kw)
-
-    monkeypatch.setattr(smtplib.SMTP, "connect", counting_connect)
     request = CertificateRequestFactory.create(vendor=vendor_with_key)
 
     with CaptureQueriesContext(connection) as queries:
@@ -584,7 +595,7 @@ def test_issuance_task_sends_all_four_mails_on_one_relay_session(
         rows[3].message_id,
     ]
     assert {rows[0].content, rows[2].content} == {Delivery.Content.KEYSTORE}
-    assert opened == [(smtp_settings.host, smtp_settings.port)]
+    assert relay_connections == [(smtp_settings.host, smtp_settings.port)]
     # A budget, not a target: 4 e-mails each claimed and recorded in its own short
     # transaction with its audit event, and the request closed (PostgreSQL adds an
     # advisory lock per audit event). More means a loop started querying per row.
@@ -592,34 +603,17 @@ def test_issuance_task_sends_all_four_mails_on_one_relay_session(
 
 
 def test_relay_connection_is_kept_and_reopened_when_dropped(
-    smtp_settings: TestSmtpServer, monkeypatch: pytest.MonkeyPatch
+    smtp_settings: TestSmtpServer, relay_connections: list[tuple[str, int]]
 ) -> None:
     """Kept between messages; a relay that closed it costs a reconnect, not a failure."""
-    import smtplib
     import socket
 
     from mycert.mail import transport
 
-    opened: list[int] = []
-    real_connect = smtplib.SMTP.connect
-
-    def counting_connect(self: smtplib.SMTP, host: str = "localhost", port: int = 0, **kw: Any):  # type: ignore[no-untyped-def]
-        opened.append(port)
-        return real_connect(self, host, port, **kw)
-
-    monkeypatch.setattr(smtplib.SMTP, "connect", counting_connect)
+    opened = relay_connections
 
     def message(number: int) -> Any:
-        return keystore_message(
-            envelope=Envelope(to="anne@example.lu", message_id=f"<keep{number}@esante.lu>"),
-            facts=CertificateFacts(
-                serial="ab" * 20,
-                professional_name="Anne Muller",
-                professional_id="LU-1",
-                not_after=timezone.now(),
-            ),
-            keystore=KEYSTORE,
-        )
+        return _keystore_mail(to="anne@example.lu", message_id=f"<keep{number}@esante.lu>")
 
     send_message(message(1))
     send_message(message(2))
