@@ -90,6 +90,36 @@ def test_swept_request_is_issued_once_however_often_swept(settings, ca, eager_ta
     assert Certificate.objects.filter(professional=request.professional).count() == 1
 
 
+@pytest.mark.django_db
+def test_database_lost_while_sending_leaves_the_mails_to_the_outbox_sweep(
+    ca, eager_tasks, smtp_settings: TestSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Issued, then the database drops before the first e-mail: no failed task, no loss."""
+    from django.db import OperationalError
+
+    from mycert.services.delivery import deliveries_due_ids
+    from mycert.tasks.delivery import sweep_outbox
+
+    def database_gone(**kwargs: object) -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr("mycert.tasks.delivery.delivery_send", database_gone)
+    request = CertificateRequestFactory.create()
+
+    issue_certificate.delay(request.pk)  # does not raise
+
+    rows = Delivery.objects.filter(certificate__request=request)
+    assert rows.count() == 2
+    assert set(deliveries_due_ids(now=timezone.now())) >= {
+        r.pk for r in rows if r.content == Delivery.Content.KEYSTORE
+    }
+    monkeypatch.undo()
+    assert sweep_outbox() == 1  # the keystore e-mail; its password e-mail follows it
+    assert len(smtp_settings.messages) == 2
+    request.refresh_from_db()
+    assert request.status == CertificateRequest.Status.SENT
+
+
 @pytest.mark.django_db(transaction=True)
 def test_submit_survives_a_broker_that_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
     """The request is recorded and the page answers; the sweep queues it later."""

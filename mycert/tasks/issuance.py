@@ -32,7 +32,16 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
     # Sent here rather than queued behind every issuance waiting in the broker: the
     # professional's e-mails leave as soon as the certificate exists. A worker lost
     # now leaves unsent rows, which the outbox sweep finds.
-    send_deliveries_now(outcome.ready_delivery_ids)
+    try:
+        send_deliveries_now(outcome.ready_delivery_ids)
+    except (OperationalError, InterfaceError) as exc:
+        # The certificate is issued and its e-mails are in the outbox: issuing again would
+        # do nothing, so no retry of this task; the sweep sends them within a minute.
+        logger.warning(
+            "request %s: database error while sending, left to the outbox sweep (%s)",
+            request_id,
+            type(exc).__name__,
+        )
 
 
 @shared_task(name="mycert.tasks.sweep_requests", acks_late=True, ignore_result=True)
