@@ -46,6 +46,13 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
     def unsent(self) -> DeliveryQuerySet:
         return self.filter(status__in=["pending", "retrying"])
 
+    def issuance_not_sent(self, certificate_id: int) -> DeliveryQuerySet:
+        """A certificate's keystore and password e-mails the relay has not accepted yet
+        (failed ones included): its request is complete when there are none."""
+        return self.filter(
+            certificate_id=certificate_id, content__in=["keystore", "password"]
+        ).exclude(status="sent")
+
     def due(self, now: datetime) -> DeliveryQuerySet:
         """Unsent deliveries whose turn has come (no back-off pending)."""
         return self.unsent().filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))

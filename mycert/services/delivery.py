@@ -437,13 +437,7 @@ def _record_success(delivery: Delivery, now: datetime) -> SendOutcome:
     elif delivery.content == Delivery.Content.PASSWORD:
         # A password e-mail leaves after its keystore e-mail, so it is the last of its
         # pair: the request is complete once no e-mail of the certificate is unsent.
-        all_sent = (
-            not Delivery.objects.filter(
-                certificate_id=delivery.certificate_id, content__in=_ISSUANCE_CONTENTS
-            )
-            .exclude(status=Delivery.Status.SENT)
-            .exists()
-        )
+        all_sent = not Delivery.objects.issuance_not_sent(delivery.certificate_id).exists()
     # The audit event comes after the reads: it takes the chain's lock, which every
     # other writer waits for until this transaction commits.
     audit_record(

@@ -184,14 +184,7 @@ def request_mark_sent(*, certificate_id: int) -> None:
     with transaction.atomic(savepoint=False):
         certificate = Certificate.objects.get(pk=certificate_id)
         request = CertificateRequest.objects.select_for_update().get(pk=certificate.request_id)
-        pending = (
-            Delivery.objects.filter(
-                certificate=certificate,
-                content__in=[Delivery.Content.KEYSTORE, Delivery.Content.PASSWORD],
-            )
-            .exclude(status=Delivery.Status.SENT)
-            .exists()
-        )
+        pending = Delivery.objects.issuance_not_sent(certificate.pk).exists()
         if pending or request.status == CertificateRequest.Status.SENT:
             return
         now = timezone.now()
