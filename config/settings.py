@@ -224,6 +224,9 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="MyCert <mycert@esante.lu>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 MYCERT_HELPDESK_EMAIL: str = env.str("MYCERT_HELPDESK_EMAIL", default="helpdesk@esante.lu")
+# Where alerts about changes to vendors (where copies of keystores go) are sent: the
+# agency's security officer, not the helpdesk whose changes they report.
+MYCERT_SECURITY_EMAIL: str = env.str("MYCERT_SECURITY_EMAIL", default="securite@esante.lu")
 MYCERT_HELPDESK_PHONE: str = env.str("MYCERT_HELPDESK_PHONE", default="(+352) 27 12 50 18 33")
 MYCERT_GNUPG_HOME = Path(env.str("MYCERT_GNUPG_HOME", default=str(VAR_DIR / "gnupg")))
 MYCERT_GPG_BINARY: str = env.str("MYCERT_GPG_BINARY", default="gpg")
@@ -304,6 +307,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sweep-outbox": {"task": "mycert.tasks.sweep_outbox", "schedule": 60.0},
     "sweep-requests": {"task": "mycert.tasks.sweep_requests", "schedule": 300.0},
+    "sweep-operator-alerts": {"task": "mycert.tasks.sweep_operator_alerts", "schedule": 300.0},
     # Re-signed hourly, valid 24 h: a missed run or two never lets the CRL expire.
     "publish-crl": {"task": "mycert.tasks.publication.publish_crl", "schedule": 3600.0},
     "renew-ocsp-responder": {

@@ -34,6 +34,7 @@ from mycert.models import (
     CertificateRequest,
     Crl,
     Delivery,
+    OperatorAlert,
     Professional,
     Vendor,
 )
@@ -762,6 +763,14 @@ class DeliveryAdmin(ReadOnlyAdmin):
 class CrlAdmin(ReadOnlyAdmin):
     list_display = ["number", "this_update", "next_update", "entries", "created_at"]
     exclude = ["der"]
+
+
+@admin.register(OperatorAlert)
+class OperatorAlertAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "recipient", "kind", "subject", "sent_at", "attempts"]
+    list_filter = ["recipient", "kind", ("sent_at", admin.EmptyFieldListFilter)]
+    search_fields = ["subject"]
+    date_hierarchy = "created_at"
 
 
 @admin.register(AuditEvent)

@@ -347,3 +347,39 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ValueError("Audit events are append-only.")
+
+
+class OperatorAlert(models.Model):
+    """An e-mail to the agency's own staff (helpdesk or security), kept until sent.
+
+    Written in the transaction of the event it reports, like the outbox's rows, so an
+    alert is never lost when the broker or the relay is down; the sweep sends what is
+    left. It carries no secret: names and ids for the staff to act on.
+    """
+
+    class Recipient(models.TextChoices):
+        HELPDESK = "helpdesk", _("helpdesk")
+        SECURITY = "security", _("security")
+
+    recipient = models.CharField(_("recipient"), max_length=16, choices=Recipient.choices)
+    kind = models.CharField(_("kind"), max_length=64)
+    subject = models.CharField(_("subject"), max_length=255)
+    body = models.TextField(_("body"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("staff alert")
+        verbose_name_plural = _("staff alerts")
+        ordering = ["-pk"]
+        indexes = [
+            models.Index(
+                fields=["created_at"], name="alert_unsent_idx", condition=Q(sent_at__isnull=True)
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_recipient_display()}: {self.subject}"

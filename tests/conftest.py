@@ -93,4 +93,6 @@ def helpdesk_group(db: None) -> Any:
 
     migration = importlib.import_module("mycert.migrations.0002_helpdesk_group")
     migration.create_helpdesk_group(apps, None)
+    alerts = importlib.import_module("mycert.migrations.0004_helpdesk_sees_alerts")
+    alerts.allow_helpdesk_to_view_alerts(apps, None)
     return Group.objects.get(name="Helpdesk")
