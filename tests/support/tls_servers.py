@@ -1,0 +1,243 @@
+"""Real nginx and Apache httpd (Debian's), run as this test's own processes.
+
+Each server gets a prefix folder under the test's tmp_path, a free loopback port and a
+self-signed server certificate; the system services are never touched. ``reload`` is the
+operator's graceful reload (nginx ``-s reload``, Apache ``-k graceful``): what a relying
+service does after fetching a new CRL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+REPO = Path(__file__).resolve().parents[2]
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, *, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited ({process.returncode}): {_tail(log)}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port}: {_tail(log)}")
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-2000:]
+    except OSError:
+        return "(no log)"
+
+
+def server_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost; return (cert, key) paths."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(IPv4Address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class Nginx:
+    """One nginx master (and worker) with ``site`` included in its http block."""
+
+    def __init__(self, prefix: Path) -> None:
+        if not Path(NGINX).exists():
+            pytest.fail("nginx is missing: apt-get install nginx (make tls-test-deps)")
+        self.prefix = prefix
+        prefix.mkdir(parents=True, exist_ok=True)
+        self.conf = prefix / "nginx.conf"
+        self.site = prefix / "site.conf"
+        self.log = prefix / "error.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def write(self, site: str) -> None:
+        self.site.write_text(site)
+        user = "user root;\n" if os.geteuid() == 0 else ""  # workers read tmp_path files
+        self.conf.write_text(
+            f"{user}worker_processes 1;\npid {self.prefix}/nginx.pid;\n"
+            f"error_log {self.log} info;\nevents {{ worker_connections 64; }}\n"
+            f"http {{\n  access_log {self.prefix}/access.log;\n"
+            f"  client_body_temp_path {self.prefix}/body;\n  proxy_temp_path {self.prefix}/proxy;\n"
+            f"  fastcgi_temp_path {self.prefix}/fastcgi;\n  uwsgi_temp_path {self.prefix}/uwsgi;\n"
+            f"  scgi_temp_path {self.prefix}/scgi;\n  include {self.site};\n}}\n"
+        )
+
+    def _command(self, *extra: str) -> list[str]:
+        return [NGINX, "-p", str(self.prefix), "-c", str(self.conf), *extra]
+
+    def start(self, site: str, port: int) -> None:
+        self.write(site)
+        subprocess.run(self._command("-t", "-q"), check=True, capture_output=True, timeout=30)
+        self.process = subprocess.Popen(
+            self._command("-g", "daemon off;"), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        wait_for_port(port, process=self.process, log=self.log)
+
+    def reload(self) -> None:
+        """Re-read configuration and files (CRL included) as ``nginx -s reload`` does."""
+        assert self.process is not None
+        before = _worker_pids(self.process.pid)
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        # Done when the old worker has gone and a new one serves.
+        while time.monotonic() < deadline:
+            now = _worker_pids(self.process.pid)
+            if now and not (now & before):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"nginx did not reload: {_tail(self.log)}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def _worker_pids(parent: int) -> set[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    try:
+        return {int(p) for p in children.read_text().split()}
+    except OSError:
+        return set()
+
+
+class Apache:
+    """One Apache httpd (Debian's binary, our own minimal configuration), prefork MPM."""
+
+    def __init__(self, prefix: Path) -> None:
+        if not Path(APACHE).exists():
+            pytest.fail("apache2 is missing: apt-get install apache2 (make tls-test-deps)")
+        self.prefix = prefix
+        prefix.mkdir(parents=True, exist_ok=True)
+        self.conf = prefix / "httpd.conf"
+        self.log = prefix / "error.log"
+        self.pid = prefix / "httpd.pid"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def write(self, site: str) -> None:
+        modules = "".join(
+            f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so\n"
+            for name in ("mpm_prefork", "authz_core", "ssl", "socache_shmcb", "alias", "headers")
+        )
+        user = "User root\nGroup root\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(
+            f"ServerRoot {self.prefix}\n{modules}{user}"
+            f"PidFile {self.pid}\nErrorLog {self.log}\nLogLevel info ssl:info\n"
+            f"Mutex file:{self.prefix} default\nServerName 127.0.0.1\n"
+            f"StartServers 1\nMinSpareServers 1\nMaxSpareServers 2\n"
+            f"SSLSessionCache shmcb:{self.prefix}/ssl_scache(512000)\n"
+            f"Include {self.prefix}/site.conf\n"
+        )
+        (self.prefix / "site.conf").write_text(site)
+
+    def _command(self, *extra: str) -> list[str]:
+        # Debian's apache2 binary wants APACHE_RUN_DIR and friends only through apache2ctl;
+        # with an explicit -f it needs none of them.
+        return [APACHE, "-f", str(self.conf), *extra]
+
+    def start(self, site: str, port: int) -> None:
+        self.write(site)
+        check = subprocess.run(self._command("-t"), capture_output=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError(check.stderr.decode(errors="replace"))
+        # -DFOREGROUND keeps the parent in the foreground (our child), with its workers.
+        self.process = subprocess.Popen(
+            self._command("-DFOREGROUND"), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        wait_for_port(port, process=self.process, log=self.log)
+
+    def reload(self) -> None:
+        """Graceful restart (``apachectl graceful``): new children read the new CRL."""
+        assert self.process is not None
+        generation = self.log.read_text(errors="replace").count("resuming normal operations")
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            if text.count("resuming normal operations") > generation:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"apache did not reload: {_tail(self.log)}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def check_site(*, port: int, upstream: str, certificate: Path, key: Path) -> str:
+    """deploy/nginx/mycert-check.conf for a test: loopback port, test certificate, upstream."""
+    shipped = (REPO / "deploy" / "nginx" / "mycert-check.conf").read_text()
+    https_server, _, _redirect = shipped.rpartition("\nserver {\n    listen 80;")
+    replacements = {
+        "    listen 443 ssl;\n    listen [::]:443 ssl;\n": f"    listen 127.0.0.1:{port} ssl;\n",
+        "server 127.0.0.1:8000;": f"server {upstream};",
+        "/etc/ssl/mycert/check.esante.lu.crt": str(certificate),
+        "/etc/ssl/mycert/check.esante.lu.key": str(key),
+    }
+    for old, new in replacements.items():
+        if old not in https_server:
+            raise AssertionError(f"deploy/nginx/mycert-check.conf no longer contains {old!r}")
+        https_server = https_server.replace(old, new)
+    return https_server
