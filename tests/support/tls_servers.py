@@ -176,7 +176,9 @@ class Apache:
             f"LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so\n"
             for name in ("mpm_prefork", "authz_core", "ssl", "socache_shmcb", "alias", "headers")
         )
-        user = "User root\nGroup root\n" if os.geteuid() == 0 else ""
+        # As root, Apache refuses to serve as root: its children run as nobody (the test
+        # makes the files they read world-readable).
+        user = "User nobody\nGroup nogroup\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
             f"ServerRoot {self.prefix}\n{modules}{user}"
             f"PidFile {self.pid}\nErrorLog {self.log}\nLogLevel info ssl:info\n"
@@ -198,8 +200,13 @@ class Apache:
         if check.returncode != 0:
             raise RuntimeError(check.stderr.decode(errors="replace"))
         # -DFOREGROUND keeps the parent in the foreground (our child), with its workers.
+        # Its own session: prefork signals its whole process group when it stops, which
+        # would otherwise be pytest's.
         self.process = subprocess.Popen(
-            self._command("-DFOREGROUND"), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            self._command("-DFOREGROUND"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for_port(port, process=self.process, log=self.log)
 
