@@ -14,15 +14,12 @@ import signal
 import socket
 import subprocess
 import time
-from datetime import UTC, datetime, timedelta
-from ipaddress import IPv4Address
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mycert import selfcheck_nginx
 
 REPO = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -57,37 +54,7 @@ def _tail(path: Path) -> str:
 
 def server_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost; return (cert, key) paths."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(IPv4Address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "server.crt", directory / "server.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    return selfcheck_nginx.server_certificate(directory, now=datetime.now(UTC))
 
 
 class Nginx:
@@ -98,31 +65,14 @@ class Nginx:
             pytest.fail("nginx is missing: apt-get install nginx (make tls-test-deps)")
         self.prefix = prefix
         prefix.mkdir(parents=True, exist_ok=True)
-        self.conf = prefix / "nginx.conf"
-        self.site = prefix / "site.conf"
         self.log = prefix / "error.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def write(self, site: str) -> None:
-        self.site.write_text(site)
-        user = "user root;\n" if os.geteuid() == 0 else ""  # workers read tmp_path files
-        self.conf.write_text(
-            f"{user}worker_processes 1;\npid {self.prefix}/nginx.pid;\n"
-            f"error_log {self.log} info;\nevents {{ worker_connections 64; }}\n"
-            f"http {{\n  access_log {self.prefix}/access.log;\n"
-            f"  client_body_temp_path {self.prefix}/body;\n  proxy_temp_path {self.prefix}/proxy;\n"
-            f"  fastcgi_temp_path {self.prefix}/fastcgi;\n  uwsgi_temp_path {self.prefix}/uwsgi;\n"
-            f"  scgi_temp_path {self.prefix}/scgi;\n  include {self.site};\n}}\n"
-        )
-
-    def _command(self, *extra: str) -> list[str]:
-        return [NGINX, "-p", str(self.prefix), "-c", str(self.conf), *extra]
-
     def start(self, site: str, port: int) -> None:
-        self.write(site)
-        subprocess.run(self._command("-t", "-q"), check=True, capture_output=True, timeout=30)
+        command = selfcheck_nginx.nginx_command(self.prefix, site)
+        subprocess.run([*command[:-2], "-t", "-q"], check=True, capture_output=True, timeout=30)
         self.process = subprocess.Popen(
-            self._command("-g", "daemon off;"), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         wait_for_port(port, process=self.process, log=self.log)
 
@@ -233,18 +183,4 @@ class Apache:
                 self.process.wait(timeout=5)
 
 
-def check_site(*, port: int, upstream: str, certificate: Path, key: Path) -> str:
-    """deploy/nginx/mycert-check.conf for a test: loopback port, test certificate, upstream."""
-    shipped = (REPO / "deploy" / "nginx" / "mycert-check.conf").read_text()
-    https_server, _, _redirect = shipped.rpartition("\nserver {\n    listen 80;")
-    replacements = {
-        "    listen 443 ssl;\n    listen [::]:443 ssl;\n": f"    listen 127.0.0.1:{port} ssl;\n",
-        "server 127.0.0.1:8000;": f"server {upstream};",
-        "/etc/ssl/mycert/check.esante.lu.crt": str(certificate),
-        "/etc/ssl/mycert/check.esante.lu.key": str(key),
-    }
-    for old, new in replacements.items():
-        if old not in https_server:
-            raise AssertionError(f"deploy/nginx/mycert-check.conf no longer contains {old!r}")
-        https_server = https_server.replace(old, new)
-    return https_server
+check_site = selfcheck_nginx.check_site
