@@ -7,7 +7,10 @@ the loopback address nginx would use, or from elsewhere to forge it.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from django.test import Client
 from django.utils import timezone
 
+from mycert.mail.messages import CertificateFacts, Envelope, keystore_message
 from mycert.models import AuditEvent
 from mycert.services.revocation import certificate_revoke
 from tests.support import keystores
@@ -185,3 +189,60 @@ def test_checks_are_rate_limited(ca: Any, settings: Any) -> None:
     refused = client.get("/check/status.json")
     assert refused.status_code == 429
     assert refused["Retry-After"]
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("fr", "Vérifiez que votre certificat fonctionne : https://check.example.lu/"),
+        ("de", "Prüfen Sie, ob Ihr Zertifikat funktioniert: https://check.example.lu/"),
+        ("en", "Check that your certificate works: https://check.example.lu/"),
+    ],
+)
+def test_the_keystore_email_points_to_the_self_check(
+    settings: Any, language: str, words: str
+) -> None:
+    facts = CertificateFacts(
+        serial="ab" * 20,
+        professional_name="Anne Muller",
+        professional_id="LU-MED-1",
+        not_after=timezone.now(),
+    )
+    envelope = Envelope(to="anne@example.lu", message_id="<1@x>", language=language)
+    settings.MYCERT_CHECK_BASE_URL = ""
+    without = keystore_message(envelope=envelope, facts=facts, keystore=b"p12")
+    assert "check.example.lu" not in str(without.message())
+    settings.MYCERT_CHECK_BASE_URL = "https://check.example.lu"
+    message = keystore_message(envelope=envelope, facts=facts, keystore=b"p12")
+    assert words in str(message.body)
+    html = [content for content, mimetype in message.alternatives if mimetype == "text/html"]
+    assert 'href="https://check.example.lu/"' in str(html[0])
+
+
+def test_my_certificates_points_to_the_self_check(ca: Any, settings: Any) -> None:
+    issued = keystores.issue()
+    assert issued.record is not None
+    client = Client(HTTP_ACCEPT_LANGUAGE="fr")
+    client.force_login(issued.record.professional.user)
+    settings.MYCERT_CHECK_BASE_URL = "https://check.example.lu"
+    page = client.get("/certificates/").content.decode()
+    assert "Vérifiez que votre certificat fonctionne" in page
+    assert 'href="https://check.example.lu/"' in page
+    settings.MYCERT_CHECK_BASE_URL = ""
+    assert "Vérifiez" not in client.get("/certificates/").content.decode()
+
+
+def test_the_check_host_is_allowed_and_a_trusted_origin(tmp_path: Path) -> None:
+    from tests.test_deploy import SETUP, _production_env
+
+    env = _production_env(tmp_path, MYCERT_CHECK_BASE_URL="https://check.mycert.esante.lu/")
+    shown = subprocess.run(
+        [sys.executable, "-c", SETUP + "print(s.ALLOWED_HOSTS, s.CSRF_TRUSTED_ORIGINS)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "'check.mycert.esante.lu'" in shown
+    assert "'https://check.mycert.esante.lu'" in shown
