@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from django.core.mail import EmailMultiAlternatives
 from django.test import Client
 from django.utils import timezone
 
@@ -215,6 +216,7 @@ def test_the_keystore_email_points_to_the_self_check(
     settings.MYCERT_CHECK_BASE_URL = "https://check.example.lu"
     message = keystore_message(envelope=envelope, facts=facts, keystore=b"p12")
     assert words in str(message.body)
+    assert isinstance(message, EmailMultiAlternatives)
     html = [content for content, mimetype in message.alternatives if mimetype == "text/html"]
     assert 'href="https://check.example.lu/"' in str(html[0])
 
