@@ -73,13 +73,22 @@ class MyCertServer(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[Any, Any]:
         sock, address = self.socket.accept()
+        sock.settimeout(30)
         with self.lock:
             context = self.context
-        return context.wrap_socket(sock, server_side=True), address
+        # The handshake happens in the connection's thread (finish_request), so that a slow
+        # client cannot hold up the accept loop.
+        return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A refused handshake (revoked, expired, unknown CA) is an answer, not a crash.
-        logger.warning("refused %s: %s", client_address, sys.exc_info()[1])
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            request.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            # A refused certificate (revoked, expired, unknown CA, no clientAuth) ends here.
+            reason = getattr(exc, "verify_message", "") or getattr(exc, "reason", "") or exc
+            logger.warning("refused %s: %s", client_address[0], reason)
+            return
+        super().finish_request(request, client_address)
 
 
 def main() -> None:

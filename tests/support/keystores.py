@@ -36,7 +36,7 @@ from mycert.pki import (
 )
 from mycert.sealing import unseal
 from mycert.services.issuance import professional_profile, request_issue
-from tests.factories import CertificateRequestFactory
+from tests.factories import CertificateRequestFactory, VendorFactory
 
 PASSWORD = "test-keystore-password"
 
@@ -68,10 +68,15 @@ class Keystore:
         return path
 
 
-def issue(**professional: str) -> Keystore:
-    """Issue a certificate through the real pipeline; return what the e-mails carry."""
+def issue(*, key_type: str = "ec-p256", legacy: bool = False, **professional: str) -> Keystore:
+    """Issue a certificate through the real pipeline; return what the e-mails carry.
+
+    ``legacy``: the request names a vendor whose software needs 3DES keystores.
+    """
     request = CertificateRequestFactory.create(
-        **{f"professional__{k}": v for k, v in professional.items()}
+        key_type=key_type,
+        vendor=VendorFactory.create(legacy_keystore=True) if legacy else None,
+        **{f"professional__{k}": v for k, v in professional.items()},
     )
     certificate_id = request_issue(request_id=request.pk, now=timezone.now()).certificate_id
     assert certificate_id is not None
