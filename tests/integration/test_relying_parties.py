@@ -5,7 +5,7 @@ httpd with mod_ssl, and Python's ``ssl`` (deploy/python/mycert_relying_party.py)
 each: a valid certificate is accepted and mapped to its professional; a revoked one is
 refused once deploy/mycert-crl-refresh.sh has fetched the new CRL from MyCert (over HTTP,
 from the live server) and reloaded the server; another CA's certificate and an expired one
-are refused.
+are refused, and so is a MyCert-signed certificate without the clientAuth EKU.
 
 Clients, as vendors' software would use the keystore: curl (``--cert-type P12``),
 ``openssl s_client``, Python ``requests`` (PEM, converted with ``openssl pkcs12`` as the
@@ -239,6 +239,8 @@ def test_server_accepts_valid_and_refuses_revoked_foreign_and_expired(kind: str,
     revoked = keystores.issue(professional_id="LU-MED-500200")
     expired = keystores.expired(keystores.issue(professional_id="LU-MED-500300"))
     other, _ = keystores.foreign()
+    # A MyCert-signed certificate without the clientAuth EKU (serverAuth only).
+    server_only = keystores.variant(keystores.issue(), server_auth_only=True)
     server = SERVERS[kind](pki, free_port())
     try:
         answer = curl(server.url, pki, valid, "valid")
@@ -265,10 +267,12 @@ def test_server_accepts_valid_and_refuses_revoked_foreign_and_expired(kind: str,
 
         assert not curl(server.url, pki, other, "other").accepted
         assert not curl(server.url, pki, expired, "expired").accepted
+        assert not curl(server.url, pki, server_only, "server-only").accepted
         assert not curl(server.url, pki, None, "none").accepted
         log = server.log()  # each server says why it refused
         assert "certificate revoked" in log
         assert "certificate has expired" in log
+        assert "unsuitable certificate purpose" in log  # no clientAuth EKU
     finally:
         server.stop()
 

@@ -11,6 +11,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -105,7 +106,9 @@ def test_nginx_overwrites_a_forged_header(check_site_nginx: CheckSite) -> None:
     assert check_site_nginx.status(None, *forged)["status"] == "no_certificate"
 
 
-def test_revoked_expired_and_foreign_certificates_are_named(check_site_nginx: CheckSite) -> None:
+def test_revoked_expired_foreign_early_and_server_only_certificates_are_named(
+    check_site_nginx: CheckSite,
+) -> None:
     revoked = keystores.issue()
     assert revoked.record is not None
     certificate_revoke(
@@ -121,6 +124,13 @@ def test_revoked_expired_and_foreign_certificates_are_named(check_site_nginx: Ch
     assert check_site_nginx.status(keystores.expired(keystores.issue()))["status"] == "expired"
     other, _ = keystores.foreign()
     assert check_site_nginx.status(other)["status"] == "unknown_issuer"
+    now = timezone.now()
+    early = keystores.variant(
+        keystores.issue(), not_before=now + timedelta(days=1), not_after=now + timedelta(days=9)
+    )
+    assert check_site_nginx.status(early)["status"] == "not_yet_valid"
+    server_only = keystores.variant(keystores.issue(), server_auth_only=True)
+    assert check_site_nginx.status(server_only)["status"] == "wrong_usage"
 
 
 def test_only_the_two_addresses_and_what_the_page_needs_are_served(
