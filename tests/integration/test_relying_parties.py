@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from django.utils import timezone
 
 from mycert import ca_store
+from mycert.pki import build_crl
 from mycert.services.publication import crl_publish
 from mycert.services.revocation import certificate_revoke
 from tests.support import keystores
@@ -370,3 +372,33 @@ def test_the_certificate_the_kit_describes_is_what_mycert_issues(ca: Any) -> Non
     for fact in ("clientAuth", settings.MYCERT_CERT_POLICY_OID, "/pki/crl/issuing.crl",
                  "/pki/crl/root.crl", "/pki/ocsp/", "serialNumber"):  # fmt: skip
         assert fact in kit
+
+
+def test_an_unreachable_crl_keeps_the_installed_one_and_fails_loudly(pki: Pki) -> None:
+    before = pki.crl_file.read_bytes()
+    result = subprocess.run(
+        [str(REFRESH), "http://127.0.0.1:9", str(pki.ca_file), str(pki.crl_file), "false"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert pki.crl_file.read_bytes() == before
+
+
+def test_an_expired_crl_refuses_every_client(pki: Pki, nginx_service: NginxServer) -> None:
+    """Fail closed: once the installed CRL is past its nextUpdate, nobody gets in."""
+    valid = keystores.issue()
+    assert curl(nginx_service.url, pki, valid, "valid").accepted
+    now = timezone.now()
+    stale = build_crl(
+        issuer=ca_store.load_ca().issuing,
+        entries=[],
+        crl_number=10**6,
+        this_update=now - timedelta(days=2),
+        next_update=now - timedelta(days=1),
+    )
+    root_crl = pki.crl_file.read_bytes().split(b"-----END X509 CRL-----\n", 1)[1]
+    pki.crl_file.write_bytes(stale.public_bytes(serialization.Encoding.PEM) + root_crl)
+    nginx_service.after_reload()
+    assert not curl(nginx_service.url, pki, valid, "valid").accepted
+    assert "CRL has expired" in nginx_service.log()
