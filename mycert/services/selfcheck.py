@@ -5,15 +5,19 @@ page) and hands the client certificate over in a header; nothing nginx says is b
 :func:`check_certificate` decides, in this order, each answer precise enough to act on:
 
 1. ``no_certificate``: nothing was presented.
-2. ``unknown_issuer``: not signed by MyCert's issuing CA, or not a valid path up to
-   MyCert's root (cryptography's verifier, RFC 5280 §6), or signed by our key but absent
-   from our database (logged as an error: that should never happen).
+2. ``unknown_issuer``: not signed by MyCert's issuing CA. Only past this point is anything
+   the certificate says (name, professional identifier) shown.
 3. ``wrong_usage``: a MyCert certificate without the clientAuth EKU (RFC 5280 §4.2.1.12).
-4. ``revoked``: revoked in our database, with when and why (``superseded`` when a newer
+4. ``unknown_issuer`` again: not a valid path up to MyCert's root (cryptography's client
+   verifier, RFC 5280 §6).
+5. ``revoked``: revoked in our database, with when and why (``superseded`` when a newer
    certificate replaced it). The database, not a CRL: it is the source of the CRL and
-   OCSP and knows of a revocation the moment it commits.
-5. ``expired`` / ``not_yet_valid``: outside notBefore..notAfter.
-6. ``ok``.
+   OCSP and knows of a revocation the moment it commits. Revoked wins over expired: it is
+   the more definite fact.
+6. ``expired`` / ``not_yet_valid``: outside notBefore..notAfter.
+7. ``unknown_issuer`` once more: signed by our key but absent from our database (or with
+   another fingerprint), logged as an error: that should never happen.
+8. ``ok``.
 
 cryptography's verifier reports every failure as one ``VerificationError`` with a
 message (no codes), so the signature, EKU and validity checks that name a reason are done
