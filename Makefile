@@ -61,6 +61,26 @@ browser-system-deps:
 	    echo "Could not install$$missing: the browser tests will be skipped."; \
 	fi
 
+# The mutual-TLS tests (tests/integration/test_selfcheck_nginx.py, test_relying_parties.py)
+# run Debian's nginx and Apache httpd as their own processes, curl and Java clients
+# (javac: single-file source launch needs the JDK, not only the JRE).
+.PHONY: tls-test-deps nginx-deps
+tls-test-deps:
+	@missing=""; \
+	test -x /usr/sbin/nginx || missing="$$missing nginx"; \
+	test -x /usr/sbin/apache2 || missing="$$missing apache2"; \
+	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# nginx in front of the self-check for `make run`; without it the demo runs without it.
+nginx-deps:
+	@test -x /usr/sbin/nginx || { echo "Installing: nginx"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) || \
+	    echo "Could not install nginx: make run starts without the self-check."; }
+
 # PostgreSQL and Redis run on this machine; start them if they are down.
 services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
@@ -89,14 +109,14 @@ test-sqlite: setup browser-deps
 test-postgres: setup services
 	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/python -m pytest -m "not browser"
 
-test: lint test-sqlite test-postgres
+test: tls-test-deps lint test-sqlite test-postgres
 
 messages: setup
 	DJANGO_DEBUG=true $(BIN)/python manage.py makemessages -l fr -l de -l en --no-obsolete \
 	  --ignore=.venv --ignore=var --ignore=tests --ignore=benchmarks
 	DJANGO_DEBUG=true $(BIN)/python manage.py compilemessages --ignore=.venv
 
-run: setup
+run: setup nginx-deps
 	DJANGO_DEBUG=true $(BIN)/python manage.py demo
 
 # The figures of docs/benchmarks.md (about 8 minutes on 2 cores): real PostgreSQL

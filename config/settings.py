@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from celery.schedules import crontab
@@ -320,6 +321,24 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": crontab(hour=8, minute=0),
     },
 }
+
+# --- Mutual-TLS self-check (mycert.views_check, deploy/nginx/mycert-check.conf) ----------------
+# The HTTPS address users type ("/" and "/status.json"); nginx there terminates TLS, asks
+# for a client certificate and maps those paths to Django's /check/ and /check/status.json.
+MYCERT_CHECK_BASE_URL: str = env.str("MYCERT_CHECK_BASE_URL", default="").rstrip("/")
+# Addresses or networks of the nginx that terminates the self-check's TLS: only from them
+# is the X-MyCert-Client-Cert header read (from anyone else it is ignored).
+MYCERT_CHECK_TRUSTED_PROXIES: list[str] = env.list(
+    "MYCERT_CHECK_TRUSTED_PROXIES", default=["127.0.0.1/32", "::1/128"]
+)
+MYCERT_RATELIMIT_CHECK: str = env.str("MYCERT_RATELIMIT_CHECK", default="60/300")
+if MYCERT_CHECK_BASE_URL:
+    _CHECK_HOST = urlsplit(MYCERT_CHECK_BASE_URL).hostname or ""
+    _CHECK_HOST = f"[{_CHECK_HOST}]" if ":" in _CHECK_HOST else _CHECK_HOST
+    if _CHECK_HOST not in ALLOWED_HOSTS and "*" not in ALLOWED_HOSTS:
+        ALLOWED_HOSTS.append(_CHECK_HOST)
+    if MYCERT_CHECK_BASE_URL not in CSRF_TRUSTED_ORIGINS:  # the page's language switch
+        CSRF_TRUSTED_ORIGINS.append(MYCERT_CHECK_BASE_URL)
 
 # --- Health and metrics (mycert.health, mycert.metrics) ------------------------------------------
 # SMTP and broker answers are reused this long, so a 10 s probe stays cheap.

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from mycert import views, views_auth, views_ops, views_pki
+from mycert import views, views_auth, views_check, views_ops, views_pki
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -34,4 +34,8 @@ urlpatterns = [
     path("healthz", views_ops.healthz, name="healthz"),
     path("metrics", views_ops.metrics, name="metrics"),
     path("admin/", admin.site.urls),
+    # The mutual-TLS self-check: its nginx (deploy/nginx/mycert-check.conf) maps
+    # {MYCERT_CHECK_BASE_URL}/ and /status.json here.
+    path("check/", views_check.check_page, name="check"),
+    path("check/status.json", views_check.check_status, name="check-status"),
 ]

@@ -1,4 +1,4 @@
-"""Values every page shows: the helpdesk contact."""
+"""Values every page shows: the helpdesk contact, the self-check's address."""
 
 from typing import Any
 
@@ -11,4 +11,6 @@ def service(request: HttpRequest) -> dict[str, Any]:
     return {
         "helpdesk_email": settings.MYCERT_HELPDESK_EMAIL,
         "helpdesk_phone": settings.MYCERT_HELPDESK_PHONE,
+        # The mutual-TLS self-check's address, when deployed ("Mes certificats" links it).
+        "check_url": f"{settings.MYCERT_CHECK_BASE_URL}/" if settings.MYCERT_CHECK_BASE_URL else "",
     }

@@ -127,6 +127,7 @@ def _context(facts: CertificateFacts, language: str, **extra: Any) -> dict[str, 
         "helpdesk_phone": settings.MYCERT_HELPDESK_PHONE,
         "base_url": settings.MYCERT_BASE_URL,
         "renew_url": renew_url(),
+        "check_url": f"{settings.MYCERT_CHECK_BASE_URL}/" if settings.MYCERT_CHECK_BASE_URL else "",
         **facts.extra,
         **extra,
     }

@@ -61,6 +61,7 @@ def test_make_run_serves_the_whole_journey_on_embedded_defaults(tmp_path: Path) 
     if connection.vendor != "sqlite":
         pytest.skip("the embedded-defaults run is tested once, in the SQLite run")
     web, oidc, smtp = _free_port(), _free_port(), _free_port()
+    check = _free_port()  # the self-check's nginx (when nginx is installed)
     env = {
         key: value
         for key, value in os.environ.items()
@@ -80,6 +81,8 @@ def test_make_run_serves_the_whole_journey_on_embedded_defaults(tmp_path: Path) 
             str(oidc),
             "--smtp-port",
             str(smtp),
+            "--check-port",
+            str(check),
         ],
         cwd=BASE_DIR,
         env=env,
@@ -145,6 +148,14 @@ def test_make_run_serves_the_whole_journey_on_embedded_defaults(tmp_path: Path) 
         )
         mine = session.get(f"{base}/certificates/", timeout=10).text
         assert "envoyée" in mine
+        if Path("/usr/sbin/nginx").exists():  # make run installs it (Makefile nginx-deps)
+            assert "Vérifiez que votre certificat fonctionne" in mine
+            status = requests.get(
+                f"https://127.0.0.1:{check}/status.json",
+                verify=str(var / "check-nginx" / "server.crt"),  # the demo's self-signed one
+                timeout=10,
+            )
+            assert status.json()["status"] == "no_certificate"
     except (AssertionError, requests.RequestException, KeyError) as exc:
         log.flush()
         tail = (tmp_path / "demo.log").read_text(errors="replace")[-6000:]

@@ -77,6 +77,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--oidc-port", type=int, default=9400)
         parser.add_argument("--smtp-port", type=int, default=8025)
+        parser.add_argument("--check-port", type=int, default=8443)
         parser.add_argument(
             "--setup-only",
             action="store_true",
@@ -208,6 +209,7 @@ class Command(BaseCommand):
                 "--noreload",
             ],
         }
+        commands.update(self._self_check(var, options, env))
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
             for name, command in commands.items():
@@ -233,6 +235,28 @@ class Command(BaseCommand):
                 except subprocess.TimeoutExpired:
                     process.kill()
 
+    def _self_check(
+        self, var: Path, options: dict[str, Any], env: dict[str, str]
+    ) -> dict[str, list[str]]:
+        """nginx in front of the self-check (deploy/nginx/mycert-check.conf), if installed."""
+        from mycert import selfcheck_nginx
+
+        if selfcheck_nginx.nginx_binary() is None:
+            self.stderr.write("nginx is not installed: the mutual-TLS self-check is not started.")
+            return {}
+        prefix = var / "check-nginx"
+        certificate, key = selfcheck_nginx.server_certificate(prefix, now=timezone.now())
+        site = selfcheck_nginx.check_site(
+            port=options["check_port"],
+            upstream=f"127.0.0.1:{options['port']}",
+            certificate=certificate,
+            key=key,
+        )
+        env["MYCERT_CHECK_BASE_URL"] = options["check_url"] = (
+            f"https://127.0.0.1:{options['check_port']}"
+        )
+        return {"self-check-nginx": selfcheck_nginx.nginx_command(prefix, site)}
+
     def _wait_for(self, url: str, what: str) -> None:
         for _ in range(120):
             try:
@@ -255,6 +279,15 @@ class Command(BaseCommand):
             f"  Mail received:  {maildir} (Maildir; {mutt})",
             "  Open a keystore: openssl pkcs12 -info -in FILE.p12 -noout  (password from the other e-mail)",
             "  Vendor copies are OpenPGP-encrypted: gpg --homedir var/demo-vendor-gpg --decrypt",
+            *(
+                [
+                    f"  Self-check:     {options['check_url']}/  (mutual TLS, self-signed server",
+                    "                  certificate; import a keystore from the mail, or: curl -k",
+                    f"                  --cert-type P12 --cert FILE.p12:PASSWORD {options['check_url']}/status.json)",
+                ]
+                if options.get("check_url")
+                else []
+            ),
             "Press Ctrl-C to stop.",
             "",
         ]
