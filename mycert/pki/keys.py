@@ -133,7 +133,8 @@ def encrypt_private_key_pem(
             "encrypted_data": ciphertext,
         }
     )
-    return pem_armor.armor("ENCRYPTED PRIVATE KEY", info.dump())
+    armored: bytes = pem_armor.armor("ENCRYPTED PRIVATE KEY", info.dump())
+    return armored
 
 
 def load_private_key_pem(pem: bytes, passphrase: bytes) -> PrivateKey:

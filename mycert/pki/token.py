@@ -14,6 +14,7 @@ restarted: ``CKR_SESSION_HANDLE_INVALID`` and kin) is reopened once.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import secrets
@@ -69,6 +70,10 @@ _CURVES: dict[str, type[ec.EllipticCurve]] = {
 }
 
 
+# The process that last initialised each PKCS#11 module (to re-initialise after fork).
+_LIBRARY_PIDS: dict[str, int] = {}
+
+
 class TokenError(Exception):
     """The token cannot be used; the message says why, without secrets."""
 
@@ -104,7 +109,14 @@ class Token:
 
     def _lib(self) -> Any:
         try:
-            return pkcs11.lib(self.module)
+            lib = pkcs11.lib(self.module)
+            pid = os.getpid()
+            initialised_in = _LIBRARY_PIDS.setdefault(self.module, pid)
+            if initialised_in != pid:
+                # Inherited across fork: C_Finalize the copied state, C_Initialize anew.
+                lib.reinitialize()
+                _LIBRARY_PIDS[self.module] = pid
+            return lib
         except (RuntimeError, OSError, pkcs11.PKCS11Error) as exc:
             raise TokenError(
                 f"The PKCS#11 module {self.module!r} cannot be loaded ({type(exc).__name__}).",
@@ -121,8 +133,7 @@ class Token:
             ) from exc
         except pkcs11.PKCS11Error as exc:
             raise TokenError(
-                f"The PKCS#11 token {self.token_label!r} cannot be reached "
-                f"({type(exc).__name__}).",
+                f"The PKCS#11 token {self.token_label!r} cannot be reached ({type(exc).__name__}).",
                 code="token",
             ) from exc
         try:
@@ -144,26 +155,14 @@ class Token:
                 code="session",
             ) from exc
 
-    def _forget_inherited(self) -> None:
-        """In a forked child: drop the parent's session, initialise the library again."""
-        self._session = None
-        self.generation += 1
-        lib = pkcs11._loaded.get(self.module)  # noqa: SLF001 - the loaded-library registry
-        if lib is not None and lib.initialized:
-            try:
-                lib.reinitialize()
-            except pkcs11.PKCS11Error as exc:
-                raise TokenError(
-                    f"The PKCS#11 module cannot be initialised after fork ({type(exc).__name__}).",
-                    code="module",
-                ) from exc
-
     def session(self) -> Any:
         """Return this process's session, opening it on first use."""
         with self._lock:
             pid = os.getpid()
             if self._pid is not None and self._pid != pid:
-                self._forget_inherited()
+                # The parent's session: not ours to use or to close (PKCS#11 §6.7.6).
+                self._session = None
+                self.generation += 1
             if self._session is None:
                 self._session = self._open()
                 self._pid = pid
@@ -180,10 +179,9 @@ class Token:
         with self._lock:
             session, self._session = self._session, None
             if session is not None and self._pid == os.getpid():
-                try:
+                # A token already gone has nothing left to close.
+                with contextlib.suppress(pkcs11.PKCS11Error):
                     session.close()
-                except pkcs11.PKCS11Error:
-                    pass  # the token is gone already: nothing left to close
             self._pid = None
             self.generation += 1
 
@@ -200,13 +198,20 @@ class Token:
 
     # --- keys -------------------------------------------------------------------------
 
-    def _find(self, session: Any, object_class: ObjectClass, label: str, key_id: bytes) -> Any:
+    def _find(
+        self, session: Any, object_class: ObjectClass, key_id: bytes, label: str | None = None
+    ) -> Any:
         try:
+            if label is None:
+                return session.get_key(object_class=object_class, id=key_id)
             return session.get_key(object_class=object_class, label=label, id=key_id)
         except pkcs11.NoSuchKey as exc:
             raise TokenError(
-                f"No key labelled {label!r} with id {key_id.hex()} in the token "
-                f"{self.token_label!r}.",
+                f"No key with id {key_id.hex()} in the token {self.token_label!r}.", code="key"
+            ) from exc
+        except pkcs11.MultipleObjectsReturned as exc:
+            raise TokenError(
+                f"Several keys with id {key_id.hex()} in the token {self.token_label!r}.",
                 code="key",
             ) from exc
 
@@ -215,25 +220,24 @@ class Token:
 
         def list_labels(session: Any) -> set[str]:
             return {
-                str(obj.label) for obj in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+                str(obj.label)
+                for obj in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
             }
 
         return self.run(list_labels)
 
-    def private_key(self, label: str, key_id: bytes) -> TokenPrivateKey:
-        """Return the token's key ``label``/``key_id`` as a pyca private key."""
+    def private_key(self, key_id: bytes, label: str | None = None) -> TokenPrivateKey:
+        """Return the token's key with CKA_ID ``key_id`` (and ``label``) as a pyca key."""
 
-        def find(session: Any) -> tuple[P11KeyType, Any]:
-            private = self._find(session, ObjectClass.PRIVATE_KEY, label, key_id)
-            public = self._find(session, ObjectClass.PUBLIC_KEY, label, key_id)
-            return private.key_type, _public_key_from_token(public)
+        def find(session: Any) -> tuple[P11KeyType, str, Any]:
+            private = self._find(session, ObjectClass.PRIVATE_KEY, key_id, label)
+            public = self._find(session, ObjectClass.PUBLIC_KEY, key_id, label)
+            return private.key_type, str(private.label), _public_key_from_token(public)
 
-        key_type, public_key = self.run(find)
-        if key_type == P11KeyType.RSA:
-            assert isinstance(public_key, rsa.RSAPublicKey)
+        key_type, label, public_key = self.run(find)
+        if key_type == P11KeyType.RSA and isinstance(public_key, rsa.RSAPublicKey):
             return TokenRsaPrivateKey(self, label, key_id, public_key)
-        if key_type == P11KeyType.EC:
-            assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        if key_type == P11KeyType.EC and isinstance(public_key, ec.EllipticCurvePublicKey):
             return TokenEcPrivateKey(self, label, key_id, public_key)
         raise TokenError(f"The key {label!r} is neither RSA nor EC.", code="key")
 
@@ -291,7 +295,7 @@ class Token:
             private[Attribute.ID] = key_id
             return key_id
 
-        return self.private_key(label, self.run(generate))
+        return self.private_key(self.run(generate), label)
 
 
 def _public_key_from_token(public: Any) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
@@ -302,15 +306,16 @@ def _public_key_from_token(public: Any) -> rsa.RSAPublicKey | ec.EllipticCurvePu
         ).public_key()
     if public.key_type == P11KeyType.EC:
         curve_name = asn1_keys.ECDomainParameters.load(public[Attribute.EC_PARAMS]).chosen.native
-        curve = _CURVES.get(str(curve_name))
-        if curve is None:
+        curve_class = _CURVES.get(str(curve_name))
+        if curve_class is None:
             raise TokenError(f"Unsupported curve {curve_name!r} in the token.", code="key")
+        curve = curve_class()
         point = bytes(public[Attribute.EC_POINT])
         # PKCS#11 v2.40 §2.3.3: CKA_EC_POINT is a DER OCTET STRING; a few tokens give
         # the raw point. An uncompressed point is 0x04 || X || Y.
         if len(point) != 2 * ((curve.key_size + 7) // 8) + 1:
             point = asn1_core.OctetString.load(point).native
-        return ec.EllipticCurvePublicKey.from_encoded_point(curve(), point)
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
     raise TokenError(f"Unsupported key type {public.key_type!r} in the token.", code="key")
 
 
@@ -342,7 +347,9 @@ class _TokenKey:
         def sign(session: Any) -> bytes:
             # The handle is valid for the session that found it (and its token generation).
             if self._handle is None or self._handle[0] != self._token.generation:
-                found = self._token._find(session, ObjectClass.PRIVATE_KEY, self._label, self._key_id)
+                found = self._token._find(
+                    session, ObjectClass.PRIVATE_KEY, self._key_id, self._label
+                )
                 self._handle = (self._token.generation, found)
             return bytes(self._handle[1].sign(data, mechanism=mechanism))
 
@@ -363,7 +370,7 @@ class _TokenKey:
     def private_bytes(
         self,
         encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,  # noqa: A002 - pyca's signature
+        format: serialization.PrivateFormat,
         encryption_algorithm: serialization.KeySerializationEncryption,
     ) -> bytes:
         raise TypeError("The key is inside the PKCS#11 token and cannot be exported.")
@@ -389,13 +396,21 @@ class TokenRsaPrivateKey(_TokenKey, rsa.RSAPrivateKey):
         self,
         data: bytes,
         padding: AsymmetricPadding,
-        algorithm: asym_utils.Prehashed | hashes.HashAlgorithm,
+        algorithm: asym_utils.Prehashed | hashes.HashAlgorithm | asym_utils.NoDigestInfo,
     ) -> bytes:
         if not isinstance(padding, PKCS1v15):
-            raise UnsupportedAlgorithm(f"Token RSA keys sign with PKCS#1 v1.5 only, not {padding.name}.")
-        mechanism = _RSA_MECHANISMS.get(type(algorithm))  # type: ignore[arg-type]
+            raise UnsupportedAlgorithm(
+                f"Token RSA keys sign with PKCS#1 v1.5 only, not {padding.name}."
+            )
+        mechanism = (
+            _RSA_MECHANISMS.get(type(algorithm))
+            if isinstance(algorithm, hashes.HashAlgorithm)
+            else None
+        )
         if mechanism is None:
-            raise UnsupportedAlgorithm(f"Token RSA keys do not sign with {algorithm.name}.")
+            raise UnsupportedAlgorithm(
+                f"Token RSA keys sign SHA-256/384/512 only, not {type(algorithm).__name__}."
+            )
         return self._sign_in_token(bytes(data), mechanism)
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
@@ -430,7 +445,7 @@ class TokenEcPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
 
     def sign(
         self,
-        data: bytes,
+        data: bytes | bytearray | memoryview,
         signature_algorithm: ec.EllipticCurveSignatureAlgorithm,
     ) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):

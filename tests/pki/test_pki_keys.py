@@ -148,9 +148,17 @@ def test_openssl_opens_the_encrypted_key(openssl: str, tmp_path: Path) -> None:
     path = tmp_path / "key.pem"
     path.write_bytes(encrypt_private_key_pem(key, b"a passphrase of twenty+ chars"))
     out = subprocess.run(
-        [openssl, "pkey", "-in", str(path), "-passin", "pass:a passphrase of twenty+ chars",
-         "-pubout"],
-        capture_output=True, check=True,
+        [
+            openssl,
+            "pkey",
+            "-in",
+            str(path),
+            "-passin",
+            "pass:a passphrase of twenty+ chars",
+            "-pubout",
+        ],
+        capture_output=True,
+        check=True,
     ).stdout
     assert out == key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -166,6 +174,9 @@ def test_keys_written_with_2048_rounds_still_load() -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(b"old passphrase"),
     )
-    assert _pbes2_parameters(old)["key_derivation_func"]["parameters"]["iteration_count"].native == 2048
+    assert (
+        _pbes2_parameters(old)["key_derivation_func"]["parameters"]["iteration_count"].native
+        == 2048
+    )
     loaded = load_private_key_pem(old, b"old passphrase")
     assert loaded.private_numbers() == key.private_numbers()  # type: ignore[comparison-overlap]

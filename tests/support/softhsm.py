@@ -37,8 +37,15 @@ class SoftHsm:
         """Create a fresh token ``label`` in a free slot; return the label."""
         subprocess.run(
             [
-                "softhsm2-util", "--init-token", "--free", "--label", label,
-                "--pin", self.pin, "--so-pin", SO_PIN,
+                "softhsm2-util",
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--pin",
+                self.pin,
+                "--so-pin",
+                SO_PIN,
             ],
             check=True,
             capture_output=True,

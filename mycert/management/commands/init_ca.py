@@ -20,7 +20,8 @@ from mycert.services.publication import crl_publish
 class Command(BaseCommand):
     help = (
         "Create a root CA, an issuing CA and an OCSP responder certificate in MYCERT_CA_DIR, "
-        "keys encrypted with MYCERT_CA_KEY_PASSPHRASE. Refuses to overwrite an existing CA. "
+        "keys encrypted with MYCERT_CA_KEY_PASSPHRASE, or generated inside the PKCS#11 token "
+        "with MYCERT_CA_BACKEND=pkcs11. Refuses to overwrite an existing CA. "
         "With --import, take an existing root and issuing CA from PEM files instead."
     )
     # The checks would only say that there is no CA yet.
@@ -62,10 +63,18 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         paths = ca_store.configured_paths()
-        try:
-            passphrase = ca_store.configured_passphrase()
-        except ca_store.CaStoreError as exc:
-            raise CommandError(str(exc)) from exc
+        passphrase = b""
+        if not ca_store.uses_token():
+            try:
+                passphrase = ca_store.configured_passphrase()
+            except ca_store.CaStoreError as exc:
+                raise CommandError(str(exc)) from exc
+            weak = ca_store.weak_passphrases()
+            if weak and not settings.DEBUG:
+                raise CommandError(
+                    f"{', '.join(weak)} must be at least {ca_store.MIN_PASSPHRASE_LENGTH} "
+                    "characters in production; refusing to write CA keys with it."
+                )
         now = timezone.now()
         try:
             if options["import_ca"]:
