@@ -303,7 +303,17 @@ def current_root_crl_number(paths: CaPaths) -> int:
         raise CaStoreError(f"The root CRL at {paths.root_crl} is unreadable: {exc}") from exc
 
 
-def _sign_root_crl(root: CertificateAuthority, *, now: datetime, crl_number: int = 1) -> bytes:
+def next_root_crl_number(previous: int, *, now: datetime) -> int:
+    """The root CRL's next cRLNumber: above the previous one and at least Unix time.
+
+    RFC 5280 §5.2.3 wants it to increase for as long as the root signs CRLs. Time keeps
+    it increasing with no state at all: after `init_ca --import` of a root whose old
+    CRLs are elsewhere, or a lost root.crl, the number still beats every earlier one.
+    """
+    return max(previous + 1, int(now.timestamp()))
+
+
+def _sign_root_crl(root: CertificateAuthority, *, now: datetime, crl_number: int) -> bytes:
     crl = build_crl(
         issuer=root,
         entries=[],
@@ -338,7 +348,7 @@ def sign_root_crl(*, now: datetime, root_key_path: Path | None = None) -> int:
     """Re-sign root.crl with the next cRLNumber (RFC 5280 §5.2.3); return that number."""
     paths = configured_paths()
     root = load_root(root_key_path=root_key_path)
-    number = current_root_crl_number(paths) + 1
+    number = next_root_crl_number(current_root_crl_number(paths), now=now)
     _write_public_replace(paths.root_crl, _sign_root_crl(root, now=now, crl_number=number))
     clear_cache()
     return number
@@ -509,8 +519,10 @@ def _write_all(
     _write_public(paths.root_cert, _pem(root.certificate))
     _write_public(paths.issuing_cert, _pem(issuing.certificate))
     _write_public(paths.ocsp_cert, _pem(responder.certificate))
-    # Never below a root CRL that existed before (cRLNumber only grows, RFC 5280 §5.2.3).
-    _write_public(paths.root_crl, _sign_root_crl(root, now=now, crl_number=1))
+    # Time-based: never below a CRL this root signed before, also after --import.
+    _write_public(
+        paths.root_crl, _sign_root_crl(root, now=now, crl_number=next_root_crl_number(0, now=now))
+    )
     clear_cache()
 
 
@@ -712,3 +724,43 @@ def renew_ocsp_responder_if_due(*, now: datetime, force: bool = False) -> bool:
     os.replace(tmp_cert, paths.ocsp_cert)
     clear_cache()
     return True
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """Something a ceremony must renew before it runs out."""
+
+    name: str
+    expires: datetime
+
+
+def ceremony_deadlines() -> list[Deadline]:
+    """The root CRL's nextUpdate, the OCSP responder's and the issuing CA's notAfter.
+
+    Public files only: a web host without any secret can report them.
+    """
+    paths = configured_paths()
+    certificates = load_ca_certificates()
+    responder = x509.load_pem_x509_certificate(_read(paths.ocsp_cert, "OCSP responder certificate"))
+    deadlines = [
+        Deadline("issuing_ca", certificates.issuing.not_valid_after_utc),
+        Deadline("ocsp_responder", responder.not_valid_after_utc),
+    ]
+    try:
+        root_crl = x509.load_der_x509_crl(_read(paths.root_crl, "root CRL"))
+    except ValueError as exc:
+        raise CaStoreError(f"The root CRL at {paths.root_crl} is unreadable.") from exc
+    if root_crl.next_update_utc is not None:
+        deadlines.append(Deadline("root_crl", root_crl.next_update_utc))
+    return deadlines
+
+
+def _worker_process_init(**kwargs: object) -> None:
+    open_token_session()
+
+
+def connect_worker_signals() -> None:
+    """Open the PKCS#11 session in each Celery prefork child, after the fork."""
+    from celery import signals
+
+    signals.worker_process_init.connect(_worker_process_init, weak=False)

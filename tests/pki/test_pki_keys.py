@@ -122,7 +122,8 @@ def test_key_matches_certificate(issuing_ca: CertificateAuthority) -> None:
 
 def _pbes2_parameters(pem: bytes) -> Any:
     """The PBES2 parameters of an EncryptedPrivateKeyInfo, read with asn1crypto."""
-    from asn1crypto import keys, pem as pem_armor
+    from asn1crypto import keys
+    from asn1crypto import pem as pem_armor
 
     _kind, _headers, der = pem_armor.unarmor(pem)
     info = keys.EncryptedPrivateKeyInfo.load(der)

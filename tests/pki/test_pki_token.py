@@ -27,13 +27,13 @@ from mycert.pki import (
 )
 from mycert.pki.token import Token, TokenEcPrivateKey, TokenError, TokenRsaPrivateKey
 from tests.pki.helpers import run_command, write_pem
-from tests.support.softhsm import SoftHsm, softhsm  # noqa: F401 - the fixture
+from tests.support.softhsm import SoftHsm
 
 SUBJECT = DistinguishedName("MyCert Token Test CA", "Agence eSanté", "LU")
 
 
 @pytest.fixture(scope="module")
-def token(softhsm: SoftHsm) -> Token:  # noqa: F811
+def token(softhsm: SoftHsm) -> Token:
     return Token(module=softhsm.module, token_label=softhsm.init_token("pki"), pin=softhsm.pin)
 
 
@@ -71,7 +71,7 @@ def test_deterministic_ecdsa_is_refused(ec_key: TokenEcPrivateKey) -> None:
 
 def test_rsa_pss_is_refused(rsa_key: TokenRsaPrivateKey) -> None:
     pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-    with pytest.raises(UnsupportedAlgorithm, match="PKCS#1 v1.5"):
+    with pytest.raises(UnsupportedAlgorithm, match=r"PKCS#1 v1\.5"):
         rsa_key.sign(b"data", pss, hashes.SHA256())
 
 
@@ -243,16 +243,16 @@ def test_a_forked_child_opens_its_own_session(token: Token, ec_key: TokenEcPriva
     ec_key.sign(b"parent", ec.ECDSA(hashes.SHA256()))
 
 
-def test_wrong_pin(softhsm: SoftHsm, token: Token) -> None:  # noqa: F811
+def test_wrong_pin(softhsm: SoftHsm, token: Token) -> None:
     other = Token(module=softhsm.module, token_label=token.token_label, pin="wrong-pin")
     # One library per process: our token's session must not be open for the login test.
     token.close()
-    with pytest.raises(TokenError, match="PIN .* is wrong") as caught:
+    with pytest.raises(TokenError, match=r"PIN .* is wrong") as caught:
         other.session()
     assert caught.value.code == "pin"
 
 
-def test_missing_token(softhsm: SoftHsm) -> None:  # noqa: F811
+def test_missing_token(softhsm: SoftHsm) -> None:
     with pytest.raises(TokenError, match="No PKCS#11 token labelled 'absent'") as caught:
         Token(module=softhsm.module, token_label="absent", pin="1234").session()
     assert caught.value.code == "token"
