@@ -726,12 +726,23 @@ def renew_ocsp_responder_if_due(*, now: datetime, force: bool = False) -> bool:
     return True
 
 
+# The responder certificate lives 30 days and beat renews it 10 days before its end, so
+# a 30-day warning would always be on. Its warning means "automatic renewal is late":
+# a day past the renewal point (beat tries every 6 hours).
+OCSP_RESPONDER_WARNING = OCSP_RESPONDER_RENEW_BEFORE - timedelta(days=1)
+
+
 @dataclass(frozen=True)
 class Deadline:
-    """Something a ceremony must renew before it runs out."""
+    """Something a ceremony (or beat) must renew before it runs out."""
 
     name: str
     expires: datetime
+    warn_before: timedelta = EXPIRY_WARNING
+
+    def due(self, now: datetime) -> bool:
+        """Whether the warning is on: the end is within ``warn_before``."""
+        return self.expires - now <= self.warn_before
 
 
 def ceremony_deadlines() -> list[Deadline]:
@@ -744,7 +755,7 @@ def ceremony_deadlines() -> list[Deadline]:
     responder = x509.load_pem_x509_certificate(_read(paths.ocsp_cert, "OCSP responder certificate"))
     deadlines = [
         Deadline("issuing_ca", certificates.issuing.not_valid_after_utc),
-        Deadline("ocsp_responder", responder.not_valid_after_utc),
+        Deadline("ocsp_responder", responder.not_valid_after_utc, OCSP_RESPONDER_WARNING),
     ]
     try:
         root_crl = x509.load_der_x509_crl(_read(paths.root_crl, "root CRL"))

@@ -111,7 +111,8 @@ def _check_ca() -> dict[str, str]:
     """The CA certificates, the responder and the root CRL: public files, no key.
 
     Each of the root CRL's nextUpdate, the responder's and the issuing CA's notAfter
-    is reported. Within 30 days of one the check stays ``ok`` (the service still works;
+    is reported. Within 30 days of the root CRL's or the issuing CA's end (9 days for
+    the responder, which beat renews at 10), the check stays ``ok`` (the service still works;
     a 503 would take every web host out of the load balancer) and adds ``warnings``
     naming it, so the on-call has a month for the ceremony (docs/deploy.md). Past it,
     the check fails.
@@ -126,15 +127,11 @@ def _check_ca() -> dict[str, str]:
     for deadline in deadlines:
         if deadline.expires <= now:
             raise CheckFailed(f"{deadline.name}_expired")
-    expiring = sorted(d.name for d in deadlines if deadline_due(d.expires, now))
+    expiring = sorted(d.name for d in deadlines if d.due(now))
     if expiring:
         detail["warnings"] = ",".join(f"{name}_expires_soon" for name in expiring)
         logger.warning("CA ceremony due within 30 days: %s", ", ".join(expiring))
     return detail
-
-
-def deadline_due(expires: datetime, now: datetime) -> bool:
-    return expires - now <= ca_store.EXPIRY_WARNING
 
 
 def _check_smtp() -> None:

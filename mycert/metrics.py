@@ -116,7 +116,11 @@ class DatabaseCollector(Collector):
 
 
 def _ceremony_metrics(now: Any) -> Iterator[Metric]:
-    """When each ceremony is due: alert on ``mycert_ca_expiry_warning == 1`` (30 days)."""
+    """When each ceremony is due: alert on ``mycert_ca_expiry_warning == 1``.
+
+    30 days before the root CRL's nextUpdate and the issuing CA's notAfter; 9 days before
+    the OCSP responder's (beat renews it at 10: the warning means beat is late).
+    """
     from mycert import ca_store
 
     expiry = GaugeMetricFamily(
@@ -126,7 +130,7 @@ def _ceremony_metrics(now: Any) -> Iterator[Metric]:
     )
     warning = GaugeMetricFamily(
         "mycert_ca_expiry_warning",
-        "1 when the item runs out within 30 days: time for its ceremony (docs/deploy.md).",
+        "1 when the item's ceremony is due (30 days; responder: beat is late), docs/deploy.md.",
         labels=["item"],
     )
     try:
@@ -135,9 +139,7 @@ def _ceremony_metrics(now: Any) -> Iterator[Metric]:
         deadlines = []  # no CA yet: /healthz says so
     for deadline in deadlines:
         expiry.add_metric([deadline.name], deadline.expires.timestamp())
-        warning.add_metric(
-            [deadline.name], 1.0 if deadline.expires - now <= ca_store.EXPIRY_WARNING else 0.0
-        )
+        warning.add_metric([deadline.name], 1.0 if deadline.due(now) else 0.0)
     yield expiry
     yield warning
 

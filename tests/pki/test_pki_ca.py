@@ -223,7 +223,7 @@ def test_issuing_ca_carries_the_policy_and_the_root_url(issuing_ca: CertificateA
         x509.AuthorityInformationAccess
     ).value
     assert [(d.access_method, d.access_location.value) for d in aia] == [
-        (x509.AuthorityInformationAccessOID.CA_ISSUERS, "http://pki.example.lu/ca/root.cer")
+        (x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, "http://pki.example.lu/ca/root.cer")
     ]
 
 

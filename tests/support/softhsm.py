@@ -51,6 +51,14 @@ class SoftHsm:
             capture_output=True,
             env={**os.environ, "SOFTHSM2_CONF": str(self.conf)},
         )
+        # SoftHSM2 reads its token folder at C_Initialize: a library already loaded in
+        # this process sees the new token only after C_Finalize/C_Initialize. Sessions
+        # open elsewhere become invalid and are reopened by mycert.pki.token on next use.
+        import pkcs11
+
+        loaded = pkcs11._loaded.get(self.module)
+        if loaded is not None and loaded.initialized:
+            loaded.reinitialize()
         return label
 
 
