@@ -18,6 +18,7 @@ PBKDF2 of a key file costs about 0.1 s (docs/deploy.md).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -764,6 +765,52 @@ def ceremony_deadlines() -> list[Deadline]:
     if root_crl.next_update_utc is not None:
         deadlines.append(Deadline("root_crl", root_crl.next_update_utc))
     return deadlines
+
+
+def probe_ca() -> None:
+    """Open the CA keys to see that they work; raise :class:`CaStoreError` if not.
+
+    With the token backend the probe runs in a forked child: checks also run in Celery's
+    parent process before it forks its pool, and that parent must never initialise the
+    PKCS#11 library (children would inherit its state, PKCS#11 v2.40 §6.7.6).
+    """
+    if not uses_token():
+        load_ca()
+        load_ocsp_responder()
+        return
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: probe, report, exit without running the parent's cleanup
+        status = 0
+        try:
+            os.close(read_end)
+            try:
+                load_ca()
+                load_ocsp_responder()
+                report: dict[str, object] = {"ok": True}
+            except CaStoreError as exc:
+                report = {"ok": False, "code": exc.code, "message": str(exc)}
+            os.write(write_end, json.dumps(report).encode())
+            close_tokens()
+        except BaseException:  # whatever happens, the child must not return into Django
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    _, wait_status = os.waitpid(pid, 0)
+    try:
+        report = json.loads(b"".join(chunks))
+    except ValueError:
+        raise CaStoreError(
+            f"The PKCS#11 probe process failed (exit status {os.waitstatus_to_exitcode(wait_status)}).",
+            code="token",
+        ) from None
+    if not report["ok"]:
+        raise CaStoreError(str(report["message"]), code=str(report["code"]))
 
 
 def _worker_process_init(**kwargs: object) -> None:

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from mycert import ca_store
-from mycert.ca_store import CaStoreError, load_ca, load_ocsp_responder
+from mycert.ca_store import CaStoreError
 
 _CA_CHECK_IDS = {
     "unreadable": "mycert.E002",
@@ -44,8 +44,7 @@ def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> l
             )
         ]
     try:
-        load_ca()
-        load_ocsp_responder()
+        ca_store.probe_ca()
     except CaStoreError as exc:
         if exc.code == "missing":
             return [
@@ -65,10 +64,6 @@ def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> l
                 id=_CA_CHECK_IDS.get(exc.code, "mycert.E005"),
             )
         ]
-    finally:
-        # Checks also run in Celery's parent before it forks: leave no PKCS#11 session
-        # there (each child opens its own, on first use or at worker_process_init).
-        ca_store.close_tokens()
     return []
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import secrets
 import threading
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # Errors after which a fresh session may succeed (the token came back, the HSM restarted).
 _LOST_SESSION = (
@@ -167,6 +169,9 @@ class Token:
                 self._session = self._open()
                 self._pid = pid
                 self.generation += 1
+                logger.info(
+                    "PKCS#11 session opened on token %r in process %d", self.token_label, pid
+                )
             return self._session
 
     @property
