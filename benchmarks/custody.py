@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -198,8 +199,8 @@ def run(directory: Path, runs: int) -> None:
         rows.append(
             (
                 f"pipeline, leaf {key_type} (key+cert+PKCS#12)",
-                median_ms(lambda kt=key_type: pipeline(issuers["file"], kt), runs),
-                median_ms(lambda kt=key_type: pipeline(issuers["token"], kt), runs),
+                median_ms(partial(pipeline, issuers["file"], key_type), runs),
+                median_ms(partial(pipeline, issuers["token"], key_type), runs),
             )
         )
     rows.append(
