@@ -60,6 +60,9 @@ _LOST_SESSION = (
     pkcs11.UserNotLoggedIn,
 )
 
+# Errors after which the session is alive but no longer sees our (private) objects.
+_STALE_OBJECTS = (pkcs11.ObjectHandleInvalid, pkcs11.KeyHandleInvalid)
+
 _RSA_MECHANISMS: dict[type[hashes.HashAlgorithm], Mechanism] = {
     hashes.SHA256: Mechanism.SHA256_RSA_PKCS,
     hashes.SHA384: Mechanism.SHA384_RSA_PKCS,
@@ -141,6 +144,10 @@ class Token:
         try:
             # Read/write: the ceremonies create objects; signing works in either kind.
             return token.open(rw=True, user_pin=self.pin)
+        except pkcs11.UserAlreadyLoggedIn:
+            # Login is per application, not per session (PKCS#11 v2.40 §5.6): another
+            # session of this process (an older Token object) is logged in already.
+            return token.open(rw=True)
         except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange) as exc:
             raise TokenError(
                 f"The PIN of the PKCS#11 token {self.token_label!r} is wrong.", code="pin"
@@ -199,6 +206,11 @@ class Token:
                 # The handle is dead: forget it without C_CloseSession, open anew.
                 self._session = None
                 self.generation += 1
+                return operation(self.session())
+            except _STALE_OBJECTS:
+                # The session lives but its object handles or its login went away (the
+                # token logged the application out): close it, log in again, look up.
+                self.close()
                 return operation(self.session())
 
     # --- keys -------------------------------------------------------------------------

@@ -262,3 +262,21 @@ def test_missing_module(tmp_path: Path) -> None:
     with pytest.raises(TokenError, match="cannot be loaded") as caught:
         Token(module=str(tmp_path / "nothing.so"), token_label="x", pin="1234").session()
     assert caught.value.code == "module"
+
+
+def test_a_second_token_object_shares_the_login(
+    softhsm: SoftHsm, token: Token, ec_key: TokenEcPrivateKey
+) -> None:
+    """Login is per application: a second Token object on a logged-in token still works,
+    also after the first one logs out by closing its session."""
+    token.session()
+    other = Token(module=softhsm.module, token_label=token.token_label, pin=softhsm.pin)
+    key = other.private_key(ec_key.key_id)
+    key.public_key().verify(
+        key.sign(b"shared", ec.ECDSA(hashes.SHA256())), b"shared", ec.ECDSA(hashes.SHA256())
+    )
+    token.close()
+    key.public_key().verify(
+        key.sign(b"alone", ec.ECDSA(hashes.SHA256())), b"alone", ec.ECDSA(hashes.SHA256())
+    )
+    other.close()
