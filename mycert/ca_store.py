@@ -463,8 +463,14 @@ def import_ca(
     issuing_key_pem: bytes,
     issuing_key_passphrase: bytes,
     now: datetime,
+    previous_root_crl_der: bytes | None = None,
 ) -> None:
-    """Take an existing root and issuing CA, re-encrypt their keys, add an OCSP responder."""
+    """Take an existing root and issuing CA, re-encrypt their keys, add an OCSP responder.
+
+    ``previous_root_crl_der``, the root's latest CRL, makes the new root CRL's number
+    continue from it (it is time-based anyway, which suffices unless the previous CRL
+    was signed within the same second).
+    """
     if uses_token():
         raise CaStoreError(
             "init_ca --import takes key files (MYCERT_CA_BACKEND=file); with a token, import "
@@ -496,8 +502,31 @@ def import_ca(
         raise CaStoreError(
             f"The issuing CA's signature does not verify with the root: {exc}"
         ) from exc
+    previous_number = 0
+    if previous_root_crl_der is not None:
+        try:
+            previous = x509.load_der_x509_crl(previous_root_crl_der)
+        except ValueError:
+            try:
+                previous = x509.load_pem_x509_crl(previous_root_crl_der)
+            except ValueError as exc:
+                raise CaStoreError("The previous root CRL is neither DER nor PEM.") from exc
+        if previous.issuer != root_cert.subject or not previous.is_signature_valid(
+            root_cert.public_key()  # type: ignore[arg-type]
+        ):
+            raise CaStoreError("The previous root CRL was not signed by the given root.")
+        previous_number = int(
+            previous.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        )
     paths.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_all(paths, passphrase, root=root, issuing=issuing, now=now)
+    _write_all(
+        paths,
+        passphrase,
+        root=root,
+        issuing=issuing,
+        now=now,
+        previous_root_crl_number=previous_number,
+    )
 
 
 def _write_all(
@@ -508,6 +537,7 @@ def _write_all(
     issuing: CertificateAuthority,
     now: datetime,
     ocsp_key: PrivateKey | None = None,
+    previous_root_crl_number: int = 0,
 ) -> None:
     responder = _new_ocsp_responder(issuing, now=now, key=ocsp_key)
     if not uses_token():
@@ -521,9 +551,8 @@ def _write_all(
     _write_public(paths.issuing_cert, _pem(issuing.certificate))
     _write_public(paths.ocsp_cert, _pem(responder.certificate))
     # Time-based: never below a CRL this root signed before, also after --import.
-    _write_public(
-        paths.root_crl, _sign_root_crl(root, now=now, crl_number=next_root_crl_number(0, now=now))
-    )
+    number = next_root_crl_number(previous_root_crl_number, now=now)
+    _write_public(paths.root_crl, _sign_root_crl(root, now=now, crl_number=number))
     clear_cache()
 
 

@@ -248,12 +248,34 @@ def test_sign_root_crl_with_the_root_key_elsewhere(
     assert _number(_root_crl(file_ca)) > before
 
 
-def test_root_crl_number_grows_across_import(settings: Any, tmp_path: Path) -> None:
-    """A re-import starts above every number the root signed before (time-based)."""
+@pytest.mark.django_db
+def test_root_crl_number_grows_across_import(
+    settings: Any, file_ca: ca_store.CaPaths, tmp_path: Path
+) -> None:
+    """Re-importing the root elsewhere never goes back to a lower cRLNumber."""
+    call_command("sign_root_crl")
+    call_command("sign_root_crl")
+    previous = _number(_root_crl(file_ca))
+    os.environ["MYCERT_TEST_IMPORT_PASSPHRASE"] = STRONG
+    settings.MYCERT_CA_DIR = tmp_path / "imported"
+    ca_store.clear_cache()
+    call_command(
+        "init_ca",
+        import_ca=True,
+        root_cert=file_ca.root_cert,
+        root_key=file_ca.root_key,
+        issuing_cert=file_ca.issuing_cert,
+        issuing_key=file_ca.issuing_key,
+        key_passphrase_env="MYCERT_TEST_IMPORT_PASSPHRASE",
+        root_crl=file_ca.root_crl,
+    )
+    imported = ca_store.configured_paths()
+    assert _number(_root_crl(imported)) > previous
+    # Without the previous CRL the number is the time: above any earlier sequential one.
     now = timezone.now()
-    assert ca_store.next_root_crl_number(0, now=now) >= int(now.timestamp())
-    assert (
-        ca_store.next_root_crl_number(int(now.timestamp()) + 5, now=now) == int(now.timestamp()) + 6
+    assert ca_store.next_root_crl_number(0, now=now) == int(now.timestamp())
+    assert ca_store.next_root_crl_number(int(now.timestamp()) + 5, now=now) == (
+        int(now.timestamp()) + 6
     )
 
 

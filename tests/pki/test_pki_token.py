@@ -272,6 +272,7 @@ def test_a_second_token_object_shares_the_login(
     token.session()
     other = Token(module=softhsm.module, token_label=token.token_label, pin=softhsm.pin)
     key = other.private_key(ec_key.key_id)
+    assert isinstance(key, TokenEcPrivateKey)
     key.public_key().verify(
         key.sign(b"shared", ec.ECDSA(hashes.SHA256())), b"shared", ec.ECDSA(hashes.SHA256())
     )

@@ -55,6 +55,12 @@ class Command(BaseCommand):
             "--issuing-key", type=Path, help="With --import: the issuing CA private key (PEM)."
         )
         parser.add_argument(
+            "--root-crl",
+            type=Path,
+            help="With --import: the root's latest CRL (DER or PEM); the new root CRL's "
+            "number continues above it (it is time-based in any case).",
+        )
+        parser.add_argument(
             "--key-passphrase-env",
             default=None,
             help="With --import: name of an environment variable holding the passphrase of the "
@@ -127,6 +133,12 @@ class Command(BaseCommand):
                 contents[name] = Path(path).read_bytes()
             except OSError as exc:
                 raise CommandError(f"Cannot read {path}: {exc.strerror}.") from exc
+        previous_root_crl = None
+        if options["root_crl"] is not None:
+            try:
+                previous_root_crl = Path(options["root_crl"]).read_bytes()
+            except OSError as exc:
+                raise CommandError(f"Cannot read {options['root_crl']}: {exc.strerror}.") from exc
         if options["key_passphrase_env"]:
             source_passphrase = os.environ.get(options["key_passphrase_env"], "").encode()
         else:
@@ -141,4 +153,5 @@ class Command(BaseCommand):
             issuing_key_pem=contents["issuing_key"],
             issuing_key_passphrase=source_passphrase,
             now=now,
+            previous_root_crl_der=previous_root_crl,
         )
