@@ -119,16 +119,23 @@ def test_ocsp_key_has_its_own_passphrase(settings: Any, file_ca: ca_store.CaPath
 # --- The issuing CA's profile (issue 13) --------------------------------------------------
 
 
-def test_new_issuing_ca_has_policy_and_ca_issuers(settings: Any, file_ca: ca_store.CaPaths) -> None:
+@pytest.mark.django_db
+def test_new_issuing_ca_has_policy_and_ca_issuers(
+    client: Any, settings: Any, file_ca: ca_store.CaPaths
+) -> None:
     issuing = ca_store.load_ca_certificates().issuing
     policies = issuing.extensions.get_extension_for_class(x509.CertificatePolicies).value
     assert [p.policy_identifier.dotted_string for p in policies] == [
         settings.MYCERT_CERT_POLICY_OID
     ]
     aia = issuing.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    assert [d.access_location.value for d in aia] == [
-        f"{settings.MYCERT_PKI_BASE_URL}/pki/ca/root.cer"
-    ]
+    urls = [d.access_location.value for d in aia]
+    assert urls == [f"{settings.MYCERT_PKI_BASE_URL}/pki/ca/root.cer"]
+    # The address serves the root, in DER (RFC 5280 §4.2.2.1).
+    response = client.get(urls[0].removeprefix(settings.MYCERT_PKI_BASE_URL))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pkix-cert"
+    assert x509.load_der_x509_certificate(response.content) == ca_store.load_ca_certificates().root
 
 
 @pytest.mark.django_db
