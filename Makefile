@@ -38,13 +38,15 @@ $(AXE): tests/browser/package.json tests/browser/package-lock.json | browser-sys
 screenshots: setup browser-deps
 	MYCERT_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest tests/browser -q -p no:cacheprovider
 
-# Debian tools the service and its tests call: gpg, openssl, keytool (Java), msgfmt.
+# Debian tools the service and its tests call: gpg, openssl, keytool (Java), msgfmt,
+# SoftHSM2 (the PKCS#11 token of the key-custody tests).
 system-deps:
 	@missing=""; \
 	command -v gpg >/dev/null || missing="$$missing gnupg"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v keytool >/dev/null || missing="$$missing default-jre-headless"; \
 	command -v msgfmt >/dev/null || missing="$$missing gettext"; \
+	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi

@@ -270,6 +270,22 @@ MYCERT_REQUEST_SWEEP_AFTER_SECONDS = env.int("MYCERT_REQUEST_SWEEP_AFTER_SECONDS
 MYCERT_CRL_VALIDITY = timedelta(hours=env.int("MYCERT_CRL_VALIDITY_HOURS", default=24))
 MYCERT_OCSP_VALIDITY = timedelta(minutes=env.int("MYCERT_OCSP_VALIDITY_MINUTES", default=60))
 
+# --- CA key custody (issue 11): file keys (default) or a PKCS#11 token -----------------------
+# file: keys in MYCERT_CA_DIR, PKCS#8 with PBKDF2-SHA256 600,000 rounds; pkcs11: keys in the
+# token named below (docs/deploy.md, "Key custody"). The PIN comes from the variable or,
+# better, from a file readable by the worker's user only.
+MYCERT_CA_BACKEND: str = env.str("MYCERT_CA_BACKEND", default="file")
+if MYCERT_CA_BACKEND not in ("file", "pkcs11"):
+    raise ImproperlyConfigured("MYCERT_CA_BACKEND must be 'file' or 'pkcs11'.")
+MYCERT_PKCS11_MODULE: str = env.str("MYCERT_PKCS11_MODULE", default="")
+MYCERT_PKCS11_TOKEN_LABEL: str = env.str("MYCERT_PKCS11_TOKEN_LABEL", default="")
+MYCERT_PKCS11_PIN: str = env.str("MYCERT_PKCS11_PIN", default="")
+MYCERT_PKCS11_PIN_FILE: str = env.str("MYCERT_PKCS11_PIN_FILE", default="")
+# The root's own token for the offline ceremonies (default: MYCERT_PKCS11_TOKEN_LABEL).
+MYCERT_PKCS11_ROOT_TOKEN_LABEL: str = env.str("MYCERT_PKCS11_ROOT_TOKEN_LABEL", default="")
+# The OCSP responder key file's own passphrase (file backend); unset: the CA's.
+MYCERT_OCSP_KEY_PASSPHRASE: str = env.str("MYCERT_OCSP_KEY_PASSPHRASE", default="")
+
 # --- Celery --------------------------------------------------------------------------------
 CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="filesystem://")
 _BROKER_DIR = VAR_DIR / "broker"

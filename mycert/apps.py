@@ -9,7 +9,8 @@ class MyCertConfig(AppConfig):
 
     def ready(self) -> None:
         # ``checks`` registers the system checks on import.
-        from mycert import admin_otp, checks, metrics  # noqa: F401
+        from mycert import admin_otp, ca_store, checks, metrics  # noqa: F401
 
         admin_otp.install()
         metrics.connect_task_signals()
+        ca_store.connect_worker_signals()

@@ -1,19 +1,27 @@
-"""The agency's CA on disk (``MYCERT_CA_DIR``): create, import, load once per process.
+"""The agency's CA (``MYCERT_CA_DIR``): create, import, load once per process.
 
-Layout (PEM; keys are PKCS#8 encrypted with ``MYCERT_CA_KEY_PASSPHRASE``)::
+Layout (PEM; with ``MYCERT_CA_BACKEND=file`` the keys are PKCS#8 encrypted with
+``MYCERT_CA_KEY_PASSPHRASE``, the responder's with ``MYCERT_OCSP_KEY_PASSPHRASE``)::
 
     root.pem        root-key.pem        root CA (long-lived, offline in production)
     issuing.pem     issuing-key.pem     issuing CA, signs professionals' certificates
     ocsp.pem        ocsp-key.pem        delegated OCSP responder (RFC 6960 §4.2.2.2)
     root.crl                            the root's CRL over the issuing CA (DER)
 
-The CA key is loaded once per process: pyca validates an RSA key on every load.
+With ``MYCERT_CA_BACKEND=pkcs11`` there is no key file: the keys live in the token
+(``MYCERT_PKCS11_*``), labelled ``mycert-root``/``mycert-issuing``/``mycert-ocsp`` with
+CKA_ID = the certificate's SubjectKeyIdentifier, so each certificate finds its key.
+
+The CA key is loaded once per process: pyca validates an RSA key on every load, and the
+PBKDF2 of a key file costs about 0.1 s (docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +34,7 @@ from mycert.pki import (
     CertificateAuthority,
     DistinguishedName,
     KeyType,
+    PrivateKey,
     build_crl,
     create_issuing_ca,
     create_ocsp_responder,
@@ -33,12 +42,22 @@ from mycert.pki import (
     encrypt_private_key_pem,
     key_matches_certificate,
     load_private_key_pem,
+    reissue_issuing_ca,
 )
+from mycert.pki.token import Token, TokenError, key_id_for
 
 ROOT_CRL_VALIDITY = timedelta(days=365)
 OCSP_RESPONDER_VALIDITY_DAYS = 30
 # Renew the responder certificate when less than this is left (automatic, by beat).
 OCSP_RESPONDER_RENEW_BEFORE = timedelta(days=10)
+# /healthz and /metrics warn this long before the root CRL, the responder or the CA ends.
+EXPIRY_WARNING = timedelta(days=30)
+# Passphrases of CA key files in production (DEBUG off): at least this long.
+MIN_PASSPHRASE_LENGTH = 20
+
+ROOT_LABEL = "mycert-root"
+ISSUING_LABEL = "mycert-issuing"
+OCSP_LABEL = "mycert-ocsp"
 
 
 class CaStoreError(Exception):
@@ -46,7 +65,8 @@ class CaStoreError(Exception):
 
     def __init__(self, message: str, *, code: str = "invalid") -> None:
         super().__init__(message)
-        #: ``missing``, ``unreadable``, ``passphrase``, ``mismatch``, ``exists`` or ``invalid``
+        #: ``missing``, ``unreadable``, ``passphrase``, ``mismatch``, ``exists``, ``invalid``,
+        #: or for the token: ``token`` (module or token unreachable), ``pin``, ``key``
         self.code = code
 
 
@@ -105,6 +125,112 @@ def configured_passphrase() -> bytes:
     return passphrase.encode()
 
 
+def configured_ocsp_passphrase() -> bytes:
+    """The responder key's own passphrase; the CA's when it is not set.
+
+    Only workers sign OCSP responses (they are pre-signed), and workers hold the CA
+    passphrase anyway; a separate one lets the responder key move without the CA's.
+    """
+    passphrase: str = settings.MYCERT_OCSP_KEY_PASSPHRASE
+    return passphrase.encode() if passphrase else configured_passphrase()
+
+
+def uses_token() -> bool:
+    return bool(settings.MYCERT_CA_BACKEND == "pkcs11")
+
+
+def weak_passphrases() -> list[str]:
+    """Names of the configured key-file passphrases shorter than the production minimum."""
+    if uses_token():
+        return []
+    weak = []
+    for name in ("MYCERT_CA_KEY_PASSPHRASE", "MYCERT_OCSP_KEY_PASSPHRASE"):
+        value: str = getattr(settings, name)
+        if value and len(value) < MIN_PASSPHRASE_LENGTH:
+            weak.append(name)
+    return weak
+
+
+_tokens: dict[tuple[str, str], Token] = {}
+_tokens_lock = threading.Lock()
+
+
+def _configured_pin() -> str:
+    pin: str = settings.MYCERT_PKCS11_PIN
+    pin_file: str = settings.MYCERT_PKCS11_PIN_FILE
+    if pin_file:
+        try:
+            # One line; the newline an editor adds is not part of the PIN.
+            return Path(pin_file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise CaStoreError(
+                f"MYCERT_PKCS11_PIN_FILE {pin_file} cannot be read: {exc.strerror}.", code="pin"
+            ) from exc
+    if not pin:
+        raise CaStoreError("MYCERT_PKCS11_PIN (or MYCERT_PKCS11_PIN_FILE) is not set.", code="pin")
+    return pin
+
+
+def configured_token(*, root: bool = False) -> Token:
+    """The process's token (one session per process, opened on first use)."""
+    module: str = settings.MYCERT_PKCS11_MODULE
+    label: str = settings.MYCERT_PKCS11_TOKEN_LABEL
+    if root and settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL:
+        label = settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL
+    if not module or not label:
+        raise CaStoreError(
+            "MYCERT_CA_BACKEND=pkcs11 needs MYCERT_PKCS11_MODULE and MYCERT_PKCS11_TOKEN_LABEL.",
+            code="token",
+        )
+    with _tokens_lock:
+        token = _tokens.get((module, label))
+        if token is None:
+            token = Token(module=module, token_label=label, pin=_configured_pin())
+            _tokens[(module, label)] = token
+        return token
+
+
+def close_tokens() -> None:
+    """Close this process's PKCS#11 sessions (the next use opens them again)."""
+    with _tokens_lock:
+        tokens = list(_tokens.values())
+    for token in tokens:
+        token.close()
+
+
+def forget_tokens() -> None:
+    """Close the sessions and forget the tokens (settings changed: tests, ceremonies)."""
+    close_tokens()
+    with _tokens_lock:
+        _tokens.clear()
+
+
+def open_token_session() -> None:
+    """Open this process's session now (Celery's ``worker_process_init``, after fork)."""
+    if uses_token():
+        try:
+            configured_token().session()
+        except (CaStoreError, TokenError):
+            # The first task reports it with its context; a worker child must not die here.
+            return
+
+
+def _token_error(exc: TokenError, what: str) -> CaStoreError:
+    code = {"module": "token", "token": "token", "session": "token", "pin": "pin"}.get(
+        exc.code, "key"
+    )
+    return CaStoreError(f"The {what} key cannot be used: {exc}", code=code)
+
+
+def _token_key(certificate: x509.Certificate, what: str, *, root: bool = False) -> PrivateKey:
+    """The token key whose CKA_ID is ``certificate``'s SubjectKeyIdentifier."""
+    try:
+        key_id = key_id_for(certificate.public_key())  # type: ignore[arg-type]
+        return configured_token(root=root).private_key(key_id)
+    except TokenError as exc:
+        raise _token_error(exc, what) from exc
+
+
 # --- URLs written into certificates (served by mycert.views_pki) -------------------------
 
 
@@ -122,6 +248,10 @@ def ocsp_url() -> str:
 
 def ca_issuers_url() -> str:
     return f"{settings.MYCERT_PKI_BASE_URL}/pki/ca/issuing.cer"
+
+
+def root_ca_url() -> str:
+    return f"{settings.MYCERT_PKI_BASE_URL}/pki/ca/root.cer"
 
 
 # --- Writing ---------------------------------------------------------------------------------
@@ -144,6 +274,14 @@ def _pem(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
+def _write_public_replace(path: Path, data: bytes) -> None:
+    """Replace a public file atomically (readers see the old or the new one, whole)."""
+    tmp = path.with_suffix(path.suffix + ".new")
+    tmp.unlink(missing_ok=True)
+    _write_public(tmp, data)
+    os.replace(tmp, path)
+
+
 def _refuse_existing(paths: CaPaths) -> None:
     existing = [p.name for p in paths.all_files() if p.exists()]
     if existing:
@@ -153,11 +291,95 @@ def _refuse_existing(paths: CaPaths) -> None:
         )
 
 
-def _sign_root_crl(root: CertificateAuthority, *, now: datetime) -> bytes:
+def current_root_crl_number(paths: CaPaths) -> int:
+    """The cRLNumber of the root CRL on disk (0 when there is none)."""
+    try:
+        data = paths.root_crl.read_bytes()
+    except FileNotFoundError:
+        return 0
+    try:
+        crl = x509.load_der_x509_crl(data)
+        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except (ValueError, x509.ExtensionNotFound) as exc:
+        raise CaStoreError(f"The root CRL at {paths.root_crl} is unreadable: {exc}") from exc
+
+
+def next_root_crl_number(previous: int, *, now: datetime) -> int:
+    """The root CRL's next cRLNumber: above the previous one and at least Unix time.
+
+    RFC 5280 §5.2.3 wants it to increase for as long as the root signs CRLs. Time keeps
+    it increasing with no state at all: after `init_ca --import` of a root whose old
+    CRLs are elsewhere, or a lost root.crl, the number still beats every earlier one.
+    """
+    return max(previous + 1, int(now.timestamp()))
+
+
+def _sign_root_crl(root: CertificateAuthority, *, now: datetime, crl_number: int) -> bytes:
     crl = build_crl(
-        issuer=root, entries=[], crl_number=1, this_update=now, next_update=now + ROOT_CRL_VALIDITY
+        issuer=root,
+        entries=[],
+        crl_number=crl_number,
+        this_update=now,
+        next_update=now + ROOT_CRL_VALIDITY,
     )
     return crl.public_bytes(serialization.Encoding.DER)
+
+
+def load_root(*, root_key_path: Path | None = None) -> CertificateAuthority:
+    """The root CA with its key: the offline ceremonies only (file or root token)."""
+    paths = configured_paths()
+    try:
+        certificate = x509.load_pem_x509_certificate(_read(paths.root_cert, "root CA certificate"))
+    except ValueError as exc:
+        raise CaStoreError(
+            f"The root CA certificate at {paths.root_cert} is not valid PEM."
+        ) from exc
+    if uses_token() and root_key_path is None:
+        key = _token_key(certificate, "root CA", root=True)
+    else:
+        key = _load_key_file(root_key_path or paths.root_key, configured_passphrase(), "root CA")
+    if not key_matches_certificate(key, certificate):
+        raise CaStoreError(
+            "The root CA private key does not match its certificate.", code="mismatch"
+        )
+    return CertificateAuthority(certificate, key)
+
+
+def sign_root_crl(*, now: datetime, root_key_path: Path | None = None) -> int:
+    """Re-sign root.crl with the next cRLNumber (RFC 5280 §5.2.3); return that number."""
+    paths = configured_paths()
+    root = load_root(root_key_path=root_key_path)
+    number = next_root_crl_number(current_root_crl_number(paths), now=now)
+    _write_public_replace(paths.root_crl, _sign_root_crl(root, now=now, crl_number=number))
+    clear_cache()
+    return number
+
+
+def renew_issuing_ca(*, now: datetime, root_key_path: Path | None = None) -> x509.Certificate:
+    """Re-issue the issuing CA's certificate by the root, same key, current profile.
+
+    This is how an existing CA gets CertificatePolicies and AIA caIssuers. The same key
+    keeps every certificate already issued, every CRL and OCSP answer valid. Needs the
+    root key and issuing.pem only: it runs on the offline root host.
+    """
+    paths = configured_paths()
+    root = load_root(root_key_path=root_key_path)
+    current = load_ca_certificates().issuing
+    renewed = reissue_issuing_ca(
+        root=root,
+        current=current,
+        now=now,
+        crl_url=root_crl_url(),
+        policy_oid=settings.MYCERT_CERT_POLICY_OID,
+        ca_issuers_url=root_ca_url(),
+    )
+    # Keep the previous certificate beside it: relying parties may still send it.
+    previous = paths.directory / f"issuing-{current.serial_number:x}.pem"
+    if not previous.exists():
+        _write_public(previous, _pem(current))
+    _write_public_replace(paths.issuing_cert, _pem(renewed))
+    clear_cache()
+    return renewed
 
 
 def create_ca(
@@ -169,8 +391,15 @@ def create_ca(
     key_type: KeyType,
     now: datetime,
 ) -> None:
-    """Create a root, an issuing CA and an OCSP responder; refuse if any file exists."""
+    """Create a root, an issuing CA and an OCSP responder; refuse if any exists.
+
+    With the token backend the three keys are generated inside the token and only the
+    certificates and the root CRL are written to ``paths``.
+    """
     _refuse_existing(paths)
+    keys: dict[str, PrivateKey | None] = {"root": None, "issuing": None, "ocsp": None}
+    if uses_token():
+        keys = _generate_token_keys(key_type)
     paths.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     root = create_root_ca(
         subject=DistinguishedName(
@@ -178,6 +407,7 @@ def create_ca(
         ),
         key_type=key_type,
         now=now,
+        key=keys["root"],
     )
     issuing = create_issuing_ca(
         root=root,
@@ -189,8 +419,37 @@ def create_ca(
         key_type=key_type,
         now=now,
         crl_url=root_crl_url(),
+        policy_oid=settings.MYCERT_CERT_POLICY_OID,
+        ca_issuers_url=root_ca_url(),
+        key=keys["issuing"],
     )
-    _write_all(paths, passphrase, root=root, issuing=issuing, now=now)
+    _write_all(paths, passphrase, root=root, issuing=issuing, now=now, ocsp_key=keys["ocsp"])
+
+
+def _generate_token_keys(key_type: KeyType) -> dict[str, PrivateKey | None]:
+    """Generate the three CA keys in the token; refuse if any label is taken."""
+    try:
+        root_token = configured_token(root=True)
+        token = configured_token()
+        taken = (root_token.labels() & {ROOT_LABEL}) | (
+            token.labels() & {ISSUING_LABEL, OCSP_LABEL}
+        )
+        if taken:
+            raise CaStoreError(
+                f"The token already holds {', '.join(sorted(taken))}; refusing to overwrite "
+                "(a CA exists: use the renewal commands, or a fresh token).",
+                code="exists",
+            )
+        return {
+            "root": root_token.generate_key(key_type, ROOT_LABEL),
+            "issuing": token.generate_key(key_type, ISSUING_LABEL),
+            # EC P-256: an OCSP signature costs microseconds, also in a token.
+            "ocsp": token.generate_key(KeyType.EC_P256, OCSP_LABEL),
+        }
+    except TokenError as exc:
+        if exc.code == "exists":
+            raise CaStoreError(str(exc), code="exists") from exc
+        raise _token_error(exc, "CA") from exc
 
 
 def import_ca(
@@ -204,8 +463,20 @@ def import_ca(
     issuing_key_pem: bytes,
     issuing_key_passphrase: bytes,
     now: datetime,
+    previous_root_crl_der: bytes | None = None,
 ) -> None:
-    """Take an existing root and issuing CA, re-encrypt their keys, add an OCSP responder."""
+    """Take an existing root and issuing CA, re-encrypt their keys, add an OCSP responder.
+
+    ``previous_root_crl_der``, the root's latest CRL, makes the new root CRL's number
+    continue from it (it is time-based anyway, which suffices unless the previous CRL
+    was signed within the same second).
+    """
+    if uses_token():
+        raise CaStoreError(
+            "init_ca --import takes key files (MYCERT_CA_BACKEND=file); with a token, import "
+            "the keys with the HSM's own tools, then the certificates (docs/deploy.md).",
+            code="invalid",
+        )
     _refuse_existing(paths)
     try:
         root_cert = x509.load_pem_x509_certificate(root_cert_pem)
@@ -231,8 +502,31 @@ def import_ca(
         raise CaStoreError(
             f"The issuing CA's signature does not verify with the root: {exc}"
         ) from exc
+    previous_number = 0
+    if previous_root_crl_der is not None:
+        try:
+            previous = x509.load_der_x509_crl(previous_root_crl_der)
+        except ValueError:
+            try:
+                previous = x509.load_pem_x509_crl(previous_root_crl_der)
+            except ValueError as exc:
+                raise CaStoreError("The previous root CRL is neither DER nor PEM.") from exc
+        if previous.issuer != root_cert.subject or not previous.is_signature_valid(
+            root_cert.public_key()  # type: ignore[arg-type]
+        ):
+            raise CaStoreError("The previous root CRL was not signed by the given root.")
+        previous_number = int(
+            previous.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        )
     paths.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_all(paths, passphrase, root=root, issuing=issuing, now=now)
+    _write_all(
+        paths,
+        passphrase,
+        root=root,
+        issuing=issuing,
+        now=now,
+        previous_root_crl_number=previous_number,
+    )
 
 
 def _write_all(
@@ -242,19 +536,29 @@ def _write_all(
     root: CertificateAuthority,
     issuing: CertificateAuthority,
     now: datetime,
+    ocsp_key: PrivateKey | None = None,
+    previous_root_crl_number: int = 0,
 ) -> None:
-    responder = _new_ocsp_responder(issuing, now=now)
-    _write_private(paths.root_key, encrypt_private_key_pem(root.private_key, passphrase))
+    responder = _new_ocsp_responder(issuing, now=now, key=ocsp_key)
+    if not uses_token():
+        ocsp_passphrase = configured_ocsp_passphrase()
+        _write_private(paths.root_key, encrypt_private_key_pem(root.private_key, passphrase))
+        _write_private(paths.issuing_key, encrypt_private_key_pem(issuing.private_key, passphrase))
+        _write_private(
+            paths.ocsp_key, encrypt_private_key_pem(responder.private_key, ocsp_passphrase)
+        )
     _write_public(paths.root_cert, _pem(root.certificate))
-    _write_private(paths.issuing_key, encrypt_private_key_pem(issuing.private_key, passphrase))
     _write_public(paths.issuing_cert, _pem(issuing.certificate))
-    _write_private(paths.ocsp_key, encrypt_private_key_pem(responder.private_key, passphrase))
     _write_public(paths.ocsp_cert, _pem(responder.certificate))
-    _write_public(paths.root_crl, _sign_root_crl(root, now=now))
+    # Time-based: never below a CRL this root signed before, also after --import.
+    number = next_root_crl_number(previous_root_crl_number, now=now)
+    _write_public(paths.root_crl, _sign_root_crl(root, now=now, crl_number=number))
     clear_cache()
 
 
-def _new_ocsp_responder(issuing: CertificateAuthority, *, now: datetime) -> CertificateAuthority:
+def _new_ocsp_responder(
+    issuing: CertificateAuthority, *, now: datetime, key: PrivateKey | None = None
+) -> CertificateAuthority:
     organization = issuing.certificate.subject.get_attributes_for_oid(
         x509.NameOID.ORGANIZATION_NAME
     )
@@ -271,6 +575,7 @@ def _new_ocsp_responder(issuing: CertificateAuthority, *, now: datetime) -> Cert
         key_type=KeyType.EC_P256,
         now=now,
         validity_days=OCSP_RESPONDER_VALIDITY_DAYS,
+        key=key,
     )
 
 
@@ -295,6 +600,7 @@ _loaded: dict[tuple[str, str], object] = {}
 def clear_cache() -> None:
     with _lock:
         _loaded.clear()
+    forget_tokens()
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -311,21 +617,30 @@ def _read(path: Path, what: str) -> bytes:
         ) from exc
 
 
+def _load_key_file(key_path: Path, passphrase: bytes, what: str) -> PrivateKey:
+    try:
+        return load_private_key_pem(_read(key_path, f"{what} private key"), passphrase)
+    except ValueError as exc:
+        setting = (
+            "MYCERT_OCSP_KEY_PASSPHRASE" if what == "OCSP responder" else "MYCERT_CA_KEY_PASSPHRASE"
+        )
+        raise CaStoreError(
+            f"The {what} private key at {key_path} cannot be opened: {exc} (is {setting} right?)",
+            code="passphrase",
+        ) from exc
+
+
 def _load_pair(
-    cert_path: Path, key_path: Path, passphrase: bytes, what: str
+    cert_path: Path, key_path: Path, passphrase: Callable[[], bytes], what: str
 ) -> CertificateAuthority:
     try:
         certificate = x509.load_pem_x509_certificate(_read(cert_path, f"{what} certificate"))
     except ValueError as exc:
         raise CaStoreError(f"The {what} certificate at {cert_path} is not valid PEM.") from exc
-    try:
-        key = load_private_key_pem(_read(key_path, f"{what} private key"), passphrase)
-    except ValueError as exc:
-        raise CaStoreError(
-            f"The {what} private key at {key_path} cannot be opened: {exc} "
-            "(is MYCERT_CA_KEY_PASSPHRASE right?)",
-            code="passphrase",
-        ) from exc
+    if uses_token():
+        key = _token_key(certificate, what)
+    else:
+        key = _load_key_file(key_path, passphrase(), what)
     if not key_matches_certificate(key, certificate):
         raise CaStoreError(
             f"The {what} private key does not match its certificate.", code="mismatch"
@@ -344,13 +659,13 @@ def _cache_key(path: Path) -> tuple[str, str]:
 def load_ca() -> LoadedCa:
     """Return the issuing CA (with its key) and the root certificate."""
     paths = configured_paths()
-    key = _cache_key(paths.issuing_key)
+    key = _cache_key(paths.issuing_cert if uses_token() else paths.issuing_key)
     with _lock:
         cached = _loaded.get(key)
         if isinstance(cached, LoadedCa):
             return cached
         issuing = _load_pair(
-            paths.issuing_cert, paths.issuing_key, configured_passphrase(), "issuing CA"
+            paths.issuing_cert, paths.issuing_key, configured_passphrase, "issuing CA"
         )
         try:
             root = x509.load_pem_x509_certificate(_read(paths.root_cert, "root CA certificate"))
@@ -399,20 +714,35 @@ def load_ocsp_responder() -> CertificateAuthority:
         if isinstance(cached, CertificateAuthority):
             return cached
         responder = _load_pair(
-            paths.ocsp_cert, paths.ocsp_key, configured_passphrase(), "OCSP responder"
+            paths.ocsp_cert, paths.ocsp_key, configured_ocsp_passphrase, "OCSP responder"
         )
         _loaded[key] = responder
         return responder
 
 
-def renew_ocsp_responder_if_due(*, now: datetime) -> bool:
-    """Issue a fresh responder certificate when the current one nears its end."""
+def renew_ocsp_responder_if_due(*, now: datetime, force: bool = False) -> bool:
+    """Issue a fresh responder certificate when the current one nears its end.
+
+    File backend: a new key, written with ``MYCERT_OCSP_KEY_PASSPHRASE``. Token backend:
+    the same token key certified again (keys are created at ceremonies, not by beat).
+    """
     paths = configured_paths()
-    current = load_ocsp_responder()
-    if current.certificate.not_valid_after_utc - now > OCSP_RESPONDER_RENEW_BEFORE:
-        return False
-    responder = _new_ocsp_responder(load_ca().issuing, now=now)
-    passphrase = configured_passphrase()
+    if not force:
+        # The certificate alone says whether it is due (no key to open for that).
+        current_certificate = x509.load_pem_x509_certificate(
+            _read(paths.ocsp_cert, "OCSP responder certificate")
+        )
+        if current_certificate.not_valid_after_utc - now > OCSP_RESPONDER_RENEW_BEFORE:
+            return False
+    issuing = load_ca().issuing
+    if uses_token():
+        current = load_ocsp_responder()
+        responder = _new_ocsp_responder(issuing, now=now, key=current.private_key)
+        _write_public_replace(paths.ocsp_cert, _pem(responder.certificate))
+        clear_cache()
+        return True
+    responder = _new_ocsp_responder(issuing, now=now)
+    passphrase = configured_ocsp_passphrase()
     # Write beside, then rename: readers never see a key without its certificate.
     tmp_key = paths.ocsp_key.with_suffix(".new")
     tmp_cert = paths.ocsp_cert.with_suffix(".new")
@@ -424,3 +754,100 @@ def renew_ocsp_responder_if_due(*, now: datetime) -> bool:
     os.replace(tmp_cert, paths.ocsp_cert)
     clear_cache()
     return True
+
+
+# The responder certificate lives 30 days and beat renews it 10 days before its end, so
+# a 30-day warning would always be on. Its warning means "automatic renewal is late":
+# a day past the renewal point (beat tries every 6 hours).
+OCSP_RESPONDER_WARNING = OCSP_RESPONDER_RENEW_BEFORE - timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """Something a ceremony (or beat) must renew before it runs out."""
+
+    name: str
+    expires: datetime
+    warn_before: timedelta = EXPIRY_WARNING
+
+    def due(self, now: datetime) -> bool:
+        """Whether the warning is on: the end is within ``warn_before``."""
+        return self.expires - now <= self.warn_before
+
+
+def ceremony_deadlines() -> list[Deadline]:
+    """The root CRL's nextUpdate, the OCSP responder's and the issuing CA's notAfter.
+
+    Public files only: a web host without any secret can report them.
+    """
+    paths = configured_paths()
+    certificates = load_ca_certificates()
+    responder = x509.load_pem_x509_certificate(_read(paths.ocsp_cert, "OCSP responder certificate"))
+    deadlines = [
+        Deadline("issuing_ca", certificates.issuing.not_valid_after_utc),
+        Deadline("ocsp_responder", responder.not_valid_after_utc, OCSP_RESPONDER_WARNING),
+    ]
+    try:
+        root_crl = x509.load_der_x509_crl(_read(paths.root_crl, "root CRL"))
+    except ValueError as exc:
+        raise CaStoreError(f"The root CRL at {paths.root_crl} is unreadable.") from exc
+    if root_crl.next_update_utc is not None:
+        deadlines.append(Deadline("root_crl", root_crl.next_update_utc))
+    return deadlines
+
+
+def probe_ca() -> None:
+    """Open the CA keys to see that they work; raise :class:`CaStoreError` if not.
+
+    With the token backend the probe runs in a forked child: checks also run in Celery's
+    parent process before it forks its pool, and that parent must never initialise the
+    PKCS#11 library (children would inherit its state, PKCS#11 v2.40 §6.7.6).
+    """
+    if not uses_token():
+        load_ca()
+        load_ocsp_responder()
+        return
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: probe, report, exit without running the parent's cleanup
+        status = 0
+        try:
+            os.close(read_end)
+            try:
+                load_ca()
+                load_ocsp_responder()
+                report: dict[str, object] = {"ok": True}
+            except CaStoreError as exc:
+                report = {"ok": False, "code": exc.code, "message": str(exc)}
+            os.write(write_end, json.dumps(report).encode())
+            close_tokens()
+        except BaseException:  # whatever happens, the child must not return into Django
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    _, wait_status = os.waitpid(pid, 0)
+    try:
+        report = json.loads(b"".join(chunks))
+    except ValueError:
+        raise CaStoreError(
+            f"The PKCS#11 probe process failed (exit status {os.waitstatus_to_exitcode(wait_status)}).",
+            code="token",
+        ) from None
+    if not report["ok"]:
+        raise CaStoreError(str(report["message"]), code=str(report["code"]))
+
+
+def _worker_process_init(**kwargs: object) -> None:
+    open_token_session()
+
+
+def connect_worker_signals() -> None:
+    """Open the PKCS#11 session in each Celery prefork child, after the fork."""
+    from celery import signals
+
+    signals.worker_process_init.connect(_worker_process_init, weak=False)

@@ -10,22 +10,41 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from mycert.ca_store import CaStoreError, load_ca, load_ocsp_responder
+from mycert import ca_store
+from mycert.ca_store import CaStoreError
 
 _CA_CHECK_IDS = {
     "unreadable": "mycert.E002",
     "passphrase": "mycert.E003",
     "mismatch": "mycert.E004",
     "invalid": "mycert.E005",
+    "token": "mycert.E006",
+    "pin": "mycert.E007",
+    "key": "mycert.E008",
+}
+_CA_HINTS = {
+    "token": "Check MYCERT_PKCS11_MODULE (the library's path) and MYCERT_PKCS11_TOKEN_LABEL, "
+    "and that the token is connected.",
+    "pin": "Check MYCERT_PKCS11_PIN or MYCERT_PKCS11_PIN_FILE.",
+    "key": "The token lacks the key of a certificate in MYCERT_CA_DIR: is it the right token?",
 }
 
 
 @register("mycert")
 def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """Report a missing CA (warning: fresh install) or a broken one (error)."""
+    weak = ca_store.weak_passphrases()
+    if weak and not settings.DEBUG:
+        return [
+            Error(
+                f"{', '.join(weak)} is shorter than {ca_store.MIN_PASSPHRASE_LENGTH} characters.",
+                hint="Use a long random passphrase (e.g. `openssl rand -base64 24`), then "
+                "re-encrypt the key files (docs/deploy.md, 'Key custody').",
+                id="mycert.E009",
+            )
+        ]
     try:
-        load_ca()
-        load_ocsp_responder()
+        ca_store.probe_ca()
     except CaStoreError as exc:
         if exc.code == "missing":
             return [
@@ -38,7 +57,10 @@ def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> l
         return [
             Error(
                 str(exc),
-                hint="Check MYCERT_CA_DIR, the files' permissions and MYCERT_CA_KEY_PASSPHRASE.",
+                hint=_CA_HINTS.get(
+                    exc.code,
+                    "Check MYCERT_CA_DIR, the files' permissions and MYCERT_CA_KEY_PASSPHRASE.",
+                ),
                 id=_CA_CHECK_IDS.get(exc.code, "mycert.E005"),
             )
         ]

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection
@@ -108,17 +108,30 @@ def _check_broker() -> None:
 
 
 def _check_ca() -> dict[str, str]:
-    """The issuing CA certificate and the OCSP responder: what the web processes need."""
+    """The CA certificates, the responder and the root CRL: public files, no key.
+
+    Each of the root CRL's nextUpdate, the responder's and the issuing CA's notAfter
+    is reported. Within 30 days of the root CRL's or the issuing CA's end (9 days for
+    the responder, which beat renews at 10), the check stays ``ok`` (the service still works;
+    a 503 would take every web host out of the load balancer) and adds ``warnings``
+    naming it, so the on-call has a month for the ceremony (docs/deploy.md). Past it,
+    the check fails.
+    """
+    deadlines = ca_store.ceremony_deadlines()
     certificates = ca_store.load_ca_certificates()
-    responder = ca_store.load_ocsp_responder()
-    now = datetime.now(tz=certificates.issuing.not_valid_after_utc.tzinfo)
-    for certificate in (certificates.issuing, responder.certificate):
+    now = datetime.now(tz=UTC)
+    for certificate in (certificates.issuing,):
         if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
             raise CheckFailed("ca_expired")
-    return {
-        "issuing_ca_not_after": certificates.issuing.not_valid_after_utc.isoformat(),
-        "ocsp_responder_not_after": responder.certificate.not_valid_after_utc.isoformat(),
-    }
+    detail = {f"{d.name}_not_after": d.expires.isoformat() for d in deadlines}
+    for deadline in deadlines:
+        if deadline.expires <= now:
+            raise CheckFailed(f"{deadline.name}_expired")
+    expiring = sorted(d.name for d in deadlines if d.due(now))
+    if expiring:
+        detail["warnings"] = ",".join(f"{name}_expires_soon" for name in expiring)
+        logger.warning("CA ceremony due within 30 days: %s", ", ".join(expiring))
+    return detail
 
 
 def _check_smtp() -> None:

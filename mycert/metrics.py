@@ -105,12 +105,43 @@ class DatabaseCollector(Collector):
             value=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
         )
 
+        yield from _ceremony_metrics(now)
+
         latest_crl = Crl.objects.order_by("-number").only("next_update").first()
         yield GaugeMetricFamily(
             "mycert_crl_next_update_timestamp_seconds",
             "nextUpdate of the newest CRL, Unix time (0: none published).",
             value=latest_crl.next_update.timestamp() if latest_crl else 0.0,
         )
+
+
+def _ceremony_metrics(now: Any) -> Iterator[Metric]:
+    """When each ceremony is due: alert on ``mycert_ca_expiry_warning == 1``.
+
+    30 days before the root CRL's nextUpdate and the issuing CA's notAfter; 9 days before
+    the OCSP responder's (beat renews it at 10: the warning means beat is late).
+    """
+    from mycert import ca_store
+
+    expiry = GaugeMetricFamily(
+        "mycert_ca_expiry_timestamp_seconds",
+        "Root CRL nextUpdate, OCSP responder and issuing CA notAfter, Unix time.",
+        labels=["item"],
+    )
+    warning = GaugeMetricFamily(
+        "mycert_ca_expiry_warning",
+        "1 when the item's ceremony is due (30 days; responder: beat is late), docs/deploy.md.",
+        labels=["item"],
+    )
+    try:
+        deadlines = ca_store.ceremony_deadlines()
+    except ca_store.CaStoreError:
+        deadlines = []  # no CA yet: /healthz says so
+    for deadline in deadlines:
+        expiry.add_metric([deadline.name], deadline.expires.timestamp())
+        warning.add_metric([deadline.name], 1.0 if deadline.due(now) else 0.0)
+    yield expiry
+    yield warning
 
 
 DATABASE_REGISTRY = CollectorRegistry(auto_describe=False)

@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.support.worker",
     "tests.support.smtp_server",
     "tests.support.gpg",
+    "tests.support.softhsm",
 ]
 
 

@@ -82,10 +82,21 @@ def test_healthz_never_shows_the_passphrase(
     wrong = "wrong-" + secrets.token_hex(8)
     settings.MYCERT_CA_KEY_PASSPHRASE = wrong
     ca_store.clear_cache()
+    # The CA check reads public files only (a web host holds no key, issue 11): a wrong
+    # passphrase is `manage.py check`'s and the workers' business, and never shown here.
+    response = client.get("/healthz")
+    assert response.json()["checks"]["ca"]["status"] == "ok"
+    assert wrong not in response.content.decode()
+
+
+def test_healthz_reports_a_missing_ca_by_code(
+    client: Any, settings: Any, smtp_settings: Any, tmp_path: Path
+) -> None:
+    settings.MYCERT_CA_DIR = tmp_path / "nothing"
+    ca_store.clear_cache()
     response = client.get("/healthz")
     assert response.status_code == 503
-    assert response.json()["checks"]["ca"]["error"] == "ca_passphrase"
-    assert wrong not in response.content.decode()
+    assert response.json()["checks"]["ca"]["error"] == "ca_missing"
 
 
 # --- /metrics ---------------------------------------------------------------------------------

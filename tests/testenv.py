@@ -14,7 +14,7 @@ os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("MYCERT_VAR_DIR", _state)
 os.environ.setdefault("MYCERT_CA_DIR", os.path.join(_state, "ca"))
-os.environ.setdefault("MYCERT_CA_KEY_PASSPHRASE", "test-ca-passphrase")
+os.environ.setdefault("MYCERT_CA_KEY_PASSPHRASE", "test-ca-passphrase-of-20-chars+")
 os.environ.setdefault("MYCERT_GNUPG_HOME", tempfile.mkdtemp(prefix="g", dir="/tmp"))
 os.environ.setdefault("MYCERT_BASE_URL", "http://testserver")
 # Tests never run collectstatic; admin OTP is tested on its own (tests/test_admin_otp.py).

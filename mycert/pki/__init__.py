@@ -9,6 +9,7 @@ from mycert.pki.ca import create_issuing_ca as create_issuing_ca
 from mycert.pki.ca import create_ocsp_responder as create_ocsp_responder
 from mycert.pki.ca import create_root_ca as create_root_ca
 from mycert.pki.ca import random_serial_number as random_serial_number
+from mycert.pki.ca import reissue_issuing_ca as reissue_issuing_ca
 from mycert.pki.crl import RevokedEntry as RevokedEntry
 from mycert.pki.crl import build_crl as build_crl
 from mycert.pki.keys import KeyType as KeyType
@@ -64,4 +65,5 @@ __all__ = [
     "load_private_key_pem",
     "parse_ocsp_request",
     "random_serial_number",
+    "reissue_issuing_ca",
 ]

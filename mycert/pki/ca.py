@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from mycert.pki._checks import require_aware_utc, require_ca, require_http_url
 from mycert.pki.keys import KeyType, PrivateKey, generate_private_key, key_matches_certificate
@@ -25,6 +25,7 @@ __all__ = [
     "create_root_ca",
     "crl_distribution_points",
     "random_serial_number",
+    "reissue_issuing_ca",
     "signature_hash",
     "validity_period",
 ]
@@ -149,12 +150,13 @@ def create_root_ca(
     key_type: KeyType,
     now: datetime,
     validity_days: int = 20 * 365,
+    key: PrivateKey | None = None,
 ) -> CertificateAuthority:
-    """Create a self-signed root CA with a fresh key."""
+    """Create a self-signed root CA with a fresh key (or ``key``, e.g. one in a token)."""
     name = _require_subject(subject).to_x509_name()
     now = require_aware_utc(now, "now")
     not_before, not_after = validity_period(now, validity_days, None)
-    key = generate_private_key(key_type)
+    key = generate_private_key(key_type) if key is None else key
     ski = _ski(key)
     certificate = (
         x509.CertificateBuilder()
@@ -187,19 +189,83 @@ def create_issuing_ca(
     now: datetime,
     validity_days: int = 10 * 365,
     crl_url: str | None = None,
+    policy_oid: str | None = None,
+    ca_issuers_url: str | None = None,
+    key: PrivateKey | None = None,
 ) -> CertificateAuthority:
-    """Create an issuing CA (pathLen 0) signed by ``root``, with a fresh key."""
+    """Create an issuing CA (pathLen 0) signed by ``root``, with a fresh key (or ``key``)."""
     root = _require_authority(root, "root")
     name = _require_subject(subject).to_x509_name()
     now = require_aware_utc(now, "now")
     require_ca(root.certificate, usage="key_cert_sign")
+    key = generate_private_key(key_type) if key is None else key
+    certificate = _sign_issuing_ca(
+        root=root,
+        name=name,
+        public_key=key.public_key(),
+        now=now,
+        validity_days=validity_days,
+        crl_url=crl_url,
+        policy_oid=policy_oid,
+        ca_issuers_url=ca_issuers_url,
+    )
+    return CertificateAuthority(certificate=certificate, private_key=key)
+
+
+def reissue_issuing_ca(
+    *,
+    root: CertificateAuthority,
+    current: x509.Certificate,
+    now: datetime,
+    validity_days: int = 10 * 365,
+    crl_url: str | None = None,
+    policy_oid: str | None = None,
+    ca_issuers_url: str | None = None,
+) -> x509.Certificate:
+    """Issue a new certificate for the issuing CA ``current``: same subject, same key.
+
+    Only the root's key is needed (the issuing CA's public key is in ``current``), so
+    this runs at the offline root. With the same key, every certificate, CRL and OCSP
+    answer already signed keeps verifying (RFC 5280 §6.1 chains by name and key); the
+    new certificate carries what the old one lacked (policies, AIA) and a new validity.
+    """
+    root = _require_authority(root, "root")
+    now = require_aware_utc(now, "now")
+    require_ca(root.certificate, usage="key_cert_sign")
+    if current.issuer != root.certificate.subject:
+        raise ValueError("the current issuing CA was not issued by this root")
+    public_key = current.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise ValueError(f"unsupported issuing CA key type {type(public_key).__name__}")
+    return _sign_issuing_ca(
+        root=root,
+        name=current.subject,
+        public_key=public_key,
+        now=now,
+        validity_days=validity_days,
+        crl_url=crl_url,
+        policy_oid=policy_oid,
+        ca_issuers_url=ca_issuers_url,
+    )
+
+
+def _sign_issuing_ca(
+    *,
+    root: CertificateAuthority,
+    name: x509.Name,
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+    now: datetime,
+    validity_days: int,
+    crl_url: str | None,
+    policy_oid: str | None,
+    ca_issuers_url: str | None,
+) -> x509.Certificate:
     not_before, not_after = validity_period(now, validity_days, root.certificate)
-    key = generate_private_key(key_type)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(root.certificate.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
@@ -208,13 +274,37 @@ def create_issuing_ca(
         # digitalSignature lets the issuing CA sign OCSP responses itself if the
         # delegated responder is ever unavailable (RFC 6960 §4.2.2.2).
         .add_extension(_ca_key_usage(digital_signature=True), critical=True)
-        .add_extension(_ski(key), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(authority_key_identifier(root.certificate), critical=False)
     )
     if crl_url is not None:
         builder = builder.add_extension(crl_distribution_points(crl_url), critical=False)
-    certificate = builder.sign(root.private_key, signature_hash(root.private_key))
-    return CertificateAuthority(certificate=certificate, private_key=key)
+    if ca_issuers_url is not None:
+        # RFC 5280 §4.2.2.1: where to fetch the root, for chain builders that lack it.
+        url = require_http_url(ca_issuers_url, "ca_issuers_url")
+        builder = builder.add_extension(
+            x509.AuthorityInformationAccess(
+                [
+                    x509.AccessDescription(
+                        AuthorityInformationAccessOID.CA_ISSUERS,
+                        x509.UniformResourceIdentifier(url),
+                    )
+                ]
+            ),
+            critical=False,
+        )
+    if policy_oid is not None:
+        try:
+            oid = x509.ObjectIdentifier(policy_oid)
+        except ValueError as exc:
+            raise ValueError(f"policy_oid is not a dotted OID: {policy_oid!r}") from exc
+        # RFC 5280 §6.1.3 (d): with an explicit policy required (ETSI EN 319 412-2,
+        # RFC 5280 §4.2.1.11), every CA certificate in the path must carry the leaf's
+        # policy. The agency's OID alone, as in the leaves, no qualifiers.
+        builder = builder.add_extension(
+            x509.CertificatePolicies([x509.PolicyInformation(oid, None)]), critical=False
+        )
+    return builder.sign(root.private_key, signature_hash(root.private_key))
 
 
 def create_ocsp_responder(
@@ -224,6 +314,7 @@ def create_ocsp_responder(
     key_type: KeyType,
     now: datetime,
     validity_days: int = 30,
+    key: PrivateKey | None = None,
 ) -> CertificateAuthority:
     """Create a delegated OCSP responder certificate signed by ``issuer``."""
     issuer = _require_authority(issuer, "issuer")
@@ -231,7 +322,7 @@ def create_ocsp_responder(
     now = require_aware_utc(now, "now")
     require_ca(issuer.certificate, usage="key_cert_sign")
     not_before, not_after = validity_period(now, validity_days, issuer.certificate)
-    key = generate_private_key(key_type)
+    key = generate_private_key(key_type) if key is None else key
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)

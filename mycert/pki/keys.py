@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from typing import TypeAlias
 
+from asn1crypto import algos
+from asn1crypto import keys as asn1_keys
+from asn1crypto import pem as pem_armor
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 __all__ = [
+    "PBKDF2_ITERATIONS",
     "KeyType",
     "PrivateKey",
     "encrypt_private_key_pem",
@@ -20,6 +27,14 @@ __all__ = [
 ]
 
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+# PBKDF2-HMAC-SHA256 rounds for CA keys at rest: OWASP's 2023 floor for SHA-256, and the
+# issue's. pyca's BestAvailableEncryption uses 2,048 and offers no knob for PKCS#8.
+# scrypt would be memory-hard, but OpenSSL's command line refuses scrypt above 32 MiB
+# (EVP_PBE_scrypt's default maxmem), so an operator could not open a strong scrypt key
+# with `openssl pkey` during a ceremony; PBKDF2 opens everywhere.
+PBKDF2_ITERATIONS = 600_000
+_SALT_BYTES = 16
 
 # F4, the only public exponent interoperable everywhere (and pyca's recommendation).
 _RSA_PUBLIC_EXPONENT = 65537
@@ -60,20 +75,66 @@ def generate_private_key(key_type: KeyType) -> PrivateKey:
             return ec.generate_private_key(ec.SECP256R1())
 
 
-def encrypt_private_key_pem(key: PrivateKey, passphrase: bytes) -> bytes:
-    """Serialize ``key`` as passphrase-encrypted PKCS#8 PEM."""
+def encrypt_private_key_pem(
+    key: PrivateKey, passphrase: bytes, *, iterations: int | None = None
+) -> bytes:
+    """Serialize ``key`` as passphrase-encrypted PKCS#8 PEM (PBES2, PBKDF2, AES-256-CBC)."""
     _require_private_key(key)
     if not isinstance(passphrase, bytes):
         raise TypeError(f"passphrase must be bytes, not {type(passphrase).__name__}")
     if not passphrase:
         raise ValueError("passphrase must not be empty: CA keys are only stored encrypted")
-    # BestAvailableEncryption gives PKCS#8 EncryptedPrivateKeyInfo with PBES2
-    # (RFC 8018 §6.2): a scrypt/PBKDF2 KDF and AES-256-CBC in current pyca.
-    return key.private_bytes(
-        encoding=serialization.Encoding.PEM,
+    if iterations is None:
+        iterations = PBKDF2_ITERATIONS
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be a positive int, got {iterations!r}")
+    plain = key.private_bytes(
+        encoding=serialization.Encoding.DER,
         format=serialization.PrivateFormat.PKCS8,
-        encryption_algorithm=serialization.BestAvailableEncryption(passphrase),
+        encryption_algorithm=serialization.NoEncryption(),
     )
+    salt = os.urandom(_SALT_BYTES)
+    iv = os.urandom(16)
+    derived = PBKDF2HMAC(
+        algorithm=hashes.SHA256(), length=32, salt=salt, iterations=iterations
+    ).derive(passphrase)
+    padder = padding.PKCS7(algorithms.AES.block_size).padder()
+    encryptor = Cipher(algorithms.AES(derived), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
+    # RFC 5958 §3 EncryptedPrivateKeyInfo with RFC 8018 §6.2 PBES2: PBKDF2 (§5.2, PRF
+    # hmacWithSHA256, §A.2) and AES-256-CBC (§B.2.5). The ASN.1 comes from asn1crypto;
+    # the cryptography is pyca's. Loading stays pyca's and reads these parameters.
+    info = asn1_keys.EncryptedPrivateKeyInfo(
+        {
+            "encryption_algorithm": algos.EncryptionAlgorithm(
+                {
+                    "algorithm": "pbes2",
+                    "parameters": algos.Pbes2Params(
+                        {
+                            "key_derivation_func": algos.KdfAlgorithm(
+                                {
+                                    "algorithm": "pbkdf2",
+                                    "parameters": algos.Pbkdf2Params(
+                                        {
+                                            "salt": algos.Pbkdf2Salt(name="specified", value=salt),
+                                            "iteration_count": iterations,
+                                            "prf": {"algorithm": "sha256", "parameters": None},
+                                        }
+                                    ),
+                                }
+                            ),
+                            "encryption_scheme": algos.EncryptionAlgorithm(
+                                {"algorithm": "aes256_cbc", "parameters": iv}
+                            ),
+                        }
+                    ),
+                }
+            ),
+            "encrypted_data": ciphertext,
+        }
+    )
+    armored: bytes = pem_armor.armor("ENCRYPTED PRIVATE KEY", info.dump())
+    return armored
 
 
 def load_private_key_pem(pem: bytes, passphrase: bytes) -> PrivateKey:

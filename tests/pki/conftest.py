@@ -26,6 +26,8 @@ from mycert.pki import (
 )
 from tests.pki.helpers import ORGANIZATION, PKI_BASE, Leaf, write_pem
 
+POLICY_OID = "1.3.6.1.4.1.99999.1.2.1"
+
 
 @pytest.fixture(scope="session")
 def openssl() -> str:
@@ -65,6 +67,8 @@ def issuing_ca(root_ca: CertificateAuthority, now: datetime) -> CertificateAutho
         key_type=KeyType.RSA_3072,
         now=now,
         crl_url=f"{PKI_BASE}/crl/root.crl",
+        policy_oid=POLICY_OID,
+        ca_issuers_url=f"{PKI_BASE}/ca/root.cer",
     )
 
 
@@ -92,7 +96,7 @@ def issuing_pem(issuing_ca: CertificateAuthority, pki_dir: Path) -> Path:
 def profile() -> ProfessionalProfile:
     return ProfessionalProfile(
         organization=ORGANIZATION,
-        policy_oid="1.3.6.1.4.1.99999.1.2.1",
+        policy_oid=POLICY_OID,
         crl_url=f"{PKI_BASE}/crl/issuing.crl",
         ocsp_url=f"{PKI_BASE}/ocsp/",
         ca_issuers_url=f"{PKI_BASE}/ca/issuing.crt",

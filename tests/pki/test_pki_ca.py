@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import PolicyBuilder, Store
 
 from mycert.pki import (
     CertificateAuthority,
@@ -19,8 +21,9 @@ from mycert.pki import (
     create_ocsp_responder,
     create_root_ca,
     random_serial_number,
+    reissue_issuing_ca,
 )
-from tests.pki.helpers import ORGANIZATION, pkilint_findings, run_command, write_pem
+from tests.pki.helpers import ORGANIZATION, Leaf, pkilint_findings, run_command, write_pem
 
 SUBJECT = DistinguishedName("Throwaway CA", ORGANIZATION, "LU")
 
@@ -207,3 +210,76 @@ def test_pkilint_ca_profiles(
 def test_ec_root_signs_with_ecdsa_sha256() -> None:
     ca = create_root_ca(subject=SUBJECT, key_type=KeyType.EC_P256, now=datetime.now(UTC))
     assert ca.certificate.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
+
+
+def test_issuing_ca_carries_the_policy_and_the_root_url(issuing_ca: CertificateAuthority) -> None:
+    from tests.pki.conftest import POLICY_OID
+
+    policies = issuing_ca.certificate.extensions.get_extension_for_class(x509.CertificatePolicies)
+    assert not policies.critical
+    assert [p.policy_identifier.dotted_string for p in policies.value] == [POLICY_OID]
+    assert all(p.policy_qualifiers is None for p in policies.value)
+    aia = issuing_ca.certificate.extensions.get_extension_for_class(
+        x509.AuthorityInformationAccess
+    ).value
+    assert [(d.access_method, d.access_location.value) for d in aia] == [
+        (x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, "http://pki.example.lu/ca/root.cer")
+    ]
+
+
+def test_explicit_policy_path_validation(
+    root_ca: CertificateAuthority,
+    issuing_ca: CertificateAuthority,
+    rsa_leaf: Leaf,
+    now: datetime,
+    pki_dir: Path,
+    openssl: str,
+) -> None:
+    """ETSI EN 319 412-2 relying parties require an explicit policy (RFC 5280 §6.1.3 (d))."""
+    from tests.pki.conftest import POLICY_OID
+
+    root_pem = write_pem(pki_dir / "explicit-root.pem", root_ca.certificate)
+    issuing_pem = write_pem(pki_dir / "explicit-issuing.pem", issuing_ca.certificate)
+    args: list[str | Path] = [
+        openssl,
+        "verify",
+        "-x509_strict",
+        "-explicit_policy",
+        "-policy",
+        POLICY_OID,
+        "-CAfile",
+        root_pem,
+    ]
+    run_command([*args, "-untrusted", issuing_pem, rsa_leaf.pem_path])
+    # The same key certified without the policy (today's CAs before re-issue) fails.
+    bare = reissue_issuing_ca(root=root_ca, current=issuing_ca.certificate, now=now)
+    assert not any(isinstance(e.value, x509.CertificatePolicies) for e in bare.extensions)
+    bare_pem = write_pem(pki_dir / "explicit-bare.pem", bare)
+    failed = subprocess.run(
+        [str(a) for a in [*args, "-untrusted", bare_pem, rsa_leaf.pem_path]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert failed.returncode != 0
+    assert "no explicit policy" in failed.stderr + failed.stdout
+
+
+def test_reissue_keeps_the_key_and_adds_the_profile(
+    root_ca: CertificateAuthority, issuing_ca: CertificateAuthority, rsa_leaf: Leaf, now: datetime
+) -> None:
+    renewed = reissue_issuing_ca(
+        root=root_ca,
+        current=issuing_ca.certificate,
+        now=now,
+        policy_oid="1.3.6.1.4.1.99999.1.2.1",
+        ca_issuers_url="http://pki.example.lu/ca/root.cer",
+    )
+    assert renewed.public_key() == issuing_ca.certificate.public_key()
+    assert renewed.subject == issuing_ca.certificate.subject
+    assert renewed.serial_number != issuing_ca.certificate.serial_number
+    renewed.verify_directly_issued_by(root_ca.certificate)
+    # A leaf issued under the old certificate verifies under the new one.
+    rsa_leaf.certificate.verify_directly_issued_by(renewed)
+    verifier = PolicyBuilder().store(Store([root_ca.certificate])).time(now).build_client_verifier()
+    assert verifier.verify(rsa_leaf.certificate, [renewed]).chain[1] == renewed

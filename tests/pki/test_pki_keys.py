@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+from typing import Any
+
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -114,3 +118,66 @@ def test_key_matches_certificate(issuing_ca: CertificateAuthority) -> None:
     )
     with pytest.raises(TypeError, match=r"certificate must be an x509\.Certificate"):
         key_matches_certificate(issuing_ca.private_key, b"pem")  # type: ignore[arg-type]
+
+
+def _pbes2_parameters(pem: bytes) -> Any:
+    """The PBES2 parameters of an EncryptedPrivateKeyInfo, read with asn1crypto."""
+    from asn1crypto import keys
+    from asn1crypto import pem as pem_armor
+
+    _kind, _headers, der = pem_armor.unarmor(pem)
+    info = keys.EncryptedPrivateKeyInfo.load(der)
+    algorithm = info["encryption_algorithm"]
+    assert algorithm["algorithm"].native == "pbes2"
+    return algorithm["parameters"]
+
+
+def test_encryption_is_pbkdf2_sha256_with_600000_rounds() -> None:
+    # The issue's floor: PBKDF2 with at least 600,000 rounds (pyca's default was 2,048).
+    pem = encrypt_private_key_pem(generate_private_key(KeyType.EC_P256), b"x" * 20)
+    params = _pbes2_parameters(pem)
+    kdf = params["key_derivation_func"]
+    assert kdf["algorithm"].native == "pbkdf2"
+    assert kdf["parameters"]["iteration_count"].native >= 600_000
+    assert kdf["parameters"]["prf"]["algorithm"].native == "sha256"
+    assert len(kdf["parameters"]["salt"].native) >= 16
+    assert params["encryption_scheme"]["algorithm"].native == "aes256_cbc"
+
+
+def test_openssl_opens_the_encrypted_key(openssl: str, tmp_path: Path) -> None:
+    key = generate_private_key(KeyType.RSA_2048)
+    path = tmp_path / "key.pem"
+    path.write_bytes(encrypt_private_key_pem(key, b"a passphrase of twenty+ chars"))
+    out = subprocess.run(
+        [
+            openssl,
+            "pkey",
+            "-in",
+            str(path),
+            "-passin",
+            "pass:a passphrase of twenty+ chars",
+            "-pubout",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert out == key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_keys_written_with_2048_rounds_still_load() -> None:
+    # Keys written before the change (pyca's BestAvailableEncryption: PBKDF2, 2,048
+    # rounds) load unchanged: loading follows the file's own parameters.
+    key = generate_private_key(KeyType.EC_P256)
+    old = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"old passphrase"),
+    )
+    assert (
+        _pbes2_parameters(old)["key_derivation_func"]["parameters"]["iteration_count"].native
+        == 2048
+    )
+    loaded = load_private_key_pem(old, b"old passphrase")
+    assert loaded.private_numbers() == key.private_numbers()  # type: ignore[comparison-overlap]

@@ -20,7 +20,8 @@ from mycert.services.publication import crl_publish
 class Command(BaseCommand):
     help = (
         "Create a root CA, an issuing CA and an OCSP responder certificate in MYCERT_CA_DIR, "
-        "keys encrypted with MYCERT_CA_KEY_PASSPHRASE. Refuses to overwrite an existing CA. "
+        "keys encrypted with MYCERT_CA_KEY_PASSPHRASE, or generated inside the PKCS#11 token "
+        "with MYCERT_CA_BACKEND=pkcs11. Refuses to overwrite an existing CA. "
         "With --import, take an existing root and issuing CA from PEM files instead."
     )
     # The checks would only say that there is no CA yet.
@@ -54,6 +55,12 @@ class Command(BaseCommand):
             "--issuing-key", type=Path, help="With --import: the issuing CA private key (PEM)."
         )
         parser.add_argument(
+            "--root-crl",
+            type=Path,
+            help="With --import: the root's latest CRL (DER or PEM); the new root CRL's "
+            "number continues above it (it is time-based in any case).",
+        )
+        parser.add_argument(
             "--key-passphrase-env",
             default=None,
             help="With --import: name of an environment variable holding the passphrase of the "
@@ -62,10 +69,18 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         paths = ca_store.configured_paths()
-        try:
-            passphrase = ca_store.configured_passphrase()
-        except ca_store.CaStoreError as exc:
-            raise CommandError(str(exc)) from exc
+        passphrase = b""
+        if not ca_store.uses_token():
+            try:
+                passphrase = ca_store.configured_passphrase()
+            except ca_store.CaStoreError as exc:
+                raise CommandError(str(exc)) from exc
+            weak = ca_store.weak_passphrases()
+            if weak and not settings.DEBUG:
+                raise CommandError(
+                    f"{', '.join(weak)} must be at least {ca_store.MIN_PASSPHRASE_LENGTH} "
+                    "characters in production; refusing to write CA keys with it."
+                )
         now = timezone.now()
         try:
             if options["import_ca"]:
@@ -118,6 +133,12 @@ class Command(BaseCommand):
                 contents[name] = Path(path).read_bytes()
             except OSError as exc:
                 raise CommandError(f"Cannot read {path}: {exc.strerror}.") from exc
+        previous_root_crl = None
+        if options["root_crl"] is not None:
+            try:
+                previous_root_crl = Path(options["root_crl"]).read_bytes()
+            except OSError as exc:
+                raise CommandError(f"Cannot read {options['root_crl']}: {exc.strerror}.") from exc
         if options["key_passphrase_env"]:
             source_passphrase = os.environ.get(options["key_passphrase_env"], "").encode()
         else:
@@ -132,4 +153,5 @@ class Command(BaseCommand):
             issuing_key_pem=contents["issuing_key"],
             issuing_key_passphrase=source_passphrase,
             now=now,
+            previous_root_crl_der=previous_root_crl,
         )

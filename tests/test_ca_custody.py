@@ -1,0 +1,440 @@
+"""Key custody (issue 11): file keys and PKCS#11 tokens, the root's ceremonies, warnings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.verification import PolicyBuilder, Store
+from django.core.management import call_command
+from django.core.management.base import CommandError, SystemCheckError
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from mycert import ca_store, checks, health
+from mycert.models import Certificate
+from mycert.pki import (
+    DistinguishedName,
+    KeyType,
+    build_crl,
+    create_issuing_ca,
+    create_root_ca,
+    encrypt_private_key_pem,
+)
+from mycert.services.issuance import request_issue
+from tests.factories import CertificateRequestFactory
+from tests.pki.helpers import run_command
+from tests.support.softhsm import SoftHsm
+from tests.test_issuance import _keystore_and_password
+
+STRONG = "a-strong-passphrase-of-32-chars!"
+
+
+@pytest.fixture(scope="module")
+def openssl() -> str:
+    path = shutil.which("openssl")
+    if path is None:
+        pytest.fail("openssl is required")
+    return path
+
+
+@pytest.fixture
+def file_ca(settings: Any, tmp_path: Path) -> ca_store.CaPaths:
+    """A CA of our own in a temporary folder (the ceremonies change it)."""
+    settings.MYCERT_CA_DIR = tmp_path / "ca"
+    settings.MYCERT_CA_KEY_PASSPHRASE = STRONG
+    paths = ca_store.configured_paths()
+    ca_store.create_ca(
+        paths,
+        STRONG.encode(),
+        organization="Agence eSanté",
+        country="LU",
+        key_type=KeyType.EC_P256,
+        now=timezone.now(),
+    )
+    return paths
+
+
+@pytest.fixture
+def token_settings(settings: Any, tmp_path: Path, softhsm: SoftHsm) -> Any:
+    """MYCERT_CA_BACKEND=pkcs11 on a fresh SoftHSM2 token; nothing secret in the CA dir."""
+    label = softhsm.init_token(f"t{tmp_path.name[-20:]}")
+    settings.MYCERT_CA_BACKEND = "pkcs11"
+    settings.MYCERT_PKCS11_MODULE = softhsm.module
+    settings.MYCERT_PKCS11_TOKEN_LABEL = label
+    settings.MYCERT_PKCS11_PIN = softhsm.pin
+    settings.MYCERT_CA_DIR = tmp_path / "ca"
+    settings.MYCERT_CA_KEY_PASSPHRASE = ""
+    ca_store.clear_cache()
+    yield settings
+    ca_store.clear_cache()
+
+
+# --- File keys ----------------------------------------------------------------------------
+
+
+def test_ca_key_files_use_600000_pbkdf2_rounds(file_ca: ca_store.CaPaths, openssl: str) -> None:
+    for path in (file_ca.root_key, file_ca.issuing_key, file_ca.ocsp_key):
+        dump = subprocess.run(
+            [openssl, "asn1parse", "-in", str(path)], capture_output=True, text=True, check=True
+        ).stdout
+        assert "PBKDF2" in dump
+        # openssl prints the iteration count in hex: 600,000 = 0x927C0.
+        assert ":0927C0" in dump, dump
+
+
+def test_short_passphrase_refused_in_production(settings: Any, tmp_path: Path) -> None:
+    settings.DEBUG = False
+    settings.MYCERT_CA_DIR = tmp_path / "ca"
+    settings.MYCERT_CA_KEY_PASSPHRASE = "short-19-characters"
+    messages = checks.check_ca()
+    assert [m.id for m in messages] == ["mycert.E009"]
+    assert "MYCERT_CA_KEY_PASSPHRASE is shorter than 20 characters" in messages[0].msg
+    with pytest.raises(CommandError, match="at least 20 characters in production"):
+        call_command("init_ca", key_type="ec-p256")
+    assert not (tmp_path / "ca").exists()
+
+
+def test_ocsp_key_has_its_own_passphrase(settings: Any, file_ca: ca_store.CaPaths) -> None:
+    settings.MYCERT_OCSP_KEY_PASSPHRASE = "the-responder-s-own-passphrase"
+    ca_store.clear_cache()
+    # The existing responder key was written with the CA's passphrase: renewing writes
+    # a new key with the responder's own.
+    call_command("renew_ocsp_responder")
+    responder = ca_store.load_ocsp_responder()
+    settings.MYCERT_CA_KEY_PASSPHRASE = "not-the-ca-passphrase-anymore!!"
+    ca_store.clear_cache()
+    assert ca_store.load_ocsp_responder().certificate == responder.certificate
+    with pytest.raises(ca_store.CaStoreError):
+        ca_store.load_ca()
+
+
+# --- The issuing CA's profile (issue 13) --------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_new_issuing_ca_has_policy_and_ca_issuers(
+    client: Any, settings: Any, file_ca: ca_store.CaPaths
+) -> None:
+    issuing = ca_store.load_ca_certificates().issuing
+    policies = issuing.extensions.get_extension_for_class(x509.CertificatePolicies).value
+    assert [p.policy_identifier.dotted_string for p in policies] == [
+        settings.MYCERT_CERT_POLICY_OID
+    ]
+    aia = issuing.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    urls = [d.access_location.value for d in aia]
+    assert urls == [f"{settings.MYCERT_PKI_BASE_URL}/pki/ca/root.cer"]
+    # The address serves the root, in DER (RFC 5280 §4.2.2.1).
+    response = client.get(urls[0].removeprefix(settings.MYCERT_PKI_BASE_URL))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pkix-cert"
+    assert x509.load_der_x509_certificate(response.content) == ca_store.load_ca_certificates().root
+
+
+@pytest.mark.django_db
+def test_renew_issuing_ca_gives_an_old_ca_the_profile(
+    settings: Any, tmp_path: Path, openssl: str
+) -> None:
+    """An existing CA (no policy, no AIA) gets both by a re-issue by the root."""
+    settings.MYCERT_CA_DIR = tmp_path / "ca"
+    settings.MYCERT_CA_KEY_PASSPHRASE = STRONG
+    paths = ca_store.configured_paths()
+    paths.directory.mkdir()
+    now = timezone.now()
+    root = create_root_ca(
+        subject=DistinguishedName("Old Root", "Agence eSanté", "LU"),
+        key_type=KeyType.EC_P256,
+        now=now,
+    )
+    old = create_issuing_ca(
+        root=root,
+        subject=DistinguishedName("Old Issuing", "Agence eSanté", "LU"),
+        key_type=KeyType.EC_P256,
+        now=now,
+    )
+    for path, data in (
+        (tmp_path / "root.pem", root.certificate.public_bytes(Encoding.PEM)),
+        (tmp_path / "root-key.pem", encrypt_private_key_pem(root.private_key, b"import")),
+        (tmp_path / "issuing.pem", old.certificate.public_bytes(Encoding.PEM)),
+        (tmp_path / "issuing-key.pem", encrypt_private_key_pem(old.private_key, b"import")),
+    ):
+        path.write_bytes(data)
+    paths.directory.rmdir()
+    os.environ["MYCERT_TEST_IMPORT_PASSPHRASE"] = "import"
+    call_command(
+        "init_ca",
+        import_ca=True,
+        root_cert=tmp_path / "root.pem",
+        root_key=tmp_path / "root-key.pem",
+        issuing_cert=tmp_path / "issuing.pem",
+        issuing_key=tmp_path / "issuing-key.pem",
+        key_passphrase_env="MYCERT_TEST_IMPORT_PASSPHRASE",
+    )
+    request = CertificateRequestFactory.create()
+    leaf_id = request_issue(request_id=request.pk, now=timezone.now()).certificate_id
+    assert leaf_id is not None
+    leaf = x509.load_pem_x509_certificate(Certificate.objects.get(pk=leaf_id).pem.encode())
+    before = ca_store.load_ca_certificates().issuing
+    with pytest.raises(x509.ExtensionNotFound):
+        before.extensions.get_extension_for_class(x509.CertificatePolicies)
+
+    call_command("renew_issuing_ca")
+
+    after = ca_store.load_ca_certificates().issuing
+    assert after.public_key() == before.public_key()
+    assert after.extensions.get_extension_for_class(x509.CertificatePolicies)
+    assert after.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
+    assert (paths.directory / f"issuing-{before.serial_number:x}.pem").exists()
+    # The leaf issued before the re-issue validates under the new certificate, with the
+    # explicit policy ETSI relying parties require.
+    verifier = PolicyBuilder().store(Store([root.certificate])).time(timezone.now())
+    verifier.build_client_verifier().verify(leaf, [after])
+    leaf_pem = tmp_path / "leaf.pem"
+    leaf_pem.write_bytes(leaf.public_bytes(Encoding.PEM))
+    subprocess.run(
+        [
+            openssl,
+            "verify",
+            "-explicit_policy",
+            "-policy",
+            settings.MYCERT_CERT_POLICY_OID,
+            "-CAfile",
+            str(paths.root_cert),
+            "-untrusted",
+            str(paths.issuing_cert),
+            str(leaf_pem),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    # A later issuance loads the renewed certificate with the same key.
+    assert ca_store.load_ca().issuing.certificate == after
+
+
+# --- The root CRL ---------------------------------------------------------------------------
+
+
+def _root_crl(paths: ca_store.CaPaths) -> x509.CertificateRevocationList:
+    return x509.load_der_x509_crl(paths.root_crl.read_bytes())
+
+
+def _number(crl: x509.CertificateRevocationList) -> int:
+    return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+
+
+def test_sign_root_crl_increases_the_number(file_ca: ca_store.CaPaths) -> None:
+    first = _root_crl(file_ca)
+    call_command("sign_root_crl")
+    second = _root_crl(file_ca)
+    call_command("sign_root_crl")
+    third = _root_crl(file_ca)
+    assert _number(first) < _number(second) < _number(third)
+    root = x509.load_pem_x509_certificate(file_ca.root_cert.read_bytes())
+    assert third.is_signature_valid(root.public_key())  # type: ignore[arg-type]
+    assert third.next_update_utc is not None
+    assert third.next_update_utc - timezone.now() > timedelta(days=364)
+
+
+def test_sign_root_crl_with_the_root_key_elsewhere(
+    file_ca: ca_store.CaPaths, tmp_path: Path
+) -> None:
+    """The root key lives offline: on removable media, not in MYCERT_CA_DIR."""
+    offline = tmp_path / "usb-root-key.pem"
+    file_ca.root_key.rename(offline)
+    before = _number(_root_crl(file_ca))
+    with pytest.raises(CommandError, match="root CA private key is missing"):
+        call_command("sign_root_crl")
+    call_command("sign_root_crl", root_key=offline)
+    assert _number(_root_crl(file_ca)) > before
+
+
+@pytest.mark.django_db
+def test_root_crl_number_grows_across_import(
+    settings: Any, file_ca: ca_store.CaPaths, tmp_path: Path
+) -> None:
+    """Re-importing the root elsewhere never goes back to a lower cRLNumber."""
+    call_command("sign_root_crl")
+    call_command("sign_root_crl")
+    previous = _number(_root_crl(file_ca))
+    os.environ["MYCERT_TEST_IMPORT_PASSPHRASE"] = STRONG
+    settings.MYCERT_CA_DIR = tmp_path / "imported"
+    ca_store.clear_cache()
+    call_command(
+        "init_ca",
+        import_ca=True,
+        root_cert=file_ca.root_cert,
+        root_key=file_ca.root_key,
+        issuing_cert=file_ca.issuing_cert,
+        issuing_key=file_ca.issuing_key,
+        key_passphrase_env="MYCERT_TEST_IMPORT_PASSPHRASE",
+        root_crl=file_ca.root_crl,
+    )
+    imported = ca_store.configured_paths()
+    assert _number(_root_crl(imported)) > previous
+    # Without the previous CRL the number is the time: above any earlier sequential one.
+    now = timezone.now()
+    assert ca_store.next_root_crl_number(0, now=now) == int(now.timestamp())
+    assert ca_store.next_root_crl_number(int(now.timestamp()) + 5, now=now) == (
+        int(now.timestamp()) + 6
+    )
+
+
+# --- Warnings before a ceremony is due ----------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_healthz_and_metrics_warn_before_a_ceremony_is_due(
+    client: Any, settings: Any, file_ca: ca_store.CaPaths, tmp_path: Path, smtp_settings: Any
+) -> None:
+    health.clear_cache()
+    response = client.get("/healthz")
+    ca = response.json()["checks"]["ca"]
+    assert ca["status"] == "ok"
+    assert "warnings" not in ca  # all three far off (the responder: renewed at 10 days)
+    assert ca["root_crl_not_after"]
+
+    # A CA made 22 days ago: its responder runs out in 8 days (beat missed the renewal
+    # at 10), and a root CRL re-signed to run out in 29 days.
+    settings.MYCERT_CA_DIR = tmp_path / "older-ca"
+    paths = ca_store.configured_paths()
+    now = timezone.now()
+    ca_store.create_ca(
+        paths,
+        STRONG.encode(),
+        organization="Agence eSanté",
+        country="LU",
+        key_type=KeyType.EC_P256,
+        now=now - timedelta(days=22),
+    )
+    root = ca_store.load_root()
+    paths.root_crl.write_bytes(
+        build_crl(
+            issuer=root,
+            entries=[],
+            crl_number=99,
+            this_update=now - timedelta(days=336),
+            next_update=now + timedelta(days=29),
+        ).public_bytes(Encoding.DER)
+    )
+    ca_store.clear_cache()
+    response = client.get("/healthz")
+    ca = response.json()["checks"]["ca"]
+    # A warning, not an outage: the load balancer keeps the host.
+    assert response.status_code == 200
+    assert ca["status"] == "ok"
+    assert ca["warnings"] == "ocsp_responder_expires_soon,root_crl_expires_soon"
+
+    metrics = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    warnings = {
+        sample.labels["item"]: sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "mycert_ca_expiry_warning"
+        for sample in family.samples
+    }
+    assert warnings == {"root_crl": 1.0, "ocsp_responder": 1.0, "issuing_ca": 0.0}
+
+
+# --- PKCS#11 --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_init_ca_in_the_token_leaves_no_key_file(token_settings: Any) -> None:
+    call_command("init_ca", key_type="ec-p256")
+    paths = ca_store.configured_paths()
+    assert sorted(p.name for p in paths.directory.iterdir()) == [
+        "issuing.pem",
+        "ocsp.pem",
+        "root.crl",
+        "root.pem",
+    ]
+    for path in paths.directory.iterdir():
+        assert b"PRIVATE KEY" not in path.read_bytes()
+    token = ca_store.configured_token()
+    assert {"mycert-root", "mycert-issuing", "mycert-ocsp"} <= token.labels()
+    loaded = ca_store.load_ca()
+    assert type(loaded.issuing.private_key).__name__ == "TokenEcPrivateKey"
+    assert checks.check_ca() == []
+
+
+@pytest.mark.django_db
+def test_init_ca_refuses_to_overwrite_token_keys(token_settings: Any, tmp_path: Path) -> None:
+    call_command("init_ca", key_type="ec-p256")
+    token_settings.MYCERT_CA_DIR = tmp_path / "another-ca"
+    ca_store.clear_cache()
+    with pytest.raises(
+        CommandError, match="already holds mycert-issuing, mycert-ocsp, mycert-root"
+    ):
+        call_command("init_ca", key_type="ec-p256")
+    assert not (tmp_path / "another-ca").exists()
+
+
+@pytest.mark.django_db
+def test_issuance_pipeline_with_token_keys(
+    token_settings: Any, tmp_path: Path, openssl: str
+) -> None:
+    call_command("init_ca", key_type="rsa-2048")
+    request = CertificateRequestFactory.create()
+    certificate_id = request_issue(request_id=request.pk, now=timezone.now()).certificate_id
+    assert certificate_id is not None
+    certificate = Certificate.objects.get(pk=certificate_id)
+    keystore, password = _keystore_and_password(certificate)
+    path = tmp_path / "keystore.p12"
+    path.write_bytes(keystore)
+    # openssl opens the keystore; the leaf verifies against the token-signed chain.
+    leaf_pem = subprocess.run(
+        [openssl, "pkcs12", "-in", str(path), "-passin", f"pass:{password}", "-nokeys", "-clcerts"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    (tmp_path / "leaf.pem").write_bytes(leaf_pem)
+    paths = ca_store.configured_paths()
+    run_command(
+        [
+            openssl,
+            "verify",
+            "-explicit_policy",
+            "-policy",
+            token_settings.MYCERT_CERT_POLICY_OID,
+            "-CAfile",
+            str(paths.root_cert),
+            "-untrusted",
+            str(paths.issuing_cert),
+            str(tmp_path / "leaf.pem"),
+        ]
+    )
+    # The ceremonies with the token: root CRL and re-issue, no key file anywhere.
+    call_command("sign_root_crl")
+    call_command("renew_issuing_ca")
+    call_command("renew_ocsp_responder")
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in paths.directory.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("change", "check_id", "message"),
+    [
+        ({"MYCERT_PKCS11_PIN": "wrong-pin"}, "mycert.E007", "PIN of the PKCS#11 token"),
+        ({"MYCERT_PKCS11_TOKEN_LABEL": "absent"}, "mycert.E006", "No PKCS#11 token labelled"),
+        ({"MYCERT_PKCS11_MODULE": "/nonexistent/libp11.so"}, "mycert.E006", "cannot be loaded"),
+    ],
+)
+@pytest.mark.django_db
+def test_check_explains_token_problems(
+    token_settings: Any, change: dict[str, str], check_id: str, message: str
+) -> None:
+    call_command("init_ca", key_type="ec-p256")
+    for name, value in change.items():
+        setattr(token_settings, name, value)
+    ca_store.clear_cache()
+    messages = checks.check_ca()
+    assert [m.id for m in messages] == [check_id]
+    assert message in messages[0].msg
+    assert "Traceback" not in messages[0].msg
+    with pytest.raises(SystemCheckError, match=check_id):
+        call_command("check")
