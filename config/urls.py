@@ -19,6 +19,7 @@ urlpatterns = [
     path("oidc/login/", views_auth.login, name="oidc-login"),
     path("oidc/callback/", views_auth.callback, name="oidc-callback"),
     path("oidc/logout/", views_auth.logout, name="oidc-logout"),
+    path("login/refused/<slug:reason>/", views_auth.refused, name="login-refused"),
     # The addresses written into certificates (mycert.ca_store): CRL DP and AIA.
     path("pki/crl/issuing.crl", views_pki.crl, name="pki-crl"),
     path("pki/crl/root.crl", views_pki.root_crl, name="pki-root-crl"),
