@@ -108,7 +108,7 @@ def request_certificate(request: HttpRequest) -> HttpResponse:
                     professional=professional,
                     vendor=form.chosen_vendor(),
                     terms_accepted=form.cleaned_data["terms_accepted"],
-                    language=get_language() or "fr",
+                    language=professional.language or get_language() or "fr",
                     now=timezone.now(),
                 )
             except RequestRefused as refused:

@@ -406,6 +406,21 @@ def test_an_unknown_refusal_address_is_a_404(client: Client) -> None:
     assert client.get("/login/refused/no-such-reason/").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [("de", "de"), ("de-LU", "de"), ("en_GB", "en"), ("pt", "fr"), (None, "fr")],
+)
+def test_the_providers_locale_is_the_professionals_mail_language(
+    client: Client, oidc_settings: OidcProvider, locale: str | None, expected: str
+) -> None:
+    """The portal's profile says which language the e-mails speak, not the browser's."""
+    response = login_professional(
+        client, oidc_settings, "sub-jean", professional_claims(locale=locale)
+    )
+    assert response.status_code == 302
+    assert Professional.objects.get().language == expected
+
+
 # --- the protocol: state, provider errors, token checks --------------------------------------
 
 

@@ -75,6 +75,23 @@ def test_submit_records_request_consent_and_queues_issuance(
     assert "Demande envoyée." in sent_page
 
 
+def test_the_request_speaks_the_professionals_language_not_the_pages(
+    professional_client: Client, queued: list[int]
+) -> None:
+    """The portal's locale (kept on the professional at login) chooses the e-mails' language."""
+    professional = professional_client.professional  # type: ignore[attr-defined]
+    professional.language = "de"
+    professional.save(update_fields=["language"])
+
+    response = professional_client.post(
+        reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
+    )
+
+    assert response.status_code == 302
+    assert "Demande envoyée." in professional_client.get(response["Location"]).content.decode()
+    assert CertificateRequest.objects.get().language == "de"
+
+
 def test_no_vendor_choice(professional_client: Client, queued: list[int]) -> None:
     response = professional_client.post(
         reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
