@@ -110,7 +110,7 @@ def test_make_run_serves_the_whole_journey_on_embedded_defaults(tmp_path: Path) 
 
         form = callback.text
         assert "Je n&#x27;ai pas d&#x27;éditeur" in form
-        vendor = re.search(r'<option value="(\d+)">Logiciel Médical SA \(OpenPGP\)</option>', form)
+        vendor = re.search(r'<option value="(\d+)">Logiciel Médical SA</option>', form)
         assert vendor, "the demo vendor with an OpenPGP key is offered"
         sent = session.post(
             f"{base}/request/",

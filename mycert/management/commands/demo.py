@@ -185,7 +185,8 @@ class Command(BaseCommand):
             return
         armored = self._demo_vendor_key(var)
         vendor_create(
-            name="Logiciel Médical SA (OpenPGP)",
+            # Named as a real vendor is: whether its key is on file shows in the admin.
+            name="Logiciel Médical SA",
             email="support@logiciel-medical.lu",
             pgp_key=armored,
             legacy_keystore=False,
@@ -333,7 +334,9 @@ class Command(BaseCommand):
             "",
             "MyCert is running with demo data:",
             f"  Professionals:  http://127.0.0.1:{options['port']}/  → “Log in with LuxTrust”, then pick",
-            "                  dr-anne-muller (fr) or dr-jean-schmit (de) at the demo OpenID provider;",
+            "                  dr-anne-muller or dr-jean-schmit at the demo OpenID provider; e-mails",
+            "                  speak the portal profile's language (locale claim): French for",
+            "                  Anne Muller, German for Jean Schmit; the pages follow the browser.",
             "                  weak-login and not-a-professional show the refusal pages.",
             f"  Helpdesk admin: http://127.0.0.1:{options['port']}/admin/  helpdesk / helpdesk-demo-2026",
             "                  (superuser: admin / admin-demo-2026)",
