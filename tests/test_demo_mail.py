@@ -19,7 +19,7 @@ FACTS = CertificateFacts(
     not_after=datetime(2029, 12, 4, tzinfo=UTC),
 )
 KEYSTORE = b"0\x82\x01\x00 not a real keystore"
-PASSWORD = "Abcd-Efgh-Jkmn-Pqrs-Tuvw-Xyz2"  # noqa: S105 - a test value
+PASSWORD = "Abcd-Efgh-Jkmn-Pqrs-Tuvw-Xyz2"
 
 
 def _maildir(path: Path) -> Path:
