@@ -7,6 +7,7 @@ from mycert import views, views_auth, views_ops, views_pki
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("request/", views.request_certificate, name="request-certificate"),
     path("request/sent/<int:request_id>/", views.request_sent, name="request-sent"),
     path("certificates/", views.my_certificates, name="my-certificates"),

@@ -10,8 +10,10 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import patch_cache_control
 from django.utils.functional import Promise
 from django.utils.translation import get_language, gettext
 from django.utils.translation import gettext_lazy as _
@@ -82,6 +84,15 @@ def _in_progress_problem(request: HttpRequest) -> HttpResponse:
         back_url=reverse("my-certificates"),
         back_label=_("My certificates"),
     )
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """``/favicon.ico``, which browsers and bots ask for whatever the pages link to."""
+    # Not permanent: the static address carries a hash that changes with the icon.
+    response = redirect(static("mycert/favicon.ico"))
+    patch_cache_control(response, public=True, max_age=86400)
+    return response
 
 
 @require_GET
