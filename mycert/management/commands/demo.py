@@ -98,9 +98,9 @@ def _stop_on_signals() -> Iterator[None]:
 class Children:
     """Every process the demo starts, all stopped in one place (:meth:`stop_all`).
 
-    Each child leads its own process group, so stopping it reaches its own children
-    too (the worker's pool and beat): SIGTERM to the group, SIGKILL after ``grace``
-    seconds. A signal sent only to the demo (``kill PID``, ``make run`` stopped by its
+    Each child leads its own process group: SIGTERM goes to the child, which stops its
+    own children as it knows how (Celery's warm shutdown of its pool and beat); SIGKILL
+    after ``grace`` seconds, and then to whatever is left in its group. A signal sent only to the demo (``kill PID``, ``make run`` stopped by its
     supervisor) therefore stops everything, as Ctrl-C in the terminal does. gpg-agent
     detaches from whoever started it; ``gpgconf --kill all`` stops it per keyring.
     """
@@ -124,7 +124,8 @@ class Children:
     def stop_all(self) -> None:
         """Stop every child and its process group, then the keyrings' gpg-agents."""
         for process in self.processes.values():
-            self._signal_group(process, signal.SIGTERM)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         for process in self.processes.values():
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import email
 import email.policy
 import mailbox
+import re
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, cast
@@ -19,6 +20,17 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 KEYSTORE_TYPE = "application/x-pkcs12"
+# Python's Maildir names a message "<seconds>.M<microseconds>P<pid>Q<count>.<host>".
+_MAILDIR_KEY = re.compile(r"(\d+)\.M(\d+)P\d+Q(\d+)")
+
+
+def _delivery_time(key: str) -> tuple[int, int, int]:
+    """The order the sink stored messages in (microseconds are not zero-padded)."""
+    found = _MAILDIR_KEY.match(key)
+    if found is None:
+        return (0, 0, 0)
+    seconds, microseconds, count = found.groups()
+    return (int(seconds), int(microseconds), int(count))
 
 
 class Command(BaseCommand):
@@ -45,15 +57,16 @@ class Command(BaseCommand):
         if not (maildir / "new").is_dir() and not (maildir / "cur").is_dir():
             raise CommandError(f"No Maildir at {maildir}: start `make run` and ask first.")
         box = mailbox.Maildir(maildir, create=False)
-        messages: list[EmailMessage] = sorted(
-            (email.message_from_bytes(raw.as_bytes(), policy=email.policy.default) for raw in box),
-            key=lambda m: str(m["Date"] and m["Date"].datetime.isoformat()),
-        )
+        messages: list[EmailMessage] = [
+            email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+            for key in sorted(box.keys(), key=_delivery_time)
+        ]
         target: Path | None = options["save_keystore"]
         if target is not None:
             target.mkdir(parents=True, exist_ok=True)
         for number, message in enumerate(messages, 1):
-            self.stdout.write(f"{number}. To: {message['To']}  Subject: {message['Subject']}")
+            subject = str(message["Subject"] or "").strip()
+            self.stdout.write(f"{number}. To: {message['To']}  Subject: {subject}")
             if message.get_content_type() == "multipart/encrypted":
                 self.stdout.write("   (OpenPGP-encrypted: the vendor's copy)")
             if options["body"]:
