@@ -206,7 +206,7 @@ def test_the_favicon_is_served(client: Client) -> None:
     response = client.get("/favicon.ico", follow=True)
     assert response.status_code == 200
     assert response.redirect_chain[-1][0].endswith(".ico")
-    body = b"".join(response.streaming_content) if response.streaming else response.content
+    body = b"".join(response.streaming_content) if response.streaming else response.content  # type: ignore[attr-defined]
     assert body[:4] == b"\x00\x00\x01\x00"  # an ICO file
     page = client.get("/").content.decode()
     assert 'rel="icon"' in page

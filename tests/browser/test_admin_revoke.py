@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
 from playwright.sync_api import Page, expect
+
+if TYPE_CHECKING:
+    from playwright._impl._api_structures import SetCookieParam
 
 from mycert.models import Certificate, CertificateRequest
 from mycert.services.issuance import request_issue
@@ -137,7 +141,7 @@ def test_certificate_list_shows_state_revoked_and_reason(
     expect(page.locator("#result_list tbody tr")).to_contain_text(certificate.serial[:16])
 
 
-def _session_cookie(site: Site, user: User) -> list[dict[str, str]]:
+def _session_cookie(site: Site, user: User) -> list[SetCookieParam]:
     """A logged-in admin session for ``user`` (the login itself is tested above)."""
     from django.conf import settings
     from django.test import Client

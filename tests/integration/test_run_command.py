@@ -182,7 +182,8 @@ def _processes() -> dict[int, tuple[int, str, str]]:
 
 def _descendants(root: int) -> set[int]:
     table = _processes()
-    family, frontier = set(), {root}
+    family: set[int] = set()
+    frontier = {root}
     while frontier:
         frontier = {pid for pid, (ppid, _, _) in table.items() if ppid in frontier} - family
         family |= frontier
