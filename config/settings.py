@@ -128,6 +128,8 @@ LOCALE_PATHS = [BASE_DIR / "mycert" / "locale"]
 USE_I18N = True
 TIME_ZONE = "Europe/Luxembourg"
 USE_TZ = True
+# Day-first dates in every language, 24-hour clock (mycert/formats/<language>/formats.py).
+FORMAT_MODULE_PATH = ["mycert.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static")))

@@ -7,6 +7,7 @@ from mycert import views, views_auth, views_check, views_ops, views_pki
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("request/", views.request_certificate, name="request-certificate"),
     path("request/sent/<int:request_id>/", views.request_sent, name="request-sent"),
     path("certificates/", views.my_certificates, name="my-certificates"),
@@ -19,6 +20,7 @@ urlpatterns = [
     path("oidc/login/", views_auth.login, name="oidc-login"),
     path("oidc/callback/", views_auth.callback, name="oidc-callback"),
     path("oidc/logout/", views_auth.logout, name="oidc-logout"),
+    path("login/refused/<slug:reason>/", views_auth.refused, name="login-refused"),
     # The addresses written into certificates (mycert.ca_store): CRL DP and AIA.
     path("pki/crl/issuing.crl", views_pki.crl, name="pki-crl"),
     path("pki/crl/root.crl", views_pki.root_crl, name="pki-root-crl"),

@@ -12,6 +12,8 @@ import re
 from datetime import datetime
 from typing import Any, cast
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -24,6 +26,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
@@ -310,23 +313,65 @@ HELPDESK_REASONS = [
     Certificate.RevocationReason.UNSPECIFIED,
 ]
 
-# "4a:3f:…", "4A 3F …" or "0x4a3f…", as openssl and other tools print serials.
-_SERIAL_SPELLING = re.compile(r"(?:0x[0-9a-fA-F]+|[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2})+)")
+# Serials as tools print them: openssl x509 -serial (upper case, padded with a leading
+# zero to whole bytes), -text (colon-separated bytes), 0x-prefixed, spaced, or decimal.
+_SERIAL_SEPARATORS = re.compile(r"[\s:]")
+_HEX = re.compile(r"[0-9a-f]+")
+_DECIMAL = re.compile(r"[0-9]+")
+# Below this many hex digits a term is more likely a name or an id than a serial prefix.
+_SERIAL_PREFIX_MIN_DIGITS = 6
 
 
-def normalize_serial_search(term: str) -> str:
-    """Turn a serial as tools print it into the stored hex (lower case, no separators)."""
-    candidate = term.strip()
-    if not _SERIAL_SPELLING.fullmatch(candidate):
-        return term
-    digits = candidate.lower().removeprefix("0x").replace(":", "")
-    return digits.lstrip("0") or "0"
+def serial_search_q(term: str) -> Q | None:
+    """The stored serials (hex, lower case, no leading zero) a search term may spell."""
+    compact = _SERIAL_SEPARATORS.sub("", term.strip()).lower()
+    hex_digits = compact.removeprefix("0x")
+    matches: list[Q] = []
+    if len(hex_digits) >= _SERIAL_PREFIX_MIN_DIGITS and _HEX.fullmatch(hex_digits):
+        # A whole serial or its beginning (a tool's output cut short, an e-mail's prefix).
+        matches.append(Q(serial__startswith=hex_digits.lstrip("0") or "0"))
+    if compact == hex_digits and _DECIMAL.fullmatch(compact):
+        matches.append(Q(serial=format(int(compact), "x")))
+    if not matches:
+        return None
+    combined = matches[0]
+    for match in matches[1:]:
+        combined |= match
+    return combined
+
+
+# RFC 4519 / X.520 short names that cryptography prints as dotted OIDs (RFC 4514 §2.3
+# names only CN, L, ST, O, OU, C, STREET, DC and UID).
+_READABLE_ATTRIBUTES = {
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.SURNAME: "surname",
+    NameOID.GIVEN_NAME: "givenName",
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
+}
+
+
+def readable_name(rfc4514: str) -> str:
+    """``2.5.4.5=LU-MED-1,2.5.4.4=Muller,…`` as ``serialNumber=LU-MED-1, surname=Muller, …``."""
+    try:
+        name = x509.Name.from_rfc4514_string(rfc4514)
+    except ValueError:
+        return rfc4514  # shown as stored rather than not at all
+    # rfc4514_string() lists the RDNs last first (RFC 4514 §2.1); so does this.
+    return ", ".join(rdn.rfc4514_string(_READABLE_ATTRIBUTES) for rdn in reversed(name.rdns))
 
 
 class RevocationForm(forms.Form):
+    # No reason is chosen in advance: a default (key compromise, the first) would be
+    # recorded, published in the CRL and told to the professional whenever an agent
+    # forgets to choose.
     reason = forms.ChoiceField(
         label=_("Reason (RFC 5280)"),
-        choices=[(reason.value, reason.label) for reason in HELPDESK_REASONS],
+        choices=[
+            ("", "---------"),
+            *[(reason.value, reason.label) for reason in HELPDESK_REASONS],
+        ],
+        error_messages={"required": _("Choose the reason for the revocation.")},
     )
     compromised_at = forms.DateTimeField(
         label=_("Compromise date"),
@@ -337,12 +382,13 @@ class RevocationForm(forms.Form):
         ),
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
+    # Who asked is part of the revocation's record (DESIGN.md §5: who, when, why).
     comment = forms.CharField(
         label=_("Comment"),
-        required=False,
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text=_("Why, and on whose request."),
+        error_messages={"required": _("Say why, and on whose request.")},
     )
 
     def clean_compromised_at(self) -> datetime | None:
@@ -369,16 +415,24 @@ class RevocationForm(forms.Form):
 
 @admin.register(Certificate)
 class CertificateAdmin(ReadOnlyAdmin):
+    # What the helpdesk looks for first comes first, and every column is narrow enough
+    # for the list to fit beside the navigation and the filters at 1280 px: the serial's
+    # first 16 digits (as the e-mails give them; the search takes the whole one), dates
+    # without the time where the time does not matter.
     list_display = [
-        "serial",
+        "serial_prefix",
         "professional",
-        "not_before",
-        "not_after",
         "state",
-        "revoked_at",
+        "revoked",
         "revocation_reason",
+        "valid_until",
         "pem_link",
     ]
+    list_display_links = ["serial_prefix"]
+
+    class Media:
+        css = {"all": ["mycert/admin-certificates.css"]}
+
     list_filter = [
         CertificateStateFilter,
         ExpiringSoonFilter,
@@ -404,8 +458,8 @@ class CertificateAdmin(ReadOnlyAdmin):
                     "serial",
                     "professional",
                     "request",
-                    "subject",
-                    "issuer",
+                    "subject_name",
+                    "issuer_name",
                     "key_type",
                     "not_before",
                     "not_after",
@@ -444,6 +498,28 @@ class CertificateAdmin(ReadOnlyAdmin):
             return str(_("not yet valid"))
         return str(_("valid"))
 
+    @admin.display(description=_("serial number"), ordering="serial")
+    def serial_prefix(self, obj: Certificate) -> str:
+        return format_html('<code title="{}">{}…</code>', obj.serial, obj.serial[:16])
+
+    @admin.display(description=_("revoked"), ordering="revoked_at")
+    def revoked(self, obj: Certificate) -> str | None:
+        if obj.revoked_at is None:
+            return None  # the list's "-", as for the reason
+        return date_format(timezone.localtime(obj.revoked_at), "SHORT_DATETIME_FORMAT")
+
+    @admin.display(description=_("valid until"), ordering="not_after")
+    def valid_until(self, obj: Certificate) -> str:
+        return date_format(timezone.localtime(obj.not_after), "SHORT_DATE_FORMAT")
+
+    @admin.display(description=_("subject"))
+    def subject_name(self, obj: Certificate) -> str:
+        return readable_name(obj.subject)
+
+    @admin.display(description=_("issuer"))
+    def issuer_name(self, obj: Certificate) -> str:
+        return readable_name(obj.issuer)
+
     @admin.display(description=_("PEM"))
     def pem_link(self, obj: Certificate) -> str:
         return format_html(
@@ -457,7 +533,12 @@ class CertificateAdmin(ReadOnlyAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
-        return super().get_search_results(request, queryset, normalize_serial_search(search_term))
+        """Django's search (names, ids, e-mail), plus a serial in any common spelling."""
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        serial = serial_search_q(search_term)
+        if serial is not None:
+            found = found | queryset.filter(serial)
+        return found, may_have_duplicates
 
     # -- Permissions and URLs
 

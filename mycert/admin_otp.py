@@ -10,23 +10,41 @@ switch on, a staff user is let in only once verified by one of their confirmed
 devices during this login (django-otp's ``OTPMiddleware`` puts ``is_verified()`` on the
 user); a staff user without a device cannot enter at all. Devices are made with
 ``manage.py add_totp_device USERNAME``.
+
+The login page asks for username, password and code at once, and one submission is
+enough (:class:`MyCertOTPAuthenticationForm`): django-otp wants a device chosen from a
+list it can show only once it knows the user, so its first answer is always « Veuillez
+choisir un appareil ». Here an agent's only device is used; with several, the code
+itself says which device produced it. The list is offered only after a wrong code.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.sites import AdminSite
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.forms import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_noop
+from django_otp import devices_for_user
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
+from django_otp.models import Device
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from mycert.ratelimit import ratelimit
 
-__all__ = ["DJANGO_OTP_MESSAGES", "SwitchableOTPAdminSite", "install"]
+__all__ = [
+    "DJANGO_OTP_MESSAGES",
+    "MyCertOTPAuthenticationForm",
+    "SwitchableOTPAdminSite",
+    "install",
+]
 
 #: django-otp's own messages on the admin login that its catalogs leave untranslated
 #: in French and German (a helpdesk agent who forgets to choose the device sees it).
@@ -35,13 +53,55 @@ __all__ = ["DJANGO_OTP_MESSAGES", "SwitchableOTPAdminSite", "install"]
 DJANGO_OTP_MESSAGES = (gettext_noop("Please select a device."),)
 
 
+def _totp_matches(device: TOTPDevice, token: str) -> bool:
+    """Whether ``token`` is ``device``'s current code, recording nothing.
+
+    The same test as ``TOTPDevice.verify_token`` (tolerance, drift, no replay of a used
+    time step), without its side effects: the device that matches is then verified the
+    usual way, and the others are left alone (django-otp's reason for asking to choose
+    is that trying each device throttles those that do not match).
+    """
+    allowed, _detail = device.verify_is_allowed()
+    if not allowed or not token.isdigit():
+        return False
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    totp.time = time.time()
+    return bool(totp.verify(int(token), device.tolerance, device.last_t + 1))
+
+
+class MyCertOTPAuthenticationForm(OTPAdminAuthenticationForm):
+    """Username, password and code in one submission; no device to choose beforehand."""
+
+    def _chosen_device(self, user: AbstractBaseUser) -> Device | None:
+        if self.cleaned_data.get("otp_device"):
+            # An explicit choice is django-otp's to check (it must be this user's).
+            chosen: Device | None = super()._chosen_device(user)
+            return chosen
+        # django-otp's clean_otp() runs this in a transaction: the rows stay locked.
+        devices: list[Device] = list(devices_for_user(user, confirmed=True, for_verify=True))
+        if len(devices) == 1:
+            return devices[0]
+        token = str(self.cleaned_data.get("otp_token") or "").strip()
+        for device in devices:
+            if isinstance(device, TOTPDevice) and _totp_matches(device, token):
+                return device
+        if token:
+            # A wrong code typed without a device counts against every device it could
+            # have been meant for, as brute force against each would.
+            for device in devices:
+                device.throttle_increment(commit=True)
+            self._update_form(user)  # now the list can be shown: the password was right
+            raise ValidationError(self.otp_error_messages["invalid_token"], code="invalid_token")
+        return None
+
+
 class SwitchableOTPAdminSite(OTPAdminSite):
     """django-otp's admin site when ``MYCERT_ADMIN_REQUIRE_OTP`` is on, Django's otherwise."""
 
     @property  # type: ignore[override]
     def login_form(self) -> type[AdminAuthenticationForm]:
         if settings.MYCERT_ADMIN_REQUIRE_OTP:
-            form: type[AdminAuthenticationForm] = OTPAdminAuthenticationForm
+            form: type[AdminAuthenticationForm] = MyCertOTPAuthenticationForm
             return form
         return AdminAuthenticationForm
 

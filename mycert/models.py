@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from mycert.querysets import CertificateQuerySet, CertificateRequestQuerySet, DeliveryQuerySet
 
@@ -78,11 +79,13 @@ class CertificateRequest(models.Model):
     """One "Envoyer" on the form: the professional's request and their consent."""
 
     class Status(models.TextChoices):
-        SUBMITTED = "submitted", _("submitted")
-        ISSUING = "issuing", _("issuing")
-        SENDING = "sending", _("sending")
-        SENT = "sent", _("sent")
-        FAILED = "failed", _("failed")
+        # "request state": French agrees these with « la demande » (soumise, envoyée…),
+        # as the professional's pages do (mycert/selectors.py).
+        SUBMITTED = "submitted", pgettext_lazy("request state", "submitted")
+        ISSUING = "issuing", pgettext_lazy("request state", "issuing")
+        SENDING = "sending", pgettext_lazy("request state", "sending")
+        SENT = "sent", pgettext_lazy("request state", "sent")
+        FAILED = "failed", pgettext_lazy("request state", "failed")
 
     IN_PROGRESS = (Status.SUBMITTED, Status.ISSUING, Status.SENDING)
 

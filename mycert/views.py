@@ -10,8 +10,10 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import patch_cache_control
 from django.utils.functional import Promise
 from django.utils.translation import get_language, gettext
 from django.utils.translation import gettext_lazy as _
@@ -85,6 +87,15 @@ def _in_progress_problem(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """``/favicon.ico``, which browsers and bots ask for whatever the pages link to."""
+    # Not permanent: the static address carries a hash that changes with the icon.
+    response = redirect(static("mycert/favicon.ico"))
+    patch_cache_control(response, public=True, max_age=86400)
+    return response
+
+
+@require_GET
 def home(request: HttpRequest) -> HttpResponse:
     """The entry page."""
     return render(request, "mycert/home.html")
@@ -108,7 +119,7 @@ def request_certificate(request: HttpRequest) -> HttpResponse:
                     professional=professional,
                     vendor=form.chosen_vendor(),
                     terms_accepted=form.cleaned_data["terms_accepted"],
-                    language=get_language() or "fr",
+                    language=professional.language or get_language() or "fr",
                     now=timezone.now(),
                 )
             except RequestRefused as refused:

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, resolve_url
 from django.urls import reverse
 from django.utils.functional import Promise
@@ -176,7 +176,12 @@ def _safe_next(request: HttpRequest, url: str) -> str:
 
 
 def _refuse(request: HttpRequest, refusal: LoginRefused, *, flush: bool = True) -> HttpResponse:
-    """Record the refusal and explain it; this browser keeps no session from the attempt."""
+    """Record the refusal and send the browser to its explanation.
+
+    The callback's own address carries a one-time code: reloading it, or switching the
+    language on it, would run the callback again and fail for another reason (the state
+    is spent). The explanation lives at a stable address instead (Post/Redirect/Get).
+    """
     if flush and refusal.code is not RefusalCode.STATE_MISMATCH:
         # A real attempt from this browser failed: drop any earlier session too, so a
         # refused login never leaves someone logged in. A state mismatch may be forged
@@ -186,7 +191,12 @@ def _refuse(request: HttpRequest, refusal: LoginRefused, *, flush: bool = True) 
         logger.warning("login refused: reason=%s detail=%s", refusal.code, refusal.detail)
     else:
         professional_login_refused(code=refusal.code, sub=refusal.sub, detail=refusal.detail)
-    text = _EXPLANATIONS[refusal.code]
+    return redirect("login-refused", reason=refusal.code.value)
+
+
+def _explain(request: HttpRequest, code: RefusalCode) -> HttpResponse:
+    """The plain-words page for ``code``, in the page's language, with its status."""
+    text = _EXPLANATIONS[code]
     return render_problem(
         request,
         title=text.title,
@@ -210,7 +220,9 @@ def login(request: HttpRequest) -> HttpResponse:
             request, redirect_uri=redirect_uri, next_url=next_url, ui_locales=get_language() or ""
         )
     except LoginRefused as refusal:
-        return _refuse(request, refusal, flush=False)
+        # Nothing was spent yet: reloading this address simply tries again.
+        logger.warning("login refused: reason=%s detail=%s", refusal.code, refusal.detail)
+        return _explain(request, refusal.code)
 
 
 @never_cache
@@ -229,6 +241,22 @@ def callback(request: HttpRequest) -> HttpResponse:
     request.session[ID_TOKEN_SESSION_KEY] = completed.id_token
     next_url = _safe_next(request, completed.next_url)
     return redirect(next_url or resolve_url(settings.LOGIN_REDIRECT_URL))
+
+
+@never_cache
+@require_GET
+def refused(request: HttpRequest, reason: str) -> HttpResponse:
+    """Why the last login was refused: the same page on reload and in every language.
+
+    Only an explanation is shown; the reason in the address grants and records nothing.
+    """
+    try:
+        code = RefusalCode(reason)
+    except ValueError as exc:
+        raise Http404 from exc
+    if code not in _EXPLANATIONS:
+        raise Http404
+    return _explain(request, code)
 
 
 @never_cache

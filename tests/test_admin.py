@@ -5,6 +5,8 @@ Real CA, real CRL task (Celery eager), real gpg for vendor keys; no mocks.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
@@ -174,6 +176,70 @@ def test_search_certificates_by_serial_name_and_professional_id(
     assert _changelist_ids(by_colon_serial) == {first.pk}
     assert _changelist_ids(by_name) == {first.pk}
     assert _changelist_ids(by_id) == {second.pk}
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        pytest.param(lambda n: f"{n:040X}", id="openssl x509 -serial (upper case, leading zero)"),
+        pytest.param(lambda n: f"{n:040x}", id="lower case, leading zero"),
+        pytest.param(
+            lambda n: ":".join(f"{n:040x}"[i : i + 2] for i in range(0, 40, 2)),
+            id="colons (openssl -text)",
+        ),
+        pytest.param(
+            lambda n: " ".join(f"{n:040X}"[i : i + 2] for i in range(0, 40, 2)),
+            id="spaces",
+        ),
+        pytest.param(lambda n: f"0x{n:x}", id="0x"),
+        pytest.param(lambda n: f"{n:x}".upper(), id="upper case, no leading zero"),
+        pytest.param(lambda n: str(n), id="decimal"),
+        pytest.param(lambda n: f"  {n:040X}\n", id="pasted with blanks"),
+        pytest.param(lambda n: f"{n:040x}"[:16], id="its first 16 digits as openssl prints them"),
+    ],
+)
+def test_search_a_serial_in_every_common_spelling(
+    helpdesk: Client, issue: Callable[..., Certificate], spelling: Callable[[int], str]
+) -> None:
+    first, second = issue(), issue()
+    # A serial whose hex has an odd number of digits: tools print it with a leading zero.
+    odd = "cae1cb3" + first.serial[-32:]
+    Certificate.objects.filter(pk=first.pk).update(serial=odd)
+
+    response = helpdesk.get(_url("mycert_certificate_changelist"), {"q": spelling(int(odd, 16))})
+
+    assert response.status_code == 200
+    assert _changelist_ids(response) == {first.pk}
+    assert second.pk not in _changelist_ids(response)
+
+
+def test_certificate_page_shows_the_subject_with_readable_names(
+    helpdesk: Client, certificate: Certificate
+) -> None:
+    page = helpdesk.get(_url("mycert_certificate_change", certificate.pk)).content.decode()
+    professional = certificate.professional
+
+    assert "2.5.4." not in page
+    expected = (
+        f"serialNumber={professional.professional_id}, surname={professional.family_name}, "
+        f"givenName={professional.given_name}, CN={professional.full_name}, O="
+    )
+    assert expected in html.unescape(page)
+    assert "C=LU" in page
+
+
+def test_request_states_agree_with_la_demande_in_french(helpdesk: Client) -> None:
+    """« envoyée », like the professional's pages, in the list and in its filter."""
+    _request(status=CertificateRequest.Status.SENT)
+    french = helpdesk.get(_url("mycert_certificaterequest_changelist"), HTTP_ACCEPT_LANGUAGE="fr")
+    page = html.unescape(french.content.decode())
+    filter_panel = page[page.index('id="changelist-filter"') :]
+    for label in ("soumise", "envoyée", "échouée"):
+        assert label in filter_panel, label
+    assert not re.search(r"\benvoyé\b", page)
+    assert not re.search(r">échec<", page)
+    row = page[page.index('id="result_list"') :]
+    assert "envoyée" in row
 
 
 def test_search_requests_and_professionals(helpdesk: Client) -> None:
@@ -380,7 +446,13 @@ def test_a_mixed_selection_skips_the_revoked_ones(
 
     confirmation = _revoke_action(helpdesk, [old, fresh])
     assert "already-revoked" in confirmation.content.decode()
-    done = _revoke_action(helpdesk, [old, fresh], post="yes", reason="cessationOfOperation")
+    done = _revoke_action(
+        helpdesk,
+        [old, fresh],
+        post="yes",
+        reason="cessationOfOperation",
+        comment="Retraite, courrier du 2 décembre",
+    )
 
     texts = _messages(done)
     assert any("Revoked 1 certificate" in m for m in texts)
@@ -397,6 +469,7 @@ def test_a_mixed_selection_skips_the_revoked_ones(
         ("keyCompromise", timedelta(days=2), "cannot be in the future"),
         ("superseded", -timedelta(days=2), "applies only to the reason"),
         ("certificateHold", None, "Select a valid choice"),
+        ("", None, "Choose the reason"),
     ],
 )
 def test_invalid_revocation_form_changes_nothing(
@@ -406,7 +479,7 @@ def test_invalid_revocation_form_changes_nothing(
     compromised_at: timedelta | None,
     error: str,
 ) -> None:
-    form = {"post": "yes", "reason": reason}
+    form = {"post": "yes", "reason": reason, "comment": "ticket 4711"}
     if compromised_at is not None:
         form["compromised_at"] = (timezone.localtime() + compromised_at).strftime("%Y-%m-%d %H:%M")
 
@@ -418,6 +491,25 @@ def test_invalid_revocation_form_changes_nothing(
     certificate.refresh_from_db()
     assert certificate.revoked_at is None
     assert not AuditEvent.objects.filter(action="certificate.revoked").exists()
+
+
+def test_the_agent_chooses_the_reason_and_says_on_whose_request(
+    helpdesk: Client, certificate: Certificate
+) -> None:
+    """No reason is chosen in advance, and a revocation without a comment is refused."""
+    revoke_url = _url("mycert_certificate_revoke", certificate.pk)
+    form = helpdesk.get(revoke_url).context["form"]
+    assert form["reason"].value() in (None, "")
+    page = helpdesk.get(revoke_url).content.decode()
+    assert re.search(r'<option value="" selected>', page)
+    assert re.search(r'<textarea[^>]*name="comment"[^>]*required', page)
+
+    no_comment = helpdesk.post(revoke_url, {"reason": "keyCompromise", "comment": "  "})
+
+    assert no_comment.status_code == 200
+    assert "Say why, and on whose request" in no_comment.content.decode()
+    certificate.refresh_from_db()
+    assert certificate.revoked_at is None
 
 
 def test_staff_without_revoke_permission_cannot_revoke(certificate: Certificate) -> None:

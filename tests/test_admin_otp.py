@@ -131,16 +131,74 @@ def test_add_totp_device_refuses_unknown_and_non_staff_users() -> None:
         ("en", "Please select a device."),
     ],
 )
-def test_a_code_without_its_device_is_refused_in_the_agents_language(
+def test_a_device_that_is_not_the_agents_is_refused_in_the_agents_language(
     client: Client, agent: User, otp_required: None, language: str, message: str
 ) -> None:
     """django-otp leaves this message untranslated; MyCert's catalogs fill the gap."""
-    device = TOTPDevice.objects.create(user=agent, name="phone", confirmed=True)
+    other = User.objects.create_user("other", password=PASSWORD, is_staff=True)
+    theirs = TOTPDevice.objects.create(user=other, name="their phone", confirmed=True)
+    TOTPDevice.objects.create(user=agent, name="phone", confirmed=True)
     response = client.post(
         "/admin/login/?next=/admin/",
-        {"username": "agent", "password": PASSWORD, "otp_token": _token(device)},
+        {
+            "username": "agent",
+            "password": PASSWORD,
+            "otp_device": theirs.persistent_id,
+            "otp_token": _token(theirs),
+        },
         headers={"accept-language": language},
     )
     assert response.status_code == 200
     assert message in response.content.decode()
     assert client.get("/admin/").status_code == 302
+
+
+def test_one_device_password_and_code_get_in_at_the_first_submission(
+    client: Client, agent: User, otp_required: None
+) -> None:
+    """What the login page shows (username, password, code) is all it needs."""
+    device = TOTPDevice.objects.create(user=agent, name="phone", confirmed=True)
+
+    response = _login(client, otp_token=_token(device))
+
+    assert response.status_code == 302, response.context["form"].errors
+    assert client.get("/admin/").status_code == 200
+    device.refresh_from_db()
+    assert device.last_t > -1  # verified through the device (django-otp's replay guard)
+
+
+def test_several_devices_the_code_designates_its_device(
+    client: Client, agent: User, otp_required: None
+) -> None:
+    phone = TOTPDevice.objects.create(user=agent, name="phone", confirmed=True)
+    spare = TOTPDevice.objects.create(user=agent, name="spare token", confirmed=True)
+
+    response = _login(client, otp_token=_token(spare))
+
+    assert response.status_code == 302, response.context["form"].errors
+    assert client.get("/admin/").status_code == 200
+    phone.refresh_from_db()
+    spare.refresh_from_db()
+    assert phone.throttling_failure_count == 0  # the other device is not throttled
+    assert spare.last_t > -1
+
+
+def test_several_devices_a_wrong_code_counts_against_each_and_offers_the_choice(
+    client: Client, agent: User, otp_required: None
+) -> None:
+    phone = TOTPDevice.objects.create(user=agent, name="phone", confirmed=True)
+    spare = TOTPDevice.objects.create(user=agent, name="spare token", confirmed=True)
+    wrong = next(
+        f"{n:06d}" for n in range(10**6) if f"{n:06d}" not in (_token(phone), _token(spare))
+    )
+
+    response = _login(client, otp_token=wrong)
+
+    assert response.status_code == 200
+    assert client.get("/admin/").status_code == 302
+    page = response.content.decode()
+    assert 'name="otp_device"' in page
+    assert "spare token" in page
+    for device in (phone, spare):
+        device.refresh_from_db()
+        assert device.throttling_failure_count == 1

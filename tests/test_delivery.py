@@ -267,7 +267,7 @@ def test_vendor_copy_is_pgp_mime(
 
     keystore_mail, password_mail = smtp_settings.messages
     professional = certificate.professional
-    for received in (keystore_mail, password_mail):
+    for received, part in ((keystore_mail, "1/2"), (password_mail, "2/2")):
         outer = received.message
         # RFC 3156 §4.
         assert outer.get_content_type() == "multipart/encrypted"
@@ -277,8 +277,8 @@ def test_vendor_copy_is_pgp_mime(
         assert str(version.get_payload()).strip() == "Version: 1"
         assert data.get_content_type() == "application/octet-stream"
         assert str(data.get_payload()).lstrip().startswith("-----BEGIN PGP MESSAGE-----")
-        # Nothing readable outside: neutral subject, no name, no secret.
-        assert header_text(received.subject) == "MyCert : message chiffré"
+        # Nothing readable outside but a counter (keystore first): no name, no secret.
+        assert header_text(received.subject) == f"MyCert : message chiffré ({part})"
         raw = received.data.decode(errors="replace")
         assert professional.family_name not in raw
         assert PASSWORD not in raw
@@ -663,7 +663,7 @@ LANGUAGE_CASES = {
         "fr",
         "Votre certificat MyCert est prêt.",
         "MyCert : votre certificat",
-        "Trousseaux",
+        "Trousseau d'accès",
         "décembre",
     ),
     "de": (
@@ -678,7 +678,7 @@ LANGUAGE_CASES = {
         "Your MyCert certificate is ready.",
         "MyCert: your certificate",
         "Keychain",
-        "Dec.",
+        "24 December 2029",
     ),
     "de-LU": (
         "de",
@@ -691,7 +691,7 @@ LANGUAGE_CASES = {
         "fr",
         "Votre certificat MyCert est prêt.",
         "MyCert : votre certificat",
-        "Trousseaux",
+        "Trousseau d'accès",
         "décembre",
     ),
 }

@@ -77,14 +77,23 @@ def _assert_refused(
 ) -> None:
     """A plain page with ``status``, no session user, no professional, ``reason`` audited.
 
-    ``reason=None``: nothing audited (state failures are logged only).
+    ``reason=None``: nothing audited (state failures are logged only). The callback
+    answers with a redirect to the refusal's stable address, which ``response`` follows.
     """
+    response = _followed(client, response)
     assert response.status_code == status, response.content.decode()
     assert SESSION_KEY not in client.session
     assert not Professional.objects.exists()
     assert not AuditEvent.objects.filter(action="auth.login").exists()
     if reason != "unchecked":
         assert [event["reason"] for event in _refusals()] == ([reason] if reason else [])
+
+
+def _followed(client: Client, response: Any) -> Any:
+    """The refusal page a callback's redirect leads to (``response`` itself otherwise)."""
+    if response.status_code == 302 and response["Location"].startswith("/login/refused/"):
+        return client.get(response["Location"])
+    return response
 
 
 def _refusals() -> list[dict[str, Any]]:
@@ -283,7 +292,7 @@ def test_weak_acr_is_refused_with_a_clear_page(en: Client, oidc_settings: OidcPr
     response = login_professional(en, oidc_settings, "sub-weak", professional_claims(acr=WEAK_ACR))
 
     _assert_refused(en, response, 403)
-    page = response.content.decode()
+    page = _followed(en, response).content.decode()
     assert "LuxTrust" in page
     assert "smartcard, token or mobile app" in page
     assert _refusals() == [{"reason": "weak_acr", "sub": "sub-weak"}]
@@ -296,7 +305,7 @@ def test_weak_acr_page_speaks_french_by_default(
         client, oidc_settings, "sub-weak", professional_claims(acr=WEAK_ACR)
     )
     _assert_refused(client, response, 403, reason="weak_acr")
-    assert '<html lang="fr">' in response.content.decode()
+    assert '<html lang="fr">' in _followed(client, response).content.decode()
 
 
 def test_missing_acr_is_refused(client: Client, oidc_settings: OidcProvider) -> None:
@@ -313,7 +322,7 @@ def test_weak_login_ends_an_earlier_session(client: Client, oidc_settings: OidcP
         client, oidc_settings, "sub-marie", professional_claims(acr=WEAK_ACR, family_name="Changed")
     )
 
-    assert response.status_code == 403
+    assert _followed(client, response).status_code == 403
     assert SESSION_KEY not in client.session
     assert Professional.objects.get().family_name == before.family_name
 
@@ -323,7 +332,7 @@ def test_missing_professional_claim_is_refused(en: Client, oidc_settings: OidcPr
         en, oidc_settings, "sub-patient", professional_claims(professional_id=None)
     )
     _assert_refused(en, response, 403)
-    assert "health professionals" in response.content.decode()
+    assert "health professionals" in _followed(en, response).content.decode()
     assert _refusals() == [{"reason": "not_a_professional", "sub": "sub-patient"}]
 
 
@@ -359,11 +368,57 @@ def test_professional_id_of_another_subject_is_refused(
         other, oidc_settings, "sub-intruder", professional_claims(family_name="X")
     )
 
-    assert response.status_code == 403
+    assert _followed(other, response).status_code == 403
     assert SESSION_KEY not in other.session
     assert list(Professional.objects.values_list("oidc_subject", "family_name")) == [
         ("sub-marie", "Muller")
     ]
+
+
+def test_a_refusal_has_a_stable_address_that_survives_reload_and_language_switch(
+    client: Client, oidc_settings: OidcProvider
+) -> None:
+    """Reloading the callback would spend its state again and show a false reason."""
+    response = login_professional(
+        client, oidc_settings, "sub-weak", professional_claims(acr=WEAK_ACR)
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/login/refused/weak_acr/"
+
+    first = client.get(response["Location"])
+    again = client.get(response["Location"])  # the browser's reload
+    assert first.status_code == again.status_code == 403
+    assert "Une connexion avec LuxTrust est requise" in again.content.decode()
+    # The language switch posts back to the same address.
+    switched = client.post(
+        "/i18n/setlang/", {"language": "de", "next": response["Location"]}, follow=True
+    )
+    assert switched.redirect_chain[-1][0] == "/login/refused/weak_acr/"
+    assert switched.status_code == 403
+    assert '<html lang="de">' in switched.content.decode()
+    assert "LuxTrust" in switched.content.decode()
+    assert "bereits verwendet" not in switched.content.decode()
+    # Shown once, audited once.
+    assert _refusals() == [{"reason": "weak_acr", "sub": "sub-weak"}]
+
+
+def test_an_unknown_refusal_address_is_a_404(client: Client) -> None:
+    assert client.get("/login/refused/no-such-reason/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [("de", "de"), ("de-LU", "de"), ("en_GB", "en"), ("pt", "fr"), (None, "fr")],
+)
+def test_the_providers_locale_is_the_professionals_mail_language(
+    client: Client, oidc_settings: OidcProvider, locale: str | None, expected: str
+) -> None:
+    """The portal's profile says which language the e-mails speak, not the browser's."""
+    response = login_professional(
+        client, oidc_settings, "sub-jean", professional_claims(locale=locale)
+    )
+    assert response.status_code == 302
+    assert Professional.objects.get().language == expected
 
 
 # --- the protocol: state, provider errors, token checks --------------------------------------
@@ -377,7 +432,7 @@ def test_access_denied_at_the_provider(en: Client, oidc_settings: OidcProvider) 
     response = en.get(callback_path(callback_url))
 
     _assert_refused(en, response, 403, reason="access_denied")
-    assert "cancelled" in response.content.decode()
+    assert "cancelled" in _followed(en, response).content.decode()
 
 
 def test_other_provider_error(client: Client, oidc_settings: OidcProvider) -> None:
@@ -411,7 +466,7 @@ def test_callback_cannot_be_used_twice(client: Client, oidc_settings: OidcProvid
 
     response = client.get(callback_path(callback_url))
 
-    assert response.status_code == 400
+    assert _followed(client, response).status_code == 400
 
 
 def test_callback_replayed_in_another_browser_is_refused(

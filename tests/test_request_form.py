@@ -75,6 +75,23 @@ def test_submit_records_request_consent_and_queues_issuance(
     assert "Demande envoyée." in sent_page
 
 
+def test_the_request_speaks_the_professionals_language_not_the_pages(
+    professional_client: Client, queued: list[int]
+) -> None:
+    """The portal's locale (kept on the professional at login) chooses the e-mails' language."""
+    professional = professional_client.professional  # type: ignore[attr-defined]
+    professional.language = "de"
+    professional.save(update_fields=["language"])
+
+    response = professional_client.post(
+        reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
+    )
+
+    assert response.status_code == 302
+    assert "Demande envoyée." in professional_client.get(response["Location"]).content.decode()
+    assert CertificateRequest.objects.get().language == "de"
+
+
 def test_no_vendor_choice(professional_client: Client, queued: list[int]) -> None:
     response = professional_client.post(
         reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
@@ -167,3 +184,30 @@ def test_language_switch_to_german(professional_client: Client) -> None:
     page = professional_client.get(reverse("request-certificate")).content.decode()
     assert "Senden" in page
     assert 'lang="de"' in page
+
+
+def test_the_header_names_the_logged_in_professional(professional_client: Client) -> None:
+    professional = professional_client.professional  # type: ignore[attr-defined]
+    page = professional_client.get(reverse("my-certificates")).content.decode()
+    header = page[page.index("<header") : page.index("</header>")]
+    assert professional.full_name in header
+
+
+def test_the_usage_text_points_to_self_revocation(professional_client: Client) -> None:
+    page = professional_client.get(reverse("request-certificate")).content.decode()
+    usage = page[page.index('class="usage"') :]
+    usage = usage[: usage.index("</section>")]
+    # The agency's own sentence stays, one more points to « Mes certificats ».
+    assert "par e-mail à helpdesk@esante.lu" in usage or "helpdesk@esante.lu" in usage
+    assert "vous-même depuis la page «\u00a0Mes certificats\u00a0»" in usage
+
+
+def test_the_favicon_is_served(client: Client) -> None:
+    response = client.get("/favicon.ico", follow=True)
+    assert response.status_code == 200
+    assert response.redirect_chain[-1][0].endswith(".ico")
+    body = b"".join(response.streaming_content) if response.streaming else response.content  # type: ignore[attr-defined]
+    assert body[:4] == b"\x00\x00\x01\x00"  # an ICO file
+    page = client.get("/").content.decode()
+    assert 'rel="icon"' in page
+    assert 'href="data:,"' not in page

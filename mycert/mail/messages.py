@@ -38,6 +38,7 @@ __all__ = [
     "PgpMimeMessage",
     "as_wire_bytes",
     "expiry_message",
+    "french_de",
     "keystore_filename",
     "keystore_message",
     "mail_language",
@@ -102,6 +103,28 @@ def mail_language(language: str) -> str:
     return code if code in LANGUAGES else LANGUAGES[0]
 
 
+# French elides « de » before a vowel sound (« d'Anne », « d'Yves ») and before a mute h.
+# Whether an h is mute is a property of each word, not of the letter: these are the given
+# names commonly written with « d' »; others (Hans, Hugues, Heinz) keep « de ».
+_FRENCH_VOWELS = frozenset("aeiouàâäéèêëîïôöùûüœæ")
+_FRENCH_MUTE_H_NAMES = frozenset(
+    {"hélène", "héloïse", "henri", "henriette", "hervé", "honoré", "hortense", "hugo", "hubert"}
+)
+
+
+def french_de(name: str) -> str:
+    """« de ``name`` », elided to « d'``name`` » before a vowel or a mute h (« d'Anne »)."""
+    stripped = name.strip()
+    lowered = stripped.lower()
+    first_word = lowered.split(" ", 1)[0].split("-", 1)[0]
+    # A y sounds as a vowel before a consonant (« d'Yves »), as a consonant before a
+    # vowel (« de Yasmine »).
+    y_vowel = lowered[:1] == "y" and lowered[1:2] not in _FRENCH_VOWELS
+    if lowered[:1] in _FRENCH_VOWELS or y_vowel or first_word in _FRENCH_MUTE_H_NAMES:
+        return f"d'{stripped}"
+    return f"de {stripped}"
+
+
 def keystore_filename(serial: str) -> str:
     """The attachment's name, ``mycert-<first 16 hex digits of the serial>.p12``."""
     return f"mycert-{serial[:16].lower()}.p12"
@@ -116,6 +139,8 @@ def _context(facts: CertificateFacts, language: str, **extra: Any) -> dict[str, 
     return {
         "language": language,
         "professional_name": facts.professional_name,
+        # French « de Pierre Muller » / « d'Anne Muller » (the other languages do not elide).
+        "de_professional_name": french_de(facts.professional_name),
         "professional_id": facts.professional_id,
         "serial": facts.serial.lower(),
         "serial_prefix": facts.serial_prefix,
@@ -150,9 +175,13 @@ def _render(kind: str, language: str, context: dict[str, Any]) -> _Rendered:
         )
 
 
-def _neutral_subject(language: str) -> str:
+def _neutral_subject(language: str, part: str) -> str:
+    # The outer subject travels in clear: a counter tells the keystore (1/2) from its
+    # password (2/2) before decryption, and names no one.
     with translation.override(language):
-        return _one_line(render_to_string(f"emails/{language}/encrypted.subject.txt", {}))
+        return _one_line(
+            render_to_string(f"emails/{language}/encrypted.subject.txt", {"part": part})
+        )
 
 
 class PgpMimeMessage(EmailMessage):
@@ -197,8 +226,12 @@ def _finish(
     language: str,
     attachments: list[tuple[str, bytes, str]],
     encrypt: Encryptor | None,
+    part: str = "",
 ) -> EmailMessage:
-    """Assemble text, HTML and attachments; encrypt the whole entity when a key is pinned."""
+    """Assemble text, HTML and attachments; encrypt the whole entity when a key is pinned.
+
+    ``part`` (« 1/2 », « 2/2 ») is the only hint the encrypted mail's outer subject gives.
+    """
     headers = {
         "Message-ID": envelope.message_id,
         "Content-Language": language,  # RFC 3282
@@ -228,7 +261,7 @@ def _finish(
     armored = encrypt(as_wire_bytes(inner), envelope.pgp_fingerprint)
     return PgpMimeMessage(
         armored=armored,
-        subject=_neutral_subject(language),
+        subject=_neutral_subject(language, part),
         body="",
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[envelope.to],
@@ -252,6 +285,7 @@ def keystore_message(
         language=language,
         attachments=[(keystore_filename(facts.serial), keystore, PKCS12_MIMETYPE)],
         encrypt=encrypt,
+        part="1/2",
     )
 
 
@@ -271,7 +305,12 @@ def password_message(
         )
     rendered = _render("password", language, context)
     return _finish(
-        envelope=envelope, rendered=rendered, language=language, attachments=[], encrypt=encrypt
+        envelope=envelope,
+        rendered=rendered,
+        language=language,
+        attachments=[],
+        encrypt=encrypt,
+        part="2/2",
     )
 
 

@@ -82,6 +82,14 @@ def _language(language: str) -> str:
     return language if language in codes else ""
 
 
+def _claimed_language(claims: Mapping[str, Any]) -> str:
+    """The language of the portal's profile (OIDC Core §5.1 ``locale``, BCP 47: ``de-LU``)."""
+    locale = claims.get("locale")
+    if not isinstance(locale, str):
+        return ""
+    return _language(locale.replace("_", "-").split("-")[0].lower())
+
+
 @transaction.atomic
 def professional_login(*, claims: Mapping[str, Any], language: str = "") -> Professional:
     """Create or refresh the professional (and Django user) that ``claims`` describe.
@@ -96,7 +104,9 @@ def professional_login(*, claims: Mapping[str, Any], language: str = "") -> Prof
         professional_id_claim=settings.MYCERT_OIDC_PROFESSIONAL_ID_CLAIM,
     )
     profile = _profile_from_claims(claims, sub=identity.sub)
-    language = _language(language)
+    # The e-mails speak the language of the professional's portal profile; the page's
+    # language (the browser's) only when the portal gives none MyCert speaks.
+    language = _claimed_language(claims) or _language(language)
 
     professional = (
         Professional.objects.select_for_update()

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
 from playwright.sync_api import Page, expect
+
+if TYPE_CHECKING:
+    from playwright._impl._api_structures import SetCookieParam
 
 from mycert.models import Certificate, CertificateRequest
 from mycert.services.issuance import request_issue
@@ -49,6 +53,7 @@ def _totp_token(agent: User) -> str:
     return f"{totp.token():0{device.digits}d}"
 
 
+@pytest.mark.usefixtures("helpdesk_group")
 def test_helpdesk_revokes_in_two_steps(
     site: Site,
     settings: object,
@@ -66,31 +71,31 @@ def test_helpdesk_revokes_in_two_steps(
     expect(page.locator("#id_username")).to_be_visible()
     report = axe(page)
     assert not report.serious, report.describe()
+    # Password and code, submitted once: with one device there is nothing to choose.
     page.locator("#id_username").fill(agent.username)
     page.locator("#id_password").fill(PASSWORD)
-    otp = page.locator("#id_otp_token").count() > 0  # the second factor, on in production
-    if otp:
-        page.locator("#id_otp_token").fill(code)
+    page.locator("#id_otp_token").fill(code)
     shot(page, "40-admin-login")
     page.locator("#login-form [type=submit]").first.click()
-    if otp and page.locator("#id_otp_device").count():
-        # django-otp asks which device once it knows the user: choose it, sign in again.
-        page.locator("#id_otp_device").select_option(label="phone")
-        page.locator("#id_password").fill(PASSWORD)
-        page.locator("#id_otp_token").fill(code)
-        page.locator("#login-form [type=submit]").first.click()
     expect(page.locator("#user-tools")).to_contain_text(agent.username)
 
+    # The serial as `openssl x509 -serial` prints it: upper case, whole bytes.
+    number = int(certificate.serial, 16)
+    printed = f"{number:0{len(certificate.serial) + len(certificate.serial) % 2}X}"
     page.goto(site.url + "/admin/mycert/certificate/")
-    row = page.locator("#result_list tbody tr", has_text=certificate.serial)
+    page.locator("#searchbar").fill(printed)
+    page.locator("#changelist-search [type=submit]").click()
+    row = page.locator("#result_list tbody tr", has_text=certificate.serial[:16])
     expect(row).to_have_count(1)
     row.locator("input[name=_selected_action]").check()
     page.locator("select[name=action]").select_option("revoke_selected")
-    shot(page, "41-admin-certificates")
     page.locator("#changelist-form button[name=index]").click()
 
     # Step two: the confirmation names the certificate and asks for the reason.
     expect(page.locator("#to-revoke")).to_contain_text(certificate.serial)
+    # No reason is chosen for the agent, and the comment is required.
+    expect(page.locator("#id_reason")).to_have_value("")
+    expect(page.locator("#id_comment")).to_have_attribute("required", "")
     page.locator("#id_reason").select_option("keyCompromise")
     page.locator("#id_comment").fill("Ordinateur du cabinet volé, appel du Dr Weber.")
     shot(page, "42-admin-revoke-confirmation")
@@ -102,3 +107,51 @@ def test_helpdesk_revokes_in_two_steps(
     assert certificate.revoked_at is not None
     assert certificate.revocation_reason == "keyCompromise"
     assert certificate.revoked_by == agent
+
+
+@pytest.mark.parametrize("width", [1280, 1600])
+@pytest.mark.usefixtures("helpdesk_group")
+def test_certificate_list_shows_state_revoked_and_reason(
+    site: Site, page: Page, shot: Callable[[Page, str], Path], width: int
+) -> None:
+    """None of the list's columns hides under the filter panel or off the screen."""
+    certificate = _issued_certificate()
+    agent = _helpdesk_agent()
+    page.set_viewport_size({"width": width, "height": 800})
+    page.context.add_cookies(_session_cookie(site, agent))
+
+    page.goto(site.url + "/admin/mycert/certificate/")
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    shot(page, "41-admin-certificates" if width == 1280 else "44-admin-certificates-1600")
+    columns = ("serial_prefix", "professional", "state", "revoked", "revocation_reason")
+    for column in (*columns, "valid_until", "pem_link"):
+        header = page.locator(f"#result_list thead th.column-{column}")
+        expect(header).to_be_visible()
+        visible = page.evaluate(
+            """(selector) => {
+                const th = document.querySelector(selector);
+                const box = th.getBoundingClientRect();
+                const x = box.left + box.width / 2, y = box.top + box.height / 2;
+                const top = document.elementFromPoint(x, y);
+                return box.right <= window.innerWidth && top !== null && th.contains(top);
+            }""",
+            f"#result_list thead th.column-{column}",
+        )
+        assert visible, f"the {column} column is hidden at {width} px"
+    expect(page.locator("#result_list tbody tr")).to_contain_text(certificate.serial[:16])
+
+
+def _session_cookie(site: Site, user: User) -> list[SetCookieParam]:
+    """A logged-in admin session for ``user`` (the login itself is tested above)."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return [
+        {
+            "name": settings.SESSION_COOKIE_NAME,
+            "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+            "url": site.url,
+        }
+    ]

@@ -14,6 +14,7 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from mycert.models import Certificate, CertificateRequest
@@ -122,6 +123,14 @@ def test_professional_journey(site: Site, page: Page, shot: Shot, language: str)
     certificate = Certificate.objects.get(request=request)
     expect(page.locator("code.serial")).to_have_text(certificate.serial, timeout=10_000)
     expect(page.locator(".state")).to_have_text(text["done"])
+    # Dates read day-first in every language, English included (not 12/04/2026 2:23 p.m.).
+    submitted = timezone.localtime(request.submitted_at)
+    day_first = {
+        "fr": f"{submitted:%d/%m/%Y %H:%M}",
+        "de": f"{submitted:%d.%m.%Y %H:%M}",
+        "en": f"{submitted.day} {submitted:%b %Y, %H:%M}",
+    }[language]
+    expect(page.locator(f"#request-{request.pk} td").first).to_have_text(day_first)
     shot(page, name(6, "my-certificates-sent"))
 
     # Two e-mails to the professional, two to the vendor, in the professional's language:

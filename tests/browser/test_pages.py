@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import AxeReport, Site
-from tests.browser.helpers import log_in, make_vendor
+from tests.browser.helpers import log_in, make_vendor, switch_language
 from tests.support.oidc_provider import WEAK_ACR
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -98,7 +98,7 @@ def test_request_in_progress_and_my_certificates(
 
 
 @pytest.mark.parametrize(
-    ("sub", "claims", "status", "title", "name"),
+    ("sub", "claims", "status", "title", "name", "reason", "title_de"),
     [
         (
             "weak-login",
@@ -106,6 +106,8 @@ def test_request_in_progress_and_my_certificates(
             403,
             "Une connexion avec LuxTrust est requise",
             "10-problem-weak-login-fr",
+            "weak_acr",
+            "Eine Anmeldung mit LuxTrust ist erforderlich",
         ),
         (
             "not-a-professional",
@@ -113,6 +115,8 @@ def test_request_in_progress_and_my_certificates(
             403,
             "Ce service est réservé aux professionnels de santé",
             "11-problem-not-a-professional-fr",
+            "not_a_professional",
+            "Dieser Dienst ist Gesundheitsfachkräften vorbehalten",
         ),
     ],
 )
@@ -126,12 +130,16 @@ def test_login_refusals_have_their_own_page(
     status: int,
     title: str,
     name: str,
+    reason: str,
+    title_de: str,
 ) -> None:
     page = a11y_page
     site.professional(sub, **claims)
-    with page.expect_response(lambda r: "/oidc/callback/" in r.url) as callback:
+    with page.expect_response(lambda r: "/login/refused/" in r.url) as refused:
         log_in(page, site.url, sub)
-    assert callback.value.status == status
+    assert refused.value.status == status
+    # A stable address, not the callback's one-time code.
+    expect(page).to_have_url(f"{site.url}/login/refused/{reason}/")
     expect(page.get_by_role("heading", level=1)).to_have_text(title)
     main = page.locator("main")
     expect(main).to_contain_text("Que faire")
@@ -141,3 +149,14 @@ def test_login_refusals_have_their_own_page(
     expect(page.get_by_role("link", name="Mes certificats")).to_have_count(0)
     shot(page, name)
     assert_accessible(axe, page)
+
+    # Reloading shows the same explanation (the callback's code is not spent again)…
+    reloaded = page.reload()
+    assert reloaded is not None
+    assert reloaded.status == status
+    expect(page.get_by_role("heading", level=1)).to_have_text(title)
+    # …and so does the language switch, in the chosen language.
+    switch_language(page, "de")
+    expect(page).to_have_url(f"{site.url}/login/refused/{reason}/")
+    expect(page.get_by_role("heading", level=1)).to_have_text(title_de)
+    expect(page.locator("main")).not_to_contain_text("bereits verwendet")

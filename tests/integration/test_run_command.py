@@ -113,7 +113,7 @@ def test_make_run_serves_the_whole_journey_on_embedded_defaults(tmp_path: Path) 
 
         form = callback.text
         assert "Je n&#x27;ai pas d&#x27;éditeur" in form
-        vendor = re.search(r'<option value="(\d+)">Logiciel Médical SA \(OpenPGP\)</option>', form)
+        vendor = re.search(r'<option value="(\d+)">Logiciel Médical SA</option>', form)
         assert vendor, "the demo vendor with an OpenPGP key is offered"
         sent = session.post(
             f"{base}/request/",
@@ -168,4 +168,121 @@ def test_make_run_serves_the_whole_journey_on_embedded_defaults(tmp_path: Path) 
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
         log.close()
+        subprocess.run(["rm", "-rf", str(var)], check=False)
+
+
+# --- Stopping: every child goes, every port is free ------------------------------------------
+
+
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """pid → (parent pid, state, command line) of every process, from /proc."""
+    found: dict[int, tuple[int, str, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid …": comm may hold spaces and parentheses.
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        found[int(entry.name)] = (int(ppid), state, cmdline)
+    return found
+
+
+def _descendants(root: int) -> set[int]:
+    table = _processes()
+    family: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, (ppid, _, _) in table.items() if ppid in frontier} - family
+        family |= frontier
+    return family
+
+
+def _alive(pids: set[int]) -> set[int]:
+    table = _processes()
+    return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_demo_stops_every_child_and_frees_the_ports(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """``kill PID`` (or Ctrl-C) on ``make run``: no child left, no port held."""
+    if connection.vendor != "sqlite":
+        pytest.skip("the embedded-defaults run is tested once, in the SQLite run")
+    web, oidc, smtp = _free_port(), _free_port(), _free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DATABASE_URL", "CELERY_", "EMAIL_", "MYCERT_", "OIDC_", "DJANGO_"))
+    }
+    var = Path(f"/tmp/mycert-stop-{os.getpid()}-{sig.value}")  # short: gpg sockets live below it
+    env.update({"DJANGO_DEBUG": "true", "MYCERT_VAR_DIR": str(var)})
+    log = (tmp_path / "demo.log").open("wb")
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "demo",
+            "--port",
+            str(web),
+            "--oidc-port",
+            str(oidc),
+            "--smtp-port",
+            str(smtp),
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # the test's own signal goes to the demo alone
+    )
+    children: set[int] = set()
+    try:
+        _wait(
+            lambda: (
+                _answers(f"http://127.0.0.1:{web}/")
+                and _answers(f"http://127.0.0.1:{oidc}/.well-known/openid-configuration")
+                and _listening(smtp)
+            ),
+            180,
+            "the demo to start",
+        )
+        children = _descendants(demo.pid)
+        agents = {
+            pid
+            for pid, (_, _, cmdline) in _processes().items()
+            if "gpg-agent" in cmdline and str(var) in cmdline
+        }
+        assert len(children) >= 4, "the provider, the sink, the worker and the web server"
+        assert agents, "the demo vendor's keyring started a gpg-agent"
+
+        demo.send_signal(sig)  # to the demo only, not to its children
+        assert demo.wait(timeout=60) == 0
+
+        _wait(lambda: not _alive(children | agents), 10, "every child to stop")
+        for port in (web, oidc, smtp):
+            assert not _listening(port), f"port {port} is still held"
+    except AssertionError as exc:
+        log.flush()
+        tail = (tmp_path / "demo.log").read_text(errors="replace")[-4000:]
+        raise AssertionError(f"{exc}\n--- what the demo printed ---\n{tail}") from exc
+    finally:
+        for pid in _alive(children):
+            os.kill(pid, signal.SIGKILL)
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        log.close()
+        subprocess.run(
+            ["gpgconf", "--homedir", str(var / "demo-vendor-gpg"), "--kill", "all"], check=False
+        )
         subprocess.run(["rm", "-rf", str(var)], check=False)

@@ -2,7 +2,9 @@
 
 Starts, as child processes: a local OpenID provider (``oidc-provider-mock``) with demo
 professionals, an SMTP sink storing mail in ``var/mail`` (a Maildir), a Celery worker
-with beat on the filesystem broker, and the web server. Ctrl-C stops them all.
+with beat on the filesystem broker, and the web server. Ctrl-C (SIGINT) or SIGTERM
+stops them all, with their own children and the gpg-agents of the demo's keyrings, so
+that no process is left and every port is free again (:class:`Children`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from django.conf import settings
@@ -69,10 +75,88 @@ DEMO_PROFESSIONALS = [
 ]
 
 
-class Command(BaseCommand):
-    help = "Set up demo data and run MyCert with a local OpenID provider, mail sink and worker."
-    requires_system_checks: list[str] = []
+class Stopped(Exception):
+    """SIGTERM or SIGINT arrived: leave the main loop and stop every child."""
 
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into :class:`Stopped` while the demo runs."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Children:
+    """Every process the demo starts, all stopped in one place (:meth:`stop_all`).
+
+    Each child leads its own process group: SIGTERM goes to the child, which stops its
+    own children as it knows how (Celery's warm shutdown of its pool and beat); SIGKILL
+    after ``grace`` seconds, and then to whatever is left in its group. A signal sent only to the demo (``kill PID``, ``make run`` stopped by its
+    supervisor) therefore stops everything, as Ctrl-C in the terminal does. gpg-agent
+    detaches from whoever started it; ``gpgconf --kill all`` stops it per keyring.
+    """
+
+    env: dict[str, str]
+    cwd: Path
+    gnupg_homes: Sequence[Path] = ()
+    grace: float = 15.0
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(  # noqa: S603 - our own fixed commands
+            list(command), env=self.env, cwd=self.cwd, start_new_session=True
+        )
+        self.processes[name] = process
+        return process
+
+    def exited(self) -> list[str]:
+        return [name for name, process in self.processes.items() if process.poll() is not None]
+
+    def stop_all(self) -> None:
+        """Stop every child and its process group, then the keyrings' gpg-agents."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            # Whatever the leader left behind in its group goes too.
+            self._signal_group(process, signal.SIGKILL)
+        for home in self.gnupg_homes:
+            if home.is_dir():
+                subprocess.run(  # noqa: S603
+                    [_gpgconf(), "--homedir", str(home), "--kill", "all"],
+                    check=False,
+                    capture_output=True,
+                    env=self.env,
+                )
+
+    @staticmethod
+    def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        with suppress(ProcessLookupError, PermissionError):  # the group has already gone
+            os.killpg(process.pid, sig)  # the child leads its group (start_new_session)
+
+
+def _gpgconf() -> str:
+    """``gpgconf`` next to the configured gpg, or on the PATH."""
+    beside = Path(shutil.which(settings.MYCERT_GPG_BINARY) or "").with_name("gpgconf")
+    return str(beside) if beside.name and beside.exists() else "gpgconf"
+
+
+class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--oidc-port", type=int, default=9400)
@@ -103,7 +187,8 @@ class Command(BaseCommand):
             return
         armored = self._demo_vendor_key(var)
         vendor_create(
-            name="Logiciel Médical SA (OpenPGP)",
+            # Named as a real vendor is: whether its key is on file shows in the admin.
+            name="Logiciel Médical SA",
             email="support@logiciel-medical.lu",
             pgp_key=armored,
             legacy_keystore=False,
@@ -210,30 +295,32 @@ class Command(BaseCommand):
             ],
         }
         commands.update(self._self_check(var, options, env))
-        processes: dict[str, subprocess.Popen[bytes]] = {}
-        try:
-            for name, command in commands.items():
-                processes[name] = subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)  # noqa: S603
-            self._wait_for(f"http://127.0.0.1:{options['port']}/", "web server")
-            self._wait_for(
-                f"{env['OIDC_ISSUER']}/.well-known/openid-configuration", "OpenID provider"
-            )
-            self._banner(options, maildir)
-            while all(p.poll() is None for p in processes.values()):
-                time.sleep(1)
-            stopped = [name for name, p in processes.items() if p.poll() is not None]
-            self.stderr.write(f"Stopped unexpectedly: {', '.join(stopped)}; shutting down.")
-        except KeyboardInterrupt:
-            self.stdout.write("\nStopping…")
-        finally:
-            for process in processes.values():
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in processes.values():
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        children = Children(
+            env=env,
+            cwd=Path(settings.BASE_DIR),
+            gnupg_homes=[Path(settings.MYCERT_GNUPG_HOME), var / "demo-vendor-gpg"],
+        )
+        with _stop_on_signals():
+            try:
+                for name, command in commands.items():
+                    children.start(name, command)
+                self._wait_for(f"http://127.0.0.1:{options['port']}/", "web server")
+                self._wait_for(
+                    f"{env['OIDC_ISSUER']}/.well-known/openid-configuration", "OpenID provider"
+                )
+                self._banner(options, maildir)
+                while not children.exited():
+                    time.sleep(1)
+                stopped = ", ".join(children.exited())
+                self.stderr.write(f"Stopped unexpectedly: {stopped}; shutting down.")
+            except Stopped as stop:
+                self.stdout.write(f"\nStopping ({stop})…")
+            finally:
+                # Further signals must not interrupt the stopping itself.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                children.stop_all()
+        self.stdout.write("Stopped.")
 
     def _self_check(
         self, var: Path, options: dict[str, Any], env: dict[str, str]
@@ -272,7 +359,9 @@ class Command(BaseCommand):
             "",
             "MyCert is running with demo data:",
             f"  Professionals:  http://127.0.0.1:{options['port']}/  → “Log in with LuxTrust”, then pick",
-            "                  dr-anne-muller (fr) or dr-jean-schmit (de) at the demo OpenID provider;",
+            "                  dr-anne-muller or dr-jean-schmit at the demo OpenID provider; e-mails",
+            "                  speak the portal profile's language (locale claim): French for",
+            "                  Anne Muller, German for Jean Schmit; the pages follow the browser.",
             "                  weak-login and not-a-professional show the refusal pages.",
             f"  Helpdesk admin: http://127.0.0.1:{options['port']}/admin/  helpdesk / helpdesk-demo-2026",
             "                  (superuser: admin / admin-demo-2026)",

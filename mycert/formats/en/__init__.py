@@ -1,0 +1,1 @@
+"""Formats of this language; see ``mycert/formats/__init__.py``."""
