@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from cryptography import x509
 from django.conf import settings
 from django.db import connection
 
@@ -107,17 +108,28 @@ def _check_broker() -> None:
         conn.default_channel  # noqa: B018
 
 
+def _ocsp_responder_certificate() -> x509.Certificate:
+    path = ca_store.configured_paths().ocsp_cert
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ca_store.CaStoreError(
+            f"The OCSP responder certificate at {path} cannot be read.", code="unreadable"
+        ) from exc
+
+
 def _check_ca() -> dict[str, str]:
     """The issuing CA certificate and the OCSP responder: what the web processes need."""
     certificates = ca_store.load_ca_certificates()
-    responder = ca_store.load_ocsp_responder()
+    # The responder's certificate only: web hosts hold no key (DESIGN.md §8).
+    responder = _ocsp_responder_certificate()
     now = datetime.now(tz=certificates.issuing.not_valid_after_utc.tzinfo)
-    for certificate in (certificates.issuing, responder.certificate):
+    for certificate in (certificates.issuing, responder):
         if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
             raise CheckFailed("ca_expired")
     return {
         "issuing_ca_not_after": certificates.issuing.not_valid_after_utc.isoformat(),
-        "ocsp_responder_not_after": responder.certificate.not_valid_after_utc.isoformat(),
+        "ocsp_responder_not_after": responder.not_valid_after_utc.isoformat(),
     }
 
 

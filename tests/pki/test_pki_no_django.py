@@ -18,6 +18,7 @@ MODULES = [
     "mycert.pki.pkcs12",
     "mycert.pki.crl",
     "mycert.pki.ocsp",
+    "mycert.pki.ocsp_presigned",
 ]
 
 
