@@ -21,7 +21,7 @@ BASE_DIR = Path(__file__).resolve().parents[1]
 DATABASE_URL = "postgres://postgres@127.0.0.1:5432/mycert_bench"
 BROKER_URL = "redis://127.0.0.1:6379/9"
 CA_PASSPHRASE = "bench-ca-passphrase"  # noqa: S105 - a throwaway CA in /tmp
-OUTBOX_KEY = "YmVuY2ggb3V0Ym94IGtleSwgdGhyb3dhd2F5IGRiISE="  # noqa: S105 - throwaway outbox
+OUTBOX_KEY = "YmVuY2ggb3V0Ym94IGtleSwgdGhyb3dhd2F5IGRiISE="  # a throwaway outbox
 
 
 def _check_targets(database_url: str, broker_url: str) -> None:
