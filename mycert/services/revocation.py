@@ -73,10 +73,11 @@ def certificate_revoke(
                 "comment": comment,
             },
         )
+        # First in the worker's queue on commit: until the revoked answer is stored the
+        # web answers tryLater, never "good".
+        ocsp_response_sign_on_commit(certificate_id=certificate.pk)
         revocation_notices_create(certificate=certificate)
         _publish_once_after_commit()
-        # The web answers tryLater, never "good", until the revoked answer is stored.
-        ocsp_response_sign_on_commit(certificate_id=certificate.pk)
     logger.info("certificate %s revoked (%s, via %s)", certificate.pk, reason, via)
     return certificate
 
