@@ -261,10 +261,23 @@ def ocsp_response_lookup(*, serial_number: int, hash_name: str, now: datetime) -
     params = [format(serial_number, "x")]
 
     def ask() -> tuple[object, ...] | None:
+        row: tuple[object, ...] | None
+        if connection.vendor == "postgresql":
+            # A server-side prepared statement with binary results: the server neither
+            # parses nor plans the query again, and psycopg reads the timestamps and
+            # bytes with its C loaders (Django's cursors bind on the client, as text).
+            import psycopg
+
+            connection.ensure_connection()
+            # Django's error classes, as its own cursors raise them.
+            with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+                cursor.execute(sql, params, prepare=True, binary=True)
+                row = cursor.fetchone()
+            return row
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            row: tuple[object, ...] | None = cursor.fetchone()
-            return row
+            row = cursor.fetchone()
+        return row
 
     if connection.in_atomic_block:
         row = ask()
