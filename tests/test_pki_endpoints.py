@@ -96,6 +96,15 @@ def test_ocsp_good_then_revoked_at_the_certificates_own_address(
 
     assert f"{leaf}: good" in _openssl_ocsp(ocsp_url, leaf, ca_dir)
     assert f"{leaf}: good" in _openssl_ocsp(ocsp_url, leaf, ca_dir, "-sha256")
+    assert f"{leaf}: good" in _openssl_ocsp(ocsp_url, leaf, ca_dir, "-no_nonce")
+    # Pre-signed answers echo no nonce (RFC 5019 §4): openssl warns, and verifies.
+    warned = subprocess.run(
+        ["openssl", "ocsp", "-url", ocsp_url, "-issuer", str(ca_dir / "issuing.pem"),
+         "-cert", str(leaf), "-CAfile", str(ca_dir / "root.pem")],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    assert "WARNING: no nonce in response" in warned.stderr + warned.stdout
+    assert "Response verify OK" in warned.stderr + warned.stdout
 
     certificate_revoke(
         certificate_id=record.pk,
