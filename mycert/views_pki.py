@@ -226,7 +226,7 @@ class OcspFastPath:
         encoded = path[len(_OCSP_PREFIX) :]
         if method == "POST" and not encoded:
             der = self._body(environ)
-        elif method in ("GET", "HEAD") and encoded:
+        elif method == "GET" and encoded:
             der = _decode_get_path(encoded)
         else:
             return self.application(environ, start_response)  # Django's 405 and 404
@@ -249,7 +249,7 @@ class OcspFastPath:
             *headers.items(),
         ]
         start_response(status, response_headers)
-        return [b""] if method == "HEAD" else [body]
+        return [body]
 
     @staticmethod
     def _body(environ: dict[str, Any]) -> bytes | None:

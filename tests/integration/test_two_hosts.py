@@ -46,6 +46,7 @@ from tests.support.worker import (
     BASE_DIR,
     WorkerProcess,
     database_url_for_test_database,
+    integration_environment_ready,
     wait_until,
 )
 
@@ -142,6 +143,9 @@ def _web_env(
 def web_host(
     ca: Any, oidc_provider: Any, smtp_process: SmtpProcess, tmp_path: Path
 ) -> Iterator[WebHost]:
+    reason = integration_environment_ready()
+    if reason:
+        pytest.skip(reason)
     port = _free_port()
     public = public_ca_copy(ca.directory, tmp_path / "web-ca")
     env = _web_env(
@@ -161,13 +165,14 @@ def web_host(
     def answers() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"gunicorn exited:\n{log.read_text(errors='replace')}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
             connection.request("GET", "/pki/ca/issuing.cer")
-            ok = connection.getresponse().status == 200
+            return connection.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
             connection.close()
-            return ok
-        return False
 
     try:
         wait_until(answers, timeout=30, what="gunicorn")
