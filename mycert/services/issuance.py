@@ -131,7 +131,7 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
         request.status = CertificateRequest.Status.SENDING
         request.save(update_fields=["status"])
         # Its OCSP answer ("good") commits with it (the web holds no key to sign one).
-        ocsp_response_sign_at_issuance(certificate_id=record.pk, now=now)
+        ocsp_response_sign_at_issuance(certificate=record, now=now)
         audit_record(
             actor="system",
             action="certificate.issued",

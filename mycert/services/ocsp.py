@@ -77,12 +77,37 @@ def _answer(revoked_at: datetime | None, reason: str) -> StatusAnswer:
     )
 
 
-def _sign_chunk(ids: Sequence[int], *, now: datetime) -> int:
-    responder = ca_store.load_ocsp_responder()
+def _signed(
+    *, certificate_id: int, serial: str, answer: StatusAnswer, now: datetime
+) -> OcspResponse:
+    """The certificate's answer signed for every CertID hash (an unsaved row)."""
+    responder = ca_store.load_ocsp_responder()  # once per process (ca_store's cache)
     issuer = ca_store.load_ca_certificates().issuing
-    validity: timedelta = settings.MYCERT_OCSP_VALIDITY
     this_update = now.astimezone(UTC).replace(microsecond=0)  # what the DER carries
-    next_update = this_update + validity
+    next_update = this_update + settings.MYCERT_OCSP_VALIDITY
+    signed = {
+        name: sign_presigned_response(
+            serial_number=int(serial, 16),
+            issuer_certificate=issuer,
+            responder=responder,
+            answer=answer,
+            hash_name=name,
+            this_update=this_update,
+            next_update=next_update,
+        )
+        for name in PRESIGNED_HASHES
+    }
+    return OcspResponse(
+        certificate_id=certificate_id,
+        status=answer.status.value,
+        this_update=this_update,
+        next_update=next_update,
+        der_sha1=signed["sha1"],
+        der_sha256=signed["sha256"],
+    )
+
+
+def _sign_chunk(ids: Sequence[int], *, now: datetime) -> int:
     with transaction.atomic():
         # Locked until commit: a revocation (SELECT … FOR UPDATE) of one of these rows
         # waits, and its own signing task then runs after this chunk has committed, so
@@ -92,31 +117,10 @@ def _sign_chunk(ids: Sequence[int], *, now: datetime) -> int:
             .select_for_update(no_key=True)
             .values_list("pk", "serial", "revoked_at", "revocation_reason")
         )
-        responses = []
-        for pk, serial, revoked_at, reason in rows:
-            answer = _answer(revoked_at, reason)
-            signed = {
-                name: sign_presigned_response(
-                    serial_number=int(serial, 16),
-                    issuer_certificate=issuer,
-                    responder=responder,
-                    answer=answer,
-                    hash_name=name,
-                    this_update=this_update,
-                    next_update=next_update,
-                )
-                for name in PRESIGNED_HASHES
-            }
-            responses.append(
-                OcspResponse(
-                    certificate_id=pk,
-                    status=answer.status.value,
-                    this_update=this_update,
-                    next_update=next_update,
-                    der_sha1=signed["sha1"],
-                    der_sha256=signed["sha256"],
-                )
-            )
+        responses = [
+            _signed(certificate_id=pk, serial=serial, answer=_answer(revoked_at, reason), now=now)
+            for pk, serial, revoked_at, reason in rows
+        ]
         OcspResponse.objects.bulk_create(
             responses,
             update_conflicts=True,
@@ -164,17 +168,24 @@ def ocsp_responses_refresh(*, now: datetime) -> int:
     return signed
 
 
-def ocsp_response_sign_at_issuance(*, certificate_id: int, now: datetime) -> None:
-    """Sign a new certificate's "good" answer in its issuing transaction.
+def ocsp_response_sign_at_issuance(*, certificate: Certificate, now: datetime) -> None:
+    """Store a new certificate's "good" answer in its issuing transaction (one INSERT).
 
     The answer commits with the certificate: OCSP knows it before its keystore leaves,
     and no certificate is ever without an answer to fix later. A responder that cannot
     sign (expired, unreadable) does not stop the issuance: beat's refresh signs it.
     """
     try:
-        ocsp_responses_sign(certificate_ids=[certificate_id], now=now)
+        response = _signed(
+            certificate_id=certificate.pk,
+            serial=certificate.serial,
+            answer=StatusAnswer(CertificateStatus.GOOD),
+            now=now,
+        )
     except (ca_store.CaStoreError, ValueError):
-        logger.exception("OCSP: certificate %s issued without an answer", certificate_id)
+        logger.exception("OCSP: certificate %s issued without an answer", certificate.pk)
+        return
+    response.save(force_insert=True)
 
 
 class _SignAfterCommit:
