@@ -161,8 +161,10 @@ def sections(data: dict[str, Any], plots: list[str]) -> list[str]:
         "on one core; MyCert's remaining cost is Python's HTTP parsing in gunicorn (a new "
         "connection per request with sync workers), the database round trip, and the "
         "PostgreSQL backend's share of the same 2 cores. Signing per request (before issue "
-        "11) answered ~1,690/s here; interleaved A/B runs of both on a loaded machine "
-        "(load 5–7): 231 and 262 → 626 and 590 responses/s (≈ 2.4×), p50 31–37 → 6–12 ms.",
+        "11) answered ~1,690/s here on a quiet machine. Interleaved A/B runs of both "
+        "(`--quick --only ocsp`, the machine shared, load 2.5–3.3): 386 and 609 → 1,816 "
+        "and 1,915 responses/s (×3.75 on the medians), p99 48 and 30 → 8.5 and 7.6 ms; "
+        "busier (load 5–7): 231 and 262 → 626 and 590 (×2.4).",
         "",
         *(
             [
