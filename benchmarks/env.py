@@ -21,6 +21,7 @@ BASE_DIR = Path(__file__).resolve().parents[1]
 DATABASE_URL = "postgres://postgres@127.0.0.1:5432/mycert_bench"
 BROKER_URL = "redis://127.0.0.1:6379/9"
 CA_PASSPHRASE = "bench-ca-passphrase"  # noqa: S105 - a throwaway CA in /tmp
+OUTBOX_KEY = "YmVuY2ggb3V0Ym94IGtleSwgdGhyb3dhd2F5IGRiISE="  # a throwaway outbox
 
 
 def _check_targets(database_url: str, broker_url: str) -> None:
@@ -72,6 +73,7 @@ class BenchEnv:
             "MYCERT_VAR_DIR": str(self.var_dir),
             "MYCERT_CA_DIR": str(self.ca_dir),
             "MYCERT_CA_KEY_PASSPHRASE": CA_PASSPHRASE,
+            "MYCERT_OUTBOX_KEY": OUTBOX_KEY,
             "MYCERT_GNUPG_HOME": str(self.gnupg_home),
             # One line per task and per e-mail at INFO; a busy production worker logs
             # WARNING and up. Errors still show in the worker logs.

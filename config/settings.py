@@ -234,7 +234,9 @@ MYCERT_HELPDESK_PHONE: str = env.str("MYCERT_HELPDESK_PHONE", default="(+352) 27
 MYCERT_GNUPG_HOME = Path(env.str("MYCERT_GNUPG_HOME", default=str(VAR_DIR / "gnupg")))
 MYCERT_GPG_BINARY: str = env.str("MYCERT_GPG_BINARY", default="gpg")
 # Secret payloads (keystore, password) wait in the outbox sealed with this key
-# (Fernet); derived from DJANGO_SECRET_KEY when unset.
+# (Fernet). Workers only; required outside debug at first use (mycert.sealing) and by
+# `check` on workers, never at start-up: web hosts run without it. Derived from
+# DJANGO_SECRET_KEY only in debug.
 MYCERT_OUTBOX_KEY: str = env.str("MYCERT_OUTBOX_KEY", default="")
 MYCERT_DELIVERY_MAX_ATTEMPTS = env.int("MYCERT_DELIVERY_MAX_ATTEMPTS", default=12)
 # First wait after a temporary SMTP failure, doubled per attempt, capped at 30 min.
@@ -329,6 +331,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sweep-operator-alerts": {"task": "mycert.tasks.sweep_operator_alerts", "schedule": 300.0},
     # Re-signed hourly, valid 24 h: a missed run or two never lets the CRL expire.
     "publish-crl": {"task": "mycert.tasks.publication.publish_crl", "schedule": 3600.0},
+    # Stored OCSP answers are re-signed before half their validity has passed
+    # (mycert.services.ocsp.REFRESH_EVERY is this period).
+    "refresh-ocsp-responses": {
+        "task": "mycert.tasks.publication.refresh_ocsp_responses",
+        "schedule": 300.0,
+    },
     "renew-ocsp-responder": {
         "task": "mycert.tasks.publication.renew_ocsp_responder",
         "schedule": 6 * 3600.0,

@@ -6,4 +6,9 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+# OCSP answers (stored bytes, one query) skip Django's request cycle: mycert.views_pki.
+from mycert.views_pki import OcspFastPath  # noqa: E402 - needs the apps loaded above
+
+application = OcspFastPath(django_application)

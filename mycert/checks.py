@@ -12,6 +12,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from mycert import ca_store
 from mycert.ca_store import CaStoreError
+from mycert.sealing import outbox_key_problem
 
 _CA_CHECK_IDS = {
     "unreadable": "mycert.E002",
@@ -30,6 +31,18 @@ _CA_HINTS = {
 }
 
 
+def holds_ca_secrets() -> bool:
+    """Whether this host is given a secret to open CA keys: a worker, not a web host.
+
+    Web hosts hold only the public CA files (DESIGN.md §8); their checks stop there, so
+    `check --deploy` passes on them without a passphrase, PIN or outbox key.
+    """
+    return any(
+        getattr(settings, name, "")
+        for name in ("MYCERT_CA_KEY_PASSPHRASE", "MYCERT_PKCS11_PIN", "MYCERT_PKCS11_PIN_FILE")
+    )
+
+
 @register("mycert")
 def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """Report a missing CA (warning: fresh install) or a broken one (error)."""
@@ -44,7 +57,10 @@ def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> l
             )
         ]
     try:
-        ca_store.probe_ca()
+        if holds_ca_secrets():
+            ca_store.probe_ca()
+        else:
+            ca_store.load_ca_certificates()
     except CaStoreError as exc:
         if exc.code == "missing":
             return [
@@ -65,6 +81,26 @@ def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> l
             )
         ]
     return []
+
+
+@register("mycert")
+def check_outbox_key(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """On a worker (or wherever a key is given), the outbox key must be usable."""
+    configured: str = settings.MYCERT_OUTBOX_KEY
+    if not configured and not holds_ca_secrets():
+        return []  # a web host: it never seals nor unseals
+    problem = outbox_key_problem(configured, debug=settings.DEBUG)
+    if problem is None:
+        return []
+    return [
+        Error(
+            problem,
+            hint="Set MYCERT_OUTBOX_KEY on every worker (only there), the same key on all.",
+            id="mycert.E011",
+        )
+    ]
 
 
 @register("mycert")

@@ -322,6 +322,41 @@ class Crl(models.Model):
         return f"CRL #{self.number}"
 
 
+class OcspResponse(models.Model):
+    """A certificate's OCSP answer, signed ahead by a worker; the web serves these bytes.
+
+    One row per certificate, one signed response per CertID hash algorithm (RFC 6960
+    §4.1.1: a response echoes the request's hashAlgorithm; web hosts hold no key to sign
+    another on demand). Re-signed on issuance, on revocation and by beat before half its
+    validity has passed.
+    """
+
+    class Status(models.TextChoices):
+        GOOD = "good", _("good")
+        REVOKED = "revoked", _("revoked")
+
+    certificate = models.OneToOneField(
+        Certificate,
+        on_delete=models.PROTECT,
+        primary_key=True,
+        related_name="ocsp_response",
+        verbose_name=_("certificate"),
+    )
+    status = models.CharField(_("status"), max_length=8, choices=Status.choices)
+    this_update = models.DateTimeField(_("this update"))
+    next_update = models.DateTimeField(_("next update"))
+    der_sha1 = models.BinaryField(_("DER (SHA-1 CertID)"))
+    der_sha256 = models.BinaryField(_("DER (SHA-256 CertID)"))
+
+    class Meta:
+        verbose_name = _("OCSP response")
+        verbose_name_plural = _("OCSP responses")
+        indexes = [models.Index(fields=["this_update"])]
+
+    def __str__(self) -> str:
+        return f"OCSP {self.status} for certificate {self.certificate_id}"
+
+
 class AuditEvent(models.Model):
     """An append-only audit record, hash-chained to the one before it."""
 

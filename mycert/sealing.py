@@ -1,8 +1,13 @@
 """Seal the outbox's secret payloads (keystore, password) at rest.
 
 They wait in the database only until their e-mail is accepted, then are wiped
-(ETSI EN 319 411-1, DESIGN.md §4). Fernet (AES-128-CBC + HMAC-SHA256) with a key from
-``MYCERT_OUTBOX_KEY``, or derived from ``DJANGO_SECRET_KEY`` with HKDF when unset.
+(ETSI EN 319 411-1, DESIGN.md §4). Fernet (AES-128-CBC + HMAC-SHA256) with the key in
+``MYCERT_OUTBOX_KEY``, which only workers hold (DESIGN.md §8): web hosts neither seal
+nor unseal (issuance and sending run on workers), so they start and serve without it.
+
+Outside ``DJANGO_DEBUG`` the key is required at first use; it is never derived from
+``DJANGO_SECRET_KEY``, which every web host holds. In debug (``make run``, tests) a key
+is derived from the secret key with HKDF when none is set.
 """
 
 from __future__ import annotations
@@ -14,18 +19,40 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
-__all__ = ["SealError", "seal", "unseal"]
+__all__ = ["SealError", "outbox_key_problem", "seal", "unseal"]
 
 
 class SealError(Exception):
     """A sealed payload could not be opened (wrong key or altered data)."""
 
 
+def outbox_key_problem(configured_key: str, *, debug: bool) -> str | None:
+    """What is wrong with the configured outbox key for this mode (None: nothing)."""
+    if not configured_key:
+        if debug:
+            return None
+        return (
+            "MYCERT_OUTBOX_KEY is not set: workers need it to seal keystores and passwords "
+            "(generate one with `python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'`; web hosts do not need it)."
+        )
+    try:
+        Fernet(configured_key.encode())
+    except ValueError:
+        return "MYCERT_OUTBOX_KEY is not a Fernet key (32 bytes, URL-safe base64)."
+    return None
+
+
 @cache
-def _fernet(configured_key: str, secret_key: str) -> Fernet:
+def _fernet(configured_key: str, secret_key: str, debug: bool) -> Fernet:
+    problem = outbox_key_problem(configured_key, debug=debug)
+    if problem:
+        raise ImproperlyConfigured(problem)
     if configured_key:
         return Fernet(configured_key.encode())
+    # Debug only: a web host holds DJANGO_SECRET_KEY, so this key would be no secret.
     derived = HKDF(
         algorithm=hashes.SHA256(), length=32, salt=None, info=b"mycert outbox seal v1"
     ).derive(secret_key.encode())
@@ -33,7 +60,7 @@ def _fernet(configured_key: str, secret_key: str) -> Fernet:
 
 
 def _current() -> Fernet:
-    return _fernet(settings.MYCERT_OUTBOX_KEY, settings.SECRET_KEY)
+    return _fernet(settings.MYCERT_OUTBOX_KEY, settings.SECRET_KEY, settings.DEBUG)
 
 
 def seal(payload: bytes) -> bytes:

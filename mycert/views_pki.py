@@ -8,30 +8,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 from urllib.parse import unquote
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
-from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
-from django.http import HttpRequest, HttpResponse
+from django.db import DatabaseError, close_old_connections
+from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.utils import timezone
+from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from mycert import ca_store
-from mycert.models import Certificate, Crl
-from mycert.pki import (
-    CertificateStatus,
-    StatusAnswer,
-    build_ocsp_response,
-    error_response,
-    issued_by,
-    parse_ocsp_request,
-)
+from mycert.models import Crl, OcspResponse
+from mycert.pki import error_response, issued_by, parse_ocsp_request
+from mycert.pki.ocsp_presigned import PRESIGNED_HASHES
+from mycert.services.ocsp import ocsp_response_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -80,71 +77,106 @@ def ca_certificate(request: HttpRequest, which: str) -> HttpResponse:
     )
 
 
-def _status_row(serial: int) -> tuple[datetime | None, str] | None:
-    """The certificate's revocation columns, in one database round trip.
+def _http_date(moment: datetime) -> str:
+    return http_date(moment.timestamp())
 
-    OCSP is the hottest path and asks exactly one question per request, so it skips
-    Django's per-request health check (``CONN_HEALTH_CHECKS``: a ``SELECT 1`` before the
-    first query, as many round trips again) and instead asks once more on a fresh
-    connection if the kept one turns out to be broken (a restarted or failed-over
-    database). Outside a transaction only, where a retry is harmless.
+
+def _stored_answer(der: bytes, *, now: datetime) -> tuple[bytes, dict[str, str]]:
+    """The stored answer for an OCSP request's CertID: DER body and HTTP headers.
+
+    No key, no signing: the bytes were signed by a worker (``mycert.services.ocsp``).
+    Never a 500: every failure is an OCSP error inside a 200 (RFC 6960 App. A.1.1).
     """
-    query = Certificate.objects.filter(serial=format(serial, "x")).values_list(
-        "revoked_at", "revocation_reason"
-    )
-    if connection.in_atomic_block:
-        return query.first()
-    connection.health_check_done = True  # type: ignore[attr-defined]  # Django's own flag
-    try:
-        return query.first()
-    except (InterfaceError, OperationalError):
-        logger.warning("OCSP: database connection broken, asking again on a new one")
-        connection.close()
-        return query.first()
-
-
-def _ocsp_answer(serial: int) -> StatusAnswer:
-    row = _status_row(serial)
-    if row is None:
-        return StatusAnswer(CertificateStatus.UNKNOWN)
-    revoked_at, reason = row
-    if revoked_at is None:
-        return StatusAnswer(CertificateStatus.GOOD)
-    return StatusAnswer(
-        CertificateStatus.REVOKED,
-        revoked_at=revoked_at,
-        reason=x509.ReasonFlags(reason) if reason else None,
-    )
-
-
-def _ocsp_reply(der: bytes) -> HttpResponse:
     try:
         query = parse_ocsp_request(der)
     except ValueError:
-        return _ocsp_error(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-    issuing = ca_store.load_ca_certificates().issuing
-    if not issued_by(query, issuing):
-        # Not our CA: we are not authoritative (RFC 6960 §2.3 "unauthorized").
-        return _ocsp_error(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+        return _ocsp_error_body(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    hash_name = query.hash_algorithm.name
     try:
-        responder = ca_store.load_ocsp_responder()
-        body = build_ocsp_response(
-            query=query,
-            issuer_certificate=issuing,
-            responder=responder,
-            answer=_ocsp_answer(query.serial_number),
-            now=timezone.now(),
-            validity=settings.MYCERT_OCSP_VALIDITY,
+        issuing = ca_store.load_ca_certificates().issuing
+    except ca_store.CaStoreError:
+        logger.exception("OCSP: the CA certificates cannot be read")
+        return _ocsp_error_body(ocsp.OCSPResponseStatus.TRY_LATER)
+    if hash_name not in PRESIGNED_HASHES or not issued_by(query, issuing):
+        # Not our CA, or a CertID form no answer is signed for: not authoritative
+        # (RFC 6960 §2.3, RFC 5019 §2.2.3 "unauthorized").
+        return _ocsp_error_body(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    try:
+        stored = ocsp_response_lookup(
+            serial_number=query.serial_number, hash_name=hash_name, now=now
         )
-    except (ca_store.CaStoreError, ValueError):
-        logger.exception("OCSP responder cannot sign")
-        return _ocsp_error(ocsp.OCSPResponseStatus.TRY_LATER)
-    return _no_store(HttpResponse(body, content_type=OCSP_RESPONSE_TYPE))
+    except DatabaseError:
+        logger.exception("OCSP: the database cannot be read")
+        return _ocsp_error_body(ocsp.OCSPResponseStatus.TRY_LATER)
+    if stored is None:
+        # A serial MyCert never issued: RFC 5019 §2.2.3 answers "unauthorized", and a
+        # pre-signing responder has nothing signed to say "unknown" with.
+        return _ocsp_error_body(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    if (
+        stored.der is None
+        or stored.next_update is None
+        or stored.next_update <= now
+        or (stored.revoked and stored.status != OcspResponse.Status.REVOKED)
+    ):
+        if stored.expired:
+            # Past its end and no fresh answer: MyCert no longer speaks for it.
+            return _ocsp_error_body(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+        # Revoked and the revoked answer not stored yet (a worker signs it within
+        # moments): never the stored "good". Or no fresh answer at all (workers down).
+        return _ocsp_error_body(ocsp.OCSPResponseStatus.TRY_LATER)
+    assert stored.this_update is not None  # noqa: S101 - stored with next_update
+    max_age = max(int((stored.next_update - now).total_seconds()), 0)
+    headers = {
+        # RFC 5019 §6.2: cacheable until nextUpdate, identified by a hash of the bytes.
+        "Cache-Control": f"max-age={max_age}, public, no-transform, must-revalidate",
+        "ETag": f'"{hashlib.blake2b(stored.der, digest_size=16).hexdigest()}"',
+        "Last-Modified": _http_date(stored.this_update),
+        "Expires": _http_date(stored.next_update),
+    }
+    return stored.der, headers
 
 
-def _ocsp_error(status: ocsp.OCSPResponseStatus) -> HttpResponse:
-    # OCSP errors travel inside a 200 response (RFC 6960 App. A.1.1 / RFC 5019 §5).
-    return _no_store(HttpResponse(error_response(status), content_type=OCSP_RESPONSE_TYPE))
+def _ocsp_error_body(status: ocsp.OCSPResponseStatus) -> tuple[bytes, dict[str, str]]:
+    # OCSP errors travel inside a 200 response (RFC 6960 App. A.1.1 / RFC 5019 §5);
+    # never cached: the next question may well get an answer.
+    return _OCSP_ERRORS[status], {"Cache-Control": "no-cache, max-age=0"}
+
+
+_OCSP_ERRORS: dict[ocsp.OCSPResponseStatus, bytes] = {
+    status: error_response(status)
+    for status in ocsp.OCSPResponseStatus
+    if status is not ocsp.OCSPResponseStatus.SUCCESSFUL
+}
+
+
+def _decode_get_path(encoded: str) -> bytes | None:
+    """The DER request of a GET path: base64, URL-encoded (RFC 6960 App. A.1)."""
+    if len(encoded) > MAX_OCSP_REQUEST_BYTES:
+        return None
+    text = unquote(encoded)
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _ocsp_reply(der: bytes | None, request: HttpRequest | None = None) -> HttpResponse:
+    if der is None:
+        body, headers = _ocsp_error_body(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    else:
+        body, headers = _stored_answer(der, now=timezone.now())
+    response: HttpResponse
+    if (
+        request is not None
+        and "ETag" in headers
+        and request.headers.get("If-None-Match") == headers["ETag"]
+    ):
+        response = HttpResponseNotModified()
+    else:
+        response = HttpResponse(body, content_type=OCSP_RESPONSE_TYPE)
+    for name, value in headers.items():
+        response[name] = value
+    return response
 
 
 @csrf_exempt
@@ -154,20 +186,78 @@ def ocsp_post(request: HttpRequest) -> HttpResponse:
     try:
         length = int(request.headers.get("Content-Length") or 0)
     except ValueError:  # "abc", "1e9": not a length (RFC 9110 §8.6), not a 500 either
-        return _ocsp_error(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        return _ocsp_reply(None)
     if length > MAX_OCSP_REQUEST_BYTES:
-        return _ocsp_error(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        return _ocsp_reply(None)
     return _ocsp_reply(request.body)
 
 
 @require_GET
 def ocsp_get(request: HttpRequest, encoded: str) -> HttpResponse:
     """OCSP over HTTP GET: base64 of the DER request, URL-encoded, in the path."""
-    if len(encoded) > MAX_OCSP_REQUEST_BYTES:
-        return _ocsp_error(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-    text = unquote(encoded)
-    try:
-        der = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return _ocsp_error(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-    return _ocsp_reply(der)
+    return _ocsp_reply(_decode_get_path(encoded), request)
+
+
+# --- The same answers without Django's request cycle (gunicorn: config/wsgi.py) ---------------
+
+_OCSP_PREFIX = "/pki/ocsp/"
+_StartResponse = Callable[..., Any]
+
+
+class OcspFastPath:
+    """WSGI middleware answering ``/pki/ocsp/`` before Django's handler, like WhiteNoise.
+
+    OCSP is the one address relying services hit at machine rate: the stored bytes are
+    found in one query, and Django's request cycle (middleware for sessions, language,
+    CSP, CSRF, authentication, OTP, messages; URL resolving) would cost several times
+    that. None of it applies to a public, signed, cookie-less answer. The answers are
+    exactly those of ``ocsp_post`` and ``ocsp_get`` (the same ``_stored_answer``); the
+    Host header is not used, so ALLOWED_HOSTS has nothing to guard here.
+    """
+
+    def __init__(self, application: Callable[[dict[str, Any], _StartResponse], Iterable[bytes]]):
+        self.application = application
+
+    def __call__(self, environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        if not path.startswith(_OCSP_PREFIX):
+            return self.application(environ, start_response)
+        method = environ.get("REQUEST_METHOD", "")
+        encoded = path[len(_OCSP_PREFIX) :]
+        if method == "POST" and not encoded:
+            der = self._body(environ)
+        elif method == "GET" and encoded:
+            der = _decode_get_path(encoded)
+        else:
+            return self.application(environ, start_response)  # Django's 405 and 404
+        try:
+            if der is None:
+                body, headers = _ocsp_error_body(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+            else:
+                body, headers = _stored_answer(der, now=timezone.now())
+        finally:
+            # What Django's request_finished signal does: drop a connection past
+            # CONN_MAX_AGE or left unusable by an error.
+            close_old_connections()
+        status = "200 OK"
+        if "ETag" in headers and environ.get("HTTP_IF_NONE_MATCH") == headers["ETag"]:
+            status, body = "304 Not Modified", b""
+        response_headers = [
+            ("Content-Type", OCSP_RESPONSE_TYPE),
+            ("Content-Length", str(len(body))),
+            ("X-Content-Type-Options", "nosniff"),
+            *headers.items(),
+        ]
+        start_response(status, response_headers)
+        return [body]
+
+    @staticmethod
+    def _body(environ: dict[str, Any]) -> bytes | None:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return None
+        if not 0 < length <= MAX_OCSP_REQUEST_BYTES:
+            return None
+        body: bytes = environ["wsgi.input"].read(length)
+        return body

@@ -74,11 +74,12 @@ def test_healthz_503_when_the_ca_is_missing(
     assert str(tmp_path) not in response.content.decode()
 
 
-def test_healthz_never_shows_the_passphrase(
+def test_healthz_never_needs_nor_shows_the_passphrase(
     client: Any, ca: Any, settings: Any, smtp_settings: Any
 ) -> None:
     text = client.get("/healthz").content.decode()
     assert settings.MYCERT_CA_KEY_PASSPHRASE not in text
+    # Web hosts hold no key (DESIGN.md §8): their CA check reads public files only.
     wrong = "wrong-" + secrets.token_hex(8)
     settings.MYCERT_CA_KEY_PASSPHRASE = wrong
     ca_store.clear_cache()

@@ -96,6 +96,15 @@ def test_ocsp_good_then_revoked_at_the_certificates_own_address(
 
     assert f"{leaf}: good" in _openssl_ocsp(ocsp_url, leaf, ca_dir)
     assert f"{leaf}: good" in _openssl_ocsp(ocsp_url, leaf, ca_dir, "-sha256")
+    assert f"{leaf}: good" in _openssl_ocsp(ocsp_url, leaf, ca_dir, "-no_nonce")
+    # Pre-signed answers echo no nonce (RFC 5019 §4): openssl warns, and verifies.
+    warned = subprocess.run(
+        ["openssl", "ocsp", "-url", ocsp_url, "-issuer", str(ca_dir / "issuing.pem"),
+         "-cert", str(leaf), "-CAfile", str(ca_dir / "root.pem")],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    assert "WARNING: no nonce in response" in warned.stderr + warned.stdout
+    assert "Response verify OK" in warned.stderr + warned.stdout
 
     certificate_revoke(
         certificate_id=record.pk,
@@ -109,7 +118,9 @@ def test_ocsp_good_then_revoked_at_the_certificates_own_address(
     assert "Reason: keyCompromise" in answer
 
 
-def test_ocsp_unknown_serial(pki_site: str, tmp_path: Path) -> None:
+def test_ocsp_never_issued_serial_is_unauthorized(pki_site: str, tmp_path: Path) -> None:
+    """RFC 5019 §2.2.3: a pre-signing responder answers "unauthorized" for a serial it
+    never issued (it has no signed "unknown" to give, and must not say "good")."""
     _, _certificate = _issue()
     ca_dir = ca_store.configured_paths().directory
     result = subprocess.run(
@@ -130,18 +141,16 @@ def test_ocsp_unknown_serial(pki_site: str, tmp_path: Path) -> None:
         check=False,
         timeout=30,
     )
-    assert "Response verify OK" in result.stderr
-    assert "0x1234567890abcdef: unknown" in result.stdout
+    assert "Responder Error: unauthorized" in result.stdout + result.stderr
 
 
-def test_ocsp_get_with_nonce_echoed(pki_site: str) -> None:
+def test_ocsp_get_sha256_is_the_stored_answer_with_rfc5019_caching(pki_site: str) -> None:
     _, certificate = _issue()
     issuing = ca_store.load_ca_certificates().issuing
-    nonce = b"0123456789abcdef"
     request = (
         ocsp.OCSPRequestBuilder()
         .add_certificate(certificate, issuing, hashes.SHA256())
-        .add_extension(x509.OCSPNonce(nonce), critical=False)
+        .add_extension(x509.OCSPNonce(b"0123456789abcdef"), critical=False)
         .build()
     )
     encoded = quote(
@@ -152,7 +161,28 @@ def test_ocsp_get_with_nonce_echoed(pki_site: str) -> None:
     parsed = ocsp.load_der_ocsp_response(response.content)
     assert parsed.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
     assert parsed.certificate_status == ocsp.OCSPCertStatus.GOOD
-    assert parsed.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
+    # The CertID echoes the request's: SHA-256 hashes, same serial (RFC 6960 §4.1.1).
+    assert isinstance(parsed.hash_algorithm, hashes.SHA256)
+    assert parsed.issuer_key_hash == request.issuer_key_hash
+    assert parsed.serial_number == certificate.serial_number
+    # Pre-signed: the nonce is not echoed (RFC 5019 §4 profile).
+    with pytest.raises(x509.ExtensionNotFound):
+        parsed.extensions.get_extension_for_class(x509.OCSPNonce)
+    # RFC 5019 §6.2: cacheable until nextUpdate.
+    assert parsed.next_update_utc is not None
+    max_age = int(response.headers["Cache-Control"].split("max-age=")[1].split(",")[0])
+    left = (parsed.next_update_utc - timezone.now()).total_seconds()
+    assert 0 < max_age <= left + 1
+    assert "public" in response.headers["Cache-Control"]
+    assert response.headers["ETag"].startswith('"')
+    assert response.headers["Last-Modified"]
+    assert response.headers["Expires"]
+    again = requests.get(
+        f"{pki_site}/pki/ocsp/{encoded}",
+        headers={"If-None-Match": response.headers["ETag"]},
+        timeout=10,
+    )
+    assert again.status_code == 304
 
 
 @pytest.mark.parametrize(

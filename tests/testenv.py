@@ -15,6 +15,8 @@ os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("MYCERT_VAR_DIR", _state)
 os.environ.setdefault("MYCERT_CA_DIR", os.path.join(_state, "ca"))
 os.environ.setdefault("MYCERT_CA_KEY_PASSPHRASE", "test-ca-passphrase-of-20-chars+")
+# Fernet key of the outbox (required outside debug); base64 of "mycert test outbox key, not real".
+os.environ.setdefault("MYCERT_OUTBOX_KEY", "bXljZXJ0IHRlc3Qgb3V0Ym94IGtleSwgbm90IHJlYWw=")
 os.environ.setdefault("MYCERT_GNUPG_HOME", tempfile.mkdtemp(prefix="g", dir="/tmp"))
 os.environ.setdefault("MYCERT_BASE_URL", "http://testserver")
 # Tests never run collectstatic; admin OTP is tested on its own (tests/test_admin_otp.py).

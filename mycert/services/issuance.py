@@ -25,6 +25,7 @@ from mycert.pki import (
     issue_professional_certificate,
 )
 from mycert.services.audit import audit_record
+from mycert.services.ocsp import ocsp_response_sign_at_issuance
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
         )
         request.status = CertificateRequest.Status.SENDING
         request.save(update_fields=["status"])
+        # Its OCSP answer ("good") commits with it (the web holds no key to sign one).
+        ocsp_response_sign_at_issuance(certificate=record, now=now)
         audit_record(
             actor="system",
             action="certificate.issued",

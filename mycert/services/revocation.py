@@ -11,6 +11,7 @@ from django.db import transaction
 from mycert.models import Certificate
 from mycert.services.audit import actor_label, audit_record
 from mycert.services.notices import revocation_notices_create
+from mycert.services.ocsp import ocsp_response_sign_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ def certificate_revoke(
                 "comment": comment,
             },
         )
+        # First in the worker's queue on commit: until the revoked answer is stored the
+        # web answers tryLater, never "good".
+        ocsp_response_sign_on_commit(certificate_id=certificate.pk)
         revocation_notices_create(certificate=certificate)
         _publish_once_after_commit()
     logger.info("certificate %s revoked (%s, via %s)", certificate.pk, reason, via)

@@ -1,4 +1,4 @@
-"""Keep the CRL fresh: on every revocation and before it ages."""
+"""Keep the CRL and the stored OCSP answers fresh: on every revocation and before they age."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from celery import shared_task
 from django.utils import timezone
 
 from mycert.ca_store import renew_ocsp_responder_if_due
+from mycert.services.ocsp import ocsp_responses_refresh, ocsp_responses_sign
 from mycert.services.publication import crl_publish
 
-__all__ = ["publish_crl", "renew_ocsp_responder"]
+__all__ = ["publish_crl", "refresh_ocsp_responses", "renew_ocsp_responder", "sign_ocsp_responses"]
 
 
 @shared_task(acks_late=True)
@@ -21,3 +22,15 @@ def publish_crl() -> int:
 def renew_ocsp_responder() -> bool:
     """Give the OCSP responder a fresh certificate before the current one ends."""
     return renew_ocsp_responder_if_due(now=timezone.now())
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def sign_ocsp_responses(certificate_ids: list[int]) -> int:
+    """Sign and store these certificates' OCSP answers as their rows say now."""
+    return ocsp_responses_sign(certificate_ids=certificate_ids, now=timezone.now())
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def refresh_ocsp_responses() -> int:
+    """Re-sign the stored OCSP answers due (beat, every 5 minutes)."""
+    return ocsp_responses_refresh(now=timezone.now())

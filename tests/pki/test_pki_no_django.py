@@ -19,6 +19,7 @@ MODULES = [
     "mycert.pki.crl",
     "mycert.pki.ocsp",
     "mycert.pki.token",
+    "mycert.pki.ocsp_presigned",
 ]
 
 

@@ -1,0 +1,314 @@
+"""OCSP answers signed ahead by workers, served as stored bytes by web hosts (RFC 5019).
+
+Web hosts hold no key (DESIGN.md §8): they cannot sign an answer on demand, so every
+certificate's answer is signed before anyone asks, for each CertID hash algorithm
+clients use (``PRESIGNED_HASHES``), and stored in ``OcspResponse``:
+
+- at issuance ("good"), in the issuing worker's transaction;
+- once a revocation has committed ("revoked"), by a task: the revoking process may be
+  a web host;
+- by beat (``ocsp_responses_refresh``) before half a response's validity has passed,
+  which also repairs a lost task (a certificate without an answer, a revoked one still
+  answered "good").
+
+The promise the web keeps with this (``ocsp_response_lookup``): once a revocation has
+committed, "good" is never served again for that certificate. The stored status and
+the certificate's ``revoked_at`` are read in one query; until the revoked answer is
+stored the web answers ``tryLater``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
+
+from mycert import ca_store
+from mycert.models import Certificate, OcspResponse
+from mycert.pki import CertificateStatus, StatusAnswer
+from mycert.pki.ocsp_presigned import PRESIGNED_HASHES, sign_presigned_response
+
+__all__ = [
+    "StoredOcsp",
+    "ocsp_response_lookup",
+    "ocsp_response_sign_at_issuance",
+    "ocsp_response_sign_on_commit",
+    "ocsp_responses_due_ids",
+    "ocsp_responses_refresh",
+    "ocsp_responses_sign",
+]
+
+logger = logging.getLogger(__name__)
+
+# Rows signed (and locked) per transaction: a revocation waiting on the lock waits for
+# one chunk at most (~0.1 s), and a bulk re-signing writes ~1 MB per statement.
+CHUNK = 500
+# How often beat runs ``refresh_ocsp_responses`` (config/settings.py): a response due
+# is re-signed at most this much later.
+REFRESH_EVERY = timedelta(minutes=5)
+
+
+def _refresh_age(validity: timedelta) -> timedelta:
+    """Age from which a stored response is re-signed.
+
+    Early enough that a run every ``REFRESH_EVERY`` (plus its own duration) re-signs it
+    before half its validity has passed, so relying parties always get an answer with at
+    least half its life ahead (RFC 5019 §6.2: caches keep it until nextUpdate).
+    """
+    return max(validity / 2 - 2 * REFRESH_EVERY, validity / 4)
+
+
+# --- Signing (workers: they hold the OCSP responder's key) ----------------------------------
+
+
+def _answer(revoked_at: datetime | None, reason: str) -> StatusAnswer:
+    if revoked_at is None:
+        return StatusAnswer(CertificateStatus.GOOD)
+    return StatusAnswer(
+        CertificateStatus.REVOKED,
+        revoked_at=revoked_at,
+        reason=x509.ReasonFlags(reason) if reason else None,
+    )
+
+
+def _signed(
+    *, certificate_id: int, serial: str, answer: StatusAnswer, now: datetime
+) -> OcspResponse:
+    """The certificate's answer signed for every CertID hash (an unsaved row)."""
+    responder = ca_store.load_ocsp_responder()  # once per process (ca_store's cache)
+    issuer = ca_store.load_ca_certificates().issuing
+    this_update = now.astimezone(UTC).replace(microsecond=0)  # what the DER carries
+    next_update = this_update + settings.MYCERT_OCSP_VALIDITY
+    signed = {
+        name: sign_presigned_response(
+            serial_number=int(serial, 16),
+            issuer_certificate=issuer,
+            responder=responder,
+            answer=answer,
+            hash_name=name,
+            this_update=this_update,
+            next_update=next_update,
+        )
+        for name in PRESIGNED_HASHES
+    }
+    return OcspResponse(
+        certificate_id=certificate_id,
+        status=answer.status.value,
+        this_update=this_update,
+        next_update=next_update,
+        der_sha1=signed["sha1"],
+        der_sha256=signed["sha256"],
+    )
+
+
+def _sign_chunk(ids: Sequence[int], *, now: datetime) -> int:
+    with transaction.atomic():
+        # Locked until commit: a revocation (SELECT … FOR UPDATE) of one of these rows
+        # waits, and its own signing task then runs after this chunk has committed, so
+        # a "good" answer signed before the revocation never overwrites the revoked one.
+        rows = list(
+            Certificate.objects.filter(pk__in=ids)
+            .select_for_update(no_key=True)
+            .values_list("pk", "serial", "revoked_at", "revocation_reason")
+        )
+        responses = [
+            _signed(certificate_id=pk, serial=serial, answer=_answer(revoked_at, reason), now=now)
+            for pk, serial, revoked_at, reason in rows
+        ]
+        OcspResponse.objects.bulk_create(
+            responses,
+            update_conflicts=True,
+            unique_fields=["certificate"],
+            update_fields=["status", "this_update", "next_update", "der_sha1", "der_sha256"],
+        )
+    return len(responses)
+
+
+def ocsp_responses_sign(*, certificate_ids: Sequence[int], now: datetime) -> int:
+    """Sign and store the current answer of these certificates; return how many.
+
+    Each answer follows the certificate row as it is when signed (ids only: a task
+    run late, or twice, signs the truth of that moment). The responder is loaded once
+    per process (``ca_store``); rows go in chunks of ``CHUNK``, one transaction each.
+    """
+    ids = sorted(set(certificate_ids))
+    signed = 0
+    for start in range(0, len(ids), CHUNK):
+        signed += _sign_chunk(ids[start : start + CHUNK], now=now)
+    return signed
+
+
+def ocsp_responses_due_ids(*, now: datetime) -> list[int]:
+    """Unexpired certificates whose stored answer is missing, ageing, or not yet revoked."""
+    threshold = now - _refresh_age(settings.MYCERT_OCSP_VALIDITY)
+    return list(
+        Certificate.objects.filter(not_after__gt=now)
+        .filter(
+            Q(ocsp_response__isnull=True)
+            | Q(ocsp_response__this_update__lte=threshold)
+            | Q(revoked_at__isnull=False, ocsp_response__status=OcspResponse.Status.GOOD)
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def ocsp_responses_refresh(*, now: datetime) -> int:
+    """Re-sign every answer that is due (beat); return how many were signed."""
+    due = ocsp_responses_due_ids(now=now)
+    signed = ocsp_responses_sign(certificate_ids=due, now=now)
+    if signed:
+        logger.info("OCSP: %s responses signed", signed)
+    return signed
+
+
+def ocsp_response_sign_at_issuance(*, certificate: Certificate, now: datetime) -> None:
+    """Store a new certificate's "good" answer in its issuing transaction (one INSERT).
+
+    The answer commits with the certificate: OCSP knows it before its keystore leaves,
+    and no certificate is ever without an answer to fix later. A responder that cannot
+    sign (expired, unreadable) does not stop the issuance: beat's refresh signs it.
+    """
+    try:
+        response = _signed(
+            certificate_id=certificate.pk,
+            serial=certificate.serial,
+            answer=StatusAnswer(CertificateStatus.GOOD),
+            now=now,
+        )
+    except (ca_store.CaStoreError, ValueError):
+        logger.exception("OCSP: certificate %s issued without an answer", certificate.pk)
+        return
+    response.save(force_insert=True)
+
+
+class _SignAfterCommit:
+    """One signing task per transaction for every certificate it touched (bulk revocation)."""
+
+    def __init__(self) -> None:
+        self.certificate_ids: list[int] = []
+
+    def __call__(self) -> None:
+        from mycert.tasks.publication import sign_ocsp_responses
+
+        sign_ocsp_responses.delay(self.certificate_ids)
+
+
+def ocsp_response_sign_on_commit(*, certificate_id: int) -> None:
+    """Have a worker sign the certificate's answer once the current transaction commits.
+
+    For revocation: the revoking process may be a web host, which holds no key. Robust:
+    a broker down at that moment is logged, and beat's refresh signs it within minutes
+    (meanwhile the web answers tryLater, never "good").
+    """
+    pending = transaction.get_connection().run_on_commit
+    for _, callback, _ in pending:
+        if isinstance(callback, _SignAfterCommit):
+            callback.certificate_ids.append(certificate_id)
+            return
+    callback = _SignAfterCommit()
+    callback.certificate_ids.append(certificate_id)
+    transaction.on_commit(callback, robust=True)
+
+
+# --- Serving (web hosts: bytes only) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredOcsp:
+    """What the web needs to answer for one serial number, read in one query."""
+
+    revoked: bool
+    expired: bool
+    #: None when no answer is stored yet (or none for this hash algorithm).
+    status: str | None
+    this_update: datetime | None
+    next_update: datetime | None
+    der: bytes | None
+
+
+_LOOKUP_SQL: dict[str, str] = {}
+
+
+def _lookup_sql(hash_name: str) -> str:
+    # Raw SQL, built once: this is the hottest path of the service, and compiling the
+    # same ORM query on every request costs more than the database's answer.
+    if hash_name not in _LOOKUP_SQL:
+        certificates = Certificate._meta.db_table
+        responses = OcspResponse._meta.db_table
+        column = {"sha1": "der_sha1", "sha256": "der_sha256"}[hash_name]
+        _LOOKUP_SQL[hash_name] = (
+            f"SELECT c.revoked_at, c.not_after, o.status, o.this_update, o.next_update, o.{column} "  # noqa: S608 - names from the models
+            f"FROM {certificates} c LEFT JOIN {responses} o ON o.certificate_id = c.id "
+            "WHERE c.serial = %s"
+        )
+    return _LOOKUP_SQL[hash_name]
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    # PostgreSQL gives aware datetimes; SQLite (raw cursor) gives UTC text or naive values.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def ocsp_response_lookup(*, serial_number: int, hash_name: str, now: datetime) -> StoredOcsp | None:
+    """The certificate's revocation state and stored answer; None if MyCert never issued it.
+
+    One indexed query (serial, then the answer by primary key). Outside a transaction it
+    skips Django's per-request health check (``CONN_HEALTH_CHECKS``: a ``SELECT 1``, as
+    many round trips again) and asks once more on a fresh connection if the kept one
+    turns out to be broken (a restarted or failed-over database).
+    """
+    sql = _lookup_sql(hash_name)
+    params = [format(serial_number, "x")]
+
+    def ask() -> tuple[object, ...] | None:
+        row: tuple[object, ...] | None
+        if connection.vendor == "postgresql":
+            # A server-side prepared statement with binary results: the server neither
+            # parses nor plans the query again, and psycopg reads the timestamps and
+            # bytes with its C loaders (Django's cursors bind on the client, as text).
+            import psycopg
+
+            connection.ensure_connection()
+            # Django's error classes, as its own cursors raise them.
+            with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+                cursor.execute(sql, params, prepare=True, binary=True)
+                row = cursor.fetchone()
+            return row
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        return row
+
+    if connection.in_atomic_block:
+        row = ask()
+    else:
+        connection.health_check_done = True  # type: ignore[attr-defined]  # Django's own flag
+        try:
+            row = ask()
+        except (InterfaceError, OperationalError):
+            logger.warning("OCSP: database connection broken, asking again on a new one")
+            connection.close()
+            row = ask()
+    if row is None:
+        return None
+    revoked_at, not_after, status, this_update, next_update, der = row
+    not_after_value = _aware(not_after)  # type: ignore[arg-type]
+    return StoredOcsp(
+        revoked=revoked_at is not None,
+        expired=not_after_value is not None and not_after_value <= now,
+        status=status if isinstance(status, str) else None,
+        this_update=_aware(this_update),  # type: ignore[arg-type]
+        next_update=_aware(next_update),  # type: ignore[arg-type]
+        der=bytes(der) if der is not None else None,  # type: ignore[call-overload]
+    )
