@@ -321,8 +321,8 @@ def test_a_broker_down_after_the_revocation_is_no_error_page(
     """The revocation committed; the CRL waits for the hourly beat, not for a 500."""
     from kombu.exceptions import OperationalError as BrokerDown
 
-    from mycert.tasks.publication import publish_crl
     from mycert.tasks.alerts import send_operator_alert
+    from mycert.tasks.publication import publish_crl
 
     def broker_down(*args: object, **kwargs: object) -> None:
         raise BrokerDown("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
