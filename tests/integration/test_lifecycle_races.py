@@ -191,7 +191,8 @@ def test_revoking_while_the_keystore_is_at_the_relay_sends_nothing_more(
         keystore = Delivery.objects.get(
             certificate=certificate, recipient="professional", content="keystore"
         )
-        assert keystore.status == Delivery.Status.PENDING and keystore.attempts == 1, "in flight"
+        assert keystore.status == Delivery.Status.PENDING, "in flight"
+        assert keystore.attempts == 1, "in flight"
         certificate_revoke(
             certificate_id=certificate.pk,
             reason=Certificate.RevocationReason.KEY_COMPROMISE,
