@@ -62,42 +62,34 @@ def delivery_create_for_certificate(
         recipients.append((Delivery.Recipient.VENDOR, vendor.email, vendor, vendor.pgp_fingerprint))
     sealed_keystore = seal(keystore)
     sealed_password = seal(password.encode())
-    rows: list[Delivery] = []
+    firsts: list[Delivery] = []
+    seconds: list[Delivery] = []
     for recipient, to_email, to_vendor, fingerprint in recipients:
-        keystore_row = Delivery(
-            certificate=certificate,
-            recipient=recipient,
-            content=Delivery.Content.KEYSTORE,
-            to_email=to_email,
-            vendor=to_vendor,
-            language=language,
-            pgp_fingerprint=fingerprint,
-            sealed_payload=sealed_keystore,
-            message_id=_message_id(),
-            key=f"cert:{certificate.pk}:{recipient}:{Delivery.Content.KEYSTORE}",
-        )
-        password_row = Delivery(
-            certificate=certificate,
-            recipient=recipient,
-            content=Delivery.Content.PASSWORD,
-            to_email=to_email,
-            vendor=to_vendor,
-            language=language,
-            pgp_fingerprint=fingerprint,
-            sealed_payload=sealed_password,
-            after=keystore_row,
-            message_id=_message_id(),
-            key=f"cert:{certificate.pk}:{recipient}:{Delivery.Content.PASSWORD}",
-        )
-        rows += [keystore_row, password_row]
+        for content, payload, into in (
+            (Delivery.Content.KEYSTORE, sealed_keystore, firsts),
+            (Delivery.Content.PASSWORD, sealed_password, seconds),
+        ):
+            into.append(
+                Delivery(
+                    certificate=certificate,
+                    recipient=recipient,
+                    content=content,
+                    to_email=to_email,
+                    vendor=to_vendor,
+                    language=language,
+                    pgp_fingerprint=fingerprint,
+                    sealed_payload=payload,
+                    message_id=_message_id(),
+                    key=f"cert:{certificate.pk}:{recipient}:{content}",
+                )
+            )
     # Two INSERTs instead of four round trips: the keystore rows first, as the password
     # rows point at them (bulk_create sets the primary keys on PostgreSQL and SQLite).
-    Delivery.objects.bulk_create([row for row in rows if row.after is None])
-    for row in rows:
-        if row.after is not None:
-            row.after_id = row.after.pk
-    Delivery.objects.bulk_create([row for row in rows if row.after is not None])
-    return rows
+    Delivery.objects.bulk_create(firsts)
+    for keystore_row, password_row in zip(firsts, seconds, strict=True):
+        password_row.after = keystore_row
+    Delivery.objects.bulk_create(seconds)
+    return [row for pair in zip(firsts, seconds, strict=True) for row in pair]
 
 
 def delivery_create_notice(
