@@ -154,7 +154,7 @@ def measure(requests: int, key_type: str, *, show: bool = False) -> dict[str, di
                     )
                 submit.append(counted)
                 with counting() as counted:
-                    issue_certificate.apply(args=[request.pk])
+                    issue_certificate.apply(args=(request.pk,))
                 issue.append(counted)
                 if show and len(issue) == 1:
                     print(f"--- one request {label}:", *(q[:110] for q in counted.sql), sep="\n")

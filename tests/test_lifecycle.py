@@ -229,6 +229,7 @@ def test_a_deactivated_vendor_gets_no_copy_not_yet_sent(
     vendor = VendorFactory.create()
     request = CertificateRequestFactory.create(vendor=vendor, vendor_copy_consent=True)
     outcome = request_issue(request_id=request.pk, now=timezone.now())
+    assert outcome.certificate_id is not None
     Vendor.objects.filter(pk=vendor.pk).update(is_active=False)
     vendor_keystore = Delivery.objects.get(
         certificate_id=outcome.certificate_id, recipient="vendor", content="keystore"
@@ -254,6 +255,7 @@ def test_the_sweep_closes_a_request_whose_mails_all_left(
 
     request = CertificateRequestFactory.create()
     outcome = request_issue(request_id=request.pk, now=timezone.now())
+    assert outcome.certificate_id is not None
     for delivery_id in (
         Delivery.objects.filter(certificate_id=outcome.certificate_id)
         .order_by("after_id", "pk")
