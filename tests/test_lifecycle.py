@@ -317,3 +317,36 @@ def test_the_outbox_imports_no_service_but_audit() -> None:
     for module, targets in _imports("mycert.outbox").items():
         services = {t for t in targets if t.startswith("mycert.services")}
         assert services <= {"mycert.services.audit"}, f"{module} imports {sorted(services)}"
+
+
+def test_the_password_mail_says_until_when_the_previous_certificate_works(
+    ca: Any, smtp_settings: TestSmtpServer, settings: Any
+) -> None:
+    from django.template.defaultfilters import date as date_filter
+    from django.utils import translation
+
+    settings.MYCERT_SUPERSEDE_AFTER_DAYS = 14
+    professional = ProfessionalFactory.create()
+    first = request_issue(
+        request_id=CertificateRequestFactory.create(professional=professional).pk,
+        now=timezone.now(),
+    )
+    assert first.certificate_id is not None
+    Delivery.objects.filter(certificate_id=first.certificate_id).update(status="sent")
+    CertificateRequest.objects.filter(certificate__pk=first.certificate_id).update(status="sent")
+    second = request_issue(
+        request_id=CertificateRequestFactory.create(professional=professional).pk,
+        now=timezone.now(),
+    )
+    now = timezone.now()
+    for delivery_id in second.ready_delivery_ids:
+        delivery_send(delivery_id=delivery_id, now=now)
+    password = Delivery.objects.get(certificate_id=second.certificate_id, content="password")
+    delivery_send(delivery_id=password.pk, now=now)
+
+    body = smtp_settings.messages[-1].data.decode("utf-8", "replace")
+    old_serial = Certificate.objects.get(pk=first.certificate_id).serial[:16].lower()
+    with translation.override("fr"):
+        day = date_filter(now + timedelta(days=14), "DATE_FORMAT")
+    assert f"Votre certificat précédent (keystore {old_serial}) reste valable jusqu'au" in body
+    assert day in body

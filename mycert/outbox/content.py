@@ -103,6 +103,25 @@ def _notice_facts(content: str, certificate: Certificate, now: datetime) -> dict
             "replacement_serial_prefix": replacement.serial[:16].lower() if replacement else "",
             "replacement_not_after": replacement.not_after if replacement else None,
         }
+    if content == Delivery.Content.PASSWORD:
+        # The last e-mail of a new certificate says when the older one stops working
+        # (``certificates_supersede``, MYCERT_SUPERSEDE_AFTER_DAYS after delivery).
+        previous = (
+            Certificate.objects.filter(
+                professional_id=certificate.professional_id, issued_at__lt=certificate.issued_at
+            )
+            .valid(now)
+            .order_by("-issued_at")
+            .first()
+        )
+        if previous is None:
+            return {}
+        days = settings.MYCERT_SUPERSEDE_AFTER_DAYS
+        return {
+            "previous_serial_prefix": previous.serial[:16].lower(),
+            "previous_revoked_at_once": days == 0,
+            "previous_revoked_on": now + timedelta(days=days),
+        }
     if content == Delivery.Content.EXPIRY_REMINDER:
         # Counted when the mail leaves, not when the row was written: a mail delayed by
         # retries still tells the truth.
