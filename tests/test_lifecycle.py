@@ -338,6 +338,7 @@ def test_the_password_mail_says_until_when_the_previous_certificate_works(
         request_id=CertificateRequestFactory.create(professional=professional).pk,
         now=timezone.now(),
     )
+    assert second.certificate_id is not None
     now = timezone.now()
     for delivery_id in second.ready_delivery_ids:
         delivery_send(delivery_id=delivery_id, now=now)

@@ -67,7 +67,7 @@ def claim_of(delivery: Delivery, now: datetime) -> Claim:
             professional_id=professional.professional_id,
             not_after=certificate.not_after,
             vendor_name=delivery.vendor.name if delivery.vendor is not None else "",
-            extra=_notice_facts(delivery.content, certificate, now),
+            extra=_notice_facts(delivery, certificate, now),
         ),
         sealed_payload=(
             bytes(delivery.sealed_payload) if delivery.sealed_payload is not None else None
@@ -77,8 +77,9 @@ def claim_of(delivery: Delivery, now: datetime) -> Claim:
     )
 
 
-def _notice_facts(content: str, certificate: Certificate, now: datetime) -> dict[str, object]:
+def _notice_facts(delivery: Delivery, certificate: Certificate, now: datetime) -> dict[str, object]:
     """What a notice says beyond the certificate itself, read when it is sent."""
+    content = delivery.content
     if content == Delivery.Content.REVOCATION_NOTICE:
         superseded = certificate.revocation_reason == Certificate.RevocationReason.SUPERSEDED
         replacement = (
@@ -103,7 +104,10 @@ def _notice_facts(content: str, certificate: Certificate, now: datetime) -> dict
             "replacement_serial_prefix": replacement.serial[:16].lower() if replacement else "",
             "replacement_not_after": replacement.not_after if replacement else None,
         }
-    if content == Delivery.Content.PASSWORD:
+    if (
+        content == Delivery.Content.PASSWORD
+        and delivery.recipient == Delivery.Recipient.PROFESSIONAL
+    ):
         # The last e-mail of a new certificate says when the older one stops working
         # (``certificates_supersede``, MYCERT_SUPERSEDE_AFTER_DAYS after delivery).
         previous = (
