@@ -306,10 +306,10 @@ def _record(errors: dict[int, SendError | None], now: datetime) -> list[SendOutc
             if error is _NOT_ATTEMPTED:
                 _give_back(delivery)
                 continue
-            if delivery.status == Delivery.Status.CANCELLED and error is None:
-                # Revoked while this e-mail was at the relay: it left, and is recorded so.
-                pass
-            elif delivery.status in _DONE:
+            # Cancelled (revoked) while this e-mail was at the relay: it left all the same,
+            # and the record says so; the payload is already wiped.
+            left_anyway = delivery.status == Delivery.Status.CANCELLED and error is None
+            if delivery.status in _DONE and not left_anyway:
                 # Another worker took over after our lease ran out and already recorded it.
                 outcomes.append(_outcome(delivery, SendResult.DONE))
                 continue
