@@ -170,7 +170,7 @@ def test_connection_dropped_while_sending_is_recorded_once(
         ) as other:
             other.execute("SELECT pg_terminate_backend(%s)", [pid])
 
-    monkeypatch.setattr("mycert.services.delivery.send_message", send_then_lose_the_session)
+    monkeypatch.setattr("mycert.outbox.send.send_message", send_then_lose_the_session)
 
     result = delivery_send(delivery_id=delivery_id, now=timezone.now())
 
