@@ -349,3 +349,66 @@ def test_the_password_mail_says_until_when_the_previous_certificate_works(
         day = date_filter(now + timedelta(days=14), "DATE_FORMAT")
     assert f"Votre certificat précédent (keystore {old_serial}) reste valable jusqu'au" in body
     assert day in body
+
+
+# --- Supersession with a grace period, seen from the tasks --------------------------------
+
+
+def _delivered_certificate(professional: Professional) -> Certificate:
+    request_id = _submit_and_issue(professional)
+    request = CertificateRequest.objects.get(pk=request_id)
+    assert request.status == CertificateRequest.Status.SENT
+    return Certificate.objects.get(request=request)
+
+
+def test_a_renewal_leaves_the_old_certificate_working_during_the_grace_period(
+    ca: Any, celery_eager: None, smtp_settings: TestSmtpServer, settings: Any
+) -> None:
+    """The vendor needs time to install the new keystore: the old one is not revoked at
+    delivery but ``MYCERT_SUPERSEDE_AFTER_DAYS`` later, by beat."""
+    settings.MYCERT_SUPERSEDE_AFTER_DAYS = 14
+    professional = ProfessionalFactory.create()
+    old = _delivered_certificate(professional)
+    new = _delivered_certificate(professional)
+
+    old.refresh_from_db()
+    assert old.revoked_at is None, "the old keystore still works the day the new one arrives"
+    from mycert.tasks.delivery import supersede_certificates
+
+    assert supersede_certificates() == 0
+    CertificateRequest.objects.filter(pk=new.request_id).update(
+        completed_at=timezone.now() - timedelta(days=14, minutes=1)
+    )
+    assert supersede_certificates() == 1
+    old.refresh_from_db()
+    assert old.revocation_reason == Certificate.RevocationReason.SUPERSEDED
+
+
+def test_a_new_certificate_revoked_before_delivery_supersedes_nothing(
+    ca: Any, smtp_settings: TestSmtpServer, settings: Any, celery_eager: None
+) -> None:
+    from mycert.tasks.delivery import send_deliveries_now
+
+    settings.MYCERT_SUPERSEDE_AFTER_DAYS = 0
+    professional = ProfessionalFactory.create()
+    old = _delivered_certificate(professional)
+    request = CertificateRequestFactory.create(professional=professional)
+    outcome = request_issue(request_id=request.pk, now=timezone.now())
+    assert outcome.certificate_id is not None
+    keystore = Delivery.objects.get(certificate_id=outcome.certificate_id, content="keystore")
+    assert delivery_send(delivery_id=keystore.pk, now=timezone.now()).result is SendResult.SENT
+    certificate_revoke(
+        certificate_id=outcome.certificate_id,
+        reason=Certificate.RevocationReason.KEY_COMPROMISE,
+        via=Certificate.RevokedVia.HELPDESK,
+        actor=None,
+        now=timezone.now(),
+    )
+
+    password = Delivery.objects.get(certificate_id=outcome.certificate_id, content="password")
+    send_deliveries_now([password.pk])
+
+    old.refresh_from_db()
+    assert old.revoked_at is None, "the only working keystore is the old one"
+    password.refresh_from_db()
+    assert password.status != Delivery.Status.SENT
