@@ -210,8 +210,8 @@ def test_revoking_cancels_unsent_keystores_and_retry_refuses_them(
     )
 
     issuance = rows.filter(content__in=["keystore", "password"])
-    assert set(issuance.values_list("status", flat=True)) == {Delivery.Status.CANCELLED}
     assert not issuance.filter(sealed_payload__isnull=False).exists()
+    assert set(issuance.values_list("status", flat=True)) == {Delivery.Status.CANCELLED}
     for row in issuance:
         assert delivery_send(delivery_id=row.pk, now=timezone.now()).result is SendResult.DONE
     assert not [m for m in smtp_settings.messages if "keystore" in str(m.message["Subject"])]
@@ -237,11 +237,11 @@ def test_a_deactivated_vendor_gets_no_copy_not_yet_sent(
 
     result = delivery_send(delivery_id=vendor_keystore.pk, now=timezone.now())
 
-    assert result.result is SendResult.CANCELLED
-    vendor_keystore.refresh_from_db()
-    assert vendor_keystore.status == Delivery.Status.CANCELLED
-    assert vendor_keystore.sealed_payload is None
     assert smtp_settings.messages == []
+    vendor_keystore.refresh_from_db()
+    assert vendor_keystore.sealed_payload is None
+    assert vendor_keystore.status == Delivery.Status.CANCELLED
+    assert result.result is SendResult.CANCELLED
 
 
 # --- The sweep closes what a lost worker left ------------------------------------------
