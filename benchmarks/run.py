@@ -95,6 +95,8 @@ def main() -> None:
                 lambda: Workers(env, count=2, concurrency=1, pool="solo"),
             )
             bench_env.flush_broker()
+            ctx.raw["roundtrips"] = _roundtrips(vendor)
+            bench_env.flush_broker()
         if "crl" in only:
             from benchmarks import fig_crl
 
@@ -123,6 +125,25 @@ def main() -> None:
     report.write(ctx, out, quick=args.quick)
     ctx.say(f"done in {ctx.raw['total_seconds'] / 60:.1f} min; report in {out}")
     print(json.dumps({f.key: round(f.ratio, 3) for f in ctx.figures}, indent=1))
+
+
+def _roundtrips(vendor: Any) -> dict[str, dict[str, float]]:
+    """Statements and round trips per request (counted, not timed; benchmarks/roundtrips.py)."""
+    from django.test import override_settings
+
+    from benchmarks import roundtrips
+    from mycert.mail.sink import MailSink
+
+    with (
+        MailSink() as sink,
+        override_settings(
+            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+            EMAIL_HOST=sink.host,
+            EMAIL_PORT=sink.port,
+            MYCERT_CERT_KEY_TYPE="ec-p256",  # the counts do not depend on the key type
+        ),
+    ):
+        return roundtrips.count_per_request(vendor=vendor, requests=10)
 
 
 def _vendor(env: bench_env.BenchEnv):  # type: ignore[no-untyped-def]

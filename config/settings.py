@@ -365,6 +365,21 @@ if MYCERT_CHECK_BASE_URL:
         ALLOWED_HOSTS.append(_CHECK_HOST)
     if MYCERT_CHECK_BASE_URL not in CSRF_TRUSTED_ORIGINS:  # the page's language switch
         CSRF_TRUSTED_ORIGINS.append(MYCERT_CHECK_BASE_URL)
+# --- Request lifecycle: supersession and failed payloads (mycert.tasks.delivery) -----------------
+# Older valid certificates are revoked as superseded this many days after the new one was
+# delivered (the vendor's time to install it); 0 revokes them at once.
+MYCERT_SUPERSEDE_AFTER_DAYS = env.int("MYCERT_SUPERSEDE_AFTER_DAYS", default=14)
+# A keystore or password e-mail failed for good keeps its sealed payload this long for the
+# helpdesk to retry; then it is wiped and the request fails (the professional requests again).
+MYCERT_FAILED_PAYLOAD_DAYS = env.int("MYCERT_FAILED_PAYLOAD_DAYS", default=7)
+CELERY_BEAT_SCHEDULE["supersede-certificates"] = {
+    "task": "mycert.tasks.supersede_certificates",
+    "schedule": 3600.0,
+}
+CELERY_BEAT_SCHEDULE["wipe-failed-payloads"] = {
+    "task": "mycert.tasks.wipe_failed_payloads",
+    "schedule": 3600.0,
+}
 
 # --- Health and metrics (mycert.health, mycert.metrics) ------------------------------------------
 # SMTP and broker answers are reused this long, so a 10 s probe stays cheap.

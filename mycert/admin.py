@@ -797,7 +797,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     @admin.action(permissions=["retry"], description=_("Retry selected failed deliveries"))
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         """Queue failed deliveries again; any other selected row is skipped."""
-        from mycert.services.delivery import delivery_retry
+        from mycert.outbox import delivery_retry
 
         actor = actor_label(request.user)
         queued = 0

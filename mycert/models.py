@@ -242,6 +242,7 @@ class Delivery(models.Model):
         RETRYING = "retrying", _("retrying after a temporary error")
         SENT = "sent", _("sent")
         FAILED = "failed", _("failed, needs the helpdesk")
+        CANCELLED = "cancelled", _("cancelled: certificate revoked or vendor deactivated")
 
     certificate = models.ForeignKey(
         Certificate,

@@ -88,6 +88,8 @@ class RefusalCode(StrEnum):
     INVALID_PROFESSIONAL_ID = "invalid_professional_id"
     MISSING_EMAIL = "missing_email"
     INVALID_PROFILE = "invalid_profile"
+    NAME_TOO_LONG = "name_too_long"
+    EMAIL_NOT_SUPPORTED = "email_not_supported"
     PROFESSIONAL_ID_TAKEN = "professional_id_taken"
     PROFESSIONAL_ID_CHANGED = "professional_id_changed"
     ACCOUNT_DISABLED = "account_disabled"

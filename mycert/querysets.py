@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -48,9 +49,18 @@ class DeliveryQuerySet(models.QuerySet["Delivery"]):
 
     def issuance_not_sent(self, certificate_id: int) -> DeliveryQuerySet:
         """A certificate's keystore and password e-mails the relay has not accepted yet
-        (failed ones included): its request is complete when there are none."""
+        (failed ones included, cancelled ones not: those will never leave)."""
         return self.filter(
             certificate_id=certificate_id, content__in=["keystore", "password"]
+        ).exclude(status__in=["sent", "cancelled"])
+
+    def professional_issuance_not_sent(self, certificate_ids: Iterable[int]) -> DeliveryQuerySet:
+        """The professional's own keystore and password e-mails not yet accepted by the
+        relay: only these decide that a request is sent, never a vendor copy."""
+        return self.filter(
+            certificate_id__in=list(certificate_ids),
+            recipient="professional",
+            content__in=["keystore", "password"],
         ).exclude(status="sent")
 
     def due(self, now: datetime) -> DeliveryQuerySet:

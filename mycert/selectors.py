@@ -8,7 +8,8 @@ from datetime import datetime
 from django.utils.functional import Promise
 from django.utils.translation import pgettext_lazy
 
-from mycert.models import Certificate, CertificateRequest, Professional
+from mycert.models import Certificate, CertificateRequest, Delivery, Professional
+from mycert.querysets import DeliveryQuerySet
 
 # "request state" context: French agrees these with « la demande » (envoyée, révoquée…).
 STATE_LABELS: dict[str, Promise] = {
@@ -40,6 +41,9 @@ class RequestRow:
     not_after: datetime | None
     revoked_at: datetime | None
     revocation_reason: str
+    #: The professional's keystore e-mail has left: until then there is nothing to revoke
+    #: that they hold, and revoking would only race the outbox.
+    keystore_sent: bool = False
 
     @property
     def state_label(self) -> Promise:
@@ -51,7 +55,16 @@ class RequestRow:
 
     @property
     def can_be_revoked(self) -> bool:
-        return self.certificate_id is not None and self.state in ("sending", "sent")
+        return (
+            self.certificate_id is not None
+            and self.state in ("sending", "sent")
+            and self.keystore_sent
+        )
+
+    @property
+    def request_again(self) -> bool:
+        """The request ended without a certificate to use: the page says to ask again."""
+        return self.state == "failed"
 
 
 def professional_overview(professional: Professional, *, now: datetime) -> Overview:
@@ -64,6 +77,19 @@ def professional_overview(professional: Professional, *, now: datetime) -> Overv
         .valid(now)
         .order_by("-issued_at")
         .first(),
+    )
+
+
+def keystore_delivered(certificate: Certificate) -> bool:
+    """Whether the professional's keystore e-mail of ``certificate`` has left."""
+    return _keystores_sent().filter(certificate=certificate).exists()
+
+
+def _keystores_sent() -> DeliveryQuerySet:
+    return Delivery.objects.filter(
+        recipient=Delivery.Recipient.PROFESSIONAL,
+        content=Delivery.Content.KEYSTORE,
+        status=Delivery.Status.SENT,
     )
 
 
@@ -83,6 +109,11 @@ def request_progress(professional: Professional, *, now: datetime) -> list[Reque
         .select_related("vendor", "certificate")
         .order_by("-submitted_at", "-pk")
     )
+    keystores_sent = set(
+        _keystores_sent()
+        .filter(certificate__professional=professional)
+        .values_list("certificate_id", flat=True)
+    )
     rows = []
     for request in requests:
         certificate = getattr(request, "certificate", None)
@@ -100,6 +131,7 @@ def request_progress(professional: Professional, *, now: datetime) -> list[Reque
                 revocation_reason=certificate.get_revocation_reason_display()
                 if certificate
                 else "",
+                keystore_sent=certificate is not None and certificate.pk in keystores_sent,
             )
         )
     return rows

@@ -25,7 +25,7 @@ from mycert.forms import CertificateRequestForm, SelfRevocationForm
 from mycert.models import Certificate, CertificateRequest, Professional
 from mycert.problems import render_problem
 from mycert.ratelimit import ratelimit
-from mycert.selectors import professional_overview, request_progress
+from mycert.selectors import keystore_delivered, professional_overview, request_progress
 from mycert.services.requests import RequestRefused, request_submit
 from mycert.services.revocation import AlreadyRevoked, certificate_revoke
 
@@ -224,6 +224,21 @@ def revoke_certificate(request: HttpRequest, certificate_id: int) -> HttpRespons
     now = timezone.now()
     if certificate.is_revoked or certificate.not_after <= now:
         return _not_revocable_problem(request, certificate)
+    if not keystore_delivered(certificate):
+        return render_problem(
+            request,
+            title=_("This certificate is still being sent"),
+            explanation=_(
+                "Your keystore has not been sent yet. It can be revoked once you have received it."
+            ),
+            what_to_do=_(
+                "Wait for the e-mail with your keystore. If you suspect a problem now, "
+                "contact the helpdesk."
+            ),
+            status=409,
+            back_url=reverse("my-certificates"),
+            back_label=_("My certificates"),
+        )
     form = SelfRevocationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:

@@ -92,6 +92,31 @@ _EXPLANATIONS: dict[RefusalCode, _Explanation] = {
         _CALL_HELPDESK,
         403,
     ),
+    RefusalCode.NAME_TOO_LONG: _Explanation(
+        _("Your name is too long for a certificate"),
+        _(
+            "A certificate holds at most 64 characters for your given name and family name "
+            "together; the names in your eSanté account are longer."
+        ),
+        _(
+            "Shorten your name in your eSanté account on the portal (for example, keep only "
+            "your first given name), then log in again. If you cannot change it, contact the "
+            "helpdesk."
+        ),
+        403,
+    ),
+    RefusalCode.EMAIL_NOT_SUPPORTED: _Explanation(
+        _("Your e-mail address cannot go into a certificate"),
+        _(
+            "Your certificate carries your e-mail address, which may only use unaccented "
+            "letters, digits and a few signs. Your address contains other characters."
+        ),
+        _(
+            "Enter such an address in your eSanté account on the portal, confirm it, then "
+            "log in again."
+        ),
+        403,
+    ),
     RefusalCode.PROFESSIONAL_ID_TAKEN: _Explanation(
         _("Your professional identifier is used by another account"),
         _(

@@ -16,8 +16,7 @@ from django.utils import timezone
 from mycert.mail.messages import CertificateFacts, Envelope, keystore_message, password_message
 from mycert.mail.transport import SendError, send_message
 from mycert.models import AuditEvent, Certificate, CertificateRequest, Delivery, Vendor
-from mycert.sealing import unseal
-from mycert.services.delivery import (
+from mycert.outbox import (
     BACKOFF_CAP,
     SendResult,
     backoff_delay,
@@ -26,6 +25,7 @@ from mycert.services.delivery import (
     delivery_retry,
     delivery_send,
 )
+from mycert.sealing import unseal
 from mycert.services.vendors import vendor_set_pgp_key
 from tests.factories import CertificateRequestFactory, VendorFactory
 from tests.support.gpg import GpgKey, decrypt
@@ -175,7 +175,10 @@ def test_keystore_then_password(smtp_settings: TestSmtpServer) -> None:
     outcome = delivery_send(delivery_id=keystore.pk, now=now)
     assert outcome.result is SendResult.SENT
     assert outcome.ready_ids == (password.pk,)
-    assert delivery_send(delivery_id=password.pk, now=now).result is SendResult.SENT
+    assert outcome.issuance_sent_certificate_id is None
+    last = delivery_send(delivery_id=password.pk, now=now)
+    assert last.result is SendResult.SENT
+    assert last.issuance_sent_certificate_id == certificate.pk
 
     first, second = smtp_settings.messages
     assert first.message_id == keystore.message_id
@@ -206,7 +209,7 @@ def test_keystore_then_password(smtp_settings: TestSmtpServer) -> None:
     assert "e-mail 1/2" in text_of(second.message)
     assert first.message["Auto-Submitted"] == "auto-generated"
 
-    # Wiped once sent, audited, and the request is closed.
+    # Wiped once sent, audited; the outbox says the pair is complete and closes nothing.
     for row in (keystore, password):
         row.refresh_from_db()
         assert row.status == Delivery.Status.SENT
@@ -215,7 +218,7 @@ def test_keystore_then_password(smtp_settings: TestSmtpServer) -> None:
         assert row.attempts == 1
     assert AuditEvent.objects.filter(action="delivery.sent").count() == 2
     certificate.request.refresh_from_db()
-    assert certificate.request.status == CertificateRequest.Status.SENT
+    assert certificate.request.status == CertificateRequest.Status.SENDING
 
 
 def test_sending_twice_sends_once(smtp_settings: TestSmtpServer) -> None:
@@ -239,21 +242,21 @@ def test_a_leased_row_is_left_alone(smtp_settings: TestSmtpServer) -> None:
     assert smtp_settings.messages == []
 
 
-def test_request_stays_open_until_every_mail_left(
+def test_only_the_professionals_two_mails_complete_the_issuance(
     smtp_settings: TestSmtpServer, vendor_with_key: Vendor
 ) -> None:
+    """A vendor copy still unsent (or failed for good) never holds the professional back."""
     certificate = make_certificate(vendor=vendor_with_key)
     rows = create(certificate, vendor=vendor_with_key)
     now = timezone.now()
-    for key in [("professional", "keystore"), ("professional", "password"), ("vendor", "keystore")]:
-        assert delivery_send(delivery_id=rows[key].pk, now=now).result is SendResult.SENT
-        certificate.request.refresh_from_db()
-        assert certificate.request.status == CertificateRequest.Status.SENDING
-
-    delivery_send(delivery_id=rows["vendor", "password"].pk, now=now)
-
-    certificate.request.refresh_from_db()
-    assert certificate.request.status == CertificateRequest.Status.SENT
+    first = delivery_send(delivery_id=rows["professional", "keystore"].pk, now=now)
+    assert first.issuance_sent_certificate_id is None
+    last = delivery_send(delivery_id=rows["professional", "password"].pk, now=now)
+    assert last.issuance_sent_certificate_id == certificate.pk
+    for key in [("vendor", "keystore"), ("vendor", "password")]:
+        outcome = delivery_send(delivery_id=rows[key].pk, now=now)
+        assert outcome.result is SendResult.SENT
+        assert outcome.issuance_sent_certificate_id is None
 
 
 def test_vendor_copy_is_pgp_mime(
@@ -588,13 +591,9 @@ def test_issuance_task_sends_all_four_mails_on_one_relay_session(
     request.refresh_from_db()
     assert request.status == CertificateRequest.Status.SENT
     rows = Delivery.objects.filter(certificate__request=request).order_by("pk")
-    assert [m.message_id for m in smtp_settings.messages] == [
-        rows[0].message_id,
-        rows[2].message_id,
-        rows[1].message_id,
-        rows[3].message_id,
-    ]
-    assert {rows[0].content, rows[2].content} == {Delivery.Content.KEYSTORE}
+    # One batch: both keystore e-mails, then both password e-mails.
+    assert [m.message_id for m in smtp_settings.messages] == [r.message_id for r in rows]
+    assert {rows[0].content, rows[1].content} == {Delivery.Content.KEYSTORE}
     assert relay_connections == [(smtp_settings.host, smtp_settings.port)]
     # A budget, not a target: 4 e-mails each claimed and recorded in its own short
     # transaction with its audit event, and the request closed (PostgreSQL adds an

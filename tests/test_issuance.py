@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -14,6 +15,7 @@ from mycert.models import AuditEvent, Certificate, CertificateRequest, Delivery
 from mycert.pki import KeystoreEncryption
 from mycert.sealing import unseal
 from mycert.services.issuance import request_issue, request_mark_sent
+from mycert.services.revocation import certificate_revoke, certificates_supersede
 from tests.factories import CertificateRequestFactory, VendorFactory
 
 
@@ -114,31 +116,65 @@ def test_legacy_vendor_gets_a_3des_keystore(ca) -> None:  # type: ignore[no-unty
     assert Delivery.objects.filter(certificate_id=certificate_id).count() == 4
 
 
+def _delivered(certificate: Certificate, *, at: datetime) -> None:
+    Delivery.objects.filter(certificate=certificate).update(
+        status=Delivery.Status.SENT, sealed_payload=None
+    )
+    assert request_mark_sent(certificate_id=certificate.pk, now=at)
+
+
 @pytest.mark.django_db
-def test_a_delivered_certificate_supersedes_the_previous_one(ca, eager_tasks) -> None:  # type: ignore[no-untyped-def]
+def test_a_delivered_certificate_supersedes_the_previous_one_after_the_grace_period(  # type: ignore[no-untyped-def]
+    ca, eager_tasks, settings
+) -> None:
+    settings.MYCERT_SUPERSEDE_AFTER_DAYS = 14
+    now = timezone.now()
     first_request = CertificateRequestFactory.create()
     professional = first_request.professional
     first = Certificate.objects.get(pk=_issued(first_request.pk))
-    Delivery.objects.filter(certificate=first).update(
-        status=Delivery.Status.SENT, sealed_payload=None
-    )
-    request_mark_sent(certificate_id=first.pk)
+    _delivered(first, at=now)
     first_request.refresh_from_db()
     assert first_request.status == CertificateRequest.Status.SENT
 
     second_request = CertificateRequestFactory.create(professional=professional)
     second = Certificate.objects.get(pk=_issued(second_request.pk))
-    # Not yet delivered: the old certificate stays valid.
-    request_mark_sent(certificate_id=second.pk)
+    # Not yet delivered: the old certificate stays valid, whenever the beat runs.
+    assert not request_mark_sent(certificate_id=second.pk, now=now)
+    assert certificates_supersede(now=now + timedelta(days=30)) == []
+
+    _delivered(second, at=now)
+    # Delivered, but the vendor has 14 days to install it: the old one still works.
+    assert certificates_supersede(now=now + timedelta(days=13)) == []
     first.refresh_from_db()
     assert first.revoked_at is None
 
-    Delivery.objects.filter(certificate=second).update(
-        status=Delivery.Status.SENT, sealed_payload=None
-    )
-    request_mark_sent(certificate_id=second.pk)
+    assert certificates_supersede(now=now + timedelta(days=14)) == [first.pk]
     first.refresh_from_db()
     second.refresh_from_db()
     assert first.revocation_reason == Certificate.RevocationReason.SUPERSEDED
     assert first.revoked_via == Certificate.RevokedVia.SUPERSEDED
     assert second.revoked_at is None
+    assert certificates_supersede(now=now + timedelta(days=15)) == []
+
+
+@pytest.mark.django_db
+def test_nothing_is_superseded_by_a_revoked_certificate(ca, eager_tasks, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.MYCERT_SUPERSEDE_AFTER_DAYS = 0
+    now = timezone.now()
+    first_request = CertificateRequestFactory.create()
+    first = Certificate.objects.get(pk=_issued(first_request.pk))
+    _delivered(first, at=now)
+    second_request = CertificateRequestFactory.create(professional=first_request.professional)
+    second = Certificate.objects.get(pk=_issued(second_request.pk))
+    _delivered(second, at=now)
+    certificate_revoke(
+        certificate_id=second.pk,
+        reason=Certificate.RevocationReason.KEY_COMPROMISE,
+        via=Certificate.RevokedVia.HELPDESK,
+        actor=None,
+        now=now,
+    )
+
+    assert certificates_supersede(now=now + timedelta(days=1)) == []
+    first.refresh_from_db()
+    assert first.revoked_at is None, "the old keystore is the only one still working"

@@ -10,17 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from mycert.models import Certificate, CertificateRequest, Delivery, Professional, Vendor
-from mycert.services.delivery import delivery_send
+from mycert.outbox import delivery_send
 from mycert.services.issuance import request_issue, request_mark_sent
 from mycert.services.notices import (
     expiry_reminders_create,
     expiry_reminders_due,
     revocation_notices_create,
 )
-from mycert.services.revocation import AlreadyRevoked, certificate_revoke
+from mycert.services.revocation import AlreadyRevoked, certificate_revoke, certificates_supersede
 from mycert.services.vendors import vendor_set_pgp_key
 from mycert.tasks.notices import send_expiry_reminders
 from tests.factories import CertificateRequestFactory, ProfessionalFactory, VendorFactory
@@ -189,10 +190,14 @@ def test_superseded_certificate_notice_says_a_newer_one_replaced_it(
 ) -> None:
     first = issue()
     second = issue(professional=first.professional, closed=False)
+    now = timezone.now()
 
     with sending():
-        request_mark_sent(certificate_id=second.pk)
-        request_mark_sent(certificate_id=second.pk)  # a redelivered task: still one notice
+        request_mark_sent(certificate_id=second.pk, now=now)
+        request_mark_sent(certificate_id=second.pk, now=now)  # a redelivered task
+        later = now + timedelta(days=settings.MYCERT_SUPERSEDE_AFTER_DAYS)
+        certificates_supersede(now=later)
+        certificates_supersede(now=later)  # a second beat: still one notice
 
     first.refresh_from_db()
     assert first.revoked_via == Certificate.RevokedVia.SUPERSEDED
@@ -343,7 +348,7 @@ def test_request_status_untouched_by_notices(
     issue: Issue, sending: Callable[[], Any], mailbox: TestSmtpServer
 ) -> None:
     certificate = issue(closed=False)
-    request_mark_sent(certificate_id=certificate.pk)
+    request_mark_sent(certificate_id=certificate.pk, now=timezone.now())
     with sending():
         revoke(certificate)
     request = CertificateRequest.objects.get(pk=certificate.request_id)

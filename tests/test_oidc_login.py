@@ -327,6 +327,32 @@ def test_weak_login_ends_an_earlier_session(client: Client, oidc_settings: OidcP
     assert Professional.objects.get().family_name == before.family_name
 
 
+def test_a_name_too_long_for_a_certificate_is_refused_with_what_to_change(
+    en: Client, oidc_settings: OidcProvider
+) -> None:
+    claims = professional_claims(given_name="Anne-Marie " + "G" * 40, family_name="W" * 50)
+    response = login_professional(en, oidc_settings, "sub-long", claims)
+
+    _assert_refused(en, response, 403)
+    page = response.content.decode()
+    assert "Your name is too long for a certificate" in page
+    assert "Shorten your name in your eSanté account" in page
+    assert _refusals() == [{"reason": "name_too_long", "sub": "sub-long"}]
+    assert not Professional.objects.exists()
+
+
+def test_an_internationalised_address_is_refused_with_what_to_change(
+    en: Client, oidc_settings: OidcProvider
+) -> None:
+    claims = professional_claims(email="anne.müller@cabinet.example.lu")
+    response = login_professional(en, oidc_settings, "sub-idn", claims)
+
+    _assert_refused(en, response, 403)
+    page = response.content.decode()
+    assert "Your e-mail address cannot go into a certificate" in page
+    assert _refusals() == [{"reason": "email_not_supported", "sub": "sub-idn"}]
+
+
 def test_missing_professional_claim_is_refused(en: Client, oidc_settings: OidcProvider) -> None:
     response = login_professional(
         en, oidc_settings, "sub-patient", professional_claims(professional_id=None)
@@ -791,6 +817,11 @@ def acr_settings(settings: SettingsWrapper) -> None:
         ({"given_name": None}, RefusalCode.INVALID_PROFILE),
         ({"family_name": " "}, RefusalCode.INVALID_PROFILE),
         ({"acr": WEAK_ACR}, RefusalCode.WEAK_ACR),
+        # What the certificate profile would refuse after « Envoyer » (issue 12).
+        ({"given_name": "A" * 50, "family_name": "B" * 50}, RefusalCode.NAME_TOO_LONG),
+        ({"given_name": "A" * 32, "family_name": "B" * 32}, RefusalCode.NAME_TOO_LONG),
+        ({"email": "anne.müller@cabinet.example.lu"}, RefusalCode.EMAIL_NOT_SUPPORTED),
+        ({"email": "anne@bücher.example.lu"}, RefusalCode.EMAIL_NOT_SUPPORTED),
     ],
 )
 def test_professional_login_refuses(overrides: dict[str, Any], code: RefusalCode) -> None:

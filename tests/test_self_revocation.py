@@ -32,10 +32,14 @@ def text_of(message: Message) -> str:
     raise AssertionError("no text/plain part")
 
 
-def _issue(professional: Professional) -> Certificate:
+def _issue(professional: Professional, *, keystore_sent: bool = True) -> Certificate:
     request = CertificateRequestFactory.create(professional=professional)
     outcome = request_issue(request_id=request.pk, now=timezone.now())
     assert outcome.certificate_id is not None
+    if keystore_sent:
+        Delivery.objects.filter(
+            certificate_id=outcome.certificate_id, content=Delivery.Content.KEYSTORE
+        ).update(status=Delivery.Status.SENT, sealed_payload=None)
     return Certificate.objects.get(pk=outcome.certificate_id)
 
 
@@ -246,3 +250,97 @@ def test_french_confirmation_page(
     page = client.get(url(certificate)).content.decode()
     assert 'lang="fr"' in page
     assert "Révoquer ce certificat" in page
+
+
+# --- Issue 12 and 13: revocation and the outbox agree; a broker down is no error page ------
+
+
+def test_nothing_is_offered_before_the_keystore_is_sent(
+    client_en: Client, professional: Professional, ca: Any
+) -> None:
+    """Self-revocation waits for the keystore e-mail: before it, the outbox owns the rows."""
+    certificate = _issue(professional, keystore_sent=False)
+
+    page = client_en.get(reverse("my-certificates")).content.decode()
+    assert url(certificate) not in page
+    response = client_en.post(url(certificate), {"reason": "keyCompromise", "confirm": "on"})
+
+    assert response.status_code == 409
+    assert "still being sent" in response.content.decode()
+    unchanged(certificate)
+
+
+def test_revoking_cancels_the_unsent_password_and_wipes_it(
+    client_en: Client, certificate: Certificate, django_capture_on_commit_callbacks: Any
+) -> None:
+    password = Delivery.objects.get(certificate=certificate, content=Delivery.Content.PASSWORD)
+    assert password.status == Delivery.Status.PENDING
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client_en.post(url(certificate), {"reason": "keyCompromise", "confirm": "on"})
+
+    assert response.status_code == 302
+    password.refresh_from_db()
+    assert password.status == Delivery.Status.CANCELLED
+    assert password.sealed_payload is None
+    certificate.request.refresh_from_db()
+    assert not certificate.request.is_in_progress, "the professional may request again"
+
+
+def test_a_reported_key_compromise_tells_the_helpdesk(
+    client_en: Client, certificate: Certificate, django_capture_on_commit_callbacks: Any
+) -> None:
+    from mycert.models import OperatorAlert
+
+    with django_capture_on_commit_callbacks(execute=False):
+        client_en.post(url(certificate), {"reason": "keyCompromise", "confirm": "on"})
+
+    (alert,) = OperatorAlert.objects.filter(kind="key_compromise_reported")
+    assert alert.recipient == OperatorAlert.Recipient.HELPDESK
+    assert certificate.professional.professional_id in alert.body
+    assert "compromission" in alert.body
+
+
+def test_another_reason_raises_no_alert(
+    client_en: Client, certificate: Certificate, django_capture_on_commit_callbacks: Any
+) -> None:
+    from mycert.models import OperatorAlert
+
+    with django_capture_on_commit_callbacks(execute=False):
+        client_en.post(url(certificate), {"reason": "cessationOfOperation", "confirm": "on"})
+
+    assert not OperatorAlert.objects.filter(kind="key_compromise_reported").exists()
+
+
+def test_a_broker_down_after_the_revocation_is_no_error_page(
+    client_en: Client,
+    certificate: Certificate,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """The revocation committed; the CRL waits for the hourly beat, not for a 500."""
+    from kombu.exceptions import OperationalError as BrokerDown
+
+    from mycert.tasks.alerts import send_operator_alert
+    from mycert.tasks.publication import publish_crl
+
+    def broker_down(*args: object, **kwargs: object) -> None:
+        raise BrokerDown("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(publish_crl, "delay", broker_down)
+    monkeypatch.setattr(send_operator_alert, "delay", broker_down)
+    crls_before = Crl.objects.count()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_en.post(url(certificate), {"reason": "keyCompromise", "confirm": "on"})
+
+    assert response.status_code == 302
+    certificate.refresh_from_db()
+    assert certificate.revoked_at is not None
+    assert Crl.objects.count() == crls_before, "no CRL yet: the broker is down"
+    # What beat's hourly run does: the revoked certificate is listed.
+    from mycert.services.publication import crl_publish
+
+    crl_publish(now=timezone.now())
+    crl = x509.load_der_x509_crl(bytes(Crl.objects.latest().der))
+    assert crl.get_revoked_certificate_by_serial_number(certificate.serial_number) is not None

@@ -19,7 +19,7 @@ from kombu.exceptions import OperationalError as BrokerDown
 
 from mycert.mail.transport import send_message
 from mycert.models import Certificate, CertificateRequest, Delivery
-from mycert.services.delivery import SendResult, delivery_send
+from mycert.outbox import SendResult, delivery_send
 from mycert.services.issuance import request_issue, requests_stuck_ids
 from mycert.services.requests import request_submit
 from mycert.tasks.issuance import issue_certificate, sweep_requests
@@ -97,13 +97,13 @@ def test_database_lost_while_sending_leaves_the_mails_to_the_outbox_sweep(
     """Issued, then the database drops before the first e-mail: no failed task, no loss."""
     from django.db import OperationalError
 
-    from mycert.services.delivery import deliveries_due_ids
+    from mycert.outbox import deliveries_due_ids
     from mycert.tasks.delivery import sweep_outbox
 
     def database_gone(**kwargs: object) -> None:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr("mycert.tasks.delivery.delivery_send", database_gone)
+    monkeypatch.setattr("mycert.tasks.delivery.deliveries_send", database_gone)
     request = CertificateRequestFactory.create()
 
     issue_certificate.delay(request.pk)  # does not raise
@@ -170,7 +170,7 @@ def test_connection_dropped_while_sending_is_recorded_once(
         ) as other:
             other.execute("SELECT pg_terminate_backend(%s)", [pid])
 
-    monkeypatch.setattr("mycert.services.delivery.send_message", send_then_lose_the_session)
+    monkeypatch.setattr("mycert.outbox.send.send_message", send_then_lose_the_session)
 
     result = delivery_send(delivery_id=delivery_id, now=timezone.now())
 

@@ -7,7 +7,7 @@ and ``<kind>.txt`` in the agency's language (``LANGUAGE_CODE``) and stored in th
 transaction of the event itself, so the alert exists exactly when the event does. A
 task sends it after commit; the sweep sends whatever a down broker or relay left.
 
-Sending is claim → send → record, like the outbox (``mycert.services.delivery``) but
+Sending is claim → send → record, like the outbox (``mycert.outbox``) but
 without payloads: the claim is one conditional ``UPDATE`` that takes a lease, so the
 task and the sweep never send the same alert at the same time.
 """

@@ -1,4 +1,10 @@
-"""Issue a requested certificate: key, certificate, keystore, outbox rows — exactly once."""
+"""A request's life after "Envoyer": issued exactly once, then sent, or failed with a reason.
+
+submitted → issuing → sending → sent, or → failed. Every request ends: a permanent
+issuance error fails it (the helpdesk is told), an e-mail to the professional that
+failed for good and whose payload was wiped fails it too, and after ``failed`` the
+professional may submit again (only requests in progress block a new one).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from mycert import ca_store
-from mycert.models import Certificate, CertificateRequest, Delivery
+from mycert.models import Certificate, CertificateRequest, Delivery, OperatorAlert
+from mycert.outbox import delivery_create_for_certificate
 from mycert.pki import (
     KeystoreEncryption,
     KeyType,
@@ -24,10 +30,15 @@ from mycert.pki import (
     generate_private_key,
     issue_professional_certificate,
 )
+from mycert.services.alerts import operator_alert_create
 from mycert.services.audit import audit_record
 from mycert.services.ocsp import ocsp_response_sign_at_issuance
 
 logger = logging.getLogger(__name__)
+
+
+class IssuanceRefused(Exception):
+    """The certificate profile refuses this request's data; issuing again cannot help."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +69,6 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
     task (another worker, a restart) waits and then finds the certificate. The
     one-to-one link from certificate to request is the database's guarantee.
     """
-    from mycert.services.delivery import delivery_create_for_certificate
-
     ca = ca_store.load_ca()
     with transaction.atomic():
         request = (
@@ -79,16 +88,22 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
             return IssueOutcome(existing.pk if existing else None, (), already_done=True)
 
         professional = request.professional
-        private_key = generate_private_key(KeyType(request.key_type))
-        certificate = issue_professional_certificate(
-            issuer=ca.issuing,
-            public_key=private_key.public_key(),
-            identity=ProfessionalIdentity(
+        try:
+            # Checked before a key is made: the profile's refusals (RFC 5280 upper
+            # bounds, an ASCII rfc822Name) depend on the data only, never on chance.
+            identity = ProfessionalIdentity(
                 given_name=professional.given_name,
                 family_name=professional.family_name,
                 professional_id=professional.professional_id,
                 email=professional.email,
-            ),
+            )
+        except ValueError as exc:
+            raise IssuanceRefused(str(exc)) from exc
+        private_key = generate_private_key(KeyType(request.key_type))
+        certificate = issue_professional_certificate(
+            issuer=ca.issuing,
+            public_key=private_key.public_key(),
+            identity=identity,
             profile=professional_profile(),
             now=now,
         )
@@ -179,38 +194,137 @@ def requests_stuck_ids(*, now: datetime, older_than: timedelta) -> list[int]:
     )
 
 
-def request_mark_sent(*, certificate_id: int) -> None:
-    """Close a request once all its e-mails left; supersede the professional's older certificates."""
-    from mycert.services.revocation import certificate_revoke
+def request_mark_sent(*, certificate_id: int, now: datetime) -> bool:
+    """Close the request once the professional's keystore and password e-mails left.
 
-    # Usually inside the outbox's record transaction: all or nothing with it.
-    with transaction.atomic(savepoint=False):
-        certificate = Certificate.objects.get(pk=certificate_id)
-        request = CertificateRequest.objects.select_for_update().get(pk=certificate.request_id)
-        pending = Delivery.objects.issuance_not_sent(certificate.pk).exists()
-        if pending or request.status == CertificateRequest.Status.SENT:
-            return
-        now = timezone.now()
+    Vendor copies do not count: a copy that fails for good is the helpdesk's matter and
+    never holds the professional back. Returns whether this call closed the request; a
+    closed or revoked one is left as it is. Older certificates are superseded later,
+    by ``certificates_supersede`` (``MYCERT_SUPERSEDE_AFTER_DAYS``).
+    """
+    with transaction.atomic():
+        request = (
+            CertificateRequest.objects.select_for_update()
+            .filter(certificate__pk=certificate_id)
+            .get()
+        )
+        if request.status != CertificateRequest.Status.SENDING:
+            return False
+        if Delivery.objects.professional_issuance_not_sent([certificate_id]).exists():
+            return False
         request.status = CertificateRequest.Status.SENT
         request.completed_at = now
         request.save(update_fields=["status", "completed_at"])
-        older = list(
-            Certificate.objects.filter(professional=certificate.professional_id)
-            .not_revoked()
-            .filter(issued_at__lt=certificate.issued_at)
-            .exclude(pk=certificate.pk)
-        )
-        # Audited after the reads: the chain's lock is held until commit.
         audit_record(actor="system", action="request.sent", target=request)
-        for previous in older:
-            certificate_revoke(
-                certificate_id=previous.pk,
-                reason=Certificate.RevocationReason.SUPERSEDED,
-                via=Certificate.RevokedVia.SUPERSEDED,
-                actor=None,
-                comment=f"Superseded by certificate {certificate.serial}",
-                now=now,
-            )
+    logger.info("request %s sent", request.pk, extra={"request_id": request.pk})
+    return True
+
+
+def requests_sent_unclosed_certificate_ids() -> list[int]:
+    """Certificates whose request is still « sending » though the professional has both e-mails.
+
+    A worker lost between recording the password e-mail and closing the request leaves
+    such a request; the outbox sweep closes it.
+    """
+    return list(
+        Certificate.objects.filter(request__status=CertificateRequest.Status.SENDING)
+        .exclude(
+            deliveries__in=Delivery.objects.filter(
+                recipient=Delivery.Recipient.PROFESSIONAL,
+                content__in=[Delivery.Content.KEYSTORE, Delivery.Content.PASSWORD],
+            ).exclude(status=Delivery.Status.SENT)
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def request_fail(*, request_id: int, reason: str, now: datetime) -> bool:
+    """End a request that cannot succeed: ``failed``, with the reason, audited, helpdesk told.
+
+    The professional may submit a new request at once. Returns whether this call
+    failed it (a request already ended is left as it is). ``reason`` names what
+    went wrong, never a secret.
+    """
+    with transaction.atomic():
+        request = (
+            CertificateRequest.objects.select_for_update(of=("self",))
+            .select_related("professional")
+            .get(pk=request_id)
+        )
+        if not request.is_in_progress:
+            return False
+        request.status = CertificateRequest.Status.FAILED
+        request.completed_at = now
+        request.last_error = reason[:2000]
+        request.save(update_fields=["status", "completed_at", "last_error"])
+        audit_record(
+            actor="system",
+            action="request.failed",
+            target=request,
+            details={"reason": request.last_error},
+        )
+        operator_alert_create(
+            recipient=OperatorAlert.Recipient.HELPDESK,
+            kind="request_failed",
+            context={
+                "request_id": request.pk,
+                "professional_id": request.professional.professional_id,
+                "professional_name": request.professional.full_name,
+                "reason": request.last_error,
+            },
+        )
+    logger.error("request %s failed", request_id, extra={"request_id": request_id})
+    return True
+
+
+def requests_fail_undeliverable(*, certificate_ids: list[int], now: datetime) -> list[int]:
+    """Fail the requests whose professional e-mail failed for good and has no payload left.
+
+    Called once failed payloads are wiped (``MYCERT_FAILED_PAYLOAD_DAYS``): nothing can
+    be sent any more, so the professional is told to request again.
+    """
+    request_ids = list(
+        CertificateRequest.objects.filter(
+            certificate__pk__in=certificate_ids,
+            status=CertificateRequest.Status.SENDING,
+            certificate__deliveries__recipient=Delivery.Recipient.PROFESSIONAL,
+            certificate__deliveries__status=Delivery.Status.FAILED,
+            certificate__deliveries__sealed_payload__isnull=True,
+        )
+        .distinct()
+        .values_list("pk", flat=True)
+    )
+    return [
+        request_id
+        for request_id in request_ids
+        if request_fail(
+            request_id=request_id,
+            reason="an e-mail to the professional failed for good; its payload was wiped",
+            now=now,
+        )
+    ]
+
+
+def delivery_failure_report(*, outcome_delivery_id: int) -> None:
+    """Tell the helpdesk that a keystore or password e-mail failed for good."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_related("certificate__professional", "vendor").get(
+            pk=outcome_delivery_id
+        )
+        operator_alert_create(
+            recipient=OperatorAlert.Recipient.HELPDESK,
+            kind="delivery_failed",
+            context={
+                "delivery_id": delivery.pk,
+                "certificate_id": delivery.certificate_id,
+                "recipient": delivery.get_recipient_display(),
+                "content": delivery.get_content_display(),
+                "vendor_name": delivery.vendor.name if delivery.vendor is not None else "",
+                "professional_id": delivery.certificate.professional.professional_id,
+                "error": delivery.last_error,
+            },
+        )
 
 
 def parse_certificate(record: Certificate) -> x509.Certificate:

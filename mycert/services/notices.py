@@ -1,6 +1,6 @@
 """Notices to professionals and vendors: revocation and expiry reminders (DESIGN.md §5).
 
-Both are outbox rows (``mycert.services.delivery``) with an idempotency key, so a
+Both are outbox rows (``mycert.outbox``) with an idempotency key, so a
 notice exists at most once whatever runs twice: ``revocation:<certificate>:<recipient>``
 and ``expiry:<certificate>:<days>``. They carry no secret and nothing is sealed.
 """
@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 
 from mycert.models import Certificate, Delivery, Vendor
-from mycert.services.delivery import deliveries_enqueue_on_commit, delivery_create_notice
+from mycert.outbox import deliveries_enqueue_on_commit, delivery_create_notice
 
 __all__ = [
     "EXPIRY_REMINDER_DAYS",

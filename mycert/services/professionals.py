@@ -22,6 +22,8 @@ from django.db import IntegrityError, transaction
 
 from mycert.models import Professional
 from mycert.oidc import LoginRefused, RefusalCode, sub_hash, validate_id_token_claims
+from mycert.pki import ProfessionalIdentity
+from mycert.pki.names import UB_COMMON_NAME
 from mycert.services.audit import actor_label, audit_record
 
 __all__ = [
@@ -59,6 +61,10 @@ def _profile_from_claims(claims: Mapping[str, Any], *, sub: str) -> _Profile:
     if not isinstance(email, str) or not email.strip():
         raise LoginRefused(RefusalCode.MISSING_EMAIL, "email", sub=sub)
     email = email.strip()
+    if not email.isascii():
+        # An internationalised address (RFC 6531) is a real address, not a missing one;
+        # the certificate cannot carry it (RFC 5280 §4.2.1.6), which is said plainly.
+        raise LoginRefused(RefusalCode.EMAIL_NOT_SUPPORTED, "not ascii", sub=sub)
     try:
         validate_email(email)
     except ValidationError as exc:
@@ -75,6 +81,32 @@ def _profile_from_claims(claims: Mapping[str, Any], *, sub: str) -> _Profile:
             raise LoginRefused(RefusalCode.INVALID_PROFILE, claim, sub=sub)
         names.append(" ".join(value.split()))
     return _Profile(given_name=names[0], family_name=names[1], email=email)
+
+
+def _check_certificate_profile(profile: _Profile, *, professional_id: str, sub: str) -> None:
+    """Refuse now what the certificate profile would refuse at issuance.
+
+    Otherwise the request would fail after « Envoyer »; at login the professional learns
+    what to change at the portal. The checks are the profile's own (``mycert.pki``).
+    """
+    common_name = f"{profile.given_name} {profile.family_name}"
+    if len(common_name) > UB_COMMON_NAME:
+        # RFC 5280 Appendix A.1: ub-common-name is 64 characters.
+        raise LoginRefused(RefusalCode.NAME_TOO_LONG, f"{len(common_name)} characters", sub=sub)
+    try:
+        ProfessionalIdentity(
+            given_name=profile.given_name,
+            family_name=profile.family_name,
+            professional_id=professional_id,
+            email=profile.email,
+        )
+    except ValueError as exc:
+        # An internationalised address (RFC 6531): the rfc822Name SAN is ASCII only
+        # (RFC 5280 §4.2.1.6). The detail names the check, not the address.
+        code = (
+            RefusalCode.EMAIL_NOT_SUPPORTED if "email" in str(exc) else RefusalCode.INVALID_PROFILE
+        )
+        raise LoginRefused(code, "certificate profile", sub=sub) from exc
 
 
 def _language(language: str) -> str:
@@ -104,6 +136,7 @@ def professional_login(*, claims: Mapping[str, Any], language: str = "") -> Prof
         professional_id_claim=settings.MYCERT_OIDC_PROFESSIONAL_ID_CLAIM,
     )
     profile = _profile_from_claims(claims, sub=identity.sub)
+    _check_certificate_profile(profile, professional_id=identity.professional_id, sub=identity.sub)
     # The e-mails speak the language of the professional's portal profile; the page's
     # language (the browser's) only when the portal gives none MyCert speaks.
     language = _claimed_language(claims) or _language(language)

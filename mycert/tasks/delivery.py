@@ -1,4 +1,10 @@
-"""Send the outbox's e-mails: thin tasks, ids only; retries are scheduled here."""
+"""Send the outbox's e-mails and react to what happened: thin tasks, ids only.
+
+The outbox (``mycert.outbox``) only says what happened; the request's lifecycle is
+decided here, in the task layer: a professional's last e-mail sent closes the request
+(``request_mark_sent``) and, with ``MYCERT_SUPERSEDE_AFTER_DAYS`` at 0, supersedes the
+older certificates at once; an e-mail failed for good tells the helpdesk.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +14,81 @@ from collections import deque
 from collections.abc import Iterable
 
 from celery import shared_task
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
-from mycert.services.delivery import SendOutcome, SendResult, deliveries_due_ids, delivery_send
+from mycert.outbox import (
+    SendOutcome,
+    SendResult,
+    deliveries_due_ids,
+    deliveries_send,
+    deliveries_wipe_failed,
+)
+from mycert.services.issuance import (
+    delivery_failure_report,
+    request_mark_sent,
+    requests_fail_undeliverable,
+    requests_sent_unclosed_certificate_ids,
+)
+from mycert.services.revocation import certificates_supersede
 
-__all__ = ["send_deliveries_now", "send_delivery", "sweep_outbox"]
+__all__ = [
+    "send_deliveries_now",
+    "send_delivery",
+    "supersede_certificates",
+    "sweep_outbox",
+    "wipe_failed_payloads",
+]
 
 logger = logging.getLogger(__name__)
 
 
 def send_deliveries_now(delivery_ids: Iterable[int]) -> list[SendOutcome]:
-    """Send these deliveries in this worker, then those they unblock, in order.
+    """Send these deliveries in this worker, then those they unblock, and react.
 
-    The password e-mail follows its keystore e-mail in the same task (and on the same
-    relay connection) instead of waiting behind every task queued meanwhile: with a
-    backlog of issuances, a professional's two e-mails leave together, right after
-    their certificate. Each send is the outbox's own claim, send, record, so a worker
-    lost half-way leaves rows the sweep finds; a temporary failure schedules a task.
+    A certificate's e-mails go as one batch (one claim, one relay session, one record):
+    the password e-mail follows its keystore e-mail at once instead of waiting behind
+    every task queued meanwhile. A worker lost half-way leaves rows the sweep finds; a
+    temporary failure schedules a task.
     """
     outcomes: list[SendOutcome] = []
-    pending = deque(delivery_ids)
+    pending = deque([list(delivery_ids)])
     while pending:
-        delivery_id = pending.popleft()
+        batch = pending.popleft()
+        if not batch:
+            continue
         now = timezone.now()
-        outcome = delivery_send(delivery_id=delivery_id, now=now)
-        outcomes.append(outcome)
-        pending.extend(outcome.ready_ids)
-        if outcome.result is SendResult.RETRY and outcome.retry_at is not None:
-            # The row's next_attempt_at is the truth; this task only brings the attempt
-            # back on time (one second late rather than early, which would be skipped).
-            # The back-off is capped at 30 min, below the broker's visibility timeout.
-            countdown = max(math.ceil((outcome.retry_at - now).total_seconds()) + 1, 1)
-            send_delivery.apply_async((delivery_id,), countdown=countdown)
+        results = deliveries_send(delivery_ids=batch, now=now)
+        outcomes += results
+        unblocked: list[int] = []
+        for outcome in results:
+            unblocked += outcome.ready_ids
+            _react(outcome)
+        if unblocked:
+            pending.append(unblocked)
     return outcomes
+
+
+def _react(outcome: SendOutcome) -> None:
+    """What the lifecycle does about one outcome of the outbox."""
+    if outcome.result is SendResult.RETRY and outcome.retry_at is not None:
+        # The row's next_attempt_at is the truth; this task only brings the attempt
+        # back on time (one second late rather than early, which would be skipped).
+        # The back-off is capped at 30 min, below the broker's visibility timeout.
+        countdown = max(math.ceil((outcome.retry_at - timezone.now()).total_seconds()) + 1, 1)
+        send_delivery.apply_async((outcome.delivery_id,), countdown=countdown)
+    elif outcome.failed_issuance_mail:
+        delivery_failure_report(outcome_delivery_id=outcome.delivery_id)
+    if outcome.issuance_sent_certificate_id is not None:
+        _close(outcome.issuance_sent_certificate_id)
+
+
+def _close(certificate_id: int) -> None:
+    closed = request_mark_sent(certificate_id=certificate_id, now=timezone.now())
+    if closed and settings.MYCERT_SUPERSEDE_AFTER_DAYS == 0:
+        # Robust: the beat's hourly run supersedes if the broker is down now.
+        transaction.on_commit(supersede_certificates.delay, robust=True)
 
 
 # Names fixed (not derived from the module path): the beat schedule in settings and
@@ -53,10 +101,31 @@ def send_delivery(delivery_id: int) -> str:
 
 @shared_task(name="mycert.tasks.sweep_outbox", acks_late=True, ignore_result=True)
 def sweep_outbox() -> int:
-    """Queue every due delivery: lost tasks, expired leases, a broker that was down."""
+    """Queue every due delivery (lost tasks, expired leases, a broker that was down), and
+    close the requests whose e-mails are all sent (a worker lost before it closed them)."""
+    for certificate_id in requests_sent_unclosed_certificate_ids():
+        _close(certificate_id)
     due = deliveries_due_ids(now=timezone.now())
     for delivery_id in due:
         send_delivery.delay(delivery_id)
     if due:
         logger.info("outbox sweep queued %s deliveries", len(due))
     return len(due)
+
+
+@shared_task(name="mycert.tasks.supersede_certificates", acks_late=True, ignore_result=True)
+def supersede_certificates() -> int:
+    """Revoke the certificates replaced ``MYCERT_SUPERSEDE_AFTER_DAYS`` ago; return how many."""
+    superseded = certificates_supersede(now=timezone.now())
+    if superseded:
+        logger.info("superseded %s certificates", len(superseded))
+    return len(superseded)
+
+
+@shared_task(name="mycert.tasks.wipe_failed_payloads", acks_late=True, ignore_result=True)
+def wipe_failed_payloads() -> int:
+    """Wipe payloads failed for ``MYCERT_FAILED_PAYLOAD_DAYS``; end the requests they held."""
+    now = timezone.now()
+    certificate_ids = deliveries_wipe_failed(now=now)
+    failed = requests_fail_undeliverable(certificate_ids=certificate_ids, now=now)
+    return len(failed)

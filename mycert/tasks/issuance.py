@@ -10,11 +10,21 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from mycert.services.issuance import request_issue, request_mark_issuing, requests_stuck_ids
+from mycert.services.issuance import (
+    IssuanceRefused,
+    request_fail,
+    request_issue,
+    request_mark_issuing,
+    requests_stuck_ids,
+)
 
 __all__ = ["issue_certificate", "sweep_requests"]
 
 logger = logging.getLogger(__name__)
+
+#: Errors that say nothing about the request: the database or the CA's storage (a key
+#: file, the HSM) is unreachable for a moment. Anything else fails the request for good.
+TEMPORARY_ERRORS = (OperationalError, InterfaceError, OSError)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=20)
@@ -25,10 +35,34 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
     try:
         request_mark_issuing(request_id=request_id)
         outcome = request_issue(request_id=request_id, now=timezone.now())
-    except (OperationalError, InterfaceError) as exc:
+    except IssuanceRefused as exc:
+        # The profile refuses the data (a name too long for the CN, an internationalised
+        # address): a new key every few minutes would change nothing.
+        request_fail(
+            request_id=request_id, reason=f"refused by the profile: {exc}", now=timezone.now()
+        )
+        return
+    except TEMPORARY_ERRORS as exc:
+        if self.request.retries >= self.max_retries:
+            request_fail(
+                request_id=request_id,
+                reason=f"still failing after {self.max_retries} retries: {type(exc).__name__}",
+                now=timezone.now(),
+            )
+            return
         # A dropped connection or a lock timeout: the request is untouched, try again.
-        logger.warning("request %s: database error, retrying (%s)", request_id, type(exc).__name__)
+        logger.warning("request %s: temporary error, retrying (%s)", request_id, type(exc).__name__)
         raise self.retry(exc=exc, countdown=min(5 * 2**self.request.retries, 300)) from exc
+    except Exception as exc:
+        # A bug, or data the checks above did not foresee: ended, the helpdesk told, and
+        # the professional free to submit again, rather than a request stuck « issuing ».
+        logger.exception("request %s: issuance failed", request_id)
+        request_fail(
+            request_id=request_id,
+            reason=f"internal error: {type(exc).__name__}",
+            now=timezone.now(),
+        )
+        return
     # Sent here rather than queued behind every issuance waiting in the broker: the
     # professional's e-mails leave as soon as the certificate exists. A worker lost
     # now leaves unsent rows, which the outbox sweep finds.

@@ -1,0 +1,190 @@
+"""What an outbox e-mail says: the facts read under the claim's lock, and its builder."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+
+from django.conf import settings
+from django.core.mail import EmailMessage
+
+from mycert.mail.gpg import OpenPgp, OpenPgpError
+from mycert.mail.messages import (
+    CertificateFacts,
+    Encryptor,
+    Envelope,
+    expiry_message,
+    keystore_message,
+    password_message,
+    revocation_message,
+)
+from mycert.mail.transport import SendError
+from mycert.models import Certificate, Delivery
+from mycert.sealing import SealError, unseal
+
+__all__ = ["Claim", "build", "claim_of"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the send step needs, read while the row was locked."""
+
+    delivery_id: int
+    certificate_id: int
+    recipient: str
+    content: str
+    #: The row this one is sent after (its keystore e-mail), if any.
+    after_id: int | None
+    envelope: Envelope
+    facts: CertificateFacts
+    sealed_payload: bytes | None
+    armored_key: str
+    attempts: int
+
+
+def claim_of(delivery: Delivery, now: datetime) -> Claim:
+    """Copy what sending ``delivery`` needs out of its locked row (and its joins)."""
+    certificate = delivery.certificate
+    professional = certificate.professional
+    return Claim(
+        delivery_id=delivery.pk,
+        certificate_id=delivery.certificate_id,
+        recipient=delivery.recipient,
+        content=delivery.content,
+        after_id=delivery.after_id,
+        envelope=Envelope(
+            to=delivery.to_email,
+            message_id=delivery.message_id,
+            language=delivery.language,
+            pgp_fingerprint=delivery.pgp_fingerprint,
+        ),
+        facts=CertificateFacts(
+            serial=certificate.serial,
+            professional_name=professional.full_name,
+            professional_id=professional.professional_id,
+            not_after=certificate.not_after,
+            vendor_name=delivery.vendor.name if delivery.vendor is not None else "",
+            extra=_notice_facts(delivery, certificate, now),
+        ),
+        sealed_payload=(
+            bytes(delivery.sealed_payload) if delivery.sealed_payload is not None else None
+        ),
+        armored_key=delivery.vendor.pgp_public_key if delivery.vendor is not None else "",
+        attempts=delivery.attempts,
+    )
+
+
+def _notice_facts(delivery: Delivery, certificate: Certificate, now: datetime) -> dict[str, object]:
+    """What a notice says beyond the certificate itself, read when it is sent."""
+    content = delivery.content
+    if content == Delivery.Content.REVOCATION_NOTICE:
+        superseded = certificate.revocation_reason == Certificate.RevocationReason.SUPERSEDED
+        replacement = (
+            Certificate.objects.filter(
+                professional_id=certificate.professional_id, issued_at__gt=certificate.issued_at
+            )
+            .not_revoked()
+            .order_by("-issued_at")
+            .first()
+            if superseded
+            else None
+        )
+        return {
+            "revoked_at": certificate.revoked_at,
+            "reason": certificate.revocation_reason,
+            # Lazy: rendered in the mail's language by the builder's translation override.
+            "reason_label": Certificate.RevocationReason(certificate.revocation_reason).label
+            if certificate.revocation_reason
+            else "",
+            "via": certificate.revoked_via,
+            "superseded": superseded,
+            "replacement_serial_prefix": replacement.serial[:16].lower() if replacement else "",
+            "replacement_not_after": replacement.not_after if replacement else None,
+        }
+    if (
+        content == Delivery.Content.PASSWORD
+        and delivery.recipient == Delivery.Recipient.PROFESSIONAL
+    ):
+        # The last e-mail of a new certificate says when the older one stops working
+        # (``certificates_supersede``, MYCERT_SUPERSEDE_AFTER_DAYS after delivery).
+        previous = (
+            Certificate.objects.filter(
+                professional_id=certificate.professional_id, issued_at__lt=certificate.issued_at
+            )
+            .valid(now)
+            .order_by("-issued_at")
+            .first()
+        )
+        if previous is None:
+            return {}
+        days = settings.MYCERT_SUPERSEDE_AFTER_DAYS
+        return {
+            "previous_serial_prefix": previous.serial[:16].lower(),
+            "previous_revoked_at_once": days == 0,
+            "previous_revoked_on": now + timedelta(days=days),
+        }
+    if content == Delivery.Content.EXPIRY_REMINDER:
+        # Counted when the mail leaves, not when the row was written: a mail delayed by
+        # retries still tells the truth.
+        return {"days_left": max(math.ceil((certificate.not_after - now) / timedelta(days=1)), 0)}
+    return {}
+
+
+def _keystore(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+    return keystore_message(
+        envelope=claim.envelope, facts=claim.facts, keystore=payload, encrypt=encrypt
+    )
+
+
+def _password(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+    return password_message(
+        envelope=claim.envelope, facts=claim.facts, password=payload.decode(), encrypt=encrypt
+    )
+
+
+def _revocation(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+    return revocation_message(envelope=claim.envelope, facts=claim.facts, encrypt=encrypt)
+
+
+def _expiry(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+    return expiry_message(envelope=claim.envelope, facts=claim.facts, encrypt=encrypt)
+
+
+#: One builder per ``Delivery.Content``. Notices carry no payload (``b""``).
+_BUILDERS: dict[str, Callable[[Claim, bytes, Encryptor | None], EmailMessage]] = {
+    Delivery.Content.KEYSTORE: _keystore,
+    Delivery.Content.PASSWORD: _password,
+    Delivery.Content.REVOCATION_NOTICE: _revocation,
+    Delivery.Content.EXPIRY_REMINDER: _expiry,
+}
+
+
+@cache
+def _keyring(home: str, binary: str) -> OpenPgp:
+    return OpenPgp(home, binary=binary)
+
+
+def build(claim: Claim, now: datetime) -> EmailMessage:
+    """Open the payload and build the e-mail; ``SendError`` (permanent) if impossible."""
+    builder = _BUILDERS.get(claim.content)
+    if builder is None:
+        raise SendError(False, f"no e-mail is defined for content {claim.content!r}")
+    encrypt: Encryptor | None = None
+    if claim.envelope.pgp_fingerprint:
+        # The keyring directly, not the vendor service: the outbox calls no workflow.
+        keyring = _keyring(str(settings.MYCERT_GNUPG_HOME), settings.MYCERT_GPG_BINARY)
+
+        def encrypt(data: bytes, fingerprint: str) -> bytes:
+            return keyring.encrypt(data, fingerprint, now=now, armored_key=claim.armored_key)
+
+    try:
+        payload = unseal(claim.sealed_payload) if claim.sealed_payload is not None else b""
+        return builder(claim, payload, encrypt)
+    except SealError as exc:
+        raise SendError(False, f"sealed payload unreadable: {exc}") from exc
+    except OpenPgpError as exc:
+        # The pinned key expired, was revoked or replaced: only a person can fix that.
+        raise SendError(False, f"OpenPGP: {exc}") from exc

@@ -1,0 +1,265 @@
+"""Writing, cancelling, wiping and re-queueing outbox rows (see ``mycert.outbox``)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+from functools import partial
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from mycert.models import Certificate, Delivery, Vendor
+from mycert.sealing import seal
+from mycert.services.audit import audit_record
+
+__all__ = [
+    "ISSUANCE_CONTENTS",
+    "deliveries_cancel_for_certificate",
+    "deliveries_due_ids",
+    "deliveries_enqueue_on_commit",
+    "deliveries_wipe_failed",
+    "delivery_create_for_certificate",
+    "delivery_create_notice",
+    "delivery_retry",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The e-mails that carry a secret and are written with their certificate.
+ISSUANCE_CONTENTS = (Delivery.Content.KEYSTORE, Delivery.Content.PASSWORD)
+
+
+def _message_id() -> str:
+    """A new RFC 5322 §3.6.4 ``msg-id`` on the sender's domain."""
+    _, address = parseaddr(settings.DEFAULT_FROM_EMAIL)
+    domain = address.rpartition("@")[2] or "mycert.invalid"
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+@transaction.atomic(savepoint=False)  # inside the issuer's transaction, all or nothing
+def delivery_create_for_certificate(
+    *,
+    certificate: Certificate,
+    keystore: bytes,
+    password: str,
+    vendor: Vendor | None,
+    language: str,
+) -> list[Delivery]:
+    """Write the certificate's e-mails to the outbox, inside the issuer's transaction.
+
+    Two rows for the professional (keystore, then password), two more for the vendor
+    when one was chosen. The caller enqueues the rows without ``after`` once committed.
+    """
+    recipients: list[tuple[str, str, Vendor | None, str]] = [
+        (Delivery.Recipient.PROFESSIONAL, certificate.professional.email, None, "")
+    ]
+    if vendor is not None:
+        # The fingerprint is pinned now: a key changed later does not redirect this mail.
+        recipients.append((Delivery.Recipient.VENDOR, vendor.email, vendor, vendor.pgp_fingerprint))
+    sealed_keystore = seal(keystore)
+    sealed_password = seal(password.encode())
+    firsts: list[Delivery] = []
+    seconds: list[Delivery] = []
+    for recipient, to_email, to_vendor, fingerprint in recipients:
+        for content, payload, into in (
+            (Delivery.Content.KEYSTORE, sealed_keystore, firsts),
+            (Delivery.Content.PASSWORD, sealed_password, seconds),
+        ):
+            into.append(
+                Delivery(
+                    certificate=certificate,
+                    recipient=recipient,
+                    content=content,
+                    to_email=to_email,
+                    vendor=to_vendor,
+                    language=language,
+                    pgp_fingerprint=fingerprint,
+                    sealed_payload=payload,
+                    message_id=_message_id(),
+                    key=f"cert:{certificate.pk}:{recipient}:{content}",
+                )
+            )
+    # Two INSERTs instead of four round trips: the keystore rows first, as the password
+    # rows point at them (bulk_create sets the primary keys on PostgreSQL and SQLite).
+    Delivery.objects.bulk_create(firsts)
+    for keystore_row, password_row in zip(firsts, seconds, strict=True):
+        password_row.after = keystore_row
+    Delivery.objects.bulk_create(seconds)
+    return [row for pair in zip(firsts, seconds, strict=True) for row in pair]
+
+
+def delivery_create_notice(
+    *,
+    certificate: Certificate,
+    recipient: str,
+    content: str,
+    to_email: str,
+    language: str,
+    key: str,
+    vendor: Vendor | None = None,
+) -> tuple[Delivery, bool]:
+    """Write one notice (revocation, expiry reminder) to the outbox unless ``key`` exists.
+
+    A notice carries no secret, so nothing is sealed; a vendor's copy is still encrypted
+    to the vendor's pinned key, like its keystore e-mails. Returns ``(row, created)``.
+    """
+    if content in ISSUANCE_CONTENTS:
+        raise ValueError(f"{content!r} is not a notice; it is created with its certificate.")
+    return Delivery.objects.get_or_create(
+        key=key,
+        defaults={
+            "certificate": certificate,
+            "recipient": recipient,
+            "content": content,
+            "to_email": to_email,
+            "vendor": vendor,
+            "language": language,
+            "pgp_fingerprint": vendor.pgp_fingerprint if vendor is not None else "",
+            "message_id": _message_id(),
+        },
+    )
+
+
+def deliveries_enqueue_on_commit(delivery_ids: list[int]) -> None:
+    """Queue the sends once the current transaction commits (the sweep is the safety net)."""
+    for delivery_id in delivery_ids:
+        transaction.on_commit(partial(_enqueue, delivery_id), robust=True)
+
+
+def _enqueue(delivery_id: int) -> None:
+    # Imported here: the task module imports this package. Only an id crosses the broker.
+    from mycert.tasks.delivery import send_delivery
+
+    send_delivery.delay(delivery_id)
+
+
+@transaction.atomic(savepoint=False)  # inside the revoking transaction
+def deliveries_cancel_for_certificate(*, certificate_id: int, why: str) -> list[int]:
+    """Cancel a certificate's unsent keystore and password e-mails and wipe their payloads.
+
+    For a revoked certificate: a keystore that no longer works must not go out, and
+    nothing of it is kept. A row leased by a worker at this moment may still reach the
+    relay; its record then finds the row cancelled and keeps it so (the payload is gone).
+    """
+    rows = list(
+        Delivery.objects.select_for_update()
+        .filter(certificate_id=certificate_id, content__in=ISSUANCE_CONTENTS)
+        .exclude(status__in=[Delivery.Status.SENT, Delivery.Status.CANCELLED])
+        .values_list("pk", flat=True)
+    )
+    if rows:
+        Delivery.objects.filter(pk__in=rows).update(
+            status=Delivery.Status.CANCELLED,
+            sealed_payload=None,
+            next_attempt_at=None,
+            last_error=why,
+        )
+        audit_record(
+            actor="system",
+            action="delivery.cancelled",
+            details={"certificate_id": certificate_id, "deliveries": rows, "why": why},
+        )
+    return rows
+
+
+def deliveries_wipe_failed(*, now: datetime) -> list[int]:
+    """Wipe the payloads of e-mails failed for ``MYCERT_FAILED_PAYLOAD_DAYS``; return their certificates.
+
+    The helpdesk had that long to fix the cause and retry; after it, no copy of a
+    keystore that nobody received is kept (ETSI EN 319 411-1).
+    """
+    older_than = now - timedelta(days=settings.MYCERT_FAILED_PAYLOAD_DAYS)
+    with transaction.atomic():
+        rows = list(
+            Delivery.objects.select_for_update()
+            .filter(
+                status=Delivery.Status.FAILED,
+                updated_at__lt=older_than,
+                sealed_payload__isnull=False,
+            )
+            .values_list("pk", "certificate_id")
+        )
+        if not rows:
+            return []
+        Delivery.objects.filter(pk__in=[pk for pk, _ in rows]).update(sealed_payload=None)
+        audit_record(
+            actor="system",
+            action="delivery.payload_wiped",
+            details={"deliveries": [pk for pk, _ in rows]},
+        )
+    logger.info("wiped the payloads of %s failed deliveries", len(rows))
+    return sorted({certificate_id for _, certificate_id in rows})
+
+
+@transaction.atomic
+def delivery_retry(*, delivery_id: int, actor: str) -> None:
+    """Put a failed delivery back in the queue (helpdesk), attempts reset.
+
+    ``actor`` is an audit label (``mycert.services.audit.actor_label(user)``). The
+    send is enqueued on commit; if the broker is down then, the sweep finds the row.
+
+    A vendor copy is re-pinned to the vendor's current key: the usual cause of a
+    permanent failure is an expired or replaced key, which the helpdesk fixed first.
+    Refused (``ValueError``) for a revoked certificate's keystore or password and for a
+    vendor that no longer receives copies.
+    """
+    delivery = (
+        Delivery.objects.select_for_update(of=("self",))
+        .select_related("vendor", "certificate")
+        .get(pk=delivery_id)
+    )
+    if delivery.status != Delivery.Status.FAILED:
+        raise ValueError(
+            f"Delivery {delivery.pk} is {delivery.status}; only failed ones are retried."
+        )
+    if delivery.content in ISSUANCE_CONTENTS and delivery.certificate.revoked_at is not None:
+        raise ValueError(
+            f"Delivery {delivery.pk} belongs to a revoked certificate; it is not sent."
+        )
+    if delivery.content in ISSUANCE_CONTENTS and delivery.sealed_payload is None:
+        raise ValueError(f"Delivery {delivery.pk} has no payload left to send.")
+    if delivery.vendor is not None and not delivery.vendor.is_active:
+        raise ValueError(f"Delivery {delivery.pk} is for a deactivated vendor.")
+    details: dict[str, object] = {"previous_error": delivery.last_error}
+    if (
+        delivery.vendor is not None
+        and delivery.vendor.pgp_fingerprint
+        and delivery.pgp_fingerprint != delivery.vendor.pgp_fingerprint
+    ):
+        # Only towards a key: a vendor whose key was removed never gets the copy in clear.
+        details["pgp_fingerprint"] = {
+            "old": delivery.pgp_fingerprint,
+            "new": delivery.vendor.pgp_fingerprint,
+        }
+        delivery.pgp_fingerprint = delivery.vendor.pgp_fingerprint
+    delivery.status = Delivery.Status.PENDING
+    delivery.attempts = 0
+    delivery.next_attempt_at = None
+    delivery.last_error = ""
+    delivery.save(
+        update_fields=[
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_error",
+            "pgp_fingerprint",
+            "updated_at",
+        ]
+    )
+    audit_record(actor=actor, action="delivery.retried", target=delivery, details=details)
+    logger.info("delivery %s queued again by %s", delivery.pk, actor)
+    transaction.on_commit(partial(_enqueue, delivery.pk), robust=True)
+
+
+def deliveries_due_ids(*, now: datetime) -> list[int]:
+    """Unsent deliveries whose time has come and whose ``after`` mail is sent."""
+    return list(
+        Delivery.objects.due(now)
+        .filter(Q(after__isnull=True) | Q(after__status=Delivery.Status.SENT))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )

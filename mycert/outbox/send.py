@@ -1,0 +1,453 @@
+"""Claim → send → record (see ``mycert.outbox``), a certificate's due e-mails at a time."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
+
+from mycert.mail.transport import SendError, send_message
+from mycert.models import Delivery
+from mycert.outbox.content import Claim, build, claim_of
+from mycert.outbox.rows import ISSUANCE_CONTENTS
+from mycert.services.audit import audit_record
+
+__all__ = [
+    "BACKOFF_BASE",
+    "BACKOFF_CAP",
+    "SendOutcome",
+    "SendResult",
+    "backoff_delay",
+    "deliveries_send",
+    "delivery_send",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Exponential back-off after a temporary failure: 30 s, 1 min, 2 min … capped at
+#: 30 min, far below Redis's 1 h visibility timeout (DESIGN.md §7), so a retry task
+#: is never redelivered by the broker while it waits. The base is the setting
+#: ``MYCERT_DELIVERY_BACKOFF_SECONDS`` (30; fault tests shorten it); this is its default.
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_CAP = timedelta(minutes=30)
+
+_DONE = (Delivery.Status.SENT, Delivery.Status.FAILED, Delivery.Status.CANCELLED)
+
+
+class SendResult(enum.StrEnum):
+    SENT = "sent"
+    #: Temporary failure; ``retry_at`` says when to try again.
+    RETRY = "retry"
+    #: Permanent failure or attempts exhausted: the helpdesk decides.
+    FAILED = "failed"
+    #: Not sent and never will be: its certificate is revoked or its vendor deactivated.
+    CANCELLED = "cancelled"
+    #: Already sent, failed or cancelled: nothing to do (a duplicate task).
+    DONE = "done"
+    #: Its ``after`` delivery is not sent yet; it is enqueued when that one is.
+    WAITING = "waiting"
+    #: Backing off or leased by another worker; the sweep or its retry will come back.
+    NOT_DUE = "not_due"
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    delivery_id: int
+    result: SendResult
+    #: Deliveries that became sendable (the password e-mail after its keystore e-mail).
+    ready_ids: tuple[int, ...] = ()
+    retry_at: datetime | None = None
+    error: str = ""
+    certificate_id: int | None = None
+    recipient: str = ""
+    content: str = ""
+    #: Set when this record completed the professional's keystore and password e-mails
+    #: of certificate N: what the request lifecycle waits for.
+    issuance_sent_certificate_id: int | None = None
+
+    @property
+    def failed_issuance_mail(self) -> bool:
+        """A keystore or password e-mail failed for good: a person has to act."""
+        return self.result is SendResult.FAILED and self.content in ISSUANCE_CONTENTS
+
+
+def backoff_delay(attempts: int) -> timedelta:
+    """The wait after the ``attempts``-th failed attempt (1-based)."""
+    exponent = max(attempts - 1, 0)
+    if exponent >= 16:  # 30 s · 2^16 is far past the cap; avoid huge numbers
+        return BACKOFF_CAP
+    base = timedelta(seconds=settings.MYCERT_DELIVERY_BACKOFF_SECONDS)
+    return min(base * (1 << exponent), BACKOFF_CAP)
+
+
+def _lease() -> timedelta:
+    # Long enough for one SMTP conversation (connect, EHLO, TLS, DATA; each step bounded
+    # by EMAIL_TIMEOUT) plus OpenPGP encryption; a crashed worker's row is swept after.
+    return timedelta(seconds=max(4 * int(settings.EMAIL_TIMEOUT or 30), 60))
+
+
+def _outcome(delivery: Delivery, result: SendResult, **kwargs: object) -> SendOutcome:
+    return SendOutcome(
+        delivery.pk,
+        result,
+        certificate_id=delivery.certificate_id,
+        recipient=delivery.recipient,
+        content=delivery.content,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _save(rows: list[Delivery], fields: list[str]) -> None:
+    """Write these fields of ``rows``: one UPDATE for one row, one ``CASE`` UPDATE for more."""
+    if len(rows) == 1:
+        rows[0].save(update_fields=fields)
+    elif rows:
+        Delivery.objects.bulk_update(rows, fields)
+
+
+# --- 1. Claim -------------------------------------------------------------------------------
+
+
+def _claim(delivery_ids: list[int], now: datetime) -> tuple[list[Claim], list[SendOutcome]]:
+    """Lock the rows (and the password e-mails waiting for them), lease the due ones.
+
+    One transaction for the whole set: a certificate's keystore e-mail and its
+    password e-mail, claimed together, leave in one relay session.
+    """
+    claims: list[Claim] = []
+    outcomes: list[SendOutcome] = []
+    with transaction.atomic():
+        rows = list(
+            # of=self: PostgreSQL cannot lock the nullable side of the outer joins.
+            Delivery.objects.select_for_update(of=("self",))
+            .select_related("certificate__professional", "vendor", "after")
+            .filter(Q(pk__in=delivery_ids) | Q(after_id__in=delivery_ids))
+            .order_by("pk")
+        )
+        claimed: set[int] = set()
+        leased: list[Delivery] = []
+        # Keystore e-mails before the password e-mails that wait for them.
+        for delivery in sorted(rows, key=lambda d: (d.after_id is not None, d.pk)):
+            asked = delivery.pk in delivery_ids
+            if delivery.status in _DONE:
+                if asked:
+                    outcomes.append(_outcome(delivery, SendResult.DONE))
+                continue
+            if (
+                delivery.after is not None
+                and delivery.after.status != Delivery.Status.SENT
+                and delivery.after_id not in claimed
+            ):
+                if asked:
+                    outcomes.append(_outcome(delivery, SendResult.WAITING))
+                continue
+            if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+                if asked:
+                    outcomes.append(
+                        _outcome(delivery, SendResult.NOT_DUE, retry_at=delivery.next_attempt_at)
+                    )
+                continue
+            cancelled = _cancel_reason(delivery)
+            if cancelled:
+                outcomes.append(_cancel(delivery, cancelled))
+                continue
+            if delivery.content in ISSUANCE_CONTENTS and delivery.sealed_payload is None:
+                # Wiped but not marked sent: nothing left that could be sent.
+                outcomes.append(
+                    _record_failure(
+                        delivery, now, SendError(False, "the payload is gone"), claimed=False
+                    )
+                )
+                continue
+            delivery.attempts += 1
+            delivery.next_attempt_at = now + _lease()
+            leased.append(delivery)
+            claimed.add(delivery.pk)
+            claims.append(claim_of(delivery, now))
+        for delivery in leased:
+            delivery.updated_at = now
+        _save(leased, ["attempts", "next_attempt_at", "updated_at"])
+    return claims, outcomes
+
+
+def _cancel_reason(delivery: Delivery) -> str:
+    """Why this unsent row must not go out at all (empty: it may go)."""
+    if delivery.content in ISSUANCE_CONTENTS and delivery.certificate.revoked_at is not None:
+        return "certificate revoked before this e-mail was sent"
+    if delivery.vendor is not None and not delivery.vendor.is_active:
+        return "vendor deactivated before this copy was sent"
+    return ""
+
+
+def _cancel(delivery: Delivery, why: str) -> SendOutcome:
+    delivery.status = Delivery.Status.CANCELLED
+    delivery.sealed_payload = None
+    delivery.next_attempt_at = None
+    delivery.last_error = why
+    delivery.save(
+        update_fields=["status", "sealed_payload", "next_attempt_at", "last_error", "updated_at"]
+    )
+    audit_record(
+        actor="system",
+        action="delivery.cancelled",
+        target=delivery,
+        details={"certificate_id": delivery.certificate_id, "why": why},
+    )
+    logger.info("delivery %s cancelled: %s", delivery.pk, why)
+    return _outcome(delivery, SendResult.CANCELLED, error=why)
+
+
+# --- 2. Send --------------------------------------------------------------------------------
+
+
+def _send_one(claim: Claim, now: datetime) -> SendError | None:
+    try:
+        send_message(build(claim, now))
+    except SendError as exc:
+        return exc
+    except Exception as exc:
+        # A bug or a broken installation (templates, gpg binary): counted as a temporary
+        # failure so that the attempts run out and the helpdesk sees the row, rather
+        # than a leased row retried by the sweep forever. The type only: no content.
+        logger.exception(
+            "delivery %s: unexpected error while sending",
+            claim.delivery_id,
+            extra={"delivery_id": claim.delivery_id},
+        )
+        return SendError(True, f"internal error: {type(exc).__name__}")
+    return None
+
+
+def deliveries_send(*, delivery_ids: list[int], now: datetime) -> list[SendOutcome]:
+    """Send these outbox e-mails (and the password e-mails they unblock) if due.
+
+    One claim, one relay session, one record for them all (see the package docstring).
+    A password e-mail whose keystore e-mail failed in the same batch is not attempted:
+    its lease is given back and it waits for the keystore e-mail's next attempt.
+    """
+    claims, outcomes = _claim(list(delivery_ids), now)
+    if not claims:
+        for outcome in outcomes:
+            logger.debug("delivery %s: %s", outcome.delivery_id, outcome.result)
+        return outcomes
+    errors: dict[int, SendError | None] = {}
+    for claim in claims:
+        if claim.after_id is not None and claim.after_id in errors and errors[claim.after_id]:
+            errors[claim.delivery_id] = _NOT_ATTEMPTED
+            continue
+        errors[claim.delivery_id] = _send_one(claim, now)
+    try:
+        recorded = _record(errors, now)
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
+        # The database connection dropped while the relay had the e-mails (a failover, an
+        # idle cut): record on a fresh connection rather than leave the rows leased, to be
+        # sent a second time when the lease ends.
+        logger.warning("deliveries %s: database connection lost, recording again", sorted(errors))
+        connection.close_if_unusable_or_obsolete()
+        recorded = _record(errors, now)
+    return outcomes + recorded
+
+
+def delivery_send(*, delivery_id: int, now: datetime) -> SendOutcome:
+    """Send one outbox e-mail if it is due; record the outcome (see the package docstring).
+
+    The password e-mail waiting for it is not taken along: its outcome is the row's
+    ``ready_ids``, for the caller to send next.
+    """
+    claims, outcomes = _claim([delivery_id], now)
+    for outcome in outcomes:
+        if outcome.delivery_id == delivery_id:
+            return outcome
+    own = [claim for claim in claims if claim.delivery_id == delivery_id]
+    others = [claim.delivery_id for claim in claims if claim.delivery_id != delivery_id]
+    if others:
+        # Claimed along with it (the password e-mail): given back at once, untried.
+        _record(dict.fromkeys(others, _NOT_ATTEMPTED), now)
+    if not own:  # pragma: no cover - the row was asked for and is not an outcome
+        raise AssertionError(f"delivery {delivery_id} neither claimed nor decided")
+    error = _send_one(own[0], now)
+    try:
+        recorded = _record({delivery_id: error}, now)
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
+        logger.warning("delivery %s: database connection lost, recording again", delivery_id)
+        connection.close_if_unusable_or_obsolete()
+        recorded = _record({delivery_id: error}, now)
+    return recorded[0]
+
+
+# --- 3. Record ------------------------------------------------------------------------------
+
+#: A claimed row left untried (its keystore e-mail failed first): lease and attempt undone.
+_NOT_ATTEMPTED = SendError(True, "")
+
+
+def _record(errors: dict[int, SendError | None], now: datetime) -> list[SendOutcome]:
+    """Store the outcomes of one batch (step 3 of the package docstring)."""
+    outcomes: list[SendOutcome] = []
+    with transaction.atomic():
+        rows = {
+            row.pk: row
+            for row in Delivery.objects.select_for_update()
+            .filter(pk__in=list(errors))
+            .order_by("pk")
+        }
+        sent: list[Delivery] = []
+        for delivery_id, error in errors.items():
+            delivery = rows[delivery_id]
+            if error is _NOT_ATTEMPTED:
+                _give_back(delivery)
+                continue
+            # Cancelled (revoked) while this e-mail was at the relay: it left all the same,
+            # and the record says so; the payload is already wiped.
+            left_anyway = delivery.status == Delivery.Status.CANCELLED and error is None
+            if delivery.status in _DONE and not left_anyway:
+                # Another worker took over after our lease ran out and already recorded it.
+                outcomes.append(_outcome(delivery, SendResult.DONE))
+                continue
+            if error is not None:
+                outcomes.append(_record_failure(delivery, now, error, claimed=True))
+            else:
+                sent.append(delivery)
+        if sent:
+            outcomes += _record_sent(sent, now)
+    return outcomes
+
+
+def _give_back(delivery: Delivery) -> None:
+    delivery.attempts = max(delivery.attempts - 1, 0)
+    delivery.next_attempt_at = None
+    delivery.save(update_fields=["attempts", "next_attempt_at", "updated_at"])
+
+
+def _record_sent(sent: list[Delivery], now: datetime) -> list[SendOutcome]:
+    for delivery in sent:
+        delivery.status = Delivery.Status.SENT
+        delivery.sent_at = now
+        delivery.next_attempt_at = None
+        delivery.last_error = ""
+        # ETSI EN 319 411-1: no copy of the secret is kept once it is delivered.
+        delivery.sealed_payload = None
+        delivery.updated_at = now
+    _save(
+        sent, ["status", "sent_at", "next_attempt_at", "last_error", "sealed_payload", "updated_at"]
+    )
+    sent_ids = {delivery.pk for delivery in sent}
+    # Only a keystore e-mail is waited for (by its password e-mail).
+    keystores = [d.pk for d in sent if d.content == Delivery.Content.KEYSTORE]
+    ready: dict[int, list[int]] = {}
+    if keystores:
+        for pk, after_id in (
+            Delivery.objects.filter(after_id__in=keystores)
+            .filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING])
+            .exclude(pk__in=sent_ids)
+            .values_list("pk", "after_id")
+        ):
+            ready.setdefault(after_id, []).append(pk)
+    # The professional's password e-mail leaves after their keystore e-mail, so it is the
+    # last of their pair: once it is recorded, is nothing of theirs left unsent?
+    completing = {
+        d.certificate_id
+        for d in sent
+        if d.content == Delivery.Content.PASSWORD and d.recipient == Delivery.Recipient.PROFESSIONAL
+    }
+    complete: set[int] = set()
+    if completing:
+        pending = set(
+            Delivery.objects.professional_issuance_not_sent(completing).values_list(
+                "certificate_id", flat=True
+            )
+        )
+        complete = completing - pending
+    outcomes = []
+    # The audit events come after the reads: each takes the chain's lock, which every
+    # other writer waits for until this transaction commits.
+    for delivery in sent:
+        audit_record(
+            actor="system",
+            action="delivery.sent",
+            target=delivery,
+            details={
+                "certificate_id": delivery.certificate_id,
+                "recipient": delivery.recipient,
+                "content": delivery.content,
+                "attempts": delivery.attempts,
+                "encrypted_to": delivery.pgp_fingerprint,
+                "message_id": delivery.message_id,
+            },
+        )
+        logger.info(
+            "delivery %s sent (attempt %s)",
+            delivery.pk,
+            delivery.attempts,
+            extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
+        )
+        finishes = (
+            delivery.content == Delivery.Content.PASSWORD
+            and delivery.recipient == Delivery.Recipient.PROFESSIONAL
+            and delivery.certificate_id in complete
+        )
+        outcomes.append(
+            _outcome(
+                delivery,
+                SendResult.SENT,
+                ready_ids=tuple(ready.get(delivery.pk, ())),
+                issuance_sent_certificate_id=delivery.certificate_id if finishes else None,
+            )
+        )
+    return outcomes
+
+
+def _record_failure(
+    delivery: Delivery, now: datetime, error: SendError, *, claimed: bool
+) -> SendOutcome:
+    delivery.last_error = error.reason
+    exhausted = delivery.attempts >= settings.MYCERT_DELIVERY_MAX_ATTEMPTS
+    if error.temporary and not exhausted:
+        delivery.status = Delivery.Status.RETRYING
+        delivery.next_attempt_at = now + backoff_delay(delivery.attempts)
+        delivery.save(update_fields=["status", "next_attempt_at", "last_error", "updated_at"])
+        logger.warning(
+            "delivery %s: temporary failure on attempt %s, next at %s",
+            delivery.pk,
+            delivery.attempts,
+            delivery.next_attempt_at.isoformat(),
+            extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
+        )
+        return _outcome(
+            delivery, SendResult.RETRY, retry_at=delivery.next_attempt_at, error=error.reason
+        )
+    # The payload stays sealed so that the helpdesk can send it again after a fix, for
+    # MYCERT_FAILED_PAYLOAD_DAYS (then ``deliveries_wipe_failed``).
+    delivery.status = Delivery.Status.FAILED
+    delivery.next_attempt_at = None
+    delivery.save(update_fields=["status", "next_attempt_at", "last_error", "updated_at"])
+    audit_record(
+        actor="system",
+        action="delivery.failed",
+        target=delivery,
+        details={
+            "certificate_id": delivery.certificate_id,
+            "recipient": delivery.recipient,
+            "content": delivery.content,
+            "attempts": delivery.attempts,
+            "permanent": not error.temporary,
+            "error": error.reason,
+        },
+    )
+    logger.error(
+        "delivery %s failed after %s attempt(s)%s",
+        delivery.pk,
+        delivery.attempts,
+        "" if claimed else " (not attempted)",
+        extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
+    )
+    return _outcome(delivery, SendResult.FAILED, error=error.reason)
