@@ -334,7 +334,7 @@ def test_a_name_too_long_for_a_certificate_is_refused_with_what_to_change(
     response = login_professional(en, oidc_settings, "sub-long", claims)
 
     _assert_refused(en, response, 403)
-    page = response.content.decode()
+    page = _followed(en, response).content.decode()
     assert "Your name is too long for a certificate" in page
     assert "Shorten your name in your eSanté account" in page
     assert _refusals() == [{"reason": "name_too_long", "sub": "sub-long"}]
@@ -348,7 +348,7 @@ def test_an_internationalised_address_is_refused_with_what_to_change(
     response = login_professional(en, oidc_settings, "sub-idn", claims)
 
     _assert_refused(en, response, 403)
-    page = response.content.decode()
+    page = _followed(en, response).content.decode()
     assert "Your e-mail address cannot go into a certificate" in page
     assert _refusals() == [{"reason": "email_not_supported", "sub": "sub-idn"}]
 
