@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
@@ -39,7 +40,7 @@ from mycert.models import (
     Vendor,
 )
 from mycert.querysets import CertificateQuerySet, CertificateRequestQuerySet
-from mycert.services.audit import actor_label, audit_record
+from mycert.services.audit import actor_label
 
 # --- The site ------------------------------------------------------------------------------
 
@@ -189,6 +190,14 @@ class VendorForm(forms.ModelForm):  # type: ignore[type-arg]
 
 @admin.register(Vendor)
 class VendorAdmin(NoDeleteAdmin):
+    """Vendors: the helpdesk views them; only superusers add or change them.
+
+    A vendor decides where copies of keystores and passwords go, so a change is not a
+    helpdesk task whatever permissions a group holds (DESIGN.md §2). Saving goes
+    through the vendor services, which pin the key, write the audit trail and alert the
+    security officer.
+    """
+
     form = VendorForm
     list_display = [
         "name",
@@ -202,51 +211,43 @@ class VendorAdmin(NoDeleteAdmin):
     search_fields = ["name", "email", "pgp_fingerprint"]
     readonly_fields = ["pgp_fingerprint", "pgp_expires_at", "created_at"]
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
     def save_model(self, request: HttpRequest, obj: Vendor, form: Any, change: bool) -> None:
         """Save through the vendor services, which pin the key and write the audit trail."""
-        from mycert.services.vendors import vendor_create, vendor_set_pgp_key
+        from mycert.services.vendors import vendor_create, vendor_update
 
         actor = actor_label(request.user)
         now = timezone.now()
+        data = form.cleaned_data
         if not change:
             vendor = vendor_create(
-                name=obj.name,
-                email=obj.email,
-                pgp_key=obj.pgp_public_key,
-                legacy_keystore=obj.legacy_keystore,
+                name=data["name"],
+                email=data["email"],
+                pgp_key=data.get("pgp_public_key") or "",
+                legacy_keystore=data["legacy_keystore"],
+                is_active=data["is_active"],
                 actor=actor,
                 now=now,
             )
-            obj.pk = vendor.pk
-            if not obj.is_active:
-                Vendor.objects.filter(pk=vendor.pk).update(is_active=False)
-                audit_record(
-                    actor=actor,
-                    action="vendor.changed",
-                    target=vendor,
-                    details={"changed": {"is_active": {"old": True, "new": False}}},
-                )
-            obj.refresh_from_db()
         else:
-            plain = [name for name in form.changed_data if name != "pgp_public_key"]
-            if plain:
-                obj.save(update_fields=plain)
-                audit_record(
-                    actor=actor,
-                    action="vendor.changed",
-                    target=obj,
-                    details={
-                        "changed": {
-                            name: {"old": form.initial.get(name), "new": form.cleaned_data[name]}
-                            for name in plain
-                        }
-                    },
-                )
-            if "pgp_public_key" in form.changed_data:
-                vendor_set_pgp_key(
-                    vendor_id=obj.pk, pgp_key=obj.pgp_public_key, actor=actor, now=now
-                )
-                obj.refresh_from_db()
+            arguments = {
+                "name": "name",
+                "email": "email",
+                "pgp_public_key": "pgp_key",
+                "legacy_keystore": "legacy_keystore",
+                "is_active": "is_active",
+            }
+            changes: dict[str, Any] = {
+                arguments[name]: data[name] for name in form.changed_data if name in arguments
+            }
+            vendor = vendor_update(vendor_id=obj.pk, actor=actor, now=now, **changes)
+        obj.pk = vendor.pk
+        obj.refresh_from_db()
         if obj.pgp_fingerprint:
             self.message_user(
                 request,
@@ -258,6 +259,15 @@ class VendorAdmin(NoDeleteAdmin):
                     else gettext("never"),
                 },
                 messages.INFO,
+            )
+        elif settings.MYCERT_VENDOR_COPY_REQUIRES_PGP:
+            self.message_user(
+                request,
+                gettext(
+                    "This vendor has no OpenPGP key: professionals cannot choose it until "
+                    "it has one (MYCERT_VENDOR_COPY_REQUIRES_PGP)."
+                ),
+                messages.WARNING,
             )
 
 

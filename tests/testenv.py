@@ -17,6 +17,8 @@ os.environ.setdefault("MYCERT_CA_DIR", os.path.join(_state, "ca"))
 os.environ.setdefault("MYCERT_CA_KEY_PASSPHRASE", "test-ca-passphrase")
 os.environ.setdefault("MYCERT_GNUPG_HOME", tempfile.mkdtemp(prefix="g", dir="/tmp"))
 os.environ.setdefault("MYCERT_BASE_URL", "http://testserver")
+# Production redirects to HTTPS by default; the test client speaks plain http.
+os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
 # Tests never run collectstatic; admin OTP is tested on its own (tests/test_admin_otp.py).
 os.environ.setdefault("MYCERT_STATIC_MANIFEST", "false")
 os.environ.setdefault("MYCERT_ADMIN_REQUIRE_OTP", "false")
