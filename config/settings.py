@@ -109,7 +109,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Rate limits count in this cache: Redis in production (every web process must share
 # the counters), process-local memory by default.
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+# Outside DEBUG the default is a file cache under MYCERT_VAR_DIR, shared by every process
+# of the host (several hosts: Redis).
+CACHES = {
+    "default": env.cache_url(
+        "CACHE_URL", default="locmemcache://" if DEBUG else f"filecache://{VAR_DIR / 'cache'}"
+    )
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

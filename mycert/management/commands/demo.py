@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from mycert import ca_store
@@ -88,6 +88,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG:
+            # The demo makes a superuser with a password printed in the README.
+            raise CommandError("demo runs only with DJANGO_DEBUG=true; it changed nothing.")
         var = Path(settings.VAR_DIR)
         call_command("migrate", verbosity=0)
         if not ca_store.configured_paths().issuing_cert.exists():
