@@ -300,7 +300,7 @@ def test_a_new_vendor_alerts_security() -> None:
     alert = OperatorAlert.objects.get(kind="vendor_changed")
     assert alert.recipient == OperatorAlert.Recipient.SECURITY
     assert "Nouveau" in alert.subject
-    assert "les copies partiraient en clair" in alert.body
+    assert "les copies ne peuvent pas être chiffrées" in alert.body
 
 
 def test_a_refused_change_writes_nothing(expired_key: GpgKey) -> None:
