@@ -57,9 +57,7 @@ def test_a_busy_session_within_its_lifetime_stays(logged_in: Client, settings: A
     assert SESSION_KEY in logged_in.session
 
 
-def test_the_status_poll_cannot_keep_an_old_session_alive(
-    logged_in: Client, settings: Any
-) -> None:
+def test_the_status_poll_cannot_keep_an_old_session_alive(logged_in: Client, settings: Any) -> None:
     settings.MYCERT_SESSION_MAX_SECONDS = 3600
     _age_session(logged_in, 3601)
 
