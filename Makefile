@@ -95,12 +95,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 	DJANGO_DEBUG=true $(BIN)/mypy .
 	DJANGO_DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run --skip-checks
-	# The production security checks, with a web host's environment (docs/deploy.md): no
-	# CA passphrase, PIN or outbox key, which only workers hold.
+	# The production security checks with only what production must set on a web host
+	# (docs/deploy.md): no CA passphrase, PIN or outbox key, which only workers hold; secure
+	# defaults for everything else.
 	env -u DJANGO_DEBUG DJANGO_SECRET_KEY="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
-	  DJANGO_ALLOWED_HOSTS=mycert.esante.lu MYCERT_BASE_URL=https://mycert.esante.lu \
-	  DJANGO_SECURE_PROXY_SSL_HEADER=true \
-	  CACHE_URL=redis://127.0.0.1:6379/2 MYCERT_VAR_DIR="$$(mktemp -d)" \
+	  DJANGO_ALLOWED_HOSTS=mycert.esante.lu \
+	  MYCERT_AUDIT_KEY="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))')" \
+	  MYCERT_VAR_DIR="$$(mktemp -d)" \
 	  $(BIN)/python manage.py check --deploy --tag security --fail-level WARNING
 
 # The embedded defaults (SQLite, filesystem broker), the browser tests included.

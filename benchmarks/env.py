@@ -70,6 +70,8 @@ class BenchEnv:
             "CELERY_BROKER_URL": BROKER_URL,
             "EMAIL_URL": f"smtp://127.0.0.1:{self.sink_port}",
             "MYCERT_BASE_URL": self.base_url,
+            # Plain http on loopback: production's HTTPS redirect turned off explicitly.
+            "DJANGO_SECURE_SSL_REDIRECT": "false",
             "MYCERT_VAR_DIR": str(self.var_dir),
             "MYCERT_CA_DIR": str(self.ca_dir),
             "MYCERT_CA_KEY_PASSPHRASE": CA_PASSPHRASE,

@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "mycert.middleware.SessionMaxAgeMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -109,7 +110,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Rate limits count in this cache: Redis in production (every web process must share
 # the counters), process-local memory by default.
-CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+# Outside DEBUG the default is a file cache under MYCERT_VAR_DIR, shared by every process
+# of the host (several hosts: Redis).
+CACHES = {
+    "default": env.cache_url(
+        "CACHE_URL", default="locmemcache://" if DEBUG else f"filecache://{VAR_DIR / 'cache'}"
+    )
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -157,22 +164,31 @@ CSRF_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
-_HTTPS = MYCERT_BASE_URL.startswith("https://")
-SESSION_COOKIE_SECURE = _HTTPS
-CSRF_COOKIE_SECURE = _HTTPS
+# Production is HTTPS: the redirect is on whenever DEBUG is off, whatever
+# MYCERT_BASE_URL says, and with it secure cookies and HSTS. An operator who turns the
+# redirect off explicitly (DJANGO_SECURE_SSL_REDIRECT=false) with a plain http base URL
+# gets a site that works over plain http. CRL, OCSP, /healthz and /metrics are never
+# redirected (SECURE_REDIRECT_EXEMPT below).
+_HTTPS = MYCERT_BASE_URL.startswith("https://") or not DEBUG
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=_HTTPS)
+_SECURE = MYCERT_BASE_URL.startswith("https://") or SECURE_SSL_REDIRECT
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=_SECURE)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=_SECURE)
+# An absolute lifetime on top of the idle timeout: a session kept alive by polling or a
+# forgotten tab still ends (mycert.middleware.SessionMaxAgeMiddleware).
+MYCERT_SESSION_MAX_SECONDS = env.int("MYCERT_SESSION_MAX_SECONDS", default=8 * 3600)
 
 # --- HTTPS behind the reverse proxy (docs/deploy.md) -----------------------------------------
 # The proxy terminates TLS and says so in X-Forwarded-Proto; trust that header only when
 # the proxy is the sole way in (it must overwrite a client's own header).
 if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=_HTTPS)
 # CRL and OCSP are fetched over plain HTTP by relying parties and must never be redirected
 # (RFC 5280 §4.2.1.13, RFC 6960 practice); probes and scrapers reach the web processes
 # directly, without the proxy's header.
 SECURE_REDIRECT_EXEMPT = [r"^pki/", r"^healthz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int(
-    "DJANGO_SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if _HTTPS else 0
+    "DJANGO_SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if _SECURE else 0
 )
 # Covers names under this host only (*.mycert.esante.lu), not the agency's other sites.
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
@@ -238,6 +254,17 @@ MYCERT_GPG_BINARY: str = env.str("MYCERT_GPG_BINARY", default="gpg")
 # `check` on workers, never at start-up: web hosts run without it. Derived from
 # DJANGO_SECRET_KEY only in debug.
 MYCERT_OUTBOX_KEY: str = env.str("MYCERT_OUTBOX_KEY", default="")
+# The audit chain's HMAC key (mycert.services.audit): outside the database, on every
+# host that writes audit events (web and workers). Unset: unkeyed SHA-256 links, which
+# `check --deploy` reports.
+MYCERT_AUDIT_KEY: str = env.str("MYCERT_AUDIT_KEY", default="")
+# Beat appends the chain's head here (one JSON line per export); `verify_audit` checks
+# the chain against its last line. Keep it where the database's users cannot rewrite it.
+MYCERT_AUDIT_HEAD_FILE: str = env.str("MYCERT_AUDIT_HEAD_FILE", default="")
+MYCERT_AUDIT_HEAD_EXPORT_SECONDS = env.float("MYCERT_AUDIT_HEAD_EXPORT_SECONDS", default=900.0)
+# A vendor without a usable OpenPGP key would get the keystore and its password in clear
+# in one mailbox: such vendors are not offered on the form unless this is turned off.
+MYCERT_VENDOR_COPY_REQUIRES_PGP = env.bool("MYCERT_VENDOR_COPY_REQUIRES_PGP", default=True)
 MYCERT_DELIVERY_MAX_ATTEMPTS = env.int("MYCERT_DELIVERY_MAX_ATTEMPTS", default=12)
 # First wait after a temporary SMTP failure, doubled per attempt, capped at 30 min.
 MYCERT_DELIVERY_BACKOFF_SECONDS = env.int("MYCERT_DELIVERY_BACKOFF_SECONDS", default=30)
@@ -329,6 +356,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sweep-outbox": {"task": "mycert.tasks.sweep_outbox", "schedule": 60.0},
     "sweep-requests": {"task": "mycert.tasks.sweep_requests", "schedule": 300.0},
     "sweep-operator-alerts": {"task": "mycert.tasks.sweep_operator_alerts", "schedule": 300.0},
+    "export-audit-head": {
+        "task": "mycert.tasks.audit.export_audit_head",
+        "schedule": MYCERT_AUDIT_HEAD_EXPORT_SECONDS,
+    },
     # Re-signed hourly, valid 24 h: a missed run or two never lets the CRL expire.
     "publish-crl": {"task": "mycert.tasks.publication.publish_crl", "schedule": 3600.0},
     # Stored OCSP answers are re-signed before half their validity has passed

@@ -1,7 +1,9 @@
-"""System checks (``manage.py check``): the CA and the tools MyCert cannot work without."""
+"""System checks (``manage.py check``): the CA and the tools MyCert cannot work without,
+and (``check --deploy``) the production settings that would weaken it."""
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 from collections.abc import Sequence
 from typing import Any
@@ -142,3 +144,85 @@ def check_production_guards(
             )
         )
     return messages
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@register(Tags.security, deploy=True)
+def check_mail_relay(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Keystores leave through the relay: a remote relay over plain SMTP sees them in clear."""
+    backend: str = settings.EMAIL_BACKEND
+    if not backend.endswith("smtp.EmailBackend"):
+        return []
+    if settings.EMAIL_USE_TLS or settings.EMAIL_USE_SSL or _is_loopback(settings.EMAIL_HOST):
+        # A relay on this host (an MTA that forwards over TLS) is the operator's choice.
+        return []
+    return [
+        Warning(
+            f"Mail goes to {settings.EMAIL_HOST} over plain SMTP (no STARTTLS, no TLS).",
+            hint="Use EMAIL_URL=smtp+tls://host:587 (STARTTLS) or smtp+ssl://host:465.",
+            id="mycert.W040",
+        )
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_pki_base_url(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """CRL and OCSP addresses are written into certificates for years: keep them http."""
+    if not settings.MYCERT_PKI_BASE_URL.startswith("https://"):
+        return []
+    return [
+        Warning(
+            "MYCERT_PKI_BASE_URL is an https address: it is written into every certificate "
+            "(CRL distribution point, OCSP, caIssuers) for its whole life, and relying "
+            "services fetch CRLs and OCSP over plain http (RFC 5280 §4.2.1.13, RFC 5019 §5); "
+            "many cannot follow https or would need a CRL to check the server's own "
+            "certificate.",
+            hint="Set MYCERT_PKI_BASE_URL=http://<host> (these answers are signed; "
+            "they need no TLS).",
+            id="mycert.W041",
+        )
+    ]
+
+
+# At least 256 bits, as a random string from `secrets.token_urlsafe(32)` (43 characters).
+_AUDIT_KEY_MIN_LENGTH = 32
+
+
+@register(Tags.security, deploy=True)
+def check_audit_key(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Without its key, the audit chain can be rewritten by anyone with database access."""
+    key: str = settings.MYCERT_AUDIT_KEY
+    if not key:
+        return [
+            Warning(
+                "MYCERT_AUDIT_KEY is not set: audit events are chained with plain SHA-256, "
+                "which anyone who can write to the database can recompute.",
+                hint="Set MYCERT_AUDIT_KEY on every web and worker host, from the secret "
+                "store (python -c 'import secrets; print(secrets.token_urlsafe(32))').",
+                id="mycert.W042",
+            )
+        ]
+    if len(key) < _AUDIT_KEY_MIN_LENGTH:
+        return [
+            Warning(
+                f"MYCERT_AUDIT_KEY is {len(key)} characters long; a guessable key lets a "
+                "database user forge the audit chain.",
+                hint=f"Use at least {_AUDIT_KEY_MIN_LENGTH} random characters.",
+                id="mycert.W043",
+            )
+        ]
+    return []

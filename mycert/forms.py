@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from mycert.models import Vendor
+from mycert.services.vendors import vendors_offered
 
 NO_VENDOR = "none"
 
@@ -36,9 +38,9 @@ class CertificateRequestForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.vendors = {
-            str(v.pk): v for v in Vendor.objects.filter(is_active=True).order_by("name")
-        }
+        # Only vendors whose copies can be encrypted, unless the agency turned that
+        # policy off (MYCERT_VENDOR_COPY_REQUIRES_PGP).
+        self.vendors = {str(v.pk): v for v in vendors_offered(now=timezone.now())}
         vendor_field = cast(forms.ChoiceField, self.fields["vendor"])
         vendor_field.choices = [
             ("", _("— Choose your vendor —")),

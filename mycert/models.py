@@ -361,6 +361,11 @@ class OcspResponse(models.Model):
 class AuditEvent(models.Model):
     """An append-only audit record, hash-chained to the one before it."""
 
+    class HashScheme(models.TextChoices):
+        # Events written before MYCERT_AUDIT_KEY existed (mycert.services.audit).
+        SHA256 = "sha256", _("SHA-256 (unkeyed)")
+        HMAC_SHA256 = "hmac-sha256", _("HMAC-SHA-256 (keyed)")
+
     created_at = models.DateTimeField(_("time"))
     actor = models.CharField(_("actor"), max_length=150)
     action = models.CharField(_("action"), max_length=64)
@@ -370,6 +375,9 @@ class AuditEvent(models.Model):
     # Unique: two events can never claim the same predecessor (no forks in the chain).
     previous_hash = models.CharField(_("previous hash"), max_length=64, unique=True)
     hash = models.CharField(_("hash"), max_length=64, unique=True)
+    hash_scheme = models.CharField(
+        _("hash scheme"), max_length=16, choices=HashScheme.choices, default=HashScheme.SHA256
+    )
 
     class Meta:
         verbose_name = _("audit event")

@@ -39,11 +39,13 @@ __all__ = [
     "LoginRefused",
     "RefusalCode",
     "VerifiedIdentity",
+    "allowed_id_token_algorithms",
     "begin_login",
     "check_issuer_and_audience",
     "end_session_url",
     "finish_login",
     "get_client",
+    "merge_userinfo",
     "reset_client",
     "sub_hash",
     "validate_id_token_claims",
@@ -61,10 +63,11 @@ HTTP_TIMEOUT_SECONDS = 10
 # Re-read discovery and keys now and then, so a provider's key rotation is picked up
 # without a restart (OIDC Core §10.1.1).
 METADATA_MAX_AGE_SECONDS = 6 * 3600
-# Claims that may come from userinfo when the ID token lacks them; never acr, sub or the
-# professional identifier.
-PROFILE_CLAIMS = ("given_name", "family_name", "email", "email_verified")
-REQUIRED_PROFILE_CLAIMS = ("given_name", "family_name", "email")
+# Claims that may come from userinfo when the ID token lacks them: the names only. Never
+# acr, sub or the professional identifier, and never the e-mail or email_verified: the
+# keystore goes to that address, so it must come from the signed ID token.
+PROFILE_CLAIMS = ("given_name", "family_name")
+REQUIRED_PROFILE_CLAIMS = ("given_name", "family_name")
 # X.520 serialNumber is a PrintableString (RFC 5280 Appendix A); the identifier is
 # written there, so it must fit that alphabet and the model's 64 characters.
 _PROFESSIONAL_ID_RE = re.compile(r"[A-Za-z0-9 '()+,\-./:=?]{1,64}")
@@ -248,11 +251,29 @@ def _load_metadata(client: DjangoOAuth2App) -> dict[str, Any]:
         client.server_metadata.clear()
         logger.error("OpenID discovery names another issuer than OIDC_ISSUER")
         raise LoginRefused(RefusalCode.PROVIDER_UNAVAILABLE, "issuer mismatch")
-    advertised = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
-    metadata["id_token_signing_alg_values_supported"] = [
-        alg for alg in advertised if alg in ID_TOKEN_ALGORITHMS
-    ]
+    metadata["id_token_signing_alg_values_supported"] = allowed_id_token_algorithms(metadata)
     return metadata
+
+
+def allowed_id_token_algorithms(metadata: Mapping[str, Any]) -> list[str]:
+    """The provider's ID-token algorithms that MyCert accepts; ``LoginRefused`` if none.
+
+    Authlib hands this list to joserfc, which reads an empty list as "my recommended
+    algorithms", HS256 among them: an empty list would turn the pin into no pin at all,
+    so it refuses the login instead (fails closed).
+    """
+    # RS256 is the default when the document says nothing (OIDC Discovery §3).
+    advertised = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
+    if not isinstance(advertised, list):
+        advertised = []
+    allowed = [alg for alg in advertised if alg in ID_TOKEN_ALGORITHMS]
+    if not allowed:
+        logger.error(
+            "OpenID discovery lists none of the accepted ID-token algorithms %s",
+            ", ".join(ID_TOKEN_ALGORITHMS),
+        )
+        raise LoginRefused(RefusalCode.PROVIDER_UNAVAILABLE, "no accepted algorithm")
+    return allowed
 
 
 # --- The two legs of the flow --------------------------------------------------------------
@@ -294,16 +315,19 @@ def finish_login(request: HttpRequest) -> CompletedLogin:
         # Single use, whatever happens next (RFC 6749 §10.12).
         client.framework.clear_state_data(request.session, state)
 
-    error = params.get("error")
-    if error:
-        # The provider's answer (RFC 6749 §4.1.2.1); only the registered code is kept.
-        code = RefusalCode.ACCESS_DENIED if error == "access_denied" else RefusalCode.PROVIDER_ERROR
-        raise LoginRefused(code, error if _ERROR_CODE_RE.fullmatch(error) else "unregistered")
+    # State first, errors after: an error answer is only worth acting on (auditing,
+    # ending the session) when it belongs to a login this browser started. Otherwise any
+    # site could send the browser to ``?error=access_denied`` and log its user out.
     if not state_data or not all(
         isinstance(state_data.get(key), str) for key in ("redirect_uri", "code_verifier", "nonce")
     ):
         # Unknown, replayed or missing state: not a login this browser started (CSRF).
         raise LoginRefused(RefusalCode.STATE_MISMATCH)
+    error = params.get("error")
+    if error:
+        # The provider's answer (RFC 6749 §4.1.2.1); only the registered code is kept.
+        code = RefusalCode.ACCESS_DENIED if error == "access_denied" else RefusalCode.PROVIDER_ERROR
+        raise LoginRefused(code, error if _ERROR_CODE_RE.fullmatch(error) else "unregistered")
     code_value = params.get("code")
     if not code_value:
         raise LoginRefused(RefusalCode.INVALID_CALLBACK, "code")
@@ -342,7 +366,9 @@ def finish_login(request: HttpRequest) -> CompletedLogin:
     # for those claims only.
     if any(name not in claims for name in REQUIRED_PROFILE_CLAIMS) and token.get("access_token"):
         missing = [name for name in PROFILE_CLAIMS if name not in claims]
-        claims.update(_profile_from_userinfo(client, token, identity=identity, names=missing))
+        claims = merge_userinfo(
+            claims, _profile_from_userinfo(client, token, identity=identity, names=missing)
+        )
     next_url = state_data.get("next")
     return CompletedLogin(
         identity=identity,
@@ -405,6 +431,15 @@ def _profile_from_userinfo(
     if userinfo.get("sub") != identity.sub:
         raise LoginRefused(RefusalCode.INVALID_ID_TOKEN, "userinfo sub", sub=identity.sub)
     return {name: userinfo[name] for name in names if name in userinfo}
+
+
+def merge_userinfo(id_claims: Mapping[str, Any], userinfo: Mapping[str, Any]) -> dict[str, Any]:
+    """The ID token's claims, completed by userinfo with missing ``PROFILE_CLAIMS`` only."""
+    merged = dict(id_claims)
+    for name in PROFILE_CLAIMS:
+        if name not in merged and name in userinfo:
+            merged[name] = userinfo[name]
+    return merged
 
 
 def end_session_url(*, id_token_hint: str, post_logout_redirect_uri: str) -> str | None:

@@ -96,4 +96,6 @@ def helpdesk_group(db: None) -> Any:
     migration.create_helpdesk_group(apps, None)
     alerts = importlib.import_module("mycert.migrations.0004_helpdesk_sees_alerts")
     alerts.allow_helpdesk_to_view_alerts(apps, None)
+    hardening = importlib.import_module("mycert.migrations.0007_security_hardening")
+    hardening.make_vendors_view_only(apps, None)
     return Group.objects.get(name="Helpdesk")

@@ -25,6 +25,7 @@ from mycert.models import (
     CertificateRequest,
     Crl,
     Delivery,
+    OperatorAlert,
     Professional,
     Vendor,
 )
@@ -663,10 +664,64 @@ def _vendor_form(**fields: Any) -> dict[str, Any]:
     return {"name": "Medsoft", "email": "support@medsoft.lu", "is_active": "on", **fields}
 
 
-def test_add_vendor_with_a_usable_key(
-    helpdesk: Client, agent: User, mycert_gpg_home: Any, vendor_key: GpgKey
+@pytest.fixture
+def superuser() -> User:
+    return User.objects.create_superuser("root", password=None)
+
+
+@pytest.fixture
+def admin_client_(superuser: User) -> Client:
+    """A superuser: the only one who may add or change vendors."""
+    return _client_for(superuser)
+
+
+def test_the_helpdesk_group_holds_no_vendor_change_permission() -> None:
+    codenames = set(
+        Group.objects.get(name="Helpdesk").permissions.values_list("codename", flat=True)
+    )
+    assert "view_vendor" in codenames
+    assert not codenames & {"add_vendor", "change_vendor", "delete_vendor"}
+
+
+def test_the_helpdesk_sees_vendors_but_cannot_add_or_change_them(
+    helpdesk: Client, mycert_gpg_home: Any
 ) -> None:
-    response = helpdesk.post(
+    vendor = _vendor(name="Medsoft", email="old@medsoft.lu")
+
+    assert helpdesk.get(_url("mycert_vendor_changelist")).status_code == 200
+    page = helpdesk.get(_url("mycert_vendor_change", vendor.pk))
+    assert page.status_code == 200
+    assert "old@medsoft.lu" in page.content.decode()
+    assert 'name="email"' not in page.content.decode()  # read-only view
+    changed = helpdesk.post(
+        _url("mycert_vendor_change", vendor.pk), _vendor_form(email="evil@example.lu")
+    )
+    added = helpdesk.post(_url("mycert_vendor_add"), _vendor_form(name="Evil"))
+
+    assert changed.status_code == 403
+    assert added.status_code == 403
+    assert Vendor.objects.get(pk=vendor.pk).email == "old@medsoft.lu"
+    assert Vendor.objects.count() == 1
+
+
+def test_even_a_staff_member_granted_change_vendor_cannot_change_one(
+    mycert_gpg_home: Any,
+) -> None:
+    vendor = _vendor(name="Medsoft", email="old@medsoft.lu")
+    staff = _client_for(_staff("granted", perms=("view_vendor", "add_vendor", "change_vendor")))
+
+    response = staff.post(
+        _url("mycert_vendor_change", vendor.pk), _vendor_form(email="evil@example.lu")
+    )
+
+    assert response.status_code == 403
+    assert Vendor.objects.get(pk=vendor.pk).email == "old@medsoft.lu"
+
+
+def test_add_vendor_with_a_usable_key(
+    admin_client_: Client, superuser: User, mycert_gpg_home: Any, vendor_key: GpgKey
+) -> None:
+    response = admin_client_.post(
         _url("mycert_vendor_add"), _vendor_form(pgp_public_key=vendor_key.public)
     )
 
@@ -676,16 +731,28 @@ def test_add_vendor_with_a_usable_key(
     assert vendor.pgp_expires_at is not None
     assert any(vendor_key.fingerprint in m for m in _messages(response))
     event = AuditEvent.objects.get(action="vendor.created", object_id=str(vendor.pk))
-    assert event.actor == f"user:{agent.pk}"
+    assert event.actor == f"user:{superuser.pk}"
     assert event.details["pgp_fingerprint"] == vendor_key.fingerprint
-    change_page = helpdesk.get(_url("mycert_vendor_change", vendor.pk))
+    assert OperatorAlert.objects.filter(
+        kind="vendor_changed", recipient=OperatorAlert.Recipient.SECURITY
+    ).exists()
+    change_page = admin_client_.get(_url("mycert_vendor_change", vendor.pk))
     assert vendor_key.fingerprint in change_page.content.decode()
 
 
-def test_expired_vendor_key_is_refused(
-    helpdesk: Client, mycert_gpg_home: Any, expired_key: GpgKey
+def test_adding_a_vendor_without_a_key_warns_it_will_not_be_offered(
+    admin_client_: Client, mycert_gpg_home: Any
 ) -> None:
-    response = helpdesk.post(
+    response = admin_client_.post(_url("mycert_vendor_add"), _vendor_form())
+
+    assert response.status_code == 302
+    assert any("MYCERT_VENDOR_COPY_REQUIRES_PGP" in m for m in _messages(response))
+
+
+def test_expired_vendor_key_is_refused(
+    admin_client_: Client, mycert_gpg_home: Any, expired_key: GpgKey
+) -> None:
+    response = admin_client_.post(
         _url("mycert_vendor_add"), _vendor_form(pgp_public_key=expired_key.public)
     )
 
@@ -695,10 +762,12 @@ def test_expired_vendor_key_is_refused(
     assert not Vendor.objects.exists()
 
 
-def test_change_vendor_is_audited(helpdesk: Client, agent: User, mycert_gpg_home: Any) -> None:
+def test_change_vendor_is_audited_and_reported_to_security(
+    admin_client_: Client, superuser: User, mycert_gpg_home: Any
+) -> None:
     vendor = _vendor(name="Medsoft", email="old@medsoft.lu")
 
-    response = helpdesk.post(
+    response = admin_client_.post(
         _url("mycert_vendor_change", vendor.pk),
         _vendor_form(email="new@medsoft.lu", legacy_keystore="on"),
     )
@@ -708,14 +777,19 @@ def test_change_vendor_is_audited(helpdesk: Client, agent: User, mycert_gpg_home
     assert vendor.email == "new@medsoft.lu"
     assert vendor.legacy_keystore
     event = AuditEvent.objects.get(action="vendor.changed", object_id=str(vendor.pk))
-    assert event.actor == f"user:{agent.pk}"
+    assert event.actor == f"user:{superuser.pk}"
     assert event.details["changed"]["email"] == {"old": "old@medsoft.lu", "new": "new@medsoft.lu"}
+    assert event.details["fingerprint"] == {"old": "", "new": ""}
+    alert = OperatorAlert.objects.get(kind="vendor_changed")
+    assert alert.recipient == OperatorAlert.Recipient.SECURITY
+    assert "new@medsoft.lu" in alert.body
+    assert "root" in alert.body  # who did it, by name
 
 
-def test_duplicate_vendor_name_is_refused(helpdesk: Client, mycert_gpg_home: Any) -> None:
+def test_duplicate_vendor_name_is_refused(admin_client_: Client, mycert_gpg_home: Any) -> None:
     _vendor(name="Medsoft")
 
-    response = helpdesk.post(_url("mycert_vendor_add"), _vendor_form(name="MEDSOFT"))
+    response = admin_client_.post(_url("mycert_vendor_add"), _vendor_form(name="MEDSOFT"))
 
     assert response.status_code == 200
     assert Vendor.objects.count() == 1

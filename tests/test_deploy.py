@@ -33,7 +33,9 @@ def _production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "mycert.esante.lu",
         "MYCERT_BASE_URL": "https://mycert.esante.lu",
+        "MYCERT_PKI_BASE_URL": "http://mycert.esante.lu",
         "MYCERT_CA_KEY_PASSPHRASE": "x",
+        "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
         "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
         "CACHE_URL": "redis://127.0.0.1:6379/2",
     }
@@ -74,7 +76,7 @@ def test_check_deploy_is_clean_with_a_production_environment(tmp_path: Path) -> 
 
 
 def test_check_deploy_names_a_per_process_cache_and_an_admin_without_otp(tmp_path: Path) -> None:
-    env = _production_env(tmp_path, CACHE_URL="", MYCERT_ADMIN_REQUIRE_OTP="false")
+    env = _production_env(tmp_path, CACHE_URL="locmemcache://", MYCERT_ADMIN_REQUIRE_OTP="false")
     result = subprocess.run(
         [*CHECK_DEPLOY],
         cwd=ROOT,
@@ -109,11 +111,84 @@ def test_https_base_url_turns_on_hsts_secure_cookies_redirect_and_manifest(tmp_p
     assert values["static"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
 
 
-def test_plain_http_base_url_sends_no_hsts(tmp_path: Path) -> None:
-    env = _production_env(tmp_path, MYCERT_BASE_URL="http://mycert.esante.lu")
-    result = _python(env, SETUP + "print(s.SECURE_HSTS_SECONDS, s.SECURE_SSL_REDIRECT)")
+def _minimal_production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """What the issue calls the minimum: debug off, the secret key, the hosts, the secrets."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "MYCERT_VAR_DIR": str(tmp_path / "var"),
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_ALLOWED_HOSTS": "mycert.esante.lu",
+        "MYCERT_CA_KEY_PASSPHRASE": secrets.token_urlsafe(32),
+        "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
+        "MYCERT_OUTBOX_KEY": "x" * 43 + "=",
+    }
+    env.update(overrides)
+    return {name: value for name, value in env.items() if value}
+
+
+def _check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CHECK_DEPLOY], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_check_deploy_is_clean_with_only_the_required_settings(tmp_path: Path) -> None:
+    result = _check_deploy(_minimal_production_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_is_https_by_default_whatever_the_base_url(tmp_path: Path) -> None:
+    code = SETUP + (
+        "print(s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
+        "s.SECURE_HSTS_SECONDS, s.SECURE_REDIRECT_EXEMPT)"
+    )
+    result = _python(_minimal_production_env(tmp_path), code)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["0", "False"]
+    redirect, session, csrf, hsts, *_ = result.stdout.split()
+    assert (redirect, session, csrf, hsts) == ("True", "True", "True", str(365 * 24 * 3600))
+    for exempt in ("^pki/", "^healthz$", "^metrics$"):
+        assert exempt in result.stdout
+
+
+def test_plain_http_when_the_operator_turns_the_redirect_off(tmp_path: Path) -> None:
+    env = _minimal_production_env(
+        tmp_path, MYCERT_BASE_URL="http://mycert.esante.lu", DJANGO_SECURE_SSL_REDIRECT="false"
+    )
+    code = SETUP + (
+        "print(s.SECURE_HSTS_SECONDS, s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, "
+        "s.CSRF_COOKIE_SECURE)"
+    )
+    result = _python(env, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "False", "False", "False"]
+
+
+def test_check_deploy_names_a_plain_relay_an_https_pki_address_and_a_missing_audit_key(
+    tmp_path: Path,
+) -> None:
+    env = _minimal_production_env(
+        tmp_path,
+        EMAIL_URL="smtp://relay.esante.lu:25",
+        MYCERT_BASE_URL="https://mycert.esante.lu",
+        MYCERT_AUDIT_KEY="",
+    )
+    result = _check_deploy(env)
+    assert result.returncode != 0
+    for check_id in ("mycert.W040", "mycert.W041", "mycert.W042"):
+        assert check_id in result.stderr, result.stderr
+
+
+def test_check_deploy_accepts_a_tls_relay_and_a_loopback_one(tmp_path: Path) -> None:
+    for url in ("smtp+tls://relay.esante.lu:587", "smtp://127.0.0.1:25", "smtp://localhost:25"):
+        result = _check_deploy(_minimal_production_env(tmp_path, EMAIL_URL=url))
+        assert "mycert.W040" not in result.stderr, url
+
+
+def test_check_deploy_names_a_short_audit_key(tmp_path: Path) -> None:
+    result = _check_deploy(_minimal_production_env(tmp_path, MYCERT_AUDIT_KEY="short"))
+    assert "mycert.W043" in result.stderr
 
 
 @pytest.mark.django_db
@@ -166,3 +241,15 @@ def test_json_log_lines_name_ids_and_nothing_else_from_extra() -> None:
     assert line["certificate_id"] == 3
     assert line["level"] == "INFO"
     assert "hunter2" not in json.dumps(line)
+
+
+@pytest.mark.django_db
+def test_demo_refuses_to_run_without_debug(settings: Any) -> None:
+    """The demo makes a superuser whose password is in the README."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import CommandError, call_command
+
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="DJANGO_DEBUG=true"):
+        call_command("demo", "--setup-only")
+    assert not get_user_model().objects.filter(username__in=["admin", "helpdesk"]).exists()

@@ -454,6 +454,9 @@ def test_access_denied_at_the_provider(en: Client, oidc_settings: OidcProvider) 
     authorize_url = start_login(en)
     callback_url = oidc_settings.deny(authorize_url)
     assert _query(callback_url)["error"] == "access_denied"
+    # oidc-provider-mock 0.3 leaves state out of its error answer, which RFC 6749
+    # §4.1.2.1 requires; a real provider sends it back, and MyCert checks it first.
+    callback_url = _with_query(callback_url, state=_query(authorize_url)["state"])
 
     response = en.get(callback_path(callback_url))
 
@@ -462,9 +465,29 @@ def test_access_denied_at_the_provider(en: Client, oidc_settings: OidcProvider) 
 
 
 def test_other_provider_error(client: Client, oidc_settings: OidcProvider) -> None:
-    start_login(client)
-    response = client.get("/oidc/callback/", {"error": "server_error", "error_description": "x"})
+    state = _query(start_login(client))["state"]
+    response = client.get(
+        "/oidc/callback/", {"error": "server_error", "error_description": "x", "state": state}
+    )
     _assert_refused(client, response, 400, reason="provider_error")
+
+
+@pytest.mark.parametrize("state", [None, "forged"])
+def test_a_cross_site_error_answer_neither_logs_out_nor_writes_the_audit_trail(
+    client: Client, oidc_settings: OidcProvider, state: str | None
+) -> None:
+    """Any site can send a browser to the callback with ``?error=access_denied``: without
+    this browser's state it is no answer to anything, so the session stays."""
+    login_professional(client, oidc_settings, "sub-marie", professional_claims())
+    user_id = client.session[SESSION_KEY]
+    events = AuditEvent.objects.count()
+
+    query = {"error": "access_denied", **({"state": state} if state else {})}
+    response = client.get("/oidc/callback/", query)
+
+    assert response.status_code == 400
+    assert client.session[SESSION_KEY] == user_id
+    assert AuditEvent.objects.count() == events
 
 
 def test_missing_state_is_refused(client: Client, oidc_settings: OidcProvider) -> None:
@@ -724,6 +747,62 @@ def test_verify_refuses_alg_none_and_hmac(signer: Any) -> None:
             oidc._verify_id_token(client, {"id_token": token}, nonce="n")
 
 
+@pytest.mark.parametrize(
+    ("advertised", "allowed"),
+    [
+        (["HS256", "RS256", "none", "ES256"], ["RS256", "ES256"]),
+        (None, ["RS256"]),  # unspecified: RS256, the discovery default
+    ],
+)
+def test_the_algorithm_filter_keeps_only_asymmetric_algorithms(
+    advertised: list[str] | None, allowed: list[str]
+) -> None:
+    metadata = {} if advertised is None else {"id_token_signing_alg_values_supported": advertised}
+    assert oidc.allowed_id_token_algorithms(metadata) == allowed
+
+
+@pytest.mark.parametrize("advertised", [["HS256"], ["none"], ["HS256", "HS512"], "RS256"])
+def test_discovery_without_an_accepted_algorithm_refuses_the_login(
+    advertised: object, signer: Any
+) -> None:
+    """An empty list would mean "joserfc's recommended set", HS256 included: refuse."""
+    client, _key, _issuer = signer
+    client.server_metadata["id_token_signing_alg_values_supported"] = advertised
+
+    with pytest.raises(LoginRefused) as refused:
+        oidc._load_metadata(client)
+
+    assert refused.value.code is RefusalCode.PROVIDER_UNAVAILABLE
+
+
+def test_login_page_refuses_a_provider_offering_only_symmetric_algorithms(
+    client: Client, oidc_settings: OidcProvider
+) -> None:
+    oidc_client = oidc.get_client()
+    metadata = oidc._load_metadata(oidc_client)
+    metadata["id_token_signing_alg_values_supported"] = ["HS256"]
+    oidc_client.server_metadata.update(metadata)
+
+    response = client.get("/oidc/login/")
+
+    assert response.status_code == 503
+
+
+def test_userinfo_never_supplies_the_e_mail() -> None:
+    """The keystore goes to the e-mail: it must come from the signed ID token."""
+    merged = oidc.merge_userinfo(
+        {"sub": "s", "given_name": "Marie"},
+        {
+            "sub": "s",
+            "family_name": "Muller",
+            "email": "attacker@example.com",
+            "email_verified": True,
+            "acr": "x",
+        },
+    )
+    assert merged == {"sub": "s", "given_name": "Marie", "family_name": "Muller"}
+
+
 # --- the pure claim checks -------------------------------------------------------------------
 
 
@@ -814,6 +893,8 @@ def acr_settings(settings: SettingsWrapper) -> None:
         ({"email": None}, RefusalCode.MISSING_EMAIL),
         ({"email": "not-an-address"}, RefusalCode.MISSING_EMAIL),
         ({"email_verified": False}, RefusalCode.MISSING_EMAIL),
+        ({"email_verified": None}, RefusalCode.MISSING_EMAIL),  # absent is not a yes
+        ({"email_verified": "true"}, RefusalCode.MISSING_EMAIL),
         ({"given_name": None}, RefusalCode.INVALID_PROFILE),
         ({"family_name": " "}, RefusalCode.INVALID_PROFILE),
         ({"acr": WEAK_ACR}, RefusalCode.WEAK_ACR),

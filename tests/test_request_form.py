@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from mycert.models import AuditEvent, CertificateRequest
 from tests.factories import CertificateRequestFactory, ProfessionalFactory, VendorFactory
 
 pytestmark = pytest.mark.django_db
+
+# A pinned OpenPGP fingerprint: the form offers only vendors whose copies are encrypted
+# (MYCERT_VENDOR_COPY_REQUIRES_PGP). No mail is sent here, so no key is needed in gpg.
+PINNED = "A" * 40
 
 
 @pytest.fixture
@@ -38,8 +45,8 @@ def test_anonymous_is_sent_to_login(client: Client) -> None:
 
 
 def test_form_in_french_by_default(professional_client: Client) -> None:
-    VendorFactory.create(name="Logiciel Médical SA")
-    VendorFactory.create(name="Ancien Éditeur", is_active=False)
+    VendorFactory.create(name="Logiciel Médical SA", pgp_fingerprint=PINNED)
+    VendorFactory.create(name="Ancien Éditeur", is_active=False, pgp_fingerprint=PINNED)
     response = professional_client.get(reverse("request-certificate"))
     page = response.content.decode()
     assert response.status_code == 200
@@ -56,7 +63,7 @@ def test_form_in_french_by_default(professional_client: Client) -> None:
 def test_submit_records_request_consent_and_queues_issuance(
     professional_client: Client, queued: list[int], django_capture_on_commit_callbacks
 ) -> None:
-    vendor = VendorFactory.create()
+    vendor = VendorFactory.create(pgp_fingerprint=PINNED)
     with django_capture_on_commit_callbacks(execute=True):
         response = professional_client.post(
             reverse("request-certificate"), {"vendor": str(vendor.pk), "terms_accepted": "on"}
@@ -119,6 +126,28 @@ def test_bad_input_is_refused_clearly(
     assert message in response.content.decode()
     assert not CertificateRequest.objects.exists()
     assert queued == []
+
+
+def test_a_vendor_without_a_usable_key_is_neither_offered_nor_accepted(
+    professional_client: Client, queued: list[int]
+) -> None:
+    """A copy in clear would put the keystore and its password in one mailbox."""
+    keyless = VendorFactory.create(name="Éditeur sans clé")
+    expired = VendorFactory.create(
+        name="Éditeur clé échue",
+        pgp_fingerprint=PINNED,
+        pgp_expires_at=timezone.now() - timedelta(days=1),
+    )
+
+    page = professional_client.get(reverse("request-certificate")).content.decode()
+    assert "Éditeur sans clé" not in page
+    assert "Éditeur clé échue" not in page
+    for vendor in (keyless, expired):
+        response = professional_client.post(
+            reverse("request-certificate"), {"vendor": str(vendor.pk), "terms_accepted": "on"}
+        )
+        assert response.status_code == 400
+    assert not CertificateRequest.objects.exists()
 
 
 def test_inactive_vendor_is_refused(professional_client: Client, queued: list[int]) -> None:

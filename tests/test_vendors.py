@@ -6,15 +6,23 @@ import io
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from mycert.models import AuditEvent, Vendor
-from mycert.services.vendors import clean_pgp_key, vendor_create, vendor_set_pgp_key
+from mycert.models import AuditEvent, OperatorAlert, Vendor
+from mycert.services.vendors import (
+    clean_pgp_key,
+    vendor_create,
+    vendor_set_pgp_key,
+    vendor_update,
+    vendors_offered,
+)
 from tests.support.gpg import GpgKey
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("mycert_gpg_home")]
@@ -185,8 +193,8 @@ def test_vendor_set_pgp_key_audits_old_and_new(vendor_key: GpgKey, key_factory: 
     assert removed.pgp_fingerprint == ""
     assert removed.pgp_public_key == ""
     assert removed.pgp_expires_at is None
-    event = AuditEvent.objects.get(action="vendor.pgp_key_removed")
-    assert event.details["previous_fingerprint"] == vendor_key.fingerprint
+    event = AuditEvent.objects.filter(action="vendor.changed").latest("pk")
+    assert event.details["fingerprint"] == {"old": vendor_key.fingerprint, "new": ""}
 
 
 def test_vendor_set_pgp_key_refuses_and_keeps_the_old_key(
@@ -217,3 +225,96 @@ def test_clean_pgp_key_for_forms(vendor_key: GpgKey, sign_only_key: GpgKey) -> N
         clean_pgp_key(sign_only_key.public, now=timezone.now())
     assert caught.value.code == "invalid_pgp_key"
     assert "encryption" in caught.value.messages[0]
+
+
+# --- Who may change a vendor, and who hears of it ---------------------------------------------
+
+
+def test_add_vendor_without_a_key_says_professionals_cannot_choose_it() -> None:
+    output = add_vendor("--name", "Sans clé", "--email", "it@nokey.example.lu")
+
+    assert "professionals cannot choose this vendor" in output
+    assert "MYCERT_VENDOR_COPY_REQUIRES_PGP" in output
+    assert not vendors_offered(now=timezone.now()).exists()
+
+
+def test_only_vendors_with_a_usable_key_are_offered(
+    settings: pytest.FixtureRequest, vendor_key: GpgKey
+) -> None:
+    now = timezone.now()
+    with_key = vendor_create(
+        name="Avec clé", email="a@vendor.example.lu", pgp_key=vendor_key.public, actor="t", now=now
+    )
+    vendor_create(name="Sans clé", email="b@vendor.example.lu", actor="t", now=now)
+    expired = vendor_create(
+        name="Clé échue", email="c@vendor.example.lu", pgp_key=vendor_key.public, actor="t", now=now
+    )
+    Vendor.objects.filter(pk=expired.pk).update(pgp_expires_at=now - timedelta(days=1))
+
+    assert list(vendors_offered(now=now)) == [with_key]
+    settings.MYCERT_VENDOR_COPY_REQUIRES_PGP = False  # type: ignore[attr-defined]
+    assert vendors_offered(now=now).count() == 3
+
+
+def test_a_changed_address_or_key_is_audited_with_both_fingerprints_and_alerts_security(
+    vendor_key: GpgKey, key_factory: Any
+) -> None:
+    vendor = vendor_create(
+        name="V",
+        email="v@vendor.example.lu",
+        pgp_key=vendor_key.public,
+        actor="t",
+        now=timezone.now(),
+    )
+    new_key: GpgKey = key_factory("Other <other@vendor.example.lu>")
+
+    vendor_update(
+        vendor_id=vendor.pk,
+        email="elsewhere@attacker.example",
+        pgp_key=new_key.public,
+        actor="user:5",
+        now=timezone.now(),
+    )
+
+    event = AuditEvent.objects.filter(action="vendor.changed").latest("pk")
+    assert event.actor == "user:5"
+    assert event.details["fingerprint"] == {
+        "old": vendor_key.fingerprint,
+        "new": new_key.fingerprint,
+    }
+    assert event.details["changed"]["email"] == {
+        "old": "v@vendor.example.lu",
+        "new": "elsewhere@attacker.example",
+    }
+    alert = OperatorAlert.objects.filter(kind="vendor_changed").latest("pk")
+    assert alert.recipient == OperatorAlert.Recipient.SECURITY
+    assert "éditeur modifié" in alert.subject
+    assert "elsewhere@attacker.example" in alert.body
+    assert vendor_key.fingerprint in alert.body
+    assert new_key.fingerprint in alert.body
+
+
+def test_a_new_vendor_alerts_security() -> None:
+    vendor_create(name="Nouveau", email="n@vendor.example.lu", actor="t", now=timezone.now())
+
+    alert = OperatorAlert.objects.get(kind="vendor_changed")
+    assert alert.recipient == OperatorAlert.Recipient.SECURITY
+    assert "Nouveau" in alert.subject
+    assert "les copies ne peuvent pas être chiffrées" in alert.body
+
+
+def test_a_refused_change_writes_nothing(expired_key: GpgKey) -> None:
+    vendor = vendor_create(name="V", email="v@vendor.example.lu", actor="t", now=timezone.now())
+    events, alerts = AuditEvent.objects.count(), OperatorAlert.objects.count()
+
+    with pytest.raises(ValueError, match="expired"):
+        vendor_update(
+            vendor_id=vendor.pk,
+            email="x@elsewhere.example",
+            pgp_key=expired_key.public,
+            actor="t",
+            now=timezone.now(),
+        )
+
+    assert Vendor.objects.get(pk=vendor.pk).email == "v@vendor.example.lu"
+    assert (AuditEvent.objects.count(), OperatorAlert.objects.count()) == (events, alerts)

@@ -19,6 +19,9 @@ os.environ.setdefault("MYCERT_CA_KEY_PASSPHRASE", "test-ca-passphrase-of-20-char
 os.environ.setdefault("MYCERT_OUTBOX_KEY", "bXljZXJ0IHRlc3Qgb3V0Ym94IGtleSwgbm90IHJlYWw=")
 os.environ.setdefault("MYCERT_GNUPG_HOME", tempfile.mkdtemp(prefix="g", dir="/tmp"))
 os.environ.setdefault("MYCERT_BASE_URL", "http://testserver")
+# Production redirects to HTTPS by default; the test client speaks plain http.
+os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("CACHE_URL", "locmemcache://")
 # Tests never run collectstatic; admin OTP is tested on its own (tests/test_admin_otp.py).
 os.environ.setdefault("MYCERT_STATIC_MANIFEST", "false")
 os.environ.setdefault("MYCERT_ADMIN_REQUIRE_OTP", "false")

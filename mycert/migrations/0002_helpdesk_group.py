@@ -11,9 +11,10 @@ HELPDESK_PERMISSIONS = [
     ("mycert", "revoke_certificate"),
     ("mycert", "view_delivery"),
     ("mycert", "change_delivery"),  # the "retry" action
+    # View only: a vendor decides where copies of keystores go, so only superusers add
+    # or change vendors (DESIGN.md §2). Databases migrated while this list still held
+    # add_vendor and change_vendor lose them in 0007_security_hardening.
     ("mycert", "view_vendor"),
-    ("mycert", "add_vendor"),
-    ("mycert", "change_vendor"),
     ("mycert", "view_professional"),
     ("mycert", "view_auditevent"),
     ("mycert", "view_crl"),

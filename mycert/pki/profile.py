@@ -138,13 +138,17 @@ def _subject(identity: ProfessionalIdentity, profile: ProfessionalProfile) -> x5
     )
 
 
-def _key_usage(public_key: PublicKey) -> x509.KeyUsage:
-    # keyEncipherment only for RSA: an EC key cannot do key transport (RFC 5480 §3;
-    # RFC 8813 even forbids it), while RSA client keys may decrypt S/MIME or TLS-RSA.
+def _key_usage() -> x509.KeyUsage:
+    # digitalSignature only, for RSA and EC alike: TLS client authentication signs
+    # (CertificateVerify, RFC 8446 §4.4.3; RFC 5246 §7.4.8), whatever the key exchange;
+    # RSA key transport decrypts with the server's key, never the client's. ETSI EN 319
+    # 412-2 §4.3.2 (NAT-4.3.2-1) warns about mixed usage (digitalSignature plus
+    # keyEncipherment). No client of the agency is known to need keyEncipherment (it
+    # would be S/MIME decryption, which these certificates are not for).
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
-        key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
+        key_encipherment=False,
         data_encipherment=False,
         key_agreement=False,
         key_cert_sign=False,
@@ -191,7 +195,7 @@ def issue_professional_certificate(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(public_key), critical=True)
+        .add_extension(_key_usage(), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         # Non-critical: the subject DN is not empty (RFC 5280 §4.2.1.6).
         .add_extension(

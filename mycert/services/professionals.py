@@ -69,9 +69,9 @@ def _profile_from_claims(claims: Mapping[str, Any], *, sub: str) -> _Profile:
         validate_email(email)
     except ValidationError as exc:
         raise LoginRefused(RefusalCode.MISSING_EMAIL, "invalid", sub=sub) from exc
-    # The keystore is mailed to this address: an address the provider itself calls
-    # unverified is not good enough (OIDC Core §5.1 "email_verified").
-    if claims.get("email_verified") is False:
+    # The keystore is mailed to this address: only an address the provider vouches for
+    # will do (OIDC Core §5.1 "email_verified" true; absent is not a yes).
+    if claims.get("email_verified") is not True:
         raise LoginRefused(RefusalCode.MISSING_EMAIL, "unverified", sub=sub)
     names: list[str] = []
     for claim in ("given_name", "family_name"):

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from mycert import ca_store
 from mycert.models import Certificate, Crl
@@ -70,35 +71,48 @@ def _server_bound_cursor() -> Iterator[Any]:
         yield cursor
 
 
-def crl_publish(*, now: datetime) -> Crl:
+def crl_publish(*, now: datetime | None = None) -> Crl:
     """Sign a fresh CRL over every revoked, unexpired certificate and store it.
 
-    CRL numbers only increase (RFC 5280 §5.2.3): the number is taken under a lock.
+    CRL numbers only increase (RFC 5280 §5.2.3): the number is taken under a lock. The
+    clock is read under that lock too (unless the caller passes ``now``), and
+    thisUpdate is never earlier than a listed revocation nor than the previous CRL's:
+    a revocation time written by a web host whose clock runs a little ahead of
+    this worker's still gets into this CRL, instead of failing it (RFC 5280 §5.1.2.4,
+    §5.3.2: an entry's revocationDate is not after the CRL's thisUpdate).
     """
     ca = ca_store.load_ca()
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CRL_LOCK_ID])
-        last_number = Crl.objects.order_by("-number").values_list("number", flat=True).first() or 0
+        if now is None:
+            now = timezone.now()  # under the lock: after any CRL signed before this one
+        last = Crl.objects.order_by("-number").values_list("number", "this_update").first()
+        last_number = last[0] if last else 0
         entries = [
             _entry(serial, revoked_at, reason, compromised_at)
             for serial, revoked_at, reason, compromised_at in _revoked_rows(now)
             if revoked_at is not None  # always true for for_crl(); narrows the type
         ]
+        # From the rows actually listed, not a separate query: a revocation committed
+        # between two statements is either in both or in neither.
+        this_update = max([now, *(entry.revoked_at for entry in entries)])
+        if last is not None:
+            this_update = max(this_update, last[1])
         crl = build_crl(
             issuer=ca.issuing,
             entries=entries,
             crl_number=last_number + 1,
-            this_update=now,
-            next_update=now + settings.MYCERT_CRL_VALIDITY,
+            this_update=this_update,
+            next_update=this_update + settings.MYCERT_CRL_VALIDITY,
         )
         der = crl.public_bytes(serialization.Encoding.DER)
         postgresql = connection.vendor == "postgresql"
         record = Crl.objects.create(
             number=last_number + 1,
-            this_update=now,
-            next_update=now + settings.MYCERT_CRL_VALIDITY,
+            this_update=this_update,
+            next_update=this_update + settings.MYCERT_CRL_VALIDITY,
             entries=len(entries),
             der=b"" if postgresql else der,
         )

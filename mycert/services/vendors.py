@@ -3,23 +3,39 @@
 A key is checked when it is entered (one public key, not expired or revoked, able to
 encrypt) and its fingerprint pinned; the vendor's deliveries are encrypted to that
 fingerprint only. The admin form and ``manage.py add_vendor`` both come here.
+
+Vendors decide where copies of keystores and passwords go: only superusers add or
+change them (the helpdesk only views them, DESIGN.md §2), every change is audited, and
+the agency's security officer gets an e-mail (``MYCERT_SECURITY_EMAIL``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import Q, QuerySet
 
 from mycert.mail.gpg import KeyInfo, OpenPgp
-from mycert.models import Vendor
-from mycert.services.audit import audit_record
+from mycert.models import OperatorAlert, Vendor
+from mycert.services.alerts import operator_alert_create
+from mycert.services.audit import actor_display, audit_record
 
-__all__ = ["clean_pgp_key", "openpgp", "vendor_create", "vendor_set_pgp_key"]
+__all__ = [
+    "UNCHANGED",
+    "clean_pgp_key",
+    "openpgp",
+    "vendor_create",
+    "vendor_key_is_usable",
+    "vendor_set_pgp_key",
+    "vendor_update",
+    "vendors_offered",
+]
 
 
 @cache
@@ -56,10 +72,15 @@ def vendor_create(
     email: str,
     pgp_key: str = "",
     legacy_keystore: bool = False,
+    is_active: bool = True,
     actor: str,
     now: datetime,
 ) -> Vendor:
-    """Register a vendor; ``ValueError`` (nothing written) if a value is refused."""
+    """Register a vendor; ``ValueError`` (nothing written) if a value is refused.
+
+    Audited, and reported to the security officer (``MYCERT_SECURITY_EMAIL``): a new
+    vendor is a new place where keystores may go.
+    """
     name = name.strip()
     email = email.strip()
     if not name:
@@ -82,34 +103,168 @@ def vendor_create(
         pgp_fingerprint=info.fingerprint if info else "",
         pgp_expires_at=info.expires_at if info else None,
         legacy_keystore=legacy_keystore,
+        is_active=is_active,
     )
     audit_record(
         actor=actor,
         action="vendor.created",
         target=vendor,
-        details={"name": vendor.name, "legacy_keystore": legacy_keystore, **_key_details(info)},
+        details={
+            "name": vendor.name,
+            "email": vendor.email,
+            "legacy_keystore": legacy_keystore,
+            **_key_details(info),
+        },
+    )
+    _alert_security(
+        vendor=vendor,
+        actor=actor,
+        change="created",
+        changed={
+            field: {"old": None, "new": getattr(vendor, field)} for field in _SENSITIVE_FIELDS
+        },
     )
     return vendor
+
+
+class _Unchanged:
+    """Marks an argument of ``vendor_update`` left out (``None`` is no valid value here)."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Any = _Unchanged()
+
+# What decides where a vendor's copies of keystores and passwords go, and how protected
+# they are: any change to these reaches the security officer, not only the audit trail.
+_SENSITIVE_FIELDS = ("email", "pgp_fingerprint", "legacy_keystore", "is_active")
 
 
 @transaction.atomic
-def vendor_set_pgp_key(*, vendor_id: int, pgp_key: str, actor: str, now: datetime) -> Vendor:
-    """Replace (or, with an empty key, remove) a vendor's OpenPGP key.
+def vendor_update(
+    *,
+    vendor_id: int,
+    actor: str,
+    now: datetime,
+    name: str = UNCHANGED,
+    email: str = UNCHANGED,
+    pgp_key: str = UNCHANGED,
+    legacy_keystore: bool = UNCHANGED,
+    is_active: bool = UNCHANGED,
+) -> Vendor:
+    """Change a vendor (superusers only, in the admin); audit it and alert security.
 
-    Deliveries already created stay pinned to the old fingerprint; a failed one picks
-    up the new key when the helpdesk retries it (``delivery_retry``).
+    Arguments left out stay as they are; an empty ``pgp_key`` removes the key. Raises
+    ``ValueError`` (nothing written) if a value is refused. The audit event lists each
+    changed field with its old and new value and, when the e-mail or the key changes,
+    the old and new fingerprint: whoever reads the trail sees where copies went before
+    and where they go now. Deliveries already created stay pinned to the old
+    fingerprint; a failed one picks up the new key when the helpdesk retries it.
     """
     vendor = Vendor.objects.select_for_update().get(pk=vendor_id)
-    info = openpgp().inspect_public_key(pgp_key, now=now) if pgp_key.strip() else None
-    previous = vendor.pgp_fingerprint
-    vendor.pgp_public_key = pgp_key.strip() if info else ""
-    vendor.pgp_fingerprint = info.fingerprint if info else ""
-    vendor.pgp_expires_at = info.expires_at if info else None
-    vendor.save(update_fields=["pgp_public_key", "pgp_fingerprint", "pgp_expires_at"])
-    audit_record(
-        actor=actor,
-        action="vendor.pgp_key_set" if info else "vendor.pgp_key_removed",
-        target=vendor,
-        details={"previous_fingerprint": previous, **_key_details(info)},
-    )
+    old = {field: getattr(vendor, field) for field in (*_SENSITIVE_FIELDS, "name")}
+    if name is not UNCHANGED:
+        name = name.strip()
+        if not name:
+            raise ValueError("The vendor's name is empty.")
+        taken = {
+            existing.casefold()
+            for existing in Vendor.objects.exclude(pk=vendor.pk).values_list("name", flat=True)
+        }
+        if name.casefold() in taken:
+            raise ValueError(f"A vendor named {name!r} already exists.")
+        vendor.name = name
+    if email is not UNCHANGED:
+        email = email.strip()
+        try:
+            validate_email(email)
+        except ValidationError as exc:
+            raise ValueError(f"{email!r} is not a valid e-mail address.") from exc
+        vendor.email = email
+    key_info: KeyInfo | None = None
+    if pgp_key is not UNCHANGED:
+        key_info = openpgp().inspect_public_key(pgp_key, now=now) if pgp_key.strip() else None
+        vendor.pgp_public_key = pgp_key.strip() if key_info else ""
+        vendor.pgp_fingerprint = key_info.fingerprint if key_info else ""
+        vendor.pgp_expires_at = key_info.expires_at if key_info else None
+    if legacy_keystore is not UNCHANGED:
+        vendor.legacy_keystore = bool(legacy_keystore)
+    if is_active is not UNCHANGED:
+        vendor.is_active = bool(is_active)
+    changed = {
+        field: {"old": value, "new": getattr(vendor, field)}
+        for field, value in old.items()
+        if getattr(vendor, field) != value
+    }
+    if not changed:
+        return vendor
+    vendor.save()
+    details: dict[str, object] = {"changed": changed}
+    if "email" in changed or "pgp_fingerprint" in changed:
+        details["fingerprint"] = {
+            "old": old["pgp_fingerprint"],
+            "new": vendor.pgp_fingerprint,
+        }
+    if key_info is not None:
+        details.update(_key_details(key_info))
+    audit_record(actor=actor, action="vendor.changed", target=vendor, details=details)
+    if any(field in changed for field in _SENSITIVE_FIELDS):
+        _alert_security(vendor=vendor, actor=actor, change="changed", changed=changed)
     return vendor
+
+
+def vendor_set_pgp_key(*, vendor_id: int, pgp_key: str, actor: str, now: datetime) -> Vendor:
+    """Replace (or, with an empty key, remove) a vendor's OpenPGP key."""
+    return vendor_update(vendor_id=vendor_id, pgp_key=pgp_key, actor=actor, now=now)
+
+
+def vendor_key_is_usable(vendor: Vendor, *, now: datetime) -> bool:
+    """Whether copies to ``vendor`` can be encrypted: a pinned key, not expired."""
+    return bool(vendor.pgp_fingerprint) and (
+        vendor.pgp_expires_at is None or vendor.pgp_expires_at > now
+    )
+
+
+def vendors_offered(*, now: datetime) -> QuerySet[Vendor]:
+    """Vendors a professional may choose on the form (DESIGN.md §1).
+
+    With ``MYCERT_VENDOR_COPY_REQUIRES_PGP`` (the default), only vendors whose copies
+    can be encrypted: a copy in clear would put the keystore and its password in the
+    same mailbox, which undoes the two-e-mail split.
+    """
+    vendors = Vendor.objects.filter(is_active=True)
+    if settings.MYCERT_VENDOR_COPY_REQUIRES_PGP:
+        vendors = vendors.exclude(pgp_fingerprint="").filter(
+            Q(pgp_expires_at__isnull=True) | Q(pgp_expires_at__gt=now)
+        )
+    return vendors.order_by("name")
+
+
+def _alert_security(
+    *, vendor: Vendor, actor: str, change: str, changed: dict[str, dict[str, object]]
+) -> None:
+    operator_alert_create(
+        recipient=OperatorAlert.Recipient.SECURITY,
+        kind="vendor_changed",
+        context={
+            "vendor_id": vendor.pk,
+            "vendor_name": vendor.name,
+            "change": change,
+            "actor": actor_display(actor),
+            "changed": [
+                {
+                    "field": field,
+                    # Lazy: rendered in the agency's language by operator_alert_create.
+                    "label": getattr(Vendor._meta.get_field(field), "verbose_name", field),
+                    "old": values["old"],
+                    "new": values["new"],
+                }
+                for field, values in changed.items()
+            ],
+            "email": vendor.email,
+            "fingerprint": vendor.pgp_fingerprint,
+            "legacy_keystore": vendor.legacy_keystore,
+            "is_active": vendor.is_active,
+        },
+    )

@@ -12,10 +12,20 @@ from mycert.services.publication import crl_publish
 __all__ = ["publish_crl", "refresh_ocsp_responses", "renew_ocsp_responder", "sign_ocsp_responses"]
 
 
-@shared_task(acks_late=True)
+# A revocation's CRL must not wait for the hourly run because of a passing failure (a
+# database restart, a lock timeout): retried with back-off, well below the broker's
+# visibility timeout (DESIGN.md §7).
+@shared_task(
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=8,
+)
 def publish_crl() -> int:
-    """Sign and store a new CRL; return its number."""
-    return crl_publish(now=timezone.now()).number
+    """Sign and store a new CRL (clock read under the CRL lock); return its number."""
+    return crl_publish().number
 
 
 @shared_task(acks_late=True)

@@ -184,6 +184,9 @@ class Site:
     oidc: OidcProvider
     smtp: Any
     tasks: HeldTasks
+    # A vendor's OpenPGP public key in MyCert's keyring: the form offers only vendors
+    # whose copies are encrypted (MYCERT_VENDOR_COPY_REQUIRES_PGP).
+    vendor_key: str = ""
 
     def professional(self, sub: str, **claims: Any) -> str:
         """Create ``sub`` at the OpenID provider with a professional's claims."""
@@ -201,6 +204,8 @@ def site(
     eager_tasks: None,
     monkeypatch: pytest.MonkeyPatch,
     transactional_db: None,
+    mycert_gpg_home: Any,
+    vendor_key: Any,
 ) -> Site:
     """MyCert on ``live_server`` with the real OpenID provider, SMTP and eager tasks."""
     import mycert.tasks.issuance
@@ -216,4 +221,10 @@ def site(
     settings.CONTENT_SECURITY_POLICY = policy
     held = HeldTasks(task=mycert.tasks.issuance.issue_certificate)
     monkeypatch.setattr(mycert.tasks.issuance, "issue_certificate", held)
-    return Site(url=live_server.url, oidc=oidc_settings, smtp=smtp_settings, tasks=held)
+    return Site(
+        url=live_server.url,
+        oidc=oidc_settings,
+        smtp=smtp_settings,
+        tasks=held,
+        vendor_key=vendor_key.public,
+    )

@@ -31,7 +31,12 @@ def switch_language(page: Page, code: str) -> None:
     expect(page.locator("html")).to_have_attribute("lang", code)
 
 
-def make_vendor(name: str = "Logiciel Médical SA") -> Vendor:
+def make_vendor(*, pgp_key: str, name: str = "Logiciel Médical SA") -> Vendor:
+    """A vendor with its OpenPGP key (the form offers no other, by default)."""
     return vendor_create(
-        name=name, email="support@logiciel-medical.example.lu", actor="system", now=timezone.now()
+        name=name,
+        email="support@logiciel-medical.example.lu",
+        pgp_key=pgp_key,
+        actor="system",
+        now=timezone.now(),
     )

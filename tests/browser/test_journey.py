@@ -69,7 +69,7 @@ TEXT = {
 @pytest.mark.parametrize("language", ["fr", "de", "en"])
 def test_professional_journey(site: Site, page: Page, shot: Shot, language: str) -> None:
     text = TEXT[language]
-    vendor = make_vendor()
+    vendor = make_vendor(pgp_key=site.vendor_key)
     sub = site.professional(
         f"journey-{language}", email=f"anne.{language}@cabinet.example.lu", given_name="Anne"
     )

@@ -32,7 +32,7 @@ def tab_to(page: Page, element_id: str, *, limit: int = 40) -> int:
 
 
 def test_keyboard_only_request(site: Site, page: Page, shot: Callable[[Page, str], Path]) -> None:
-    vendor = make_vendor()
+    vendor = make_vendor(pgp_key=site.vendor_key)
     sub = site.professional("keyboard-user")
     log_in(page, site.url, sub)
     expect(page).to_have_url(site.url + "/request/")

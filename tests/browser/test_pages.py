@@ -34,7 +34,7 @@ def test_form_and_its_errors_explain_what_to_do(
     site: Site, a11y_page: Page, shot: Shot, axe: Axe
 ) -> None:
     page = a11y_page
-    make_vendor()
+    make_vendor(pgp_key=site.vendor_key)
     page.goto(site.url + "/")
     expect(page.get_by_role("heading", level=1)).to_have_text("Votre certificat eSanté")
     assert_accessible(axe, page)

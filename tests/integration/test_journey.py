@@ -205,7 +205,9 @@ def test_professional_receives_keystore_and_password_vendor_gets_encrypted_copy(
 
     request = CertificateRequest.objects.get()
     try:
-        wait_until(lambda: len(smtp_process.messages()) >= 4, timeout=90, what="four e-mails")
+        wait_until(
+            lambda: len(smtp_process.outbox_messages()) >= 4, timeout=90, what="four e-mails"
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- worker log ---\n{journey.logs()[-6000:]}") from exc
     elapsed = time.monotonic() - started
@@ -219,7 +221,7 @@ def test_professional_receives_keystore_and_password_vendor_gets_encrypted_copy(
     with capsys.disabled():
         print(f"\n[journey] from “Envoyer” to the last e-mail accepted: {elapsed:.2f} s")
 
-    messages = smtp_process.messages()
+    messages = smtp_process.outbox_messages()
     assert len(messages) == 4, "two e-mails to the professional, two to the vendor, no more"
     assert len(set(smtp_process.by_message_id())) == 4
     to_professional = [m for m in messages if "anne.muller@cabinet.lu" in str(m["To"])]

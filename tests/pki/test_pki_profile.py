@@ -50,8 +50,8 @@ def test_extensions(leaf: Leaf, issuing_ca: CertificateAuthority) -> None:
     key_usage = extensions[x509.KeyUsage.oid]
     assert key_usage.critical
     assert key_usage.value.digital_signature
-    # keyEncipherment only where the key can do key transport.
-    assert key_usage.value.key_encipherment is (leaf.key_type is not KeyType.EC_P256)
+    # digitalSignature only, RSA included: TLS client authentication only signs.
+    assert not key_usage.value.key_encipherment
     assert not key_usage.value.key_cert_sign
 
     assert list(extensions[x509.ExtendedKeyUsage.oid].value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -261,3 +261,13 @@ def test_pkilint_professional_certificate(leaf: Leaf) -> None:
     blocking = [f for f in findings if f["severity"] in {"ERROR", "FATAL"}]
     assert not blocking, blocking
     assert {f["severity"] for f in findings} <= {"INFO"}, findings
+
+
+def test_etsi_natural_person_lint_finds_no_mixed_key_usage(leaf: Leaf) -> None:
+    """ETSI EN 319 412-2 NAT-4.3.2-1: one key usage setting, not signature plus encipherment."""
+    findings = pkilint_findings(
+        "lint_etsi_cert", ["-t", "NCP-NATURAL-PERSON-CERTIFICATE"], leaf.pem_path
+    )
+    codes = {f["code"] for f in findings}
+    assert "etsi.en_319_412_2.nat-4.3.2-1.mixed_key_usage_setting" not in codes, findings
+    assert "etsi.en_319_412_2.nat-4.3.2-1.unknown_key_usage_setting" not in codes, findings

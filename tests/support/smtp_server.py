@@ -152,8 +152,14 @@ class SmtpProcess:
             for key in keyed
         ]
 
+    def outbox_messages(self) -> list[Message]:
+        """The outbox's e-mails: every message but the staff alerts (a new vendor raises
+        one to the security officer; tests/test_alerts.py checks those)."""
+        return [m for m in self.messages() if not _is_staff_alert(m)]
+
     def by_message_id(self) -> Counter[str]:
-        return Counter(str(m.get("Message-ID", "")).strip() for m in self.messages())
+        """The outbox's e-mails by Message-ID (copies counted)."""
+        return Counter(str(m.get("Message-ID", "")).strip() for m in self.outbox_messages())
 
     def environ(self) -> dict[str, str]:
         """Environment for a worker process that should send here."""
@@ -173,3 +179,10 @@ def smtp_process(tmp_path: Path) -> Iterator[SmtpProcess]:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _is_staff_alert(message: Message) -> bool:
+    from django.conf import settings
+
+    staff = {settings.MYCERT_SECURITY_EMAIL, settings.MYCERT_HELPDESK_EMAIL}
+    return str(message.get("To", "")).strip() in staff

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
@@ -68,9 +69,18 @@ class Command(BaseCommand):
                 f"OpenPGP key {vendor.pgp_fingerprint} ({expires}) pinned: "
                 "mail to this vendor will be encrypted."
             )
+        elif settings.MYCERT_VENDOR_COPY_REQUIRES_PGP:
+            self.stdout.write(
+                self.style.WARNING(
+                    "No OpenPGP key: professionals cannot choose this vendor until it has one "
+                    "(MYCERT_VENDOR_COPY_REQUIRES_PGP is on; a copy in clear would put the "
+                    "keystore and its password in one mailbox). Add the key in the admin."
+                )
+            )
         else:
             self.stdout.write(
-                "No OpenPGP key: mail to this vendor relies on the mail gateway's protection."
+                "No OpenPGP key: mail to this vendor relies on the mail gateway's protection "
+                "(MYCERT_VENDOR_COPY_REQUIRES_PGP is off)."
             )
         if vendor.legacy_keystore:
             self.stdout.write("Keystores for this vendor use legacy 3DES/SHA-1 encryption.")

@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from mycert import ca_store
@@ -39,6 +39,7 @@ DEMO_PROFESSIONALS = [
         "family_name": "Muller",
         "name": "Anne Muller",
         "email": "anne.muller@cabinet-muller.lu",
+        "email_verified": True,
         "professional_id": "LU-MED-100234",
         "acr": "urn:luxtrust:loa:high",
         "locale": "fr",
@@ -49,6 +50,7 @@ DEMO_PROFESSIONALS = [
         "family_name": "Schmit",
         "name": "Jean Schmit",
         "email": "jean.schmit@pharmacie-schmit.lu",
+        "email_verified": True,
         "professional_id": "LU-PHA-200871",
         "acr": "urn:luxtrust:loa:substantial",
         "locale": "de",
@@ -59,6 +61,7 @@ DEMO_PROFESSIONALS = [
         "family_name": "Weber",
         "name": "Paul Weber",
         "email": "paul.weber@example.lu",
+        "email_verified": True,
         "professional_id": "LU-MED-300555",
         "acr": "urn:esante:loa:password",
         "locale": "fr",
@@ -69,6 +72,7 @@ DEMO_PROFESSIONALS = [
         "family_name": "Hoffmann",
         "name": "Claire Hoffmann",
         "email": "claire.hoffmann@example.lu",
+        "email_verified": True,
         "acr": "urn:luxtrust:loa:high",
         "locale": "en",
     },
@@ -169,6 +173,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG:
+            # The demo makes a superuser with a password printed in the README.
+            raise CommandError("demo runs only with DJANGO_DEBUG=true; it changed nothing.")
         var = Path(settings.VAR_DIR)
         call_command("migrate", verbosity=0)
         if not ca_store.configured_paths().issuing_cert.exists():

@@ -1,16 +1,44 @@
-"""Check the audit trail's hash chain; report the first broken link and exit non-zero."""
+"""Check the audit trail's chain and its last exported head; exit non-zero on any problem."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from mycert.services.audit import audit_verify_chain
+from mycert.models import AuditEvent
+from mycert.services.audit import (
+    AuditHead,
+    audit_check_head,
+    audit_verify_chain,
+    read_exported_head,
+)
+
+_HEAD = re.compile(r"(?:event=)?#?(\d+)[ :](?:hash=)?([0-9a-f]{64})")
 
 
 class Command(BaseCommand):
-    help = "Verify the hash chain of the audit trail (DESIGN.md §6)."
+    help = (
+        "Verify the audit trail (DESIGN.md §6): every link, keyed (HMAC with "
+        "MYCERT_AUDIT_KEY) or, for events written before the key, plain SHA-256; then "
+        "that the chain still reaches the last head exported outside the database "
+        "(MYCERT_AUDIT_HEAD_FILE, --head-file, or --head from the log), so a cut tail "
+        "is reported."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--head-file",
+            type=Path,
+            help="File of exported heads (default: MYCERT_AUDIT_HEAD_FILE); its last line counts.",
+        )
+        parser.add_argument(
+            "--head",
+            help="A head copied from the log line 'audit head: event=N hash=H' ('N:H').",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         checked, broken = audit_verify_chain()
@@ -19,4 +47,34 @@ class Command(BaseCommand):
                 f"Audit chain broken at event #{broken.event_id}: {broken.problem} "
                 f"({checked} events before it are intact)."
             )
-        self.stdout.write(self.style.SUCCESS(f"Audit chain intact: {checked} events verified."))
+        head = self._head(options)
+        if head is not None:
+            problem = audit_check_head(head)
+            if problem is not None:
+                raise CommandError(f"Audit chain {problem}.")
+        keyed = AuditEvent.objects.filter(hash_scheme=AuditEvent.HashScheme.HMAC_SHA256).count()
+        summary = f"Audit chain intact: {checked} events verified ({keyed} keyed)"
+        if head is not None:
+            summary += f"; it reaches the exported head, event #{head.event_id}"
+        else:
+            summary += "; no exported head to compare with"
+        self.stdout.write(self.style.SUCCESS(summary + "."))
+
+    def _head(self, options: dict[str, Any]) -> AuditHead | None:
+        if options["head"]:
+            match = _HEAD.fullmatch(options["head"].strip())
+            if match is None:
+                raise CommandError("--head takes 'N:HASH' (event id and 64 hex digits).")
+            return AuditHead(event_id=int(match[1]), hash=match[2], exported_at="(--head)")
+        path: Path | None = options["head_file"]
+        if path is None and settings.MYCERT_AUDIT_HEAD_FILE:
+            path = Path(settings.MYCERT_AUDIT_HEAD_FILE)
+        if path is None:
+            return None
+        try:
+            head = read_exported_head(path)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"Cannot read the exported head: {exc}") from exc
+        if head is None:
+            self.stderr.write(f"No head exported in {path} yet.")
+        return head
