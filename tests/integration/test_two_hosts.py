@@ -8,8 +8,9 @@ form, four e-mails, the keystore opened by openssl, the helpdesk's revocation in
 admin, OCSP (openssl ocsp) saying revoked, the CRL listing it. Then the web process's
 environment, its open files and its CA folder are searched for any secret.
 
-The worker's key custody is a parameter (``worker_backend``): the same journey runs for
-every backend listed in ``WORKER_BACKENDS``.
+The worker's key custody is a parameter (``worker_backend``): the same journey runs with
+key files and with a SoftHSM2 token (``MYCERT_CA_BACKEND=pkcs11``, keys generated inside
+it by ``init_ca``).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.core.management import call_command
 from django.utils import timezone
 
+from mycert import ca_store
 from mycert.models import Certificate, CertificateRequest
 from mycert.services.publication import crl_publish
 from mycert.services.vendors import vendor_create
@@ -42,6 +45,7 @@ from tests.support.gpg import GpgKey
 from tests.support.hosts import WORKER_SECRETS, public_ca_copy
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, LUXTRUST_ACR, professional_claims
 from tests.support.smtp_server import SmtpProcess
+from tests.support.softhsm import SoftHsm
 from tests.support.worker import (
     BASE_DIR,
     WorkerProcess,
@@ -59,15 +63,59 @@ CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 # --- The worker: its key custody is the parameter --------------------------------------------
 
 
-def _file_backend(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+def _file_backend(
+    request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path
+) -> dict[str, str]:
     """Keys in files under MYCERT_CA_DIR, opened with the passphrase (the default)."""
     return env
 
 
+def _pkcs11_backend(
+    request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path
+) -> dict[str, str]:
+    """Keys generated inside a SoftHSM2 token by `init_ca`; the worker gets a PIN file.
+
+    This process (the test, which signs the first CRL as a worker would) uses the same
+    token, so its settings are pointed at it too. The CA folder holds no private key.
+    """
+    softhsm: SoftHsm = request.getfixturevalue("softhsm")
+    test_settings: Any = request.getfixturevalue("settings")
+    label = softhsm.init_token("twohosts")
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(softhsm.pin + "\n")
+    pin_file.chmod(0o400)
+    ca_dir = tmp_path / "token-ca"
+    test_settings.MYCERT_CA_BACKEND = "pkcs11"
+    test_settings.MYCERT_PKCS11_MODULE = softhsm.module
+    test_settings.MYCERT_PKCS11_TOKEN_LABEL = label
+    test_settings.MYCERT_PKCS11_PIN = ""
+    test_settings.MYCERT_PKCS11_PIN_FILE = str(pin_file)
+    test_settings.MYCERT_CA_DIR = ca_dir
+    ca_store.clear_cache()
+    call_command("init_ca", key_type="ec-p256")
+    ca_store.clear_cache()
+    worker = {k: v for k, v in env.items() if k != "MYCERT_CA_KEY_PASSPHRASE"}
+    worker.update(
+        {
+            "MYCERT_CA_BACKEND": "pkcs11",
+            "MYCERT_PKCS11_MODULE": softhsm.module,
+            "MYCERT_PKCS11_TOKEN_LABEL": label,
+            "MYCERT_PKCS11_PIN_FILE": str(pin_file),
+            "MYCERT_CA_DIR": str(ca_dir),
+            "SOFTHSM2_CONF": str(softhsm.conf),
+        }
+    )
+    return worker
+
+
 #: How a worker may hold the CA keys. Each entry takes the base worker environment (the
-#: test's database, broker, SMTP, full CA folder) and returns the worker's own.
-WORKER_BACKENDS: dict[str, Callable[[dict[str, str], Path], dict[str, str]]] = {
+#: test's database, broker, SMTP, full CA folder) and returns the worker's own; the web
+#: host then gets the public files of the worker's CA folder.
+WORKER_BACKENDS: dict[
+    str, Callable[[pytest.FixtureRequest, dict[str, str], Path], dict[str, str]]
+] = {
     "file": _file_backend,
+    "pkcs11": _pkcs11_backend,
 }
 
 
@@ -78,9 +126,12 @@ def worker_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def two_host_worker_env(
-    worker_backend: str, worker_env: dict[str, str], tmp_path: Path
+    request: pytest.FixtureRequest,
+    worker_backend: str,
+    worker_env: dict[str, str],
+    tmp_path: Path,
 ) -> dict[str, str]:
-    return WORKER_BACKENDS[worker_backend](worker_env, tmp_path)
+    return WORKER_BACKENDS[worker_backend](request, worker_env, tmp_path)
 
 
 # --- The web host: built from nothing, public files only ---------------------------------------
@@ -123,6 +174,8 @@ def _web_env(
         "DATABASE_URL": database_url_for_test_database(),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "EMAIL_URL": f"smtp://{smtp.host}:{smtp.port}",
+        # Plain http on loopback: the explicit opt-out from HTTPS-by-default (deploy.md §15).
+        "DJANGO_SECURE_SSL_REDIRECT": "false",
         "MYCERT_BASE_URL": url,
         "MYCERT_PKI_BASE_URL": url,
         "MYCERT_CA_DIR": str(ca_dir),
@@ -141,13 +194,16 @@ def _web_env(
 
 @pytest.fixture
 def web_host(
-    ca: Any, oidc_provider: Any, smtp_process: SmtpProcess, tmp_path: Path
+    two_host_worker_env: dict[str, str],
+    oidc_provider: Any,
+    smtp_process: SmtpProcess,
+    tmp_path: Path,
 ) -> Iterator[WebHost]:
     reason = integration_environment_ready()
     if reason:
         pytest.skip(reason)
     port = _free_port()
-    public = public_ca_copy(ca.directory, tmp_path / "web-ca")
+    public = public_ca_copy(Path(two_host_worker_env["MYCERT_CA_DIR"]), tmp_path / "web-ca")
     env = _web_env(
         tmp_path, port=port, ca_dir=public, smtp=smtp_process, issuer=oidc_provider.issuer
     )
@@ -383,10 +439,10 @@ def test_the_journey_across_a_keyless_web_host_and_a_worker(
     assert "Demande envoyée." in sent.text
 
     try:
-        wait_until(lambda: len(smtp_process.messages()) >= 4, timeout=90, what="four e-mails")
+        wait_until(lambda: len(smtp_process.outbox_messages()) >= 4, timeout=90, what="four e-mails")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- worker ---\n{worker_host.logs()[-4000:]}") from exc
-    messages = smtp_process.messages()
+    messages = smtp_process.outbox_messages()
     assert len(messages) == 4
     keystore_mail, password_mail = (m for m in messages if "anne.muller@cabinet.lu" in str(m["To"]))
     keystore = _keystore(keystore_mail)
