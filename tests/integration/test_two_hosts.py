@@ -439,7 +439,9 @@ def test_the_journey_across_a_keyless_web_host_and_a_worker(
     assert "Demande envoyée." in sent.text
 
     try:
-        wait_until(lambda: len(smtp_process.outbox_messages()) >= 4, timeout=90, what="four e-mails")
+        wait_until(
+            lambda: len(smtp_process.outbox_messages()) >= 4, timeout=90, what="four e-mails"
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- worker ---\n{worker_host.logs()[-4000:]}") from exc
     messages = smtp_process.outbox_messages()
