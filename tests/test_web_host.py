@@ -66,6 +66,10 @@ def _host_env(tmp_path: Path, ca_dir: Path, **extra: str) -> dict[str, str]:
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "mycert.esante.lu",
         "MYCERT_BASE_URL": "https://mycert.esante.lu",
+        # Relying services fetch CRLs and OCSP over plain http (deploy.md §15, W041).
+        "MYCERT_PKI_BASE_URL": "http://mycert.esante.lu",
+        # Every host, web and worker, keys the audit chain (deploy.md §15, W042).
+        "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
         "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
         "CACHE_URL": "redis://127.0.0.1:6379/2",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
