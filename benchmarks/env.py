@@ -68,6 +68,9 @@ class BenchEnv:
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DATABASE_URL": DATABASE_URL,
             "CELERY_BROKER_URL": BROKER_URL,
+            # The rate-limit counters in Redis, as docs/deploy.md §2 deploys them (the
+            # production default without CACHE_URL is a file cache for one host).
+            "CACHE_URL": BROKER_URL,
             "EMAIL_URL": f"smtp://127.0.0.1:{self.sink_port}",
             "MYCERT_BASE_URL": self.base_url,
             # Plain http on loopback: production's HTTPS redirect turned off explicitly.
