@@ -1,7 +1,14 @@
 from typing import Any
 
 from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
 from django.utils.translation import gettext_lazy as _
+
+
+class MyCertAdminConfig(AdminConfig):
+    """``django.contrib.admin`` with MyCert's admin site as the default ``admin.site``."""
+
+    default_site = "mycert.admin.site.MyCertAdminSite"
 
 
 class MyCertConfig(AppConfig):
@@ -11,9 +18,10 @@ class MyCertConfig(AppConfig):
 
     def ready(self) -> None:
         # ``checks`` registers the system checks on import.
-        from mycert import admin_otp, ca_store, checks, metrics  # noqa: F401
+        from mycert import ca_store, checks  # noqa: F401
+        from mycert.admin import helpdesk  # noqa: F401  (registers the ModelAdmins)
+        from mycert.ops import metrics
 
-        admin_otp.install()
         metrics.connect_task_signals()
         ca_store.connect_worker_signals()
         _connect_audit_signals()

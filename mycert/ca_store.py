@@ -231,7 +231,7 @@ def _token_key(certificate: x509.Certificate, what: str, *, root: bool = False) 
         raise _token_error(exc, what) from exc
 
 
-# --- URLs written into certificates (served by mycert.views_pki) -------------------------
+# --- URLs written into certificates (served by mycert.views.pki) -------------------------
 
 
 def crl_url() -> str:

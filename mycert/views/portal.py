@@ -23,8 +23,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from mycert.forms import CertificateRequestForm, SelfRevocationForm
 from mycert.models import Certificate, CertificateRequest, Professional
+from mycert.ops.ratelimit import ratelimit
 from mycert.problems import render_problem
-from mycert.ratelimit import ratelimit
 from mycert.selectors import keystore_delivered, professional_overview, request_progress
 from mycert.services.requests import RequestRefused, request_submit
 from mycert.services.revocation import AlreadyRevoked, certificate_revoke
