@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db.models import Q, UniqueConstraint
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -253,3 +254,10 @@ def test_the_request_page_fetches_the_professional_once(
     with django_assert_num_queries(9):
         response = professional_client.get(reverse("request-certificate"))
     assert response.status_code == 200
+
+
+def test_the_database_constraint_covers_exactly_the_in_progress_states() -> None:
+    """``Meta`` spells the states out; they must stay ``CertificateRequest.IN_PROGRESS``."""
+    (constraint,) = CertificateRequest._meta.constraints
+    assert isinstance(constraint, UniqueConstraint)
+    assert constraint.condition == Q(status__in=list(CertificateRequest.IN_PROGRESS))

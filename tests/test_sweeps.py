@@ -179,3 +179,12 @@ def test_connection_dropped_while_sending_is_recorded_once(
     assert delivery.status == Delivery.Status.SENT
     assert delivery.sealed_payload is None
     assert smtp_settings.by_message_id() == {delivery.message_id: 1}
+
+
+def test_every_beat_entry_names_a_task_by_the_name_in_its_decorator(settings) -> None:  # type: ignore[no-untyped-def]
+    """A beat entry whose name matches no task would be sent to no one, every period."""
+    from config.celery import app
+
+    app.loader.import_default_modules()
+    for entry, scheduled in settings.CELERY_BEAT_SCHEDULE.items():
+        assert scheduled["task"] in app.tasks, entry
