@@ -46,7 +46,7 @@ def _session_ca(tmp_path_factory: pytest.TempPathFactory) -> ca_store.CaPaths:
 @pytest.fixture
 def ca(settings: Any, _session_ca: ca_store.CaPaths) -> ca_store.CaPaths:
     """Point MYCERT_CA_DIR at the run's CA."""
-    settings.MYCERT_CA_DIR = _session_ca.directory  # type: ignore[attr-defined]
+    settings.MYCERT_CA_DIR = _session_ca.directory
     ca_store.clear_cache()
     return _session_ca
 

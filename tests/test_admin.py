@@ -50,15 +50,15 @@ CHANGELISTS = [
 
 
 def _request(**fields: Any) -> CertificateRequest:
-    return cast(CertificateRequest, factories.CertificateRequestFactory(**fields))  # type: ignore[no-untyped-call]
+    return cast(CertificateRequest, factories.CertificateRequestFactory(**fields))
 
 
 def _professional(**fields: Any) -> Professional:
-    return cast(Professional, factories.ProfessionalFactory(**fields))  # type: ignore[no-untyped-call]
+    return cast(Professional, factories.ProfessionalFactory(**fields))
 
 
 def _vendor(**fields: Any) -> Vendor:
-    return cast(Vendor, factories.VendorFactory(**fields))  # type: ignore[no-untyped-call]
+    return cast(Vendor, factories.VendorFactory(**fields))
 
 
 def _staff(username: str, *, group: str | None = None, perms: tuple[str, ...] = ()) -> User:

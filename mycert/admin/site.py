@@ -119,14 +119,14 @@ class MyCertAdminSite(OTPAdminSite):
             context["overdue_request_count"] = _overdue_request_count
         return context
 
-    @property  # type: ignore[override]
+    @property
     def login_form(self) -> type[AdminAuthenticationForm]:
         if settings.MYCERT_ADMIN_REQUIRE_OTP:
             form: type[AdminAuthenticationForm] = MyCertOTPAuthenticationForm
             return form
         return AdminAuthenticationForm
 
-    @property  # type: ignore[override]
+    @property
     def login_template(self) -> str | None:
         if settings.MYCERT_ADMIN_REQUIRE_OTP:
             template: str = OTPAdminSite.login_template
