@@ -821,7 +821,7 @@ def probe_ca() -> None:
                 report = {"ok": False, "code": exc.code, "message": str(exc)}
             os.write(write_end, json.dumps(report).encode())
             close_tokens()
-        except BaseException:  # whatever happens, the child must not return into Django
+        except BaseException:  # noqa: BLE001 - whatever happens, the child must not return into Django
             status = 1
         finally:
             os._exit(status)

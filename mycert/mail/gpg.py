@@ -89,8 +89,10 @@ def _key_info(key: Mapping[str, Any], now: datetime) -> KeyInfo:
     candidates: list[tuple[str, Mapping[str, Any]]] = [
         (_own_capabilities(str(key.get("cap") or ""), primary=True), key)
     ]
-    for info in (key.get("subkey_info") or {}).values():
-        candidates.append((_own_capabilities(str(info.get("cap") or ""), primary=False), info))
+    candidates.extend(
+        (_own_capabilities(str(info.get("cap") or ""), primary=False), info)
+        for info in (key.get("subkey_info") or {}).values()
+    )
     primary_usable = _usable(key, now)
     can_encrypt = primary_usable and any(
         "e" in cap and _usable(fields, now) for cap, fields in candidates

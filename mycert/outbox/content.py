@@ -144,11 +144,11 @@ def _password(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailM
     )
 
 
-def _revocation(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+def _revocation(claim: Claim, _payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
     return revocation_message(envelope=claim.envelope, facts=claim.facts, encrypt=encrypt)
 
 
-def _expiry(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+def _expiry(claim: Claim, _payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
     return expiry_message(envelope=claim.envelope, facts=claim.facts, encrypt=encrypt)
 
 

@@ -118,7 +118,7 @@ def test_helpdesk_revoking_the_old_certificate_just_before_the_record_sends_noth
                     revoked_via=Certificate.RevokedVia.HELPDESK,
                 )
             revoked_by_helpdesk.set()
-        except BaseException as exc:  # reported in the test's thread
+        except BaseException as exc:  # noqa: BLE001 - reported in the test's thread
             failure.append(exc)
         finally:
             connection.close()

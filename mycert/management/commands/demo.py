@@ -87,7 +87,7 @@ class Stopped(Exception):
 def _stop_on_signals() -> Iterator[None]:
     """Turn SIGTERM and SIGINT into :class:`Stopped` while the demo runs."""
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(signum: int, _frame: FrameType | None) -> None:
         raise Stopped(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
