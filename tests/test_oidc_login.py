@@ -483,7 +483,7 @@ def test_a_cross_site_error_answer_neither_logs_out_nor_writes_the_audit_trail(
     events = AuditEvent.objects.count()
 
     query = {"error": "access_denied", **({"state": state} if state else {})}
-    response = client.get("/oidc/callback/", query)
+    response = _followed(client, client.get("/oidc/callback/", query))
 
     assert response.status_code == 400
     assert client.session[SESSION_KEY] == user_id

@@ -66,6 +66,9 @@ def _host_env(tmp_path: Path, ca_dir: Path, **extra: str) -> dict[str, str]:
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "mycert.esante.lu",
         "MYCERT_BASE_URL": "https://mycert.esante.lu",
+        # As docs/deploy.md asks of every host (mycert.W041, mycert.W042).
+        "MYCERT_PKI_BASE_URL": "http://mycert.esante.lu",
+        "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
         "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
         "CACHE_URL": "redis://127.0.0.1:6379/2",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
