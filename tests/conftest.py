@@ -68,6 +68,15 @@ def _fresh_cache() -> None:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(request: pytest.FixtureRequest) -> None:
+    """A fast hasher, as Django advises for tests: PBKDF2's million rounds cost ~0.3 s a
+    password. Not where another process (a worker, a second host) checks the password."""
+    if request.node.get_closest_marker("integration") is None:
+        settings = request.getfixturevalue("settings")
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def eager_tasks() -> Iterator[None]:
     """Run Celery tasks in-process, at once (the broker's part is tested in integration)."""
