@@ -106,8 +106,11 @@ lint: setup
 	  $(BIN)/python manage.py check --deploy --tag security --fail-level WARNING
 
 # The embedded defaults (SQLite, filesystem broker), the browser tests included.
+# The unit tests on two processes (pytest-xdist); the browser and integration tests, which
+# start Chromium and real processes, one at a time.
 test-sqlite: setup browser-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not browser and not integration" -n 2
+	$(BIN)/python -m pytest -m "browser or integration"
 
 # PostgreSQL and Redis: everything again, plus the integration tests with real workers
 # (the browser tests ran above; they drive the UI, not the database).
