@@ -16,6 +16,7 @@ AXE := tests/browser/node_modules/axe-core/axe.min.js
 help:
 	@echo "make run    — set up and run MyCert with demo data (http://127.0.0.1:8000)"
 	@echo "make test   — set up and run the whole test suite"
+	@echo "make check  — the fast inner loop: ruff, mypy and the unit tests (SQLite)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -105,8 +106,11 @@ lint: setup
 	  $(BIN)/python manage.py check --deploy --tag security --fail-level WARNING
 
 # The embedded defaults (SQLite, filesystem broker), the browser tests included.
+# The unit tests on two processes (pytest-xdist); the browser and integration tests, which
+# start Chromium and real processes, one at a time.
 test-sqlite: setup browser-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not browser and not integration" -n 2
+	$(BIN)/python -m pytest -m "browser or integration"
 
 # PostgreSQL and Redis: everything again, plus the integration tests with real workers
 # (the browser tests ran above; they drive the UI, not the database).
@@ -114,6 +118,16 @@ test-postgres: setup services
 	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/python -m pytest -m "not browser"
 
 test: tls-test-deps lint test-sqlite test-postgres
+
+# The fast inner loop: ruff, mypy and the tests that need neither a browser nor the
+# integration services nor long fuzzing (`slow`), on SQLite, on two processes
+# (pytest-xdist; each has its own database and CA). `make test` runs everything.
+.PHONY: check
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	DJANGO_DEBUG=true $(BIN)/mypy .
+	$(BIN)/python -m pytest -m "not browser and not integration and not slow" -n 2 -q -p no:cacheprovider
 
 messages: setup
 	DJANGO_DEBUG=true $(BIN)/python manage.py makemessages -l fr -l de -l en --no-obsolete \

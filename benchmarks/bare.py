@@ -36,7 +36,7 @@ class BareIssuer:
     policy_oid: str = "1.3.6.1.4.1.59999.1.1"
 
 
-def sign(issuer: BareIssuer, public_key, number: int, now: datetime) -> x509.Certificate:  # type: ignore[no-untyped-def]
+def sign(issuer: BareIssuer, public_key, number: int, now: datetime) -> x509.Certificate:
     given, family = "Marie", f"Dupont{number}"
     subject = x509.Name(
         [

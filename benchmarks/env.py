@@ -123,7 +123,7 @@ def remove_env(env: BenchEnv) -> None:
 # --- The database ------------------------------------------------------------------------
 
 
-def _admin_connection():  # type: ignore[no-untyped-def]
+def _admin_connection():
     import psycopg
 
     return psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True)

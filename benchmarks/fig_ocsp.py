@@ -72,7 +72,7 @@ def _certificates(ctx: Context, count: int) -> list[tuple[Any, bool]]:
     return certificates
 
 
-def _requests_file(folder: Path, certificates, issuer) -> Path:  # type: ignore[no-untyped-def]
+def _requests_file(folder: Path, certificates, issuer) -> Path:
     import secrets
 
     from cryptography import x509
@@ -93,7 +93,7 @@ def _requests_file(folder: Path, certificates, issuer) -> Path:  # type: ignore[
     return path
 
 
-def _check_mycert(ctx: Context, certificates, issuer) -> None:  # type: ignore[no-untyped-def]
+def _check_mycert(ctx: Context, certificates, issuer) -> None:
     """One answer per status, read back with pyca, before any timing."""
     import http.client
 
@@ -118,7 +118,7 @@ def _check_mycert(ctx: Context, certificates, issuer) -> None:  # type: ignore[n
             raise RuntimeError(f"MyCert's OCSP answer is wrong: {response.response_status}")
 
 
-def _openssl_files(ctx: Context, folder: Path, certificates) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+def _openssl_files(ctx: Context, folder: Path, certificates) -> dict[str, Path]:
     from datetime import UTC
 
     from cryptography.hazmat.primitives import serialization
@@ -285,7 +285,7 @@ def run(
         folder,
         files,
         body,
-        certificates[0][0].serial_number,  # type: ignore[attr-defined]
+        certificates[0][0].serial_number,
         runs=runs,
         seconds=seconds,
         connections=connections,

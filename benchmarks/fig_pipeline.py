@@ -26,7 +26,7 @@ from benchmarks import bare
 from benchmarks.common import Context, Figure, mean, median, timed
 
 
-def _requests(count: int, key_type: str, vendor) -> list[int]:  # type: ignore[no-untyped-def]
+def _requests(count: int, key_type: str, vendor) -> list[int]:
     from django.utils import timezone
 
     from benchmarks.common import make_professionals
@@ -66,7 +66,7 @@ def bare_issuer(base_url: str) -> bare.BareIssuer:
 
 def measure(
     ctx: Context, key_type: str, paired_runs: int, independent_runs: int, vendor
-) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+) -> dict[str, Any]:
     from django.utils import timezone
 
     from mycert.services import issuance
@@ -143,7 +143,7 @@ def measure(
     }
 
 
-def run(ctx: Context, plan: dict[str, tuple[int, int]], vendor) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+def run(ctx: Context, plan: dict[str, tuple[int, int]], vendor) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for key_type, (paired_runs, independent_runs) in plan.items():
         ctx.say(f"pipeline {key_type}: {paired_runs} paired + {independent_runs} independent runs")

@@ -89,7 +89,7 @@ def _cpu(workers: Workers, sink: Sink) -> dict[str, float]:
 
 def measure(
     ctx: Context, *, key_type: str, count: int, vendor, workers: Workers, timeout: float
-) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+) -> dict[str, Any]:
     from django.conf import settings
     from django.utils import timezone
 
@@ -193,8 +193,8 @@ def run(
     ctx: Context,
     plan: dict[str, int],
     bare_mean_ms: dict[str, float],
-    vendor,  # type: ignore[no-untyped-def]
-    workers_factory,  # type: ignore[no-untyped-def]
+    vendor,
+    workers_factory,
 ) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for key_type, count in plan.items():

@@ -123,13 +123,13 @@ def run(
         )
         load = {"script": "web_requests.lua", "connections": CLIENTS}
         # Warm-up: every thread's connection, templates, translations.
-        wrk(url, args=[str(pages)], seconds=2, **load)  # type: ignore[arg-type]
-        wrk(url, args=[str(floor)], seconds=1, **load)  # type: ignore[arg-type]
+        wrk(url, args=[str(pages)], seconds=2, **load)
+        wrk(url, args=[str(floor)], seconds=1, **load)
         # The first submission in each web process imports Celery's publishing side
         # (~0.3 s): warm that up too, with professionals of its own.
         size = posts_per_run + CLIENTS
         warmup = _write(folder / "posts-0.txt", post_lines[:size])
-        wrk(url, args=[str(warmup), str(posts_per_run)], seconds=seconds, **load)  # type: ignore[arg-type]
+        wrk(url, args=[str(warmup), str(posts_per_run)], seconds=seconds, **load)
         users: dict[str, list[dict[str, Any]]] = {"floor": [], "page": [], "post": []}
         for run_index in range(runs):
             users["floor"].append(
@@ -166,13 +166,13 @@ def run(
         closed: dict[str, list[dict[str, Any]]] = {"floor": [], "page": [], "post": []}
         closed["floor"] = [
             wrk(url, args=[str(floor)], seconds=seconds, **load) for _ in range(runs)
-        ]  # type: ignore[arg-type]
-        closed["page"] = [wrk(url, args=[str(pages)], seconds=seconds, **load) for _ in range(runs)]  # type: ignore[arg-type]
+        ]
+        closed["page"] = [wrk(url, args=[str(pages)], seconds=seconds, **load) for _ in range(runs)]
         for run_index in range(1, runs + 1):  # posts-0 was the warm-up
             chunk = post_lines[run_index * size : (run_index + 1) * size]
             posts = _write(folder / f"posts-{run_index}.txt", chunk)
             closed["post"].append(
-                wrk(url, args=[str(posts), str(posts_per_run)], seconds=seconds, **load)  # type: ignore[arg-type]
+                wrk(url, args=[str(posts), str(posts_per_run)], seconds=seconds, **load)
             )
     finally:
         server.stop()

@@ -159,7 +159,7 @@ def sections(data: dict[str, Any], plots: list[str]) -> list[str]:
         "(it runs without any CA passphrase or outbox key), parses the request, finds the "
         "stored answer and the certificate's revocation in one prepared PostgreSQL query, "
         "and returns the bytes, answered in gunicorn's WSGI application before Django's "
-        "request cycle (`mycert.views_pki.OcspFastPath`). openssl signs every answer in C "
+        "request cycle (`mycert.views.pki.OcspFastPath`). openssl signs every answer in C "
         "on one core; MyCert's remaining cost is Python's HTTP parsing in gunicorn (a new "
         "connection per request with sync workers), the database round trip, and the "
         "PostgreSQL backend's share of the same 2 cores. Signing per request (before issue "
@@ -286,7 +286,7 @@ def fixes() -> list[str]:
         "that is now done once per key text per process (a changed text is imported again; "
         "expiry is still checked at every send; gpg refuses an unusable key anyway). Three "
         "gpg processes fewer per vendor copy (each a fork and exec of gpg).",
-        "3. **OCSP asks the database once per request** (`mycert/views_pki.py`). With "
+        "3. **OCSP asks the database once per request** (`mycert/views/pki.py`). With "
         "`CONN_HEALTH_CHECKS` each request's first query was preceded by `SELECT 1`; the "
         "OCSP view skips that check and retries once on a fresh connection if the kept one "
         "is broken (a test breaks it). Interleaved A/B runs: 731 and 740 → 846 and 1,014 "

@@ -146,7 +146,7 @@ def _roundtrips(vendor: Any) -> dict[str, dict[str, float]]:
         return roundtrips.count_per_request(vendor=vendor, requests=10)
 
 
-def _vendor(env: bench_env.BenchEnv):  # type: ignore[no-untyped-def]
+def _vendor(env: bench_env.BenchEnv):
     from django.utils import timezone
 
     from mycert.services.vendors import vendor_create

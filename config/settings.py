@@ -44,7 +44,8 @@ MYCERT_PKI_BASE_URL: str = env.str("MYCERT_PKI_BASE_URL", default=MYCERT_BASE_UR
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[MYCERT_BASE_URL])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the helpdesk's site (second factor) as admin.site.
+    "mycert.apps.MyCertAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -226,7 +227,7 @@ CONTENT_SECURITY_POLICY = {
 MYCERT_ADMIN_REQUIRE_OTP = env.bool("MYCERT_ADMIN_REQUIRE_OTP", default=not DEBUG)
 OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="MyCert")
 
-# --- Rate limits (mycert.ratelimit): "COUNT/SECONDS" per client address and per user ----------
+# --- Rate limits (mycert.ops.ratelimit): "COUNT/SECONDS" per client address and per user ----------
 MYCERT_RATELIMIT_ENABLED = env.bool("MYCERT_RATELIMIT_ENABLED", default=True)
 MYCERT_RATELIMIT_LOGIN: str = env.str("MYCERT_RATELIMIT_LOGIN", default="60/300")
 MYCERT_RATELIMIT_REQUEST: str = env.str("MYCERT_RATELIMIT_REQUEST", default="30/3600")
@@ -379,7 +380,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
 }
 
-# --- Mutual-TLS self-check (mycert.views_check, deploy/nginx/mycert-check.conf) ----------------
+# --- Mutual-TLS self-check (mycert.views.check, deploy/nginx/mycert-check.conf) ----------------
 # The HTTPS address users type ("/" and "/status.json"); nginx there terminates TLS, asks
 # for a client certificate and maps those paths to Django's /check/ and /check/status.json.
 MYCERT_CHECK_BASE_URL: str = env.str("MYCERT_CHECK_BASE_URL", default="").rstrip("/")
@@ -412,7 +413,7 @@ CELERY_BEAT_SCHEDULE["wipe-failed-payloads"] = {
     "schedule": 3600.0,
 }
 
-# --- Health and metrics (mycert.health, mycert.metrics) ------------------------------------------
+# --- Health and metrics (mycert.ops.health, mycert.ops.metrics) ------------------------------------------
 # SMTP and broker answers are reused this long, so a 10 s probe stays cheap.
 MYCERT_HEALTH_CACHE_SECONDS = env.float("MYCERT_HEALTH_CACHE_SECONDS", default=5.0)
 # /metrics: a bearer token (if set) and client addresses or networks allowed to scrape.
@@ -438,7 +439,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "mycert.logformat.JsonFormatter"},
+        "json": {"()": "mycert.ops.logformat.JsonFormatter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": MYCERT_LOG_FORMAT},

@@ -1,7 +1,14 @@
 from typing import Any
 
 from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
 from django.utils.translation import gettext_lazy as _
+
+
+class MyCertAdminConfig(AdminConfig):
+    """``django.contrib.admin`` with MyCert's admin site as the default ``admin.site``."""
+
+    default_site = "mycert.admin.site.MyCertAdminSite"
 
 
 class MyCertConfig(AppConfig):
@@ -11,9 +18,10 @@ class MyCertConfig(AppConfig):
 
     def ready(self) -> None:
         # ``checks`` registers the system checks on import.
-        from mycert import admin_otp, ca_store, checks, metrics  # noqa: F401
+        from mycert import ca_store, checks  # noqa: F401
+        from mycert.admin import helpdesk  # noqa: F401  (registers the ModelAdmins)
+        from mycert.ops import metrics
 
-        admin_otp.install()
         metrics.connect_task_signals()
         ca_store.connect_worker_signals()
         _connect_audit_signals()
@@ -28,19 +36,19 @@ def _connect_audit_signals() -> None:
 
     from mycert.services import staff
 
-    def on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    def on_login(request: Any, user: Any, **kwargs: Any) -> None:
         staff.staff_login_record(user=user, request=request)
 
-    def on_login_failed(sender: Any, credentials: Any, request: Any = None, **kwargs: Any) -> None:
+    def on_login_failed(credentials: Any, **kwargs: Any) -> None:
         # Django has already masked the password in ``credentials``; only the name is read.
         staff.staff_login_failed_record(
             username=(credentials or {}).get("username", ""), reason="password"
         )
 
-    def on_otp_failed(sender: Any, user: Any, **kwargs: Any) -> None:
+    def on_otp_failed(user: Any, **kwargs: Any) -> None:
         staff.staff_login_failed_record(username=user.get_username(), reason="otp")
 
-    def on_log_entry(sender: Any, instance: LogEntry, created: bool, **kwargs: Any) -> None:
+    def on_log_entry(instance: LogEntry, created: bool, **kwargs: Any) -> None:
         if created and not kwargs.get("raw"):
             staff.admin_change_record(entry=instance)
 

@@ -231,7 +231,7 @@ def _token_key(certificate: x509.Certificate, what: str, *, root: bool = False) 
         raise _token_error(exc, what) from exc
 
 
-# --- URLs written into certificates (served by mycert.views_pki) -------------------------
+# --- URLs written into certificates (served by mycert.views.pki) -------------------------
 
 
 def crl_url() -> str:
@@ -821,7 +821,7 @@ def probe_ca() -> None:
                 report = {"ok": False, "code": exc.code, "message": str(exc)}
             os.write(write_end, json.dumps(report).encode())
             close_tokens()
-        except BaseException:  # whatever happens, the child must not return into Django
+        except BaseException:  # noqa: BLE001 - whatever happens, the child must not return into Django
             status = 1
         finally:
             os._exit(status)

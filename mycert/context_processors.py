@@ -6,7 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 
-def service(request: HttpRequest) -> dict[str, Any]:
+def service(request: HttpRequest) -> dict[str, Any]:  # noqa: ARG001 - Django passes it
     """Expose the helpdesk contact to templates."""
     return {
         "helpdesk_email": settings.MYCERT_HELPDESK_EMAIL,

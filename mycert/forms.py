@@ -8,7 +8,7 @@ from django import forms
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from mycert.models import Vendor
+from mycert.models import Certificate, Vendor
 from mycert.services.vendors import vendors_offered
 
 NO_VENDOR = "none"
@@ -57,12 +57,16 @@ class CertificateRequestForm(forms.Form):
 class SelfRevocationForm(forms.Form):
     """The professional revokes their own certificate: a reason and an explicit "yes"."""
 
+    # Two of RFC 5280's reasons, worded for the professional.
     REASONS = [
         (
-            "keyCompromise",
+            Certificate.RevocationReason.KEY_COMPROMISE,
             _("Someone else may have the keystore or its password (key compromise)"),
         ),
-        ("cessationOfOperation", _("I no longer need this certificate")),
+        (
+            Certificate.RevocationReason.CESSATION_OF_OPERATION,
+            _("I no longer need this certificate"),
+        ),
     ]
 
     reason = forms.ChoiceField(

@@ -126,7 +126,8 @@ class CertificateRequest(models.Model):
         ordering = ["-submitted_at"]
         constraints = [
             # One request in progress per professional, enforced by the database so
-            # that two simultaneous "Envoyer" cannot both pass.
+            # that two simultaneous "Envoyer" cannot both pass. The states are IN_PROGRESS,
+            # spelt out because Meta cannot see the class body (a test compares them).
             models.UniqueConstraint(
                 fields=["professional"],
                 condition=Q(status__in=["submitted", "issuing", "sending"]),
@@ -243,6 +244,9 @@ class Delivery(models.Model):
         SENT = "sent", _("sent")
         FAILED = "failed", _("failed, needs the helpdesk")
         CANCELLED = "cancelled", _("cancelled: certificate revoked or vendor deactivated")
+
+    #: The two e-mails of an issuance; the notices carry no secret.
+    ISSUANCE = (Content.KEYSTORE, Content.PASSWORD)
 
     certificate = models.ForeignKey(
         Certificate,

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 class CertificateRequestQuerySet(models.QuerySet["CertificateRequest"]):
     def in_progress(self) -> CertificateRequestQuerySet:
-        return self.filter(status__in=["submitted", "issuing", "sending"])
+        return self.filter(status__in=self.model.IN_PROGRESS)
 
     def overdue(self, now: datetime) -> CertificateRequestQuerySet:
         """Requests still in progress past their due date (5 business days)."""
@@ -45,23 +45,18 @@ class CertificateQuerySet(models.QuerySet["Certificate"]):
 
 class DeliveryQuerySet(models.QuerySet["Delivery"]):
     def unsent(self) -> DeliveryQuerySet:
-        return self.filter(status__in=["pending", "retrying"])
-
-    def issuance_not_sent(self, certificate_id: int) -> DeliveryQuerySet:
-        """A certificate's keystore and password e-mails the relay has not accepted yet
-        (failed ones included, cancelled ones not: those will never leave)."""
-        return self.filter(
-            certificate_id=certificate_id, content__in=["keystore", "password"]
-        ).exclude(status__in=["sent", "cancelled"])
+        Status = self.model.Status
+        return self.filter(status__in=[Status.PENDING, Status.RETRYING])
 
     def professional_issuance_not_sent(self, certificate_ids: Iterable[int]) -> DeliveryQuerySet:
         """The professional's own keystore and password e-mails not yet accepted by the
         relay: only these decide that a request is sent, never a vendor copy."""
+        Delivery = self.model
         return self.filter(
             certificate_id__in=list(certificate_ids),
-            recipient="professional",
-            content__in=["keystore", "password"],
-        ).exclude(status="sent")
+            recipient=Delivery.Recipient.PROFESSIONAL,
+            content__in=Delivery.ISSUANCE,
+        ).exclude(status=Delivery.Status.SENT)
 
     def due(self, now: datetime) -> DeliveryQuerySet:
         """Unsent deliveries whose turn has come (no back-off pending)."""

@@ -51,7 +51,7 @@ class RequestRow:
 
     @property
     def in_progress(self) -> bool:
-        return self.state in ("submitted", "issuing", "sending")
+        return self.state in CertificateRequest.IN_PROGRESS
 
     @property
     def can_be_revoked(self) -> bool:

@@ -46,7 +46,7 @@ def _session_ca(tmp_path_factory: pytest.TempPathFactory) -> ca_store.CaPaths:
 @pytest.fixture
 def ca(settings: Any, _session_ca: ca_store.CaPaths) -> ca_store.CaPaths:
     """Point MYCERT_CA_DIR at the run's CA."""
-    settings.MYCERT_CA_DIR = _session_ca.directory  # type: ignore[attr-defined]
+    settings.MYCERT_CA_DIR = _session_ca.directory
     ca_store.clear_cache()
     return _session_ca
 
@@ -66,6 +66,15 @@ def _fresh_cache() -> None:
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(request: pytest.FixtureRequest) -> None:
+    """A fast hasher, as Django advises for tests: PBKDF2's million rounds cost ~0.3 s a
+    password. Not where another process (a worker, a second host) checks the password."""
+    if request.node.get_closest_marker("integration") is None:
+        settings = request.getfixturevalue("settings")
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

@@ -50,15 +50,15 @@ CHANGELISTS = [
 
 
 def _request(**fields: Any) -> CertificateRequest:
-    return cast(CertificateRequest, factories.CertificateRequestFactory(**fields))  # type: ignore[no-untyped-call]
+    return cast(CertificateRequest, factories.CertificateRequestFactory(**fields))
 
 
 def _professional(**fields: Any) -> Professional:
-    return cast(Professional, factories.ProfessionalFactory(**fields))  # type: ignore[no-untyped-call]
+    return cast(Professional, factories.ProfessionalFactory(**fields))
 
 
 def _vendor(**fields: Any) -> Vendor:
-    return cast(Vendor, factories.VendorFactory(**fields))  # type: ignore[no-untyped-call]
+    return cast(Vendor, factories.VendorFactory(**fields))
 
 
 def _staff(username: str, *, group: str | None = None, perms: tuple[str, ...] = ()) -> User:
@@ -804,3 +804,16 @@ def test_professional_admin_is_read_only(helpdesk: Client) -> None:
 
     assert response.status_code == 403
     assert Professional.objects.get(pk=professional.pk).email != "x@example.lu"
+
+
+def test_the_default_admin_site_is_the_helpdesk_site_with_every_model_registered() -> None:
+    """Configured through ``AdminConfig.default_site`` (one site, not a patched instance)."""
+    from django.contrib import admin as django_admin
+
+    from mycert.admin.site import MyCertAdminSite
+
+    assert isinstance(django_admin.site, MyCertAdminSite)
+    assert django_admin.site.name == "admin"
+    assert django_admin.site.is_registered(Certificate)
+    assert django_admin.site.is_registered(User)
+    assert "delete_selected" not in dict(django_admin.site.actions)

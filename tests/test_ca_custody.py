@@ -18,8 +18,9 @@ from django.core.management.base import CommandError, SystemCheckError
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from mycert import ca_store, checks, health
+from mycert import ca_store, checks
 from mycert.models import Certificate
+from mycert.ops import health
 from mycert.pki import (
     DistinguishedName,
     KeyType,

@@ -41,7 +41,7 @@ def make_certificate(*, vendor: Vendor | None = None, language: str = "fr") -> C
     """A certificate row with its request; no real X.509 needed for mail."""
     request = cast(
         CertificateRequest,
-        CertificateRequestFactory(  # type: ignore[no-untyped-call]
+        CertificateRequestFactory(
             vendor=vendor,
             language=language,
             status=CertificateRequest.Status.SENDING,
@@ -101,7 +101,7 @@ def attachments(message: Message) -> list[Message]:
 
 @pytest.fixture
 def vendor_with_key(vendor_key: GpgKey, mycert_gpg_home: Path) -> Vendor:
-    vendor = cast(Vendor, VendorFactory(name="Logiciel Santé SA"))  # type: ignore[no-untyped-call]
+    vendor = cast(Vendor, VendorFactory(name="Logiciel Santé SA"))
     return vendor_set_pgp_key(
         vendor_id=vendor.pk, pgp_key=vendor_key.public, actor="test", now=timezone.now()
     )
@@ -440,7 +440,7 @@ def relay_connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     opened: list[tuple[str, int]] = []
     real_connect = smtplib.SMTP.connect
 
-    def counting_connect(self: smtplib.SMTP, host: str = "localhost", port: int = 0, **kw: Any):  # type: ignore[no-untyped-def]
+    def counting_connect(self: smtplib.SMTP, host: str = "localhost", port: int = 0, **kw: Any):
         opened.append((host, port))
         return real_connect(self, host, port, **kw)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mycert.logformat import JsonFormatter
+from mycert.ops.logformat import JsonFormatter
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_DEPLOY: tuple[str, ...] = (sys.executable, "manage.py", "check", "--deploy")

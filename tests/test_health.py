@@ -11,9 +11,10 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from mycert import ca_store, health
-from mycert.metrics import TASK_REGISTRY
+from mycert import ca_store
 from mycert.models import Certificate, CertificateRequest, Delivery
+from mycert.ops import health
+from mycert.ops.metrics import TASK_REGISTRY
 from tests.factories import CertificateRequestFactory, ProfessionalFactory
 
 pytestmark = pytest.mark.django_db

@@ -47,7 +47,7 @@ NOT_IN_LIST = "pas dans la liste"
 
 
 @pytest.fixture(autouse=True)
-def _no_rate_limit(settings) -> None:  # type: ignore[no-untyped-def]
+def _no_rate_limit(settings) -> None:
     """Hundreds of hostile posts from one user: the rate limiter is not what is tested."""
     settings.MYCERT_RATELIMIT_ENABLED = False
 
@@ -114,7 +114,7 @@ def test_logout_without_csrf_token_is_forbidden_and_keeps_the_session() -> None:
 
 def test_another_professionals_request_and_certificate_are_not_found(
     professional_client: Client, ca
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     other = CertificateRequestFactory.create()
     issued = request_issue(request_id=other.pk, now=timezone.now()).certificate_id
     assert issued is not None
@@ -208,7 +208,7 @@ def test_any_vendor_text_is_a_clear_400(
 
 def test_oversized_form_body_is_a_400(
     professional_client: Client, queued: list[int], settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     padding = "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
     urlencoded = professional_client.post(
         reverse("request-certificate"),
@@ -223,13 +223,13 @@ def test_oversized_form_body_is_a_400(
     _nothing_recorded(queued)
 
 
-def _ocsp_status(response) -> ocsp.OCSPResponseStatus:  # type: ignore[no-untyped-def]
+def _ocsp_status(response) -> ocsp.OCSPResponseStatus:
     assert response.status_code == 200
     assert response["Content-Type"] == "application/ocsp-response"
     return ocsp.load_der_ocsp_response(response.content).response_status
 
 
-def test_oversized_ocsp_requests_are_malformed(client: Client, ca) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_ocsp_requests_are_malformed(client: Client, ca) -> None:
     big = b"\x30\x82\x20\x01" + b"\x00" * (8 * 1024 + 1)
     post = client.post(OCSP_URL, big, content_type=OCSP_REQUEST)
     get = client.get(OCSP_URL + quote(base64.b64encode(big).decode(), safe=""))
@@ -239,7 +239,7 @@ def test_oversized_ocsp_requests_are_malformed(client: Client, ca) -> None:  # t
 
 
 @pytest.mark.parametrize("length", ["abc", "-1", "1e9", "", "99999999999999999999"])
-def test_ocsp_with_a_lying_content_length_is_not_a_500(client: Client, ca, length: str) -> None:  # type: ignore[no-untyped-def]
+def test_ocsp_with_a_lying_content_length_is_not_a_500(client: Client, ca, length: str) -> None:
     response = client.post(
         OCSP_URL, b"\x30\x03\x02\x01\x01", content_type=OCSP_REQUEST, CONTENT_LENGTH=length
     )
@@ -314,7 +314,7 @@ _ANSWERS = {
 }
 
 
-def _check_ocsp(response) -> None:  # type: ignore[no-untyped-def]
+def _check_ocsp(response) -> None:
     if response.request["PATH_INFO"] == OCSP_URL and response.request["REQUEST_METHOD"] == "GET":
         # An empty GET request is the POST-only address itself: 405, a plain HTTP refusal.
         assert response.status_code == 405
@@ -333,21 +333,21 @@ def _get_path(der: bytes) -> str:
 @pytest.mark.slow
 @_FUZZ
 @given(der=_RANDOM)
-def test_ocsp_post_random_bytes(client: Client, ca, der: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_ocsp_post_random_bytes(client: Client, ca, der: bytes) -> None:
     _check_ocsp(client.post(OCSP_URL, der, content_type=OCSP_REQUEST))
 
 
 @pytest.mark.slow
 @_FUZZ
 @given(der=_MUTATED)
-def test_ocsp_post_mutated_requests(client: Client, ca, der: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_ocsp_post_mutated_requests(client: Client, ca, der: bytes) -> None:
     _check_ocsp(client.post(OCSP_URL, der, content_type=OCSP_REQUEST))
 
 
 @pytest.mark.slow
 @_FUZZ
 @given(der=_MUTATED)
-def test_ocsp_get_mutated_requests(client: Client, ca, der: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_ocsp_get_mutated_requests(client: Client, ca, der: bytes) -> None:
     _check_ocsp(client.get(_get_path(der)))
 
 
@@ -359,7 +359,7 @@ def test_ocsp_get_mutated_requests(client: Client, ca, der: bytes) -> None:  # t
         st.text(max_size=200).map(lambda t: OCSP_URL + quote(t, safe="/+=%")),
     )
 )
-def test_ocsp_get_random_paths(client: Client, ca, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_ocsp_get_random_paths(client: Client, ca, path: str) -> None:
     response = client.get(path)
     if response.status_code == 404:
         # Only a path that is no OCSP address may miss the responder: ".." segments that
@@ -370,7 +370,7 @@ def test_ocsp_get_random_paths(client: Client, ca, path: str) -> None:  # type: 
     _check_ocsp(response)
 
 
-def test_valid_ocsp_requests_are_answered_and_leave_nothing(client: Client, ca) -> None:  # type: ignore[no-untyped-def]
+def test_valid_ocsp_requests_are_answered_and_leave_nothing(client: Client, ca) -> None:
     """The fuzz templates themselves are well-formed requests: answered, no side effect.
 
     Their serial was never issued by MyCert: ``unauthorized`` (RFC 5019 §2.2.3), not

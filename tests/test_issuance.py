@@ -39,7 +39,7 @@ def _issued(request_id: int) -> int:
 
 
 @pytest.mark.django_db
-def test_issue_makes_certificate_keystore_and_outbox(ca) -> None:  # type: ignore[no-untyped-def]
+def test_issue_makes_certificate_keystore_and_outbox(ca) -> None:
     request = CertificateRequestFactory.create()
     outcome = request_issue(request_id=request.pk, now=timezone.now())
     assert outcome.certificate_id is not None
@@ -70,7 +70,7 @@ def test_issue_makes_certificate_keystore_and_outbox(ca) -> None:  # type: ignor
 
 
 @pytest.mark.django_db
-def test_issuing_twice_issues_once(ca) -> None:  # type: ignore[no-untyped-def]
+def test_issuing_twice_issues_once(ca) -> None:
     request = CertificateRequestFactory.create()
     first = request_issue(request_id=request.pk, now=timezone.now())
     second = request_issue(request_id=request.pk, now=timezone.now())
@@ -82,7 +82,7 @@ def test_issuing_twice_issues_once(ca) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_at_once_issue_one_certificate(ca) -> None:  # type: ignore[no-untyped-def]
+def test_two_workers_at_once_issue_one_certificate(ca) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("row locks across connections need PostgreSQL (SQLite serialises writers)")
     request = CertificateRequestFactory.create()
@@ -107,7 +107,7 @@ def test_two_workers_at_once_issue_one_certificate(ca) -> None:  # type: ignore[
 
 
 @pytest.mark.django_db
-def test_legacy_vendor_gets_a_3des_keystore(ca) -> None:  # type: ignore[no-untyped-def]
+def test_legacy_vendor_gets_a_3des_keystore(ca) -> None:
     vendor = VendorFactory.create(legacy_keystore=True)
     request = CertificateRequestFactory.create(vendor=vendor, vendor_copy_consent=True)
     certificate_id = _issued(request.pk)
@@ -124,7 +124,7 @@ def _delivered(certificate: Certificate, *, at: datetime) -> None:
 
 
 @pytest.mark.django_db
-def test_a_delivered_certificate_supersedes_the_previous_one_after_the_grace_period(  # type: ignore[no-untyped-def]
+def test_a_delivered_certificate_supersedes_the_previous_one_after_the_grace_period(
     ca, eager_tasks, settings
 ) -> None:
     settings.MYCERT_SUPERSEDE_AFTER_DAYS = 14
@@ -158,7 +158,7 @@ def test_a_delivered_certificate_supersedes_the_previous_one_after_the_grace_per
 
 
 @pytest.mark.django_db
-def test_nothing_is_superseded_by_a_revoked_certificate(ca, eager_tasks, settings) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_is_superseded_by_a_revoked_certificate(ca, eager_tasks, settings) -> None:
     settings.MYCERT_SUPERSEDE_AFTER_DAYS = 0
     now = timezone.now()
     first_request = CertificateRequestFactory.create()

@@ -189,7 +189,7 @@ def test_encrypt_imports_the_same_key_text_once(
     for name in ("scan_keys_mem", "import_keys", "list_keys"):
         original = getattr(keyring._gpg, name)
 
-        def counted(*args, _name=name, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+        def counted(*args, _name=name, _original=original, **kwargs):
             calls.append(_name)
             return _original(*args, **kwargs)
 

@@ -27,7 +27,7 @@ from mycert import oidc
 from mycert.models import AuditEvent, Professional
 from mycert.oidc import LoginRefused, RefusalCode
 from mycert.services.professionals import oidc_username, professional_login
-from mycert.views_auth import ID_TOKEN_SESSION_KEY
+from mycert.views.auth import ID_TOKEN_SESSION_KEY
 from tests.support.oidc_provider import (
     CLIENT_ID,
     LUXTRUST_ACR,

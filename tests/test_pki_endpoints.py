@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def pki_site(settings, ca, live_server, eager_tasks):  # type: ignore[no-untyped-def]
+def pki_site(settings, ca, live_server, eager_tasks):
     """Certificates issued while the PKI base URL is the live test server."""
     settings.MYCERT_PKI_BASE_URL = live_server.url
     crl_publish(now=timezone.now())
@@ -51,7 +51,7 @@ def _aia(certificate: x509.Certificate, method: x509.ObjectIdentifier) -> str:
 
 def _crl_url(certificate: x509.Certificate) -> str:
     points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    return str(points[0].full_name[0].value)  # type: ignore[index]
+    return str(points[0].full_name[0].value)
 
 
 def _openssl_ocsp(url: str, leaf: Path, ca_dir: Path, *extra: str) -> str:
@@ -200,7 +200,7 @@ def test_malformed_ocsp_requests_get_malformed_request(pki_site: str, body: byte
     assert parsed.response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
 
-def test_malformed_ocsp_get_paths(client: Client, ca) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_ocsp_get_paths(client: Client, ca) -> None:
     for path in ["/pki/ocsp/%%%%", "/pki/ocsp/AAAA", "/pki/ocsp/" + "A" * 9000]:
         response = client.get(path)
         assert response.status_code == 200
@@ -252,13 +252,13 @@ def test_crl_at_the_certificates_address_lists_the_revocation(
     assert "Invalidity Date" in text.stdout
 
 
-def test_crl_numbers_only_increase(ca) -> None:  # type: ignore[no-untyped-def]
+def test_crl_numbers_only_increase(ca) -> None:
     numbers = [crl_publish(now=timezone.now()).number for _ in range(3)]
     assert numbers == sorted(numbers)
     assert len(set(numbers)) == 3
 
 
-def test_revoking_twice_is_refused(ca) -> None:  # type: ignore[no-untyped-def]
+def test_revoking_twice_is_refused(ca) -> None:
     record, _ = _issue()
     kwargs = {
         "certificate_id": record.pk,
@@ -271,7 +271,7 @@ def test_revoking_twice_is_refused(ca) -> None:  # type: ignore[no-untyped-def]
         certificate_revoke(**kwargs, now=timezone.now())  # type: ignore[arg-type]
 
 
-def test_ca_certificates_are_published_in_der(client: Client, ca) -> None:  # type: ignore[no-untyped-def]
+def test_ca_certificates_are_published_in_der(client: Client, ca) -> None:
     issuing = client.get("/pki/ca/issuing.cer")
     assert issuing["Content-Type"] == "application/pkix-cert"
     assert (
@@ -285,9 +285,7 @@ def test_ca_certificates_are_published_in_der(client: Client, ca) -> None:  # ty
     )
 
 
-def test_ocsp_asks_again_on_a_new_connection_when_the_kept_one_broke(  # type: ignore[no-untyped-def]
-    client: Client, ca
-) -> None:
+def test_ocsp_asks_again_on_a_new_connection_when_the_kept_one_broke(client: Client, ca) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("kept connections are a PostgreSQL matter (SQLite opens one per request)")
     _, leaf = _issue()
@@ -310,7 +308,7 @@ def test_ocsp_asks_again_on_a_new_connection_when_the_kept_one_broke(  # type: i
     assert parsed.certificate_status == ocsp.OCSPCertStatus.GOOD
 
 
-def test_re_published_crl_follows_the_rows(ca) -> None:  # type: ignore[no-untyped-def]
+def test_re_published_crl_follows_the_rows(ca) -> None:
     first, _ = _issue()
     second, _ = _issue()
     now = timezone.now()

@@ -7,14 +7,14 @@ from typing import Any
 import pytest
 from django.test import Client, RequestFactory
 
-from mycert import ratelimit
+from mycert.ops import ratelimit
 from tests.factories import ProfessionalFactory
 
 pytestmark = pytest.mark.django_db
 
 
 class Clock:
-    """Stands in for ``mycert.ratelimit.now``: tests step over a window instead of sleeping."""
+    """Stands in for ``mycert.ops.ratelimit.now``: tests step over a window instead of sleeping."""
 
     def __init__(self) -> None:
         self.value = 1_000_020.0  # inside a 60 s window starting at 1_000_020 - 0

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db.models import Q, UniqueConstraint
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -240,3 +241,23 @@ def test_the_favicon_is_served(client: Client) -> None:
     page = client.get("/").content.decode()
     assert 'rel="icon"' in page
     assert 'href="data:,"' not in page
+
+
+def test_the_request_page_fetches_the_professional_once(
+    professional_client: Client, django_assert_num_queries
+) -> None:
+    """The decorator hands the professional it found to the view (``request.professional``)."""
+    VendorFactory.create(pgp_fingerprint=PINNED)
+    # Session, user, professional (once: the view and the base template reuse it), request
+    # in progress, valid certificate, vendors, then the session's save (savepoint, update,
+    # release). Before ``request.professional``, the professional was read three times (11).
+    with django_assert_num_queries(9):
+        response = professional_client.get(reverse("request-certificate"))
+    assert response.status_code == 200
+
+
+def test_the_database_constraint_covers_exactly_the_in_progress_states() -> None:
+    """``Meta`` spells the states out; they must stay ``CertificateRequest.IN_PROGRESS``."""
+    (constraint,) = CertificateRequest._meta.constraints
+    assert isinstance(constraint, UniqueConstraint)
+    assert constraint.condition == Q(status__in=list(CertificateRequest.IN_PROGRESS))

@@ -58,7 +58,7 @@ def test_only_old_requests_without_certificate_are_stuck() -> None:
 
 
 @pytest.mark.django_db
-def test_sweep_queues_stuck_requests_after_the_setting(settings, queued: list[int]) -> None:  # type: ignore[no-untyped-def]
+def test_sweep_queues_stuck_requests_after_the_setting(settings, queued: list[int]) -> None:
     settings.MYCERT_REQUEST_SWEEP_AFTER_SECONDS = 600
     stuck = _aged(CertificateRequestFactory.create(), timedelta(minutes=11))
     _aged(CertificateRequestFactory.create(), timedelta(minutes=9))
@@ -68,13 +68,13 @@ def test_sweep_queues_stuck_requests_after_the_setting(settings, queued: list[in
 
 
 @pytest.mark.django_db
-def test_sweep_is_in_the_beat_schedule(settings) -> None:  # type: ignore[no-untyped-def]
+def test_sweep_is_in_the_beat_schedule(settings) -> None:
     entries = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert {"mycert.tasks.sweep_requests", "mycert.tasks.sweep_outbox"} <= entries
 
 
 @pytest.mark.django_db
-def test_swept_request_is_issued_once_however_often_swept(settings, ca, eager_tasks) -> None:  # type: ignore[no-untyped-def]
+def test_swept_request_is_issued_once_however_often_swept(settings, ca, eager_tasks) -> None:
     settings.MYCERT_REQUEST_SWEEP_AFTER_SECONDS = 60
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     request = _aged(CertificateRequestFactory.create(), timedelta(minutes=5))
@@ -93,7 +93,7 @@ def test_swept_request_is_issued_once_however_often_swept(settings, ca, eager_ta
 @pytest.mark.django_db
 def test_database_lost_while_sending_leaves_the_mails_to_the_outbox_sweep(
     ca, eager_tasks, smtp_settings: TestSmtpServer, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """Issued, then the database drops before the first e-mail: no failed task, no loss."""
     from django.db import OperationalError
 
@@ -145,7 +145,7 @@ def test_submit_survives_a_broker_that_is_down(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.django_db(transaction=True)
 def test_connection_dropped_while_sending_is_recorded_once(
-    ca,  # type: ignore[no-untyped-def]
+    ca,
     smtp_settings: TestSmtpServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -156,9 +156,9 @@ def test_connection_dropped_while_sending_is_recorded_once(
     outcome = request_issue(request_id=request.pk, now=timezone.now())
     delivery_id = outcome.ready_delivery_ids[0]
 
-    def send_then_lose_the_session(message):  # type: ignore[no-untyped-def]
+    def send_then_lose_the_session(message):
         send_message(message)
-        pid = connection.connection.info.backend_pid  # type: ignore[union-attr]
+        pid = connection.connection.info.backend_pid
         params = connection.get_connection_params()
         with psycopg.connect(
             **{
@@ -179,3 +179,12 @@ def test_connection_dropped_while_sending_is_recorded_once(
     assert delivery.status == Delivery.Status.SENT
     assert delivery.sealed_payload is None
     assert smtp_settings.by_message_id() == {delivery.message_id: 1}
+
+
+def test_every_beat_entry_names_a_task_by_the_name_in_its_decorator(settings) -> None:
+    """A beat entry whose name matches no task would be sent to no one, every period."""
+    from config.celery import app
+
+    app.loader.import_default_modules()
+    for entry, scheduled in settings.CELERY_BEAT_SCHEDULE.items():
+        assert scheduled["task"] in app.tasks, entry

@@ -96,7 +96,7 @@ def main() -> None:
     port, *paths = sys.argv[1:]
     server = MyCertServer(int(port), (paths[0], paths[1], paths[2], paths[3]))
 
-    def on_hup(signum: int, frame: FrameType | None) -> None:
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
         server.reload()
         logger.info("reloaded")
 

@@ -1,8 +1,10 @@
 """OpenPGP through GnuPG (python-gnupg): check a vendor's public key, encrypt to it.
 
 The only module that imports ``gnupg`` (DESIGN.md §7: depend on ``python-gnupg``, never
-on the unrelated PyPI package of the same import name). It reads no Django setting: the
-caller passes the GnuPG home, the binary and the time.
+on the unrelated PyPI package of the same import name). :class:`OpenPgp` reads no Django
+setting: the caller passes the GnuPG home, the binary and the time. :func:`openpgp` is
+the one place that reads them (``MYCERT_GNUPG_HOME``, ``MYCERT_GPG_BINARY``), for the
+vendor service and the outbox alike.
 
 Trust: a vendor's key is checked when it is registered and its fingerprint pinned; mail
 is then encrypted with ``--trust-model always`` to exactly that fingerprint. The pin,
@@ -17,12 +19,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import gnupg
+from django.conf import settings
 
-__all__ = ["KeyInfo", "OpenPgp", "OpenPgpError", "normalize_fingerprint"]
+__all__ = ["KeyInfo", "OpenPgp", "OpenPgpError", "normalize_fingerprint", "openpgp"]
 
 # gpg-agent's sockets live in the home when /run/user/<uid> is missing; a Unix socket
 # path holds at most 107 bytes and the longest name is "S.gpg-agent.browser".
@@ -85,8 +89,10 @@ def _key_info(key: Mapping[str, Any], now: datetime) -> KeyInfo:
     candidates: list[tuple[str, Mapping[str, Any]]] = [
         (_own_capabilities(str(key.get("cap") or ""), primary=True), key)
     ]
-    for info in (key.get("subkey_info") or {}).values():
-        candidates.append((_own_capabilities(str(info.get("cap") or ""), primary=False), info))
+    candidates.extend(
+        (_own_capabilities(str(info.get("cap") or ""), primary=False), info)
+        for info in (key.get("subkey_info") or {}).values()
+    )
     primary_usable = _usable(key, now)
     can_encrypt = primary_usable and any(
         "e" in cap and _usable(fields, now) for cap, fields in candidates
@@ -252,3 +258,13 @@ class OpenPgp:
             raise OpenPgpError(f"GnuPG could not encrypt to {pinned}: {encrypted.status}.")
         armored: bytes = encrypted.data
         return armored
+
+
+@cache
+def _openpgp(home: str, binary: str) -> OpenPgp:
+    return OpenPgp(home, binary=binary)
+
+
+def openpgp() -> OpenPgp:
+    """MyCert's GnuPG home (``MYCERT_GNUPG_HOME``), one wrapper per process and home."""
+    return _openpgp(str(settings.MYCERT_GNUPG_HOME), settings.MYCERT_GPG_BINARY)

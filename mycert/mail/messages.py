@@ -195,7 +195,7 @@ class PgpMimeMessage(EmailMessage):
         super().__init__(**kwargs)
         self.armored = armored
 
-    def _create_message(self, msg: Any) -> SafeMIMEMultipart:
+    def _create_message(self, msg: Any) -> SafeMIMEMultipart:  # noqa: ARG002 - Django's hook
         # RFC 3156 §4: multipart/encrypted with protocol="application/pgp-encrypted";
         # first part application/pgp-encrypted carrying "Version: 1", second part
         # application/octet-stream carrying the ASCII-armored OpenPGP message.

@@ -198,10 +198,6 @@ class MailSink:
             self._controller.stop()
             self._controller = None
 
-    @property
-    def running(self) -> bool:
-        return self._controller is not None
-
     def __enter__(self) -> MailSink:
         self.start()
         return self

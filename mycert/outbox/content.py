@@ -6,12 +6,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 
 from django.conf import settings
 from django.core.mail import EmailMessage
 
-from mycert.mail.gpg import OpenPgp, OpenPgpError
+from mycert.mail.gpg import OpenPgpError, openpgp
 from mycert.mail.messages import (
     CertificateFacts,
     Encryptor,
@@ -145,11 +144,11 @@ def _password(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailM
     )
 
 
-def _revocation(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+def _revocation(claim: Claim, _payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
     return revocation_message(envelope=claim.envelope, facts=claim.facts, encrypt=encrypt)
 
 
-def _expiry(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+def _expiry(claim: Claim, _payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
     return expiry_message(envelope=claim.envelope, facts=claim.facts, encrypt=encrypt)
 
 
@@ -162,11 +161,6 @@ _BUILDERS: dict[str, Callable[[Claim, bytes, Encryptor | None], EmailMessage]] =
 }
 
 
-@cache
-def _keyring(home: str, binary: str) -> OpenPgp:
-    return OpenPgp(home, binary=binary)
-
-
 def build(claim: Claim, now: datetime) -> EmailMessage:
     """Open the payload and build the e-mail; ``SendError`` (permanent) if impossible."""
     builder = _BUILDERS.get(claim.content)
@@ -175,7 +169,7 @@ def build(claim: Claim, now: datetime) -> EmailMessage:
     encrypt: Encryptor | None = None
     if claim.envelope.pgp_fingerprint:
         # The keyring directly, not the vendor service: the outbox calls no workflow.
-        keyring = _keyring(str(settings.MYCERT_GNUPG_HOME), settings.MYCERT_GPG_BINARY)
+        keyring = openpgp()
 
         def encrypt(data: bytes, fingerprint: str) -> bytes:
             return keyring.encrypt(data, fingerprint, now=now, armored_key=claim.armored_key)

@@ -181,11 +181,6 @@ class Token:
                 )
             return self._session
 
-    @property
-    def is_open(self) -> bool:
-        """Whether this process holds a session (an inherited one does not count)."""
-        return self._session is not None and self._pid == os.getpid()
-
     def close(self) -> None:
         """Close this process's session (logs out when it is the last one)."""
         with self._lock:

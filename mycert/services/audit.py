@@ -81,7 +81,7 @@ def actor_display(actor: str) -> str:
     user = get_user_model()._default_manager.filter(pk=int(actor[5:])).first()
     if user is None:
         return actor
-    full_name = str(user.get_full_name()).strip()  # type: ignore[attr-defined]
+    full_name = str(user.get_full_name()).strip()
     username = str(user.get_username())
     return f"{full_name} ({username})" if full_name else username
 

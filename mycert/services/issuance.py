@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from django.conf import settings
 from django.db import transaction
@@ -325,7 +324,3 @@ def delivery_failure_report(*, outcome_delivery_id: int) -> None:
                 "error": delivery.last_error,
             },
         )
-
-
-def parse_certificate(record: Certificate) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(record.pem.encode())

@@ -106,7 +106,7 @@ def _user_state(entry: LogEntry) -> dict[str, Any]:
         "is_active": user.is_active,
         "is_staff": getattr(user, "is_staff", False),
         "is_superuser": getattr(user, "is_superuser", False),
-        "groups": sorted(user.groups.values_list("name", flat=True))  # type: ignore[attr-defined]
+        "groups": sorted(user.groups.values_list("name", flat=True))
         if hasattr(user, "groups")
         else [],
     }

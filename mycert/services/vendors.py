@@ -12,7 +12,6 @@ the agency's security officer gets an e-mail (``MYCERT_SECURITY_EMAIL``).
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -21,7 +20,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from mycert.mail.gpg import KeyInfo, OpenPgp
+from mycert.mail.gpg import KeyInfo, openpgp
 from mycert.models import OperatorAlert, Vendor
 from mycert.services.alerts import operator_alert_create
 from mycert.services.audit import actor_display, audit_record
@@ -29,23 +28,12 @@ from mycert.services.audit import actor_display, audit_record
 __all__ = [
     "UNCHANGED",
     "clean_pgp_key",
-    "openpgp",
     "vendor_create",
     "vendor_key_is_usable",
     "vendor_set_pgp_key",
     "vendor_update",
     "vendors_offered",
 ]
-
-
-@cache
-def _openpgp(home: str, binary: str) -> OpenPgp:
-    return OpenPgp(home, binary=binary)
-
-
-def openpgp() -> OpenPgp:
-    """MyCert's GnuPG home (``MYCERT_GNUPG_HOME``), one wrapper per process."""
-    return _openpgp(str(settings.MYCERT_GNUPG_HOME), settings.MYCERT_GPG_BINARY)
 
 
 def clean_pgp_key(armored: str, *, now: datetime) -> KeyInfo:

@@ -27,7 +27,9 @@ logger = logging.getLogger(__name__)
 TEMPORARY_ERRORS = (OperationalError, InterfaceError, OSError)
 
 
-@shared_task(bind=True, acks_late=True, max_retries=20)
+@shared_task(
+    name="mycert.tasks.issuance.issue_certificate", bind=True, acks_late=True, max_retries=20
+)
 def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped-def]
     """Issue the certificate of request ``request_id``, then send its e-mails."""
     from mycert.tasks.delivery import send_deliveries_now

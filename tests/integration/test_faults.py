@@ -57,7 +57,7 @@ class Rig:
 
 @pytest.fixture
 def rig(
-    settings,  # type: ignore[no-untyped-def]
+    settings,
     ca,
     smtp_process: SmtpProcess,
     vendor_key: GpgKey,

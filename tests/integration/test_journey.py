@@ -157,7 +157,7 @@ def _database_dump() -> bytes:
 @pytest.fixture
 def journey(
     settings, ca, oidc_settings, smtp_process: SmtpProcess, vendor_key: GpgKey, worker_env, tmp_path
-):  # type: ignore[no-untyped-def]
+):
     """A worker sending to the SMTP process; the vendor's key on file."""
     settings.EMAIL_HOST = smtp_process.host
     settings.EMAIL_PORT = smtp_process.port
@@ -173,7 +173,7 @@ def journey(
 
 def test_professional_receives_keystore_and_password_vendor_gets_encrypted_copy(
     journey: WorkerProcess,
-    oidc_settings,  # type: ignore[no-untyped-def]
+    oidc_settings,
     smtp_process: SmtpProcess,
     vendor_key: GpgKey,
     tmp_path: Path,

@@ -43,7 +43,7 @@ def workers(worker_env: dict[str, str], tmp_path: Path) -> Iterator[WorkerProces
         group.stop_all()
 
 
-def _submit(professional, vendor: Vendor | None = None) -> int:  # type: ignore[no-untyped-def]
+def _submit(professional, vendor: Vendor | None = None) -> int:
     from mycert.services.requests import request_submit
 
     return request_submit(
@@ -72,7 +72,7 @@ def _row_lock_waiters() -> int:
 
 
 def test_helpdesk_revoking_the_old_certificate_just_before_the_record_sends_nothing_twice(
-    settings,  # type: ignore[no-untyped-def]
+    settings,
     ca,
     smtp_process: SmtpProcess,
     worker_env: dict[str, str],
@@ -118,7 +118,7 @@ def test_helpdesk_revoking_the_old_certificate_just_before_the_record_sends_noth
                     revoked_via=Certificate.RevokedVia.HELPDESK,
                 )
             revoked_by_helpdesk.set()
-        except BaseException as exc:  # reported in the test's thread
+        except BaseException as exc:  # noqa: BLE001 - reported in the test's thread
             failure.append(exc)
         finally:
             connection.close()
@@ -156,7 +156,7 @@ def test_helpdesk_revoking_the_old_certificate_just_before_the_record_sends_noth
 
 
 def test_revoking_while_the_keystore_is_at_the_relay_sends_nothing_more(
-    settings,  # type: ignore[no-untyped-def]
+    settings,
     ca,
     tmp_path: Path,
     worker_env: dict[str, str],
@@ -239,7 +239,7 @@ def test_revoking_while_the_keystore_is_at_the_relay_sends_nothing_more(
 
 
 def test_requests_the_profile_refuses_end_and_a_dead_vendor_key_blocks_no_one(
-    settings,  # type: ignore[no-untyped-def]
+    settings,
     ca,
     smtp_process: SmtpProcess,
     expired_key: GpgKey,

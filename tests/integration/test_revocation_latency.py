@@ -36,7 +36,7 @@ def _issued(request_id: int) -> int:
 
 
 @pytest.fixture
-def pki_worker(settings, ca, live_server, worker_env, tmp_path):  # type: ignore[no-untyped-def]
+def pki_worker(settings, ca, live_server, worker_env, tmp_path):
     settings.MYCERT_PKI_BASE_URL = live_server.url
     worker_env["MYCERT_PKI_BASE_URL"] = live_server.url
     crl_publish(now=timezone.now())
@@ -112,7 +112,7 @@ def test_revoke_click_reaches_crl_and_ocsp(
         if d.access_method.dotted_string == "1.3.6.1.5.5.7.48.1"
     )
     cdp = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    crl_url = str(cdp[0].full_name[0].value)  # type: ignore[index]
+    crl_url = str(cdp[0].full_name[0].value)
     assert ": good" in _ocsp_status(ocsp_url, leaf, ca_dir)
     assert not _crl_lists(crl_url, certificate.serial_number)
 

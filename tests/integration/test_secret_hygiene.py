@@ -187,7 +187,7 @@ def _database_dump() -> bytes:
 
 @pytest.fixture
 def hygiene_rig(
-    settings,  # type: ignore[no-untyped-def]
+    settings,
     ca,
     smtp_process: SmtpProcess,
     worker_env: dict[str, str],

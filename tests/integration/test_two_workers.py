@@ -42,7 +42,7 @@ def _per_worker(log_dir: Path, needle: str) -> dict[str, int]:
 
 
 def test_two_workers_share_a_batch_without_duplicates(
-    settings,  # type: ignore[no-untyped-def]
+    settings,
     ca,
     smtp_process: SmtpProcess,
     vendor_key: GpgKey,

@@ -57,7 +57,7 @@ def test_encrypted_pem_round_trip(key_type: KeyType) -> None:
     pem = encrypt_private_key_pem(key, b"correct horse battery staple")
     assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
     loaded = load_private_key_pem(pem, b"correct horse battery staple")
-    assert loaded.private_numbers() == key.private_numbers()  # type: ignore[comparison-overlap]
+    assert loaded.private_numbers() == key.private_numbers()
 
 
 def test_encrypt_refuses_empty_passphrase() -> None:
@@ -180,4 +180,4 @@ def test_keys_written_with_2048_rounds_still_load() -> None:
         == 2048
     )
     loaded = load_private_key_pem(old, b"old passphrase")
-    assert loaded.private_numbers() == key.private_numbers()  # type: ignore[comparison-overlap]
+    assert loaded.private_numbers() == key.private_numbers()

@@ -24,7 +24,7 @@ from tests.pki.helpers import Leaf, pkilint_findings, run_command
 
 
 def _value(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType:
-    return certificate.extensions.get_extension_for_class(kind).value  # type: ignore[type-var]
+    return certificate.extensions.get_extension_for_class(kind).value
 
 
 def test_subject(leaf: Leaf, identity: ProfessionalIdentity) -> None:

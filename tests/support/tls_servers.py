@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mycert import selfcheck_nginx
+from mycert.ops import selfcheck_nginx
 
 REPO = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

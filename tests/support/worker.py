@@ -89,7 +89,7 @@ class WorkerProcess:
 
 def wait_until(
     predicate, *, timeout: float, interval: float = 0.2, what: str = "condition"
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -99,7 +99,7 @@ def wait_until(
 
 
 @pytest.fixture
-def worker_env(settings, ca, tmp_path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def worker_env(settings, ca, tmp_path) -> dict[str, str]:
     """The environment a worker needs to share this test's database, CA, broker and mail."""
     reason = integration_environment_ready()
     if reason:
@@ -128,7 +128,7 @@ def worker_env(settings, ca, tmp_path) -> dict[str, str]:  # type: ignore[no-unt
 
 
 @pytest.fixture
-def celery_worker_process(worker_env, tmp_path) -> Iterator[WorkerProcess]:  # type: ignore[no-untyped-def]
+def celery_worker_process(worker_env, tmp_path) -> Iterator[WorkerProcess]:
     """Start one real worker; stop every worker the test started."""
     workers = WorkerProcess(env=worker_env, log_path=tmp_path / "worker.log")
     workers.start("w1")

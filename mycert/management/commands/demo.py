@@ -87,7 +87,7 @@ class Stopped(Exception):
 def _stop_on_signals() -> Iterator[None]:
     """Turn SIGTERM and SIGINT into :class:`Stopped` while the demo runs."""
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(signum: int, _frame: FrameType | None) -> None:
         raise Stopped(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -333,7 +333,7 @@ class Command(BaseCommand):
         self, var: Path, options: dict[str, Any], env: dict[str, str]
     ) -> dict[str, list[str]]:
         """nginx in front of the self-check (deploy/nginx/mycert-check.conf), if installed."""
-        from mycert import selfcheck_nginx
+        from mycert.ops import selfcheck_nginx
 
         if selfcheck_nginx.nginx_binary() is None:
             self.stderr.write("nginx is not installed: the mutual-TLS self-check is not started.")

@@ -20,7 +20,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from mycert.models import Certificate
-from mycert.ratelimit import ratelimit
+from mycert.ops.ratelimit import ratelimit
 from mycert.services.selfcheck import (
     CheckResult,
     CheckStatus,

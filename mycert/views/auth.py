@@ -23,8 +23,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from mycert import oidc
 from mycert.oidc import LoginRefused, RefusalCode
+from mycert.ops.ratelimit import ratelimit
 from mycert.problems import render_problem
-from mycert.ratelimit import ratelimit
 from mycert.services.professionals import (
     professional_login,
     professional_login_refused,

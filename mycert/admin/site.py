@@ -1,9 +1,10 @@
-"""A second factor for the helpdesk: /admin/ asks staff for a TOTP code (django-otp).
+"""The helpdesk's admin site, with a second factor: /admin/ asks staff for a TOTP code.
 
-``config/urls.py`` serves ``django.contrib.admin.site``, customised in ``mycert.admin``.
-Rather than replace that instance (and lose its customisations), ``install()`` changes
-its class to :class:`SwitchableOTPAdminSite` from ``MyCertConfig.ready()``. The switch,
-``MYCERT_ADMIN_REQUIRE_OTP``, is read on every request, so a test can flip it.
+:class:`MyCertAdminSite` is Django's default admin site here: ``MyCertAdminConfig``
+(``mycert.apps``) names it as ``default_site`` and takes ``django.contrib.admin``'s
+place in ``INSTALLED_APPS``, as Django documents for overriding the default site. The
+second factor is django-otp's, switched by ``MYCERT_ADMIN_REQUIRE_OTP``, which is read
+on every request, so a test can flip it.
 
 Password POSTs to the login page count against ``MYCERT_RATELIMIT_LOGIN``. With the
 switch on, a staff user is let in only once verified by one of their confirmed
@@ -24,12 +25,13 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.sites import AdminSite
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.forms import ValidationError
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from django.utils.translation import gettext_noop
 from django_otp import devices_for_user
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
@@ -37,13 +39,13 @@ from django_otp.models import Device
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from mycert.ratelimit import ratelimit
+from mycert.models import CertificateRequest
+from mycert.ops.ratelimit import ratelimit
 
 __all__ = [
     "DJANGO_OTP_MESSAGES",
+    "MyCertAdminSite",
     "MyCertOTPAuthenticationForm",
-    "SwitchableOTPAdminSite",
-    "install",
 ]
 
 #: django-otp's own messages on the admin login that its catalogs leave untranslated
@@ -95,17 +97,36 @@ class MyCertOTPAuthenticationForm(OTPAdminAuthenticationForm):
         return None
 
 
-class SwitchableOTPAdminSite(OTPAdminSite):
-    """django-otp's admin site when ``MYCERT_ADMIN_REQUIRE_OTP`` is on, Django's otherwise."""
+class MyCertAdminSite(OTPAdminSite):
+    """The helpdesk's admin: django-otp's site when ``MYCERT_ADMIN_REQUIRE_OTP`` is on,
+    Django's otherwise; the overdue requests on the index; no bulk deletion."""
 
-    @property  # type: ignore[override]
+    site_header = _("MyCert — helpdesk")
+    site_title = _("MyCert helpdesk")
+    index_title = _("Helpdesk")
+    index_template = "admin/helpdesk_index.html"
+
+    def __init__(self, name: str = "admin") -> None:
+        # django-otp's own default name is "otpadmin"; the URLs are namespaced "admin".
+        super().__init__(name)
+        # Certificates, requests, deliveries and audit events are evidence (ETSI retention).
+        self.disable_action("delete_selected")
+
+    def each_context(self, request: HttpRequest) -> dict[str, Any]:
+        """Add the overdue count, as a callable: only the index template evaluates it."""
+        context: dict[str, Any] = super().each_context(request)
+        if request.user.has_perm("mycert.view_certificaterequest"):
+            context["overdue_request_count"] = _overdue_request_count
+        return context
+
+    @property
     def login_form(self) -> type[AdminAuthenticationForm]:
         if settings.MYCERT_ADMIN_REQUIRE_OTP:
             form: type[AdminAuthenticationForm] = MyCertOTPAuthenticationForm
             return form
         return AdminAuthenticationForm
 
-    @property  # type: ignore[override]
+    @property
     def login_template(self) -> str | None:
         if settings.MYCERT_ADMIN_REQUIRE_OTP:
             template: str = OTPAdminSite.login_template
@@ -118,9 +139,7 @@ class SwitchableOTPAdminSite(OTPAdminSite):
         """Django's (or django-otp's) login, with the login rate limit on its POSTs."""
 
         def view(request: HttpRequest) -> HttpResponse:
-            response: HttpResponse = super(SwitchableOTPAdminSite, self).login(
-                request, extra_context
-            )
+            response: HttpResponse = super(MyCertAdminSite, self).login(request, extra_context)
             return response
 
         limited = ratelimit("admin-login", setting="MYCERT_RATELIMIT_LOGIN", methods=("POST",))
@@ -132,6 +151,5 @@ class SwitchableOTPAdminSite(OTPAdminSite):
         return AdminSite.has_permission(self, request)
 
 
-def install() -> None:
-    """Give the default admin site the switchable second factor (idempotent)."""
-    admin.site.__class__ = SwitchableOTPAdminSite
+def _overdue_request_count() -> int:
+    return CertificateRequest.objects.overdue(timezone.now()).count()

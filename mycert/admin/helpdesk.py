@@ -56,36 +56,6 @@ from mycert.models import (
 from mycert.querysets import CertificateQuerySet, CertificateRequestQuerySet
 from mycert.services.audit import actor_label
 
-# --- The site ------------------------------------------------------------------------------
-
-admin.site.site_header = _("MyCert — helpdesk")
-admin.site.site_title = _("MyCert helpdesk")
-admin.site.index_title = _("Helpdesk")
-admin.site.index_template = "admin/helpdesk_index.html"
-# Certificates, requests, deliveries and audit events are evidence (ETSI retention).
-admin.site.disable_action("delete_selected")
-
-_default_each_context = admin.site.each_context
-
-
-def _each_context(request: HttpRequest) -> dict[str, Any]:
-    """Add the overdue count, as a callable: only the index template evaluates it.
-
-    ``config/urls.py`` serves ``django.contrib.admin.site``; changing its class would
-    need a custom ``AdminConfig`` in settings, so the instance's method is wrapped here.
-    """
-    context = _default_each_context(request)
-    if request.user.has_perm("mycert.view_certificaterequest"):
-        context["overdue_request_count"] = _overdue_request_count
-    return context
-
-
-def _overdue_request_count() -> int:
-    return CertificateRequest.objects.overdue(timezone.now()).count()
-
-
-admin.site.each_context = _each_context  # type: ignore[method-assign]
-
 
 class NoDeleteAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Deleting is refused to everyone, superusers included."""

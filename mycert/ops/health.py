@@ -72,7 +72,7 @@ def _run(check: Callable[[], dict[str, str] | None]) -> CheckResult:
         error = f"ca_{exc.code}"
     except CheckFailed as exc:
         error = str(exc)
-    except Exception as exc:  # any failure is the answer, reported by type only
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer, reported by type only
         error = type(exc).__name__
     else:
         return CheckResult(True, (time.perf_counter() - started) * 1000, detail=detail)

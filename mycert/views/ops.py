@@ -11,9 +11,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mycert.health import check_all
-from mycert.metrics import DATABASE_REGISTRY
-from mycert.ratelimit import client_ip
+from mycert.ops.health import check_all
+from mycert.ops.metrics import DATABASE_REGISTRY
+from mycert.ops.ratelimit import client_ip
 
 
 @never_cache
