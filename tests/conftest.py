@@ -18,6 +18,12 @@ pytest_plugins = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.support import live_server
+
+    live_server.install()
+
+
 @pytest.fixture(scope="session")
 def _session_ca(tmp_path_factory: pytest.TempPathFactory) -> ca_store.CaPaths:
     """Create one CA for the whole run (RSA keys are slow to make)."""
