@@ -358,19 +358,19 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "sweep-requests": {"task": "mycert.tasks.sweep_requests", "schedule": 300.0},
     "sweep-operator-alerts": {"task": "mycert.tasks.sweep_operator_alerts", "schedule": 300.0},
     "export-audit-head": {
-        "task": "mycert.tasks.audit.export_audit_head",
+        "task": "mycert.tasks.export_audit_head",
         "schedule": MYCERT_AUDIT_HEAD_EXPORT_SECONDS,
     },
     # Re-signed hourly, valid 24 h: a missed run or two never lets the CRL expire.
-    "publish-crl": {"task": "mycert.tasks.publication.publish_crl", "schedule": 3600.0},
+    "publish-crl": {"task": "mycert.tasks.publish_crl", "schedule": 3600.0},
     # Stored OCSP answers are re-signed before half their validity has passed
     # (mycert.services.ocsp.REFRESH_EVERY is this period).
     "refresh-ocsp-responses": {
-        "task": "mycert.tasks.publication.refresh_ocsp_responses",
+        "task": "mycert.tasks.refresh_ocsp_responses",
         "schedule": 300.0,
     },
     "renew-ocsp-responder": {
-        "task": "mycert.tasks.publication.renew_ocsp_responder",
+        "task": "mycert.tasks.renew_ocsp_responder",
         "schedule": 6 * 3600.0,
     },
     # Daily, in the morning (Luxembourg time): 60, 30 and 7 days before the end, once each.

@@ -9,6 +9,7 @@ the send, rather than leaving the row leased and sending it twice.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import psycopg
@@ -188,3 +189,9 @@ def test_every_beat_entry_names_a_task_by_the_name_in_its_decorator(settings) ->
     app.loader.import_default_modules()
     for entry, scheduled in settings.CELERY_BEAT_SCHEDULE.items():
         assert scheduled["task"] in app.tasks, entry
+
+
+def test_every_beat_entry_names_its_task_the_same_way(settings) -> None:
+    """``mycert.tasks.<name>`` everywhere: one spelling to grep for and to monitor."""
+    for entry, scheduled in settings.CELERY_BEAT_SCHEDULE.items():
+        assert re.fullmatch(r"mycert\.tasks\.[a-z_]+", scheduled["task"]), entry

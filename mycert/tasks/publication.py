@@ -16,7 +16,7 @@ __all__ = ["publish_crl", "refresh_ocsp_responses", "renew_ocsp_responder", "sig
 # database restart, a lock timeout): retried with back-off, well below the broker's
 # visibility timeout (DESIGN.md §7).
 @shared_task(
-    name="mycert.tasks.publication.publish_crl",
+    name="mycert.tasks.publish_crl",
     acks_late=True,
     autoretry_for=(Exception,),
     retry_backoff=5,
@@ -29,23 +29,33 @@ def publish_crl() -> int:
     return crl_publish().number
 
 
-@shared_task(name="mycert.tasks.publication.renew_ocsp_responder", acks_late=True)
+@shared_task(name="mycert.tasks.renew_ocsp_responder", acks_late=True)
 def renew_ocsp_responder() -> bool:
     """Give the OCSP responder a fresh certificate before the current one ends."""
     return renew_ocsp_responder_if_due(now=timezone.now())
 
 
-@shared_task(
-    name="mycert.tasks.publication.sign_ocsp_responses", acks_late=True, ignore_result=True
-)
+@shared_task(name="mycert.tasks.sign_ocsp_responses", acks_late=True, ignore_result=True)
 def sign_ocsp_responses(certificate_ids: list[int]) -> int:
     """Sign and store these certificates' OCSP answers as their rows say now."""
     return ocsp_responses_sign(certificate_ids=certificate_ids, now=timezone.now())
 
 
-@shared_task(
-    name="mycert.tasks.publication.refresh_ocsp_responses", acks_late=True, ignore_result=True
-)
+@shared_task(name="mycert.tasks.refresh_ocsp_responses", acks_late=True, ignore_result=True)
 def refresh_ocsp_responses() -> int:
     """Re-sign the stored OCSP answers due (beat, every 5 minutes)."""
     return ocsp_responses_refresh(now=timezone.now())
+
+
+# The names these two tasks had before every task was named ``mycert.tasks.<name>``:
+# messages queued by an older release (a revocation's CRL, beat's last run) still run.
+@shared_task(name="mycert.tasks.publication.publish_crl", acks_late=True)
+def publish_crl_previous_name() -> int:
+    """``publish_crl`` under its former name."""
+    return crl_publish().number
+
+
+@shared_task(name="mycert.tasks.publication.renew_ocsp_responder", acks_late=True)
+def renew_ocsp_responder_previous_name() -> bool:
+    """``renew_ocsp_responder`` under its former name."""
+    return renew_ocsp_responder_if_due(now=timezone.now())
