@@ -10,6 +10,10 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PG_URL ?= postgres://postgres@127.0.0.1:5432/mycert
 REDIS_URL ?= redis://127.0.0.1:6379/15
 AXE := tests/browser/node_modules/axe-core/axe.min.js
+# Keep Python's byte-code caches (__pycache__, ignored by git) even where the environment
+# turns them off: otherwise every Python start (a test process, a Celery worker, each
+# `manage.py check` a test runs) compiles Django and the project anew, ~2 s a time.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help setup system-deps browser-deps browser-system-deps services lint test test-sqlite test-postgres run benchmarks messages screenshots
 

@@ -46,12 +46,10 @@ def openssl() -> str:
     return path
 
 
-@pytest.fixture
-def file_ca(settings: Any, tmp_path: Path) -> ca_store.CaPaths:
-    """A CA of our own in a temporary folder (the ceremonies change it)."""
-    settings.MYCERT_CA_DIR = tmp_path / "ca"
-    settings.MYCERT_CA_KEY_PASSPHRASE = STRONG
-    paths = ca_store.configured_paths()
+@pytest.fixture(scope="module")
+def _file_ca_made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CA made for the module: each key file costs its 600,000 PBKDF2 rounds."""
+    paths = ca_store.CaPaths(tmp_path_factory.mktemp("file-ca") / "ca")
     ca_store.create_ca(
         paths,
         STRONG.encode(),
@@ -60,7 +58,17 @@ def file_ca(settings: Any, tmp_path: Path) -> ca_store.CaPaths:
         key_type=KeyType.EC_P256,
         now=timezone.now(),
     )
-    return paths
+    return paths.directory
+
+
+@pytest.fixture
+def file_ca(settings: Any, tmp_path: Path, _file_ca_made: Path) -> ca_store.CaPaths:
+    """A CA of our own in a temporary folder (the ceremonies change it): a copy, modes kept."""
+    settings.MYCERT_CA_DIR = tmp_path / "ca"
+    settings.MYCERT_CA_KEY_PASSPHRASE = STRONG
+    shutil.copytree(_file_ca_made, settings.MYCERT_CA_DIR)
+    ca_store.clear_cache()
+    return ca_store.configured_paths()
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import json
 import subprocess
 import sys
@@ -57,20 +60,29 @@ def write_pem(path: Path, *certificates: x509.Certificate) -> Path:
 
 
 def pkilint_findings(tool: str, extra: Sequence[str], document: Path) -> list[dict[str, str]]:
-    """Run a pkilint CLI on ``document`` and return every finding, any severity."""
-    executable = Path(sys.executable).parent / tool
-    completed = subprocess.run(
-        [str(executable), "lint", *extra, "-s", "ALL", "-f", "JSON", str(document)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    """Run a pkilint command on ``document`` and return every finding, any severity.
+
+    The command's own ``main`` runs in this process, with the arguments and the JSON
+    report of its command line: the same lint without a Python start-up each time.
+    """
+    command = importlib.import_module(f"pkilint.bin.{tool}")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    # The document comes on standard input ("-"): pkilint leaves a file it opened itself
+    # unclosed, which only a process's exit would tidy away.
+    stdin = sys.stdin
+    content = io.BytesIO(document.read_bytes())
+    content.name = str(document)  # pkilint names the document in its report
+    sys.stdin = io.TextIOWrapper(content)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            command.main(["lint", *extra, "-s", "ALL", "-f", "JSON", "-"])
+    finally:
+        sys.stdin = stdin
     # pkilint's exit status counts findings at or above the threshold; the JSON on
     # stdout is what we judge, so only a missing report fails here.
-    if not completed.stdout.strip():
-        pytest.fail(f"{tool} produced no report:\n{completed.stderr}")
-    report = json.loads(completed.stdout)
+    if not stdout.getvalue().strip():
+        pytest.fail(f"{tool} produced no report:\n{stderr.getvalue()}")
+    report = json.loads(stdout.getvalue())
     return [
         {"validator": result["validator"], "node": result["node_path"], **finding}
         for result in report["results"]
