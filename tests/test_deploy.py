@@ -19,9 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECK_DEPLOY: tuple[str, ...] = (sys.executable, "manage.py", "check", "--deploy")
 CHECK_DEPLOY += ("--tag", "security", "--fail-level", "WARNING")
 
+# The settings as a process reads them at start (config/settings.py reads the
+# environment), without loading the apps: what these tests look at is all there.
 SETUP = (
-    "import os, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'config.settings'; "
-    "django.setup(); from django.conf import settings as s; "
+    "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'config.settings'; "
+    "from django.conf import settings as s; s.INSTALLED_APPS; "
 )
 
 
