@@ -42,26 +42,18 @@ class DatabaseCollector(Collector):
     """Counts from the database, taken at scrape time (a handful of aggregate queries)."""
 
     def collect(self) -> Iterator[Metric]:
-        from django.db.models import Count, Min
+        from django.db.models import Min
 
         from mycert.models import Certificate, CertificateRequest, Crl, Delivery
 
         now = timezone.now()
 
-        requests = GaugeMetricFamily(
+        yield _by_status(
             "mycert_certificate_requests",
             "Certificate requests by status.",
-            labels=["status"],
+            CertificateRequest.objects.all(),
+            CertificateRequest.Status.values,
         )
-        by_status = dict(
-            CertificateRequest.objects.order_by()
-            .values_list("status")
-            .annotate(n=Count("pk"))
-            .values_list("status", "n")
-        )
-        for status in CertificateRequest.Status.values:
-            requests.add_metric([status], by_status.get(status, 0))
-        yield requests
 
         yield GaugeMetricFamily(
             "mycert_certificate_requests_overdue",
@@ -85,18 +77,12 @@ class DatabaseCollector(Collector):
             value=Certificate.objects.valid(now).count(),
         )
 
-        deliveries = GaugeMetricFamily(
-            "mycert_deliveries", "Outbox e-mails by status.", labels=["status"]
+        yield _by_status(
+            "mycert_deliveries",
+            "Outbox e-mails by status.",
+            Delivery.objects.all(),
+            Delivery.Status.values,
         )
-        by_state = dict(
-            Delivery.objects.order_by()
-            .values_list("status")
-            .annotate(n=Count("pk"))
-            .values_list("status", "n")
-        )
-        for status in Delivery.Status.values:
-            deliveries.add_metric([status], by_state.get(status, 0))
-        yield deliveries
 
         oldest = Delivery.objects.unsent().aggregate(oldest=Min("created_at"))["oldest"]
         yield GaugeMetricFamily(
@@ -113,6 +99,19 @@ class DatabaseCollector(Collector):
             "nextUpdate of the newest CRL, Unix time (0: none published).",
             value=latest_crl.next_update.timestamp() if latest_crl else 0.0,
         )
+
+
+def _by_status(name: str, documentation: str, rows: Any, statuses: list[str]) -> Metric:
+    """One gauge per status, every status named (0 when no row has it): one GROUP BY."""
+    from django.db.models import Count
+
+    counts = dict(
+        rows.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+    )
+    gauge = GaugeMetricFamily(name, documentation, labels=["status"])
+    for status in statuses:
+        gauge.add_metric([status], counts.get(status, 0))
+    return gauge
 
 
 def _ceremony_metrics(now: Any) -> Iterator[Metric]:
