@@ -514,6 +514,79 @@ def test_a_replaced_key_is_not_used_for_pinned_mail(
     assert "not the pinned" in outcome.error
 
 
+def test_a_vendor_copy_without_a_key_is_never_sent_in_clear(
+    smtp_settings: TestSmtpServer, settings: Any
+) -> None:
+    """A request made before the vendor policy (or before an upgrade), issued under it:
+    the keystore and its password would meet in the vendor's mailbox unencrypted."""
+    settings.MYCERT_VENDOR_COPY_REQUIRES_PGP = True
+    keyless = cast(Vendor, VendorFactory(name="Sans Clé SARL"))
+    rows = create(make_certificate(vendor=keyless), vendor=keyless)
+
+    outcome = delivery_send(delivery_id=rows["vendor", "keystore"].pk, now=timezone.now())
+
+    assert outcome.result is SendResult.FAILED
+    assert outcome.failed_issuance_mail  # the helpdesk is told
+    assert "OpenPGP" in outcome.error
+    assert smtp_settings.messages == []
+    # The professional is not held back by the vendor's copy.
+    professional = rows["professional", "keystore"]
+    assert delivery_send(delivery_id=professional.pk, now=timezone.now()).result is (
+        SendResult.SENT
+    )
+    assert [m.rcpt_tos for m in smtp_settings.messages] == [(professional.to_email,)]
+
+
+def test_without_the_policy_a_keyless_vendor_copy_goes_in_clear(
+    smtp_settings: TestSmtpServer, settings: Any
+) -> None:
+    """The agency may accept copies protected by its mail gateway alone (deploy.md)."""
+    settings.MYCERT_VENDOR_COPY_REQUIRES_PGP = False
+    keyless = cast(Vendor, VendorFactory(name="Sans Clé SARL"))
+    rows = create(make_certificate(vendor=keyless), vendor=keyless)
+
+    outcome = delivery_send(delivery_id=rows["vendor", "keystore"].pk, now=timezone.now())
+
+    assert outcome.result is SendResult.SENT
+    (received,) = smtp_settings.messages
+    (attachment,) = attachments(received.message)
+    assert attachment.get_payload(decode=True) == KEYSTORE
+
+
+def test_a_retry_pins_the_waiting_password_copy_to_the_new_key_too(
+    smtp_settings: TestSmtpServer, settings: Any, mycert_gpg_home: Path, key_factory: Any
+) -> None:
+    """One retry sends the vendor's pair: the password copy waits for the keystore copy
+    and would otherwise fail in turn on the key it was pinned to (or on none)."""
+    settings.MYCERT_VENDOR_COPY_REQUIRES_PGP = True
+    keyless = cast(Vendor, VendorFactory(name="Sans Clé SARL"))
+    rows = create(make_certificate(vendor=keyless), vendor=keyless)
+    keystore_copy, password_copy = rows["vendor", "keystore"], rows["vendor", "password"]
+    assert delivery_send(delivery_id=keystore_copy.pk, now=timezone.now()).result is (
+        SendResult.FAILED
+    )
+
+    key = key_factory("Sans Clé SARL <pgp@sans-cle.example.lu>")
+    vendor_set_pgp_key(vendor_id=keyless.pk, pgp_key=key.public, actor="user:1", now=timezone.now())
+    delivery_retry(delivery_id=keystore_copy.pk, actor="user:7")
+
+    password_copy.refresh_from_db()
+    assert password_copy.pgp_fingerprint == key.fingerprint
+    sent = delivery_send(delivery_id=keystore_copy.pk, now=timezone.now())
+    assert sent.result is SendResult.SENT
+    assert sent.ready_ids == (password_copy.pk,)
+    assert delivery_send(delivery_id=password_copy.pk, now=timezone.now()).result is (
+        SendResult.SENT
+    )
+    keystore_mail, password_mail = (m.message for m in smtp_settings.messages)
+    (attachment,) = attachments(decrypt(key, keystore_mail))
+    assert attachment.get_payload(decode=True) == KEYSTORE
+    assert PASSWORD in text_of(decrypt(key, password_mail))
+    retried = AuditEvent.objects.get(action="delivery.retried")
+    assert retried.details["pgp_fingerprint"] == {"old": "", "new": key.fingerprint}
+    assert retried.details["password_copy_repinned"] == password_copy.pk
+
+
 # --- Sweep, back-off, tasks ---------------------------------------------------------------------
 
 

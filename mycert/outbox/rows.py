@@ -236,6 +236,22 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
             "new": delivery.vendor.pgp_fingerprint,
         }
         delivery.pgp_fingerprint = delivery.vendor.pgp_fingerprint
+        # The password copy waits for this keystore copy, pinned to the same old key (or
+        # to none): pinned anew with it, so that one retry sends the vendor's pair.
+        waiting = (
+            Delivery.objects.select_for_update()
+            .filter(
+                after=delivery,
+                vendor=delivery.vendor,
+                status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING),
+            )
+            .exclude(pgp_fingerprint=delivery.vendor.pgp_fingerprint)
+            .first()
+        )
+        if waiting is not None:
+            waiting.pgp_fingerprint = delivery.vendor.pgp_fingerprint
+            waiting.save(update_fields=["pgp_fingerprint", "updated_at"])
+            details["password_copy_repinned"] = waiting.pk
     delivery.status = Delivery.Status.PENDING
     delivery.attempts = 0
     delivery.next_attempt_at = None

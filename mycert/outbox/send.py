@@ -156,6 +156,14 @@ def _claim(delivery_ids: list[int], now: datetime) -> tuple[list[Claim], list[Se
             if cancelled:
                 outcomes.append(_cancel(delivery, cancelled))
                 continue
+            refused = _clear_copy_refusal(delivery)
+            if refused:
+                # Failed, not cancelled: the helpdesk is told, and a retry once the
+                # vendor has a key pins it and sends the copy encrypted.
+                outcomes.append(
+                    _record_failure(delivery, now, SendError(False, refused), claimed=False)
+                )
+                continue
             if delivery.content in ISSUANCE_CONTENTS and delivery.sealed_payload is None:
                 # Wiped but not marked sent: nothing left that could be sent.
                 outcomes.append(
@@ -181,6 +189,27 @@ def _cancel_reason(delivery: Delivery) -> str:
         return "certificate revoked before this e-mail was sent"
     if delivery.vendor is not None and not delivery.vendor.is_active:
         return "vendor deactivated before this copy was sent"
+    return ""
+
+
+def _clear_copy_refusal(delivery: Delivery) -> str:
+    """Why this vendor copy may not leave unencrypted (empty: it may leave).
+
+    A copy in clear puts the keystore and its password in the same mailbox, which
+    undoes the two-e-mail split (DESIGN.md §1). The form offers keyless vendors only
+    with the policy off, but a request made before the policy, or before an upgrade,
+    reaches the outbox with no key pinned: it is judged by today's policy, here.
+    """
+    if (
+        delivery.recipient == Delivery.Recipient.VENDOR
+        and delivery.content in ISSUANCE_CONTENTS
+        and not delivery.pgp_fingerprint
+        and settings.MYCERT_VENDOR_COPY_REQUIRES_PGP
+    ):
+        return (
+            "no OpenPGP key is pinned for this vendor copy and MYCERT_VENDOR_COPY_REQUIRES_PGP "
+            "forbids sending it in clear: add the vendor's key, then retry"
+        )
     return ""
 
 
