@@ -535,6 +535,9 @@ def test_a_vendor_copy_without_a_key_is_never_sent_in_clear(
         SendResult.SENT
     )
     assert [m.rcpt_tos for m in smtp_settings.messages] == [(professional.to_email,)]
+    # Retrying before the vendor has a key would only fail again: refused, said why.
+    with pytest.raises(ValueError, match="no OpenPGP key yet"):
+        delivery_retry(delivery_id=rows["vendor", "keystore"].pk, actor="user:7")
 
 
 def test_without_the_policy_a_keyless_vendor_copy_goes_in_clear(

@@ -224,6 +224,16 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
         raise ValueError(f"Delivery {delivery.pk} has no payload left to send.")
     if delivery.vendor is not None and not delivery.vendor.is_active:
         raise ValueError(f"Delivery {delivery.pk} is for a deactivated vendor.")
+    if (
+        delivery.vendor is not None
+        and delivery.content in ISSUANCE_CONTENTS
+        and not delivery.vendor.pgp_fingerprint
+        and settings.MYCERT_VENDOR_COPY_REQUIRES_PGP
+    ):
+        raise ValueError(
+            f"Delivery {delivery.pk}: {delivery.vendor.name} has no OpenPGP key yet, and a "
+            "vendor copy is never sent in clear; a superuser adds the key first."
+        )
     details: dict[str, object] = {"previous_error": delivery.last_error}
     if (
         delivery.vendor is not None
