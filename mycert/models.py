@@ -294,6 +294,11 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
     sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    #: When the helpdesk's alert of this e-mail's failure for good was written: the
+    #: outbox sweep reports what a worker lost before it could.
+    failure_reported_at = models.DateTimeField(
+        _("failure reported"), null=True, blank=True, editable=False
+    )
 
     objects = DeliveryQuerySet.as_manager()
 

@@ -15,7 +15,14 @@ from django.utils import timezone
 
 from mycert.mail.messages import CertificateFacts, Envelope, keystore_message, password_message
 from mycert.mail.transport import SendError, send_message
-from mycert.models import AuditEvent, Certificate, CertificateRequest, Delivery, Vendor
+from mycert.models import (
+    AuditEvent,
+    Certificate,
+    CertificateRequest,
+    Delivery,
+    OperatorAlert,
+    Vendor,
+)
 from mycert.outbox import (
     BACKOFF_CAP,
     SendResult,
@@ -26,6 +33,7 @@ from mycert.outbox import (
     delivery_send,
 )
 from mycert.sealing import unseal
+from mycert.services.issuance import delivery_failure_report
 from mycert.services.vendors import vendor_set_pgp_key
 from tests.factories import CertificateRequestFactory, VendorFactory
 from tests.support.gpg import GpgKey, decrypt
@@ -590,6 +598,65 @@ def test_a_retry_pins_the_waiting_password_copy_to_the_new_key_too(
     assert retried.details["password_copy_repinned"] == password_copy.pk
 
 
+def _failed_vendor_copy(settings: Any) -> Delivery:
+    """A vendor keystore copy failed for good and recorded, its report not yet written:
+    the state a worker leaves when it dies between the two."""
+    settings.MYCERT_VENDOR_COPY_REQUIRES_PGP = True
+    keyless = cast(Vendor, VendorFactory(name="Sans Clé SARL"))
+    copy = create(make_certificate(vendor=keyless), vendor=keyless)["vendor", "keystore"]
+    assert delivery_send(delivery_id=copy.pk, now=timezone.now()).result is SendResult.FAILED
+    return copy
+
+
+def test_a_failure_whose_report_was_lost_is_reported_by_the_outbox_sweep(
+    settings: Any, smtp_settings: TestSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mycert.tasks import delivery as delivery_tasks
+
+    copy = _failed_vendor_copy(settings)
+    monkeypatch.setattr(delivery_tasks.send_delivery, "delay", lambda _delivery_id: None)
+    assert not OperatorAlert.objects.exists()
+
+    delivery_tasks.sweep_outbox()
+    delivery_tasks.sweep_outbox()
+
+    (alert,) = OperatorAlert.objects.filter(kind="delivery_failed")
+    assert f"n° {copy.pk} " in alert.body
+    copy.refresh_from_db()
+    assert copy.failure_reported_at is not None
+
+
+def test_a_failure_is_reported_once_however_often_asked(settings: Any) -> None:
+    """The worker's own report and the sweep's may meet: one alert."""
+    copy = _failed_vendor_copy(settings)
+
+    assert delivery_failure_report(delivery_id=copy.pk, now=timezone.now())
+    assert not delivery_failure_report(delivery_id=copy.pk, now=timezone.now())
+
+    assert OperatorAlert.objects.filter(kind="delivery_failed").count() == 1
+
+
+def test_a_retried_copy_that_fails_again_is_reported_again(
+    settings: Any, key_factory: Any, mycert_gpg_home: Path
+) -> None:
+    copy = _failed_vendor_copy(settings)
+    delivery_failure_report(delivery_id=copy.pk, now=timezone.now())
+    key = key_factory("Sans Clé SARL <pgp@sans-cle.example.lu>")
+    assert copy.vendor is not None
+    vendor_set_pgp_key(
+        vendor_id=copy.vendor.pk, pgp_key=key.public, actor="user:1", now=timezone.now()
+    )
+    delivery_retry(delivery_id=copy.pk, actor="user:7")
+    copy.refresh_from_db()
+    assert copy.failure_reported_at is None
+
+    # The relay is gone (no SMTP settings here): attempts run out, a new failure.
+    settings.MYCERT_DELIVERY_MAX_ATTEMPTS = 1
+    assert delivery_send(delivery_id=copy.pk, now=timezone.now()).result is SendResult.FAILED
+    assert delivery_failure_report(delivery_id=copy.pk, now=timezone.now())
+    assert OperatorAlert.objects.filter(kind="delivery_failed").count() == 2
+
+
 # --- Sweep, back-off, tasks ---------------------------------------------------------------------
 
 
@@ -881,3 +948,19 @@ def test_real_worker_retries_then_delivers_each_mail_once(
     assert (password.status, password.attempts) == (Delivery.Status.SENT, 1)
     assert keystore.sealed_payload is None
     assert password.sealed_payload is None
+
+
+def test_the_migration_marks_earlier_failures_reported(settings: Any) -> None:
+    """Upgrading must not alert the helpdesk again of every failure it already knows."""
+    import importlib
+
+    from django.apps import apps
+
+    copy = _failed_vendor_copy(settings)
+    assert copy.failure_reported_at is None
+    migration = importlib.import_module("mycert.migrations.0008_delivery_failure_reported")
+
+    migration.mark_earlier_failures_reported(apps, None)
+
+    copy.refresh_from_db()
+    assert copy.failure_reported_at == copy.updated_at

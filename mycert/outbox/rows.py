@@ -266,6 +266,7 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
     delivery.attempts = 0
     delivery.next_attempt_at = None
     delivery.last_error = ""
+    delivery.failure_reported_at = None  # a new failure is a new alert
     delivery.save(
         update_fields=[
             "status",
@@ -273,12 +274,26 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
             "next_attempt_at",
             "last_error",
             "pgp_fingerprint",
+            "failure_reported_at",
             "updated_at",
         ]
     )
     audit_record(actor=actor, action="delivery.retried", target=delivery, details=details)
     logger.info("delivery %s queued again by %s", delivery.pk, actor)
     transaction.on_commit(partial(_enqueue, delivery.pk), robust=True)
+
+
+def deliveries_failure_unreported_ids() -> list[int]:
+    """Keystore and password e-mails failed for good whose alert was never written."""
+    return list(
+        Delivery.objects.filter(
+            status=Delivery.Status.FAILED,
+            content__in=ISSUANCE_CONTENTS,
+            failure_reported_at__isnull=True,
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def deliveries_due_ids(*, now: datetime) -> list[int]:

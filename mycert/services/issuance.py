@@ -305,12 +305,21 @@ def requests_fail_undeliverable(*, certificate_ids: list[int], now: datetime) ->
     ]
 
 
-def delivery_failure_report(*, outcome_delivery_id: int) -> None:
-    """Tell the helpdesk that a keystore or password e-mail failed for good."""
+def delivery_failure_report(*, delivery_id: int, now: datetime) -> bool:
+    """Tell the helpdesk that a keystore or password e-mail failed for good, once.
+
+    The worker that records the failure reports it next; the outbox sweep reports what
+    a worker lost in between. The row's lock and ``failure_reported_at`` make the two
+    meet on one alert. Returns whether this call wrote it.
+    """
     with transaction.atomic():
-        delivery = Delivery.objects.select_related("certificate__professional", "vendor").get(
-            pk=outcome_delivery_id
+        delivery = (
+            Delivery.objects.select_for_update(of=("self",))
+            .select_related("certificate__professional", "vendor")
+            .get(pk=delivery_id)
         )
+        if delivery.status != Delivery.Status.FAILED or delivery.failure_reported_at is not None:
+            return False
         operator_alert_create(
             recipient=OperatorAlert.Recipient.HELPDESK,
             kind="delivery_failed",
@@ -324,3 +333,6 @@ def delivery_failure_report(*, outcome_delivery_id: int) -> None:
                 "error": delivery.last_error,
             },
         )
+        delivery.failure_reported_at = now
+        delivery.save(update_fields=["failure_reported_at", "updated_at"])
+        return True

@@ -22,6 +22,7 @@ from mycert.outbox import (
     SendOutcome,
     SendResult,
     deliveries_due_ids,
+    deliveries_failure_unreported_ids,
     deliveries_send,
     deliveries_wipe_failed,
 )
@@ -79,7 +80,7 @@ def _react(outcome: SendOutcome) -> None:
         countdown = max(math.ceil((outcome.retry_at - timezone.now()).total_seconds()) + 1, 1)
         send_delivery.apply_async((outcome.delivery_id,), countdown=countdown)
     elif outcome.failed_issuance_mail:
-        delivery_failure_report(outcome_delivery_id=outcome.delivery_id)
+        delivery_failure_report(delivery_id=outcome.delivery_id, now=timezone.now())
     if outcome.issuance_sent_certificate_id is not None:
         _close(outcome.issuance_sent_certificate_id)
 
@@ -101,10 +102,14 @@ def send_delivery(delivery_id: int) -> str:
 
 @shared_task(name="mycert.tasks.sweep_outbox", acks_late=True, ignore_result=True)
 def sweep_outbox() -> int:
-    """Queue every due delivery (lost tasks, expired leases, a broker that was down), and
-    close the requests whose e-mails are all sent (a worker lost before it closed them)."""
+    """Queue every due delivery (lost tasks, expired leases, a broker that was down);
+    close the requests whose e-mails are all sent and report the failures for good that
+    a worker lost before it could."""
     for certificate_id in requests_sent_unclosed_certificate_ids():
         _close(certificate_id)
+    for delivery_id in deliveries_failure_unreported_ids():
+        if delivery_failure_report(delivery_id=delivery_id, now=timezone.now()):
+            logger.warning("outbox sweep reported the failure of delivery %s", delivery_id)
     due = deliveries_due_ids(now=timezone.now())
     for delivery_id in due:
         send_delivery.delay(delivery_id)
