@@ -33,6 +33,17 @@ logger = logging.getLogger(__name__)
 ISSUANCE_CONTENTS = (Delivery.Content.KEYSTORE, Delivery.Content.PASSWORD)
 
 
+def clear_copy_forbidden(delivery: Delivery, *, fingerprint: str) -> bool:
+    """Whether this vendor copy, encrypted to ``fingerprint`` (empty: to none), would go in
+    clear against MYCERT_VENDOR_COPY_REQUIRES_PGP (keystore and password in one mailbox)."""
+    return (
+        delivery.recipient == Delivery.Recipient.VENDOR
+        and delivery.content in ISSUANCE_CONTENTS
+        and not fingerprint
+        and settings.MYCERT_VENDOR_COPY_REQUIRES_PGP
+    )
+
+
 def _message_id() -> str:
     """A new RFC 5322 §3.6.4 ``msg-id`` on the sender's domain."""
     _, address = parseaddr(settings.DEFAULT_FROM_EMAIL)
@@ -224,11 +235,8 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
         raise ValueError(f"Delivery {delivery.pk} has no payload left to send.")
     if delivery.vendor is not None and not delivery.vendor.is_active:
         raise ValueError(f"Delivery {delivery.pk} is for a deactivated vendor.")
-    if (
-        delivery.vendor is not None
-        and delivery.content in ISSUANCE_CONTENTS
-        and not delivery.vendor.pgp_fingerprint
-        and settings.MYCERT_VENDOR_COPY_REQUIRES_PGP
+    if delivery.vendor is not None and clear_copy_forbidden(
+        delivery, fingerprint=delivery.vendor.pgp_fingerprint
     ):
         raise ValueError(
             f"Delivery {delivery.pk}: {delivery.vendor.name} has no OpenPGP key yet, and a "

@@ -14,7 +14,7 @@ from django.db.models import Q
 from mycert.mail.transport import SendError, send_message
 from mycert.models import Delivery
 from mycert.outbox.content import Claim, build, claim_of
-from mycert.outbox.rows import ISSUANCE_CONTENTS
+from mycert.outbox.rows import ISSUANCE_CONTENTS, clear_copy_forbidden
 from mycert.services.audit import audit_record
 
 __all__ = [
@@ -200,12 +200,7 @@ def _clear_copy_refusal(delivery: Delivery) -> str:
     with the policy off, but a request made before the policy, or before an upgrade,
     reaches the outbox with no key pinned: it is judged by today's policy, here.
     """
-    if (
-        delivery.recipient == Delivery.Recipient.VENDOR
-        and delivery.content in ISSUANCE_CONTENTS
-        and not delivery.pgp_fingerprint
-        and settings.MYCERT_VENDOR_COPY_REQUIRES_PGP
-    ):
+    if clear_copy_forbidden(delivery, fingerprint=delivery.pgp_fingerprint):
         return (
             "no OpenPGP key is pinned for this vendor copy and MYCERT_VENDOR_COPY_REQUIRES_PGP "
             "forbids sending it in clear: add the vendor's key, then retry"
