@@ -373,6 +373,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "mycert.tasks.renew_ocsp_responder",
         "schedule": 6 * 3600.0,
     },
+    # Supersession (MYCERT_SUPERSEDE_AFTER_DAYS) and the wipe of payloads failed for good
+    # (MYCERT_FAILED_PAYLOAD_DAYS): both count in days, so hourly is precise enough.
+    "supersede-certificates": {"task": "mycert.tasks.supersede_certificates", "schedule": 3600.0},
+    "wipe-failed-payloads": {"task": "mycert.tasks.wipe_failed_payloads", "schedule": 3600.0},
     # Daily, in the morning (Luxembourg time): 60, 30 and 7 days before the end, once each.
     "send-expiry-reminders": {
         "task": "mycert.tasks.send_expiry_reminders",
@@ -404,14 +408,6 @@ MYCERT_SUPERSEDE_AFTER_DAYS = env.int("MYCERT_SUPERSEDE_AFTER_DAYS", default=14)
 # A keystore or password e-mail failed for good keeps its sealed payload this long for the
 # helpdesk to retry; then it is wiped and the request fails (the professional requests again).
 MYCERT_FAILED_PAYLOAD_DAYS = env.int("MYCERT_FAILED_PAYLOAD_DAYS", default=7)
-CELERY_BEAT_SCHEDULE["supersede-certificates"] = {
-    "task": "mycert.tasks.supersede_certificates",
-    "schedule": 3600.0,
-}
-CELERY_BEAT_SCHEDULE["wipe-failed-payloads"] = {
-    "task": "mycert.tasks.wipe_failed_payloads",
-    "schedule": 3600.0,
-}
 
 # --- Health and metrics (mycert.ops.health, mycert.ops.metrics) ------------------------------------------
 # SMTP and broker answers are reused this long, so a 10 s probe stays cheap.

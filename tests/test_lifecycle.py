@@ -6,7 +6,6 @@ races between workers are in ``tests/integration/test_lifecycle_races.py``.
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -33,8 +32,6 @@ from tests.support.gpg import GpgKey
 from tests.support.smtp_server import TestSmtpServer
 
 pytestmark = pytest.mark.django_db
-
-BASE_DIR = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -267,54 +264,6 @@ def test_the_sweep_closes_a_request_whose_mails_all_left(
 
     request.refresh_from_db()
     assert request.status == CertificateRequest.Status.SENT
-
-
-# --- Services form a one-way graph; the outbox is a leaf ----------------------------------
-
-
-def _imports(package: str) -> dict[str, set[str]]:
-    """``mycert.x.y`` → the ``mycert.*`` modules it imports (at any depth in the file)."""
-    graph: dict[str, set[str]] = {}
-    for path in sorted((BASE_DIR / package.replace(".", "/")).glob("*.py")):
-        module = f"{package}.{path.stem}" if path.stem != "__init__" else package
-        found: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.add(node.module)
-            elif isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-        graph[module] = {name for name in found if name.startswith("mycert.")}
-    return graph
-
-
-def test_services_and_outbox_import_each_other_one_way_only() -> None:
-    graph = {**_imports("mycert.services"), **_imports("mycert.outbox")}
-    # A package import means its __init__, which re-exports the package's modules.
-    edges = {
-        module: {target for target in targets if target in graph and target != module}
-        for module, targets in graph.items()
-    }
-    visiting: list[str] = []
-    done: set[str] = set()
-
-    def visit(module: str) -> None:
-        if module in done:
-            return
-        assert module not in visiting, "import cycle: " + " → ".join([*visiting, module])
-        visiting.append(module)
-        for target in edges[module]:
-            visit(target)
-        visiting.pop()
-        done.add(module)
-
-    for module in sorted(edges):
-        visit(module)
-
-
-def test_the_outbox_imports_no_service_but_audit() -> None:
-    for module, targets in _imports("mycert.outbox").items():
-        services = {t for t in targets if t.startswith("mycert.services")}
-        assert services <= {"mycert.services.audit"}, f"{module} imports {sorted(services)}"
 
 
 def test_the_password_mail_says_until_when_the_previous_certificate_works(

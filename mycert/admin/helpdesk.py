@@ -53,8 +53,11 @@ from mycert.models import (
     Professional,
     Vendor,
 )
+from mycert.outbox import delivery_retry
 from mycert.querysets import CertificateQuerySet, CertificateRequestQuerySet
 from mycert.services.audit import actor_label
+from mycert.services.revocation import AlreadyRevoked, certificate_revoke
+from mycert.services.vendors import clean_pgp_key, vendor_create, vendor_update
 
 
 class NoDeleteAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -157,8 +160,6 @@ class VendorForm(forms.ModelForm):  # type: ignore[type-arg]
         return name
 
     def clean_pgp_public_key(self) -> str:
-        from mycert.services.vendors import clean_pgp_key
-
         armored = str(self.cleaned_data.get("pgp_public_key") or "").strip()
         if armored:
             try:
@@ -203,8 +204,6 @@ class VendorAdmin(NoDeleteAdmin):
 
     def save_model(self, request: HttpRequest, obj: Vendor, form: Any, change: bool) -> None:
         """Save through the vendor services, which pin the key and write the audit trail."""
-        from mycert.services.vendors import vendor_create, vendor_update
-
         actor = actor_label(request.user)
         now = timezone.now()
         data = form.cleaned_data
@@ -649,8 +648,6 @@ class CertificateAdmin(ReadOnlyAdmin):
         skipped: int = 0,
     ) -> None:
         """Revoke through the service (audit and CRL included); report the counts."""
-        from mycert.services.revocation import AlreadyRevoked, certificate_revoke
-
         revoked: list[Certificate] = []
         now = timezone.now()
         # One transaction: the whole batch or none of it (a refusal only skips its row).
@@ -788,8 +785,6 @@ class DeliveryAdmin(ReadOnlyAdmin):
     @admin.action(permissions=["retry"], description=_("Retry selected failed deliveries"))
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         """Queue failed deliveries again; any other selected row is skipped."""
-        from mycert.outbox import delivery_retry
-
         actor = actor_label(request.user)
         queued = 0
         skipped = 0

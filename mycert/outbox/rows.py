@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 from functools import partial
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -141,11 +142,15 @@ def deliveries_enqueue_on_commit(delivery_ids: list[int]) -> None:
         transaction.on_commit(partial(_enqueue, delivery_id), robust=True)
 
 
-def _enqueue(delivery_id: int) -> None:
-    # Imported here: the task module imports this package. Only an id crosses the broker.
-    from mycert.tasks.delivery import send_delivery
+#: The send task, named as registered (``mycert.tasks.delivery``). The outbox queues it
+#: by that name: importing the task module would import the services above the outbox.
+SEND_TASK_NAME = "mycert.tasks.send_delivery"
 
-    send_delivery.delay(delivery_id)
+
+def _enqueue(delivery_id: int) -> None:
+    # Looked up in the app's registry rather than sent blindly (``send_task``), so that
+    # eager mode (the tests) and the task's own options apply. Only an id crosses the broker.
+    current_app.tasks[SEND_TASK_NAME].delay(delivery_id)
 
 
 @transaction.atomic(savepoint=False)  # inside the revoking transaction

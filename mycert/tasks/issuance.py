@@ -17,6 +17,7 @@ from mycert.services.issuance import (
     request_mark_issuing,
     requests_stuck_ids,
 )
+from mycert.tasks.delivery import send_deliveries_now
 
 __all__ = ["issue_certificate", "sweep_requests"]
 
@@ -32,8 +33,6 @@ TEMPORARY_ERRORS = (OperationalError, InterfaceError, OSError)
 )
 def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped-def]
     """Issue the certificate of request ``request_id``, then send its e-mails."""
-    from mycert.tasks.delivery import send_deliveries_now
-
     try:
         request_mark_issuing(request_id=request_id)
         outcome = request_issue(request_id=request_id, now=timezone.now())
