@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -51,23 +53,26 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
         index = [f.details["goal_index"] for f in ordered]
         colors = [COLORS["met"] if f.met else COLORS["missed"] for f in ordered]
         ax.barh(range(len(ordered)), index, color=colors)
-        ax.set_yticks(range(len(ordered)), [f.title for f in ordered])
         ax.axvline(1, color="black", linewidth=1)
         ax.set_xscale("log")
         ax.set_xlim(min(0.1, min(index) / 2), max(10, max(index) * 1.5))
-        for y, f in enumerate(ordered):
-            ax.annotate(
-                f"{_fmt(f.value)} {f.unit} — goal {f.goal}",
-                (1.02, y),
-                xycoords=("axes fraction", "data"),
-                va="center",
-                fontsize=8,
-                color=COLORS["met"] if f.met else COLORS["missed"],
-            )
+        # The figures and their goals as the right-hand axis' tick labels, wrapped: unlike
+        # free annotations, tick labels are measured by tight_layout, so none runs off.
+        right = ax.twinx()
+        right.set_ylim(ax.get_ylim())
+        right.set_yticks(
+            range(len(ordered)),
+            [textwrap.fill(f"{_fmt(f.value)} {f.unit} — goal {f.goal}", width=48) for f in ordered],
+        )
+        for label, f in zip(right.get_yticklabels(), ordered, strict=True):
+            label.set_color(COLORS["met"] if f.met else COLORS["missed"])
+            label.set_fontsize(8)
+        right.tick_params(axis="y", length=0)
+        right.spines["right"].set_visible(False)
+        ax.set_yticks(range(len(ordered)), [textwrap.fill(f.title, width=60) for f in ordered])
         ax.set_xlabel("distance to the goal (1 = exactly the goal; left of the line: met)")
         ax.set_title("Goals: green met, red missed")
         fig.tight_layout()
-        fig.subplots_adjust(left=0.36, right=0.68)
         fig.savefig(folder / "summary.png")
         plt.close(fig)
         made.append("summary.png")
@@ -270,6 +275,20 @@ def _machine(info: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _commit() -> str:
+    """The commit measured, with ``-dirty`` when the tree had uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return f"{commit}-dirty" if commit and dirty else commit or "unknown"
+
+
 def write(ctx: Context, out: Path, *, quick: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plots = _plots(ctx, out / "benchmarks")
@@ -277,6 +296,7 @@ def write(ctx: Context, out: Path, *, quick: bool) -> None:
     population = raw.get("population") or {}
     data = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": _commit(),
         "quick": quick,
         "command": "make benchmarks  (.venv/bin/python -m benchmarks.run)",
         "total_seconds": raw.get("total_seconds"),
