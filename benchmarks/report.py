@@ -64,9 +64,9 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
             range(len(ordered)),
             [textwrap.fill(f"{_fmt(f.value)} {f.unit} — goal {f.goal}", width=48) for f in ordered],
         )
-        for label, f in zip(right.get_yticklabels(), ordered, strict=True):
-            label.set_color(COLORS["met"] if f.met else COLORS["missed"])
-            label.set_fontsize(8)
+        for tick, f in zip(right.get_yticklabels(), ordered, strict=True):
+            tick.set_color(COLORS["met"] if f.met else COLORS["missed"])
+            tick.set_fontsize(8)
         right.tick_params(axis="y", length=0)
         right.spines["right"].set_visible(False)
         ax.set_yticks(range(len(ordered)), [textwrap.fill(f.title, width=60) for f in ordered])
