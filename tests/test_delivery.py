@@ -81,6 +81,7 @@ def create(
         password=PASSWORD,
         vendor=vendor,
         language=language,
+        professional_email=certificate.professional.email,
     )
     return {(d.recipient, d.content): d for d in rows}
 
