@@ -74,14 +74,13 @@ def delivery_create_for_certificate(
     if vendor is not None:
         # The fingerprint is pinned now: a key changed later does not redirect this mail.
         recipients.append((Delivery.Recipient.VENDOR, vendor.email, vendor, vendor.pgp_fingerprint))
-    sealed_keystore = seal(keystore)
-    sealed_password = seal(password.encode())
     firsts: list[Delivery] = []
     seconds: list[Delivery] = []
     for recipient, to_email, to_vendor, fingerprint in recipients:
+        # Sealed for this row's address: rewriting ``to_email`` later breaks the seal.
         for content, payload, into in (
-            (Delivery.Content.KEYSTORE, sealed_keystore, firsts),
-            (Delivery.Content.PASSWORD, sealed_password, seconds),
+            (Delivery.Content.KEYSTORE, seal(keystore, recipient=to_email), firsts),
+            (Delivery.Content.PASSWORD, seal(password.encode(), recipient=to_email), seconds),
         ):
             into.append(
                 Delivery(
