@@ -49,6 +49,7 @@ from mycert.oidc import (
     ID_TOKEN_ALGORITHMS,
     METADATA_MAX_AGE_SECONDS,
     LoginRefused,
+    RefusalCode,
     check_issuer_and_audience,
     validate_id_token_claims,
 )
@@ -259,7 +260,10 @@ def _check_claims(claims: dict[str, Any], *, now: float) -> ProvenIdentity:
             professional_id_claim=settings.MYCERT_OIDC_PROFESSIONAL_ID_CLAIM,
         )
     except LoginRefused as refused:
-        raise RequestUnproven(refused.detail.split("=")[0] or str(refused.code)) from refused
+        # The claim that failed (iss, aud, azp, sub), or the login's own refusal code
+        # (weak_acr, not_a_professional, …): names only, never a claim's value.
+        check = refused.detail if refused.code is RefusalCode.INVALID_ID_TOKEN else refused.code
+        raise RequestUnproven(str(check)) from refused
     issued_at = claims.get("iat")
     if isinstance(issued_at, bool) or not isinstance(issued_at, int | float):
         raise RequestUnproven("iat")

@@ -10,6 +10,7 @@ token, not the rows. The provider here is real HTTP on loopback
 
 from __future__ import annotations
 
+import base64
 import time
 from datetime import timedelta
 from typing import Any
@@ -158,13 +159,14 @@ def test_issuance_keeps_the_digest_and_wipes_the_token(ca) -> None:
 @pytest.mark.parametrize(
     ("overrides", "check"),
     [
-        ({"acr": "urn:esante:loa:password"}, "acr"),
+        ({"acr": "urn:esante:loa:password"}, "weak_acr"),
         ({"aud": "another-client"}, "aud"),
         ({"iss": "https://another-provider.example"}, "iss"),
         ({"email_verified": False}, "email"),
         ({"email": None}, "email"),
         ({"given_name": None}, "given_name"),
-        ({"professional_id": None}, "professional_id"),
+        ({"professional_id": None}, "not_a_professional"),
+        ({"sub": None}, "sub"),
         ({"iat": None}, "iat"),
     ],
 )
@@ -179,6 +181,19 @@ def test_a_token_with_a_wrong_claim_gets_no_certificate(
     _run_issuance(request.pk)
 
     _assert_refused_unproven(request.pk, check)
+
+
+def test_an_unsigned_token_gets_no_certificate(ca, no_mail_sending) -> None:
+    """``alg: none`` (and anything but the provider's asymmetric algorithms) is refused."""
+    professional = ProfessionalFactory.create()
+    signed = id_token_for(professional)
+    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    unsigned = f"{header}.{signed.split('.')[1]}."
+    request = CertificateRequestFactory.create(professional=professional, id_token=unsigned)
+
+    _run_issuance(request.pk)
+
+    _assert_refused_unproven(request.pk, "signature")
 
 
 def test_a_token_older_than_the_maximum_age_gets_no_certificate(
