@@ -84,6 +84,7 @@ class BenchEnv:
             # WARNING and up. Errors still show in the worker logs.
             "MYCERT_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(BASE_DIR),
+            **_proof_issuer(),
         }
 
     def apply(self) -> None:
@@ -92,6 +93,22 @@ class BenchEnv:
 
     def child_env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, **self.variables(), **extra}
+
+
+def _proof_issuer() -> dict[str, str]:
+    """The provider whose keys the workers read to verify requests' proofs of login.
+
+    The tests' signing provider (a JWKS served on loopback by this process): the
+    benchmark makes its requests without a browser login, as the tests' factories do.
+    """
+    from tests.support.id_tokens import ACCEPTED_ACR, CLIENT_ID, signing_provider
+
+    return {
+        "OIDC_ISSUER": signing_provider().issuer,
+        "OIDC_CLIENT_ID": CLIENT_ID,
+        "MYCERT_OIDC_ACCEPTED_ACR": ",".join(ACCEPTED_ACR),
+        "MYCERT_OIDC_PROFESSIONAL_ID_CLAIM": "professional_id",
+    }
 
 
 def free_port() -> int:

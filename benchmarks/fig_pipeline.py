@@ -31,6 +31,7 @@ def _requests(count: int, key_type: str, vendor) -> list[int]:
 
     from benchmarks.common import make_professionals
     from mycert.models import CertificateRequest
+    from tests.support.id_tokens import id_token_for
 
     now = timezone.now()
     professionals = make_professionals(count, prefix="p1")
@@ -45,6 +46,8 @@ def _requests(count: int, key_type: str, vendor) -> list[int]:
                 terms_accepted_at=now,
                 vendor_copy_consent=index % 2 == 0,
                 due_at=now + timedelta(days=7),
+                # The proof of login the worker verifies (tests/support/id_tokens.py).
+                id_token=id_token_for(professional),
             )
             for index, professional in enumerate(professionals)
         ]

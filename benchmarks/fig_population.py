@@ -95,6 +95,7 @@ def measure(
 
     from mycert.models import CertificateRequest, Delivery
     from mycert.services.requests import request_submit
+    from tests.support.id_tokens import id_token_for
 
     professionals = make_professionals(count, prefix="p2")
     with_vendor = count // 2 + count % 2
@@ -121,6 +122,7 @@ def measure(
                     terms_accepted=True,
                     language="fr",
                     now=timezone.now(),
+                    id_token=id_token_for(professional),
                 ).pk
             )
         submitted = time.perf_counter() - start

@@ -94,6 +94,9 @@ def _setup(root: Path) -> None:
             "CELERY_BROKER_URL": "memory://",
         }
     )
+    from benchmarks.env import _proof_issuer
+
+    os.environ.update(_proof_issuer())
     for folder in ("g", "v", "var"):
         (root / folder).mkdir(mode=0o700)
     import django
@@ -122,6 +125,7 @@ def count_per_request(*, vendor: Any, requests: int) -> dict[str, dict[str, floa
     from mycert.models import CertificateRequest
     from mycert.services.requests import request_submit
     from mycert.tasks.issuance import issue_certificate
+    from tests.support.id_tokens import id_token_for
 
     results: dict[str, dict[str, float]] = {}
     for label, chosen in (("with a vendor copy", vendor), ("without a vendor", None)):
@@ -135,6 +139,7 @@ def count_per_request(*, vendor: Any, requests: int) -> dict[str, dict[str, floa
                     terms_accepted=True,
                     language="fr",
                     now=timezone.now(),
+                    id_token=id_token_for(professional),
                 )
             total.add(counted)
             with counting() as counted:
@@ -203,6 +208,7 @@ def _show(vendor: Any) -> None:
     from benchmarks.common import make_professionals
     from mycert.services.requests import request_submit
     from mycert.tasks.issuance import issue_certificate
+    from tests.support.id_tokens import id_token_for
 
     (professional,) = make_professionals(1, prefix="show")
     request = request_submit(
@@ -211,6 +217,7 @@ def _show(vendor: Any) -> None:
         terms_accepted=True,
         language="fr",
         now=timezone.now(),
+        id_token=id_token_for(professional),
     )
     with counting() as counted:
         issue_certificate.apply(args=(request.pk,))

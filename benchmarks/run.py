@@ -83,6 +83,14 @@ def main() -> None:
 
             pipeline = fig_pipeline.run(ctx, plans["pipeline"], vendor)  # type: ignore[arg-type]
             ctx.raw["pipeline"] = pipeline
+            # Issue 20 §1: what verifying a request's proof of login adds per certificate.
+            from benchmarks import proof_cost
+
+            proof = proof_cost.measure_verification(200 if args.quick else 2000)
+            mycert_ms = {k: float(v["mean_mycert_total_ms"]) for k, v in pipeline.items()}
+            for line in proof_cost.report(proof, mycert_ms):
+                ctx.say(line)
+            ctx.raw["request_proof"] = {**proof, "pipeline_mean_mycert_ms": mycert_ms}
         if "population" in only:
             from benchmarks import fig_population
             from benchmarks.procs import Workers

@@ -281,6 +281,10 @@ MYCERT_OIDC_PROFESSIONAL_ID_CLAIM: str = env.str(
     "MYCERT_OIDC_PROFESSIONAL_ID_CLAIM", default="professional_id"
 )
 MYCERT_OIDC_SCOPES: str = env.str("MYCERT_OIDC_SCOPES", default="openid profile email")
+# A request carries the signed ID token of its login; the worker refuses a token issued
+# (iat) longer ago than this, in seconds, when it checks it (mycert.request_proof). A day:
+# a worker outage of a few hours must not fail requests.
+MYCERT_REQUEST_PROOF_MAX_AGE = env.int("MYCERT_REQUEST_PROOF_MAX_AGE", default=24 * 3600)
 
 # --- PKI ---------------------------------------------------------------------------------
 MYCERT_CA_DIR = Path(env.str("MYCERT_CA_DIR", default=str(VAR_DIR / "ca")))

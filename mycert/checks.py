@@ -226,3 +226,36 @@ def check_audit_key(
             )
         ]
     return []
+
+
+@register(Tags.security, deploy=True)
+def check_request_proof(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Workers verify each request's ID token with keys they read from the provider."""
+    from urllib.parse import urlsplit
+
+    messages: list[CheckMessage] = []
+    issuer = urlsplit(settings.OIDC_ISSUER)
+    if issuer.scheme != "https" and not _is_loopback(issuer.hostname or ""):
+        messages.append(
+            Warning(
+                "OIDC_ISSUER is not an https address: logins are refused and workers do "
+                "not read the provider's keys over plain http, so requests are not issued.",
+                hint="Set OIDC_ISSUER to the portal's https issuer on web and worker hosts.",
+                id="mycert.W060",
+            )
+        )
+    session_max: int = settings.MYCERT_SESSION_MAX_SECONDS
+    if session_max and session_max >= settings.MYCERT_REQUEST_PROOF_MAX_AGE:
+        messages.append(
+            Warning(
+                "MYCERT_REQUEST_PROOF_MAX_AGE is not longer than MYCERT_SESSION_MAX_SECONDS: "
+                "a request sent late in a session can reach a worker with a proof of login "
+                "already too old, and fail as unproven.",
+                hint="Keep MYCERT_REQUEST_PROOF_MAX_AGE a few hours above the session's "
+                "lifetime (default 86400 s against 28800 s).",
+                id="mycert.W061",
+            )
+        )
+    return messages

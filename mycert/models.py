@@ -117,6 +117,10 @@ class CertificateRequest(models.Model):
     )
     completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
     last_error = models.TextField(_("last error"), blank=True)
+    #: The signed ID token of the login that submitted the request: the worker's proof
+    #: that a professional asked (mycert.request_proof). Personal data, wiped once the
+    #: request is issued or ends; the audit trail keeps only its digest.
+    id_token = models.TextField(_("proof of login"), blank=True, editable=False)
 
     objects = CertificateRequestQuerySet.as_manager()
 
@@ -182,6 +186,16 @@ class Certificate(models.Model):
     not_after = models.DateTimeField(_("valid until"))
     fingerprint_sha256 = models.CharField(_("SHA-256 fingerprint"), max_length=64, unique=True)
     pem = models.TextField(_("certificate (PEM)"))
+    #: Digest of the verified ID token that authorised it (``request_proof.proof_digest``):
+    #: unique, so one login yields one certificate at most. Empty before issue 20.
+    proof_digest = models.CharField(
+        _("proof of login (SHA-256)"),
+        max_length=64,
+        null=True,
+        blank=True,
+        unique=True,
+        editable=False,
+    )
     issued_at = models.DateTimeField(_("issued"), auto_now_add=True)
     revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
     revocation_reason = models.CharField(

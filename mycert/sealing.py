@@ -63,14 +63,34 @@ def _current() -> Fernet:
     return _fernet(settings.MYCERT_OUTBOX_KEY, settings.SECRET_KEY, settings.DEBUG)
 
 
-def seal(payload: bytes) -> bytes:
-    """Encrypt and authenticate ``payload`` for storage."""
+#: Marks a payload sealed for one address: the address is inside the authenticated
+#: plaintext, so a database writer who rewrites the row's ``to_email`` (or copies the
+#: sealed bytes into another row) gets an e-mail that the worker refuses to send
+#: (issue 20: where a keystore goes is never decided by a row alone).
+_ADDRESSED = b"mycert-to:v1\n"
+
+
+def seal(payload: bytes, *, recipient: str = "") -> bytes:
+    """Encrypt and authenticate ``payload`` for storage, bound to ``recipient`` if given."""
+    if recipient:
+        payload = _ADDRESSED + recipient.strip().lower().encode() + b"\n" + payload
     return _current().encrypt(payload)
 
 
-def unseal(token: bytes) -> bytes:
-    """Open a sealed payload; raise ``SealError`` if it cannot be trusted."""
+def unseal(token: bytes, *, recipient: str | None = None) -> bytes:
+    """Open a sealed payload; raise ``SealError`` if it cannot be trusted.
+
+    With ``recipient``, a payload sealed for another address is refused. A payload
+    sealed without an address (before issue 20) opens for any: such rows are sent or
+    wiped within ``MYCERT_FAILED_PAYLOAD_DAYS`` of the upgrade.
+    """
     try:
-        return _current().decrypt(bytes(token))
+        plain = _current().decrypt(bytes(token))
     except InvalidToken as exc:
         raise SealError("The sealed payload cannot be opened with the configured key.") from exc
+    if not plain.startswith(_ADDRESSED):
+        return plain
+    address, _, payload = plain[len(_ADDRESSED) :].partition(b"\n")
+    if recipient is not None and address != recipient.strip().lower().encode():
+        raise SealError("The payload was sealed for another address than this row's.")
+    return payload

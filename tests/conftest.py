@@ -11,6 +11,7 @@ from mycert import ca_store
 
 pytest_plugins = [
     "tests.support.oidc_provider",
+    "tests.support.id_tokens",
     "tests.support.worker",
     "tests.support.smtp_server",
     "tests.support.gpg",

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from mycert.business_days import add_business_days
 from mycert.models import CertificateRequest, Professional, Vendor
+from tests.support.id_tokens import id_token_for
 
 
 class UserFactory(factory.django.DjangoModelFactory[User]):
@@ -50,3 +51,6 @@ class CertificateRequestFactory(factory.django.DjangoModelFactory[CertificateReq
     terms_version = "2023-03"
     terms_accepted_at = factory.LazyFunction(timezone.now)
     due_at = factory.LazyFunction(lambda: add_business_days(timezone.now(), 5))
+    # The proof of login the worker verifies: signed by the tests' provider
+    # (tests/support/id_tokens.py) for this professional, as the portal would.
+    id_token = factory.LazyAttribute(lambda o: id_token_for(o.professional))

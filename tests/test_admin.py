@@ -838,3 +838,13 @@ def test_the_default_admin_site_is_the_helpdesk_site_with_every_model_registered
     assert django_admin.site.is_registered(Certificate)
     assert django_admin.site.is_registered(User)
     assert "delete_selected" not in dict(django_admin.site.actions)
+
+
+def test_the_helpdesk_never_sees_a_requests_id_token(helpdesk: Client) -> None:
+    """Issue 20 §1: the proof of login is personal data (and replay material): never shown."""
+    request = _request()
+    assert request.id_token
+
+    page = helpdesk.get(_url("mycert_certificaterequest_change", request.pk)).content.decode()
+
+    assert request.id_token.split(".")[1] not in page

@@ -32,7 +32,7 @@ from mycert.outbox import (
     delivery_retry,
     delivery_send,
 )
-from mycert.sealing import unseal
+from mycert.sealing import SealError, unseal
 from mycert.services.issuance import delivery_failure_report
 from mycert.services.vendors import vendor_set_pgp_key
 from tests.factories import CertificateRequestFactory, VendorFactory
@@ -81,6 +81,7 @@ def create(
         password=PASSWORD,
         vendor=vendor,
         language=language,
+        professional_email=certificate.professional.email,
     )
     return {(d.recipient, d.content): d for d in rows}
 
@@ -964,3 +965,38 @@ def test_the_migration_marks_earlier_failures_reported(settings: Any) -> None:
 
     copy.refresh_from_db()
     assert copy.failure_reported_at == copy.updated_at
+
+
+def test_a_rewritten_address_breaks_the_seal_nothing_leaves(smtp_settings: TestSmtpServer) -> None:
+    """Issue 20: a database writer redirects Dr X's keystore e-mail to its own address.
+
+    The payload is sealed for the address the issuer verified; the worker refuses to
+    send it anywhere else, even after the helpdesk's retry, and the failure is reported.
+    """
+    certificate = make_certificate()
+    rows = create(certificate)
+    keystore = rows["professional", "keystore"]
+    Delivery.objects.filter(certificate=certificate).update(to_email="attacker@evil.example")
+    now = timezone.now()
+
+    outcome = delivery_send(delivery_id=keystore.pk, now=now)
+
+    assert outcome.result is SendResult.FAILED
+    keystore.refresh_from_db()
+    assert "another address" in keystore.last_error
+    delivery_retry(delivery_id=keystore.pk, actor="user:7")
+    assert delivery_send(delivery_id=keystore.pk, now=now).result is SendResult.FAILED
+    assert smtp_settings.messages == []
+    assert delivery_failure_report(delivery_id=keystore.pk, now=now)
+    alert = OperatorAlert.objects.get(kind="delivery_failed")
+    assert "another address" in alert.body
+
+
+def test_a_sealed_payload_copied_into_another_row_does_not_open_there() -> None:
+    certificate = make_certificate()
+    rows = create(certificate)
+    sealed_for_dr_x = sealed(rows["professional", "keystore"])
+
+    with pytest.raises(SealError):
+        unseal(sealed_for_dr_x, recipient="attacker@evil.example")
+    assert unseal(sealed_for_dr_x, recipient=certificate.professional.email.upper()) == KEYSTORE

@@ -255,3 +255,24 @@ def test_demo_refuses_to_run_without_debug(settings: Any) -> None:
     with pytest.raises(CommandError, match="DJANGO_DEBUG=true"):
         call_command("demo", "--setup-only")
     assert not get_user_model().objects.filter(username__in=["admin", "helpdesk"]).exists()
+
+
+def test_check_deploy_names_a_plain_http_issuer_and_a_proof_age_shorter_than_sessions(
+    tmp_path: Path,
+) -> None:
+    """Issue 20 §1: workers read the provider's keys over HTTPS only (loopback aside)."""
+    env = _minimal_production_env(
+        tmp_path,
+        OIDC_ISSUER="http://portal.esante.lu",
+        MYCERT_REQUEST_PROOF_MAX_AGE="3600",
+    )
+    result = _check_deploy(env)
+    assert "mycert.W060" in result.stderr, result.stderr
+    assert "mycert.W061" in result.stderr, result.stderr
+
+
+def test_check_deploy_accepts_an_https_issuer_and_a_loopback_one(tmp_path: Path) -> None:
+    for issuer in ("https://portal.esante.lu/auth/realms/esante", "http://127.0.0.1:9400"):
+        result = _check_deploy(_minimal_production_env(tmp_path, OIDC_ISSUER=issuer))
+        assert "mycert.W060" not in result.stderr, issuer
+        assert "mycert.W061" not in result.stderr, issuer

@@ -29,6 +29,7 @@ from mycert.services.requests import request_submit
 from mycert.services.revocation import certificate_revoke
 from tests.factories import CertificateRequestFactory, ProfessionalFactory, VendorFactory
 from tests.support.gpg import GpgKey
+from tests.support.id_tokens import id_token_for
 from tests.support.smtp_server import TestSmtpServer
 
 pytestmark = pytest.mark.django_db
@@ -100,6 +101,7 @@ def test_a_request_the_profile_refuses_fails_once_and_the_helpdesk_is_told(
         terms_accepted=True,
         language="fr",
         now=timezone.now(),
+        id_token=id_token_for(professional),
     )
     assert again.pk != request_id
 
@@ -154,6 +156,7 @@ def test_an_expired_vendor_key_never_blocks_the_professional(
         terms_accepted=True,
         language="fr",
         now=timezone.now(),
+        id_token=id_token_for(professional),
     )
 
 

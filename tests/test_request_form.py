@@ -12,7 +12,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mycert.models import AuditEvent, CertificateRequest
+from mycert.request_proof import token_digest
 from tests.factories import CertificateRequestFactory, ProfessionalFactory, VendorFactory
+from tests.support.id_tokens import force_login_with_proof
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +36,7 @@ def queued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 @pytest.fixture
 def professional_client(client: Client):
     professional = ProfessionalFactory.create()
-    client.force_login(professional.user)
+    force_login_with_proof(client, professional)
     client.professional = professional  # type: ignore[attr-defined]
     return client
 
@@ -81,6 +83,41 @@ def test_submit_records_request_consent_and_queues_issuance(
     assert AuditEvent.objects.filter(action="request.submitted", object_id=str(request.pk)).exists()
     sent_page = professional_client.get(response["Location"]).content.decode()
     assert "Demande envoyée." in sent_page
+
+
+def test_the_request_carries_the_logins_signed_id_token(
+    professional_client: Client, queued: list[int]
+) -> None:
+    """Issue 20 §1: the worker's proof is the session's ID token; the trail keeps its digest."""
+    token = professional_client.session["mycert_oidc_id_token"]
+
+    response = professional_client.post(
+        reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
+    )
+
+    assert response.status_code == 302
+    request = CertificateRequest.objects.get()
+    assert request.id_token == token
+    event = AuditEvent.objects.get(action="request.submitted", object_id=str(request.pk))
+    assert event.details["proof"] == token_digest(token)
+    assert token not in str(event.details)
+
+
+def test_a_session_without_a_proof_of_login_cannot_submit(
+    client: Client, queued: list[int]
+) -> None:
+    """A session opened without the portal's ID token (before the upgrade): log in again."""
+    professional = ProfessionalFactory.create()
+    client.force_login(professional.user)
+
+    response = client.post(
+        reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
+    )
+
+    assert response.status_code == 400
+    assert "Déconnectez-vous, puis reconnectez-vous." in response.content.decode()
+    assert not CertificateRequest.objects.exists()
+    assert queued == []
 
 
 def test_the_request_speaks_the_professionals_language_not_the_pages(

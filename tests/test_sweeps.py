@@ -25,6 +25,7 @@ from mycert.services.issuance import request_issue, requests_stuck_ids
 from mycert.services.requests import request_submit
 from mycert.tasks.issuance import issue_certificate, sweep_requests
 from tests.factories import CertificateRequestFactory, ProfessionalFactory
+from tests.support.id_tokens import id_token_for
 from tests.support.smtp_server import TestSmtpServer
 
 
@@ -137,6 +138,7 @@ def test_submit_survives_a_broker_that_is_down(monkeypatch: pytest.MonkeyPatch) 
         terms_accepted=True,
         language="fr",
         now=timezone.now(),
+        id_token=id_token_for(professional),
     )
 
     assert CertificateRequest.objects.get(pk=request.pk).status == "submitted"

@@ -175,7 +175,11 @@ def build(claim: Claim, now: datetime) -> EmailMessage:
             return keyring.encrypt(data, fingerprint, now=now, armored_key=claim.armored_key)
 
     try:
-        payload = unseal(claim.sealed_payload) if claim.sealed_payload is not None else b""
+        payload = (
+            unseal(claim.sealed_payload, recipient=claim.envelope.to)
+            if claim.sealed_payload is not None
+            else b""
+        )
         return builder(claim, payload, encrypt)
     except SealError as exc:
         raise SendError(False, f"sealed payload unreadable: {exc}") from exc

@@ -60,26 +60,28 @@ def delivery_create_for_certificate(
     password: str,
     vendor: Vendor | None,
     language: str,
+    professional_email: str,
 ) -> list[Delivery]:
     """Write the certificate's e-mails to the outbox, inside the issuer's transaction.
 
     Two rows for the professional (keystore, then password), two more for the vendor
     when one was chosen. The caller enqueues the rows without ``after`` once committed.
+    ``professional_email`` is the address the issuer verified (the request's proof of
+    login), not the professional row's, which any database writer could change.
     """
     recipients: list[tuple[str, str, Vendor | None, str]] = [
-        (Delivery.Recipient.PROFESSIONAL, certificate.professional.email, None, "")
+        (Delivery.Recipient.PROFESSIONAL, professional_email, None, "")
     ]
     if vendor is not None:
         # The fingerprint is pinned now: a key changed later does not redirect this mail.
         recipients.append((Delivery.Recipient.VENDOR, vendor.email, vendor, vendor.pgp_fingerprint))
-    sealed_keystore = seal(keystore)
-    sealed_password = seal(password.encode())
     firsts: list[Delivery] = []
     seconds: list[Delivery] = []
     for recipient, to_email, to_vendor, fingerprint in recipients:
+        # Sealed for this row's address: rewriting ``to_email`` later breaks the seal.
         for content, payload, into in (
-            (Delivery.Content.KEYSTORE, sealed_keystore, firsts),
-            (Delivery.Content.PASSWORD, sealed_password, seconds),
+            (Delivery.Content.KEYSTORE, seal(keystore, recipient=to_email), firsts),
+            (Delivery.Content.PASSWORD, seal(password.encode(), recipient=to_email), seconds),
         ):
             into.append(
                 Delivery(

@@ -29,6 +29,12 @@ from mycert.pki import (
     generate_private_key,
     issue_professional_certificate,
 )
+from mycert.request_proof import (
+    ProvenIdentity,
+    RequestUnproven,
+    token_digest,
+    verify_request_proof,
+)
 from mycert.services.alerts import operator_alert_create
 from mycert.services.audit import audit_record
 from mycert.services.ocsp import ocsp_response_sign_at_issuance
@@ -87,14 +93,18 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
             return IssueOutcome(existing.pk if existing else None, (), already_done=True)
 
         professional = request.professional
+        # Before any key: the request must carry a LuxTrust login of this professional
+        # that this worker verifies itself. What the certificate says and where the
+        # keystore goes come from that proof, never from rows a database writer can edit.
+        proven = _proof_of(request, now=now)
         try:
             # Checked before a key is made: the profile's refusals (RFC 5280 upper
             # bounds, an ASCII rfc822Name) depend on the data only, never on chance.
             identity = ProfessionalIdentity(
-                given_name=professional.given_name,
-                family_name=professional.family_name,
-                professional_id=professional.professional_id,
-                email=professional.email,
+                given_name=proven.given_name,
+                family_name=proven.family_name,
+                professional_id=proven.professional_id,
+                email=proven.email,
             )
         except ValueError as exc:
             raise IssuanceRefused(str(exc)) from exc
@@ -118,7 +128,7 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
             certificate=certificate,
             chain=ca.chain,
             password=password,
-            friendly_name=f"MyCert {professional.full_name}",
+            friendly_name=f"MyCert {proven.given_name} {proven.family_name}",
             encryption=encryption,
         )
         del private_key  # only the password-protected keystore leaves this function
@@ -134,6 +144,7 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
             not_after=certificate.not_valid_after_utc,
             fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
             pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            proof_digest=proven.digest,
         )
         deliveries = delivery_create_for_certificate(
             certificate=record,
@@ -141,9 +152,12 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
             password=password,
             vendor=vendor,
             language=request.language,
+            professional_email=proven.email,
         )
         request.status = CertificateRequest.Status.SENDING
-        request.save(update_fields=["status"])
+        # The proof has served: personal data, wiped (its digest stays, on the certificate).
+        request.id_token = ""
+        request.save(update_fields=["status", "id_token"])
         # Its OCSP answer ("good") commits with it (the web holds no key to sign one).
         ocsp_response_sign_at_issuance(certificate=record, now=now)
         audit_record(
@@ -156,6 +170,8 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
                 "key_type": record.key_type,
                 "not_after": record.not_after.isoformat(),
                 "keystore_encryption": encryption.value,
+                "proof": proven.digest,
+                "acr": proven.acr,
                 "deliveries": [d.pk for d in deliveries],
             },
         )
@@ -167,6 +183,63 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
     )
     ready = tuple(d.pk for d in deliveries if d.after_id is None)
     return IssueOutcome(record.pk, ready)
+
+
+def _proof_of(request: CertificateRequest, *, now: datetime) -> ProvenIdentity:
+    """The request's verified proof of login, or ``RequestUnproven``.
+
+    Beyond the token itself (``verify_request_proof``): it must be a login of the
+    request's own professional, and no certificate may have been made from it yet.
+    """
+    proven = verify_request_proof(request.id_token, now=now.timestamp())
+    professional = request.professional
+    if (
+        proven.sub != professional.oidc_subject
+        or proven.professional_id != professional.professional_id
+    ):
+        raise RequestUnproven("another professional's login")
+    # One login, one certificate (the unique digest is the database's guarantee).
+    if Certificate.objects.filter(proof_digest=proven.digest).exists():
+        raise RequestUnproven("login already used")
+    return proven
+
+
+def request_fail_unproven(*, request_id: int, check: str, now: datetime) -> bool:
+    """End a request whose proof of login fails: ``failed``, "unproven", security alerted.
+
+    No key was made. The security officer is told besides the helpdesk: outside an
+    upgrade, a request without a valid proof means someone wrote to the database.
+    Returns whether this call failed it.
+    """
+    with transaction.atomic():
+        request = (
+            CertificateRequest.objects.select_for_update(of=("self",))
+            .select_related("professional")
+            .get(pk=request_id)
+        )
+        if not request.is_in_progress:
+            return False
+        digest = token_digest(request.id_token)
+        request_fail(request_id=request_id, reason=f"unproven: {check}", now=now)
+        audit_record(
+            actor="system",
+            action="request.unproven",
+            target=request,
+            details={"check": check, "proof": digest},
+        )
+        operator_alert_create(
+            recipient=OperatorAlert.Recipient.SECURITY,
+            kind="request_unproven",
+            context={
+                "request_id": request.pk,
+                "professional_id": request.professional.professional_id,
+                "professional_name": request.professional.full_name,
+                "check": check,
+                "proof": digest,
+            },
+        )
+    logger.error("request %s unproven: %s", request_id, check, extra={"request_id": request_id})
+    return True
 
 
 def request_mark_issuing(*, request_id: int) -> None:
@@ -256,7 +329,9 @@ def request_fail(*, request_id: int, reason: str, now: datetime) -> bool:
         request.status = CertificateRequest.Status.FAILED
         request.completed_at = now
         request.last_error = reason[:2000]
-        request.save(update_fields=["status", "completed_at", "last_error"])
+        # The proof of login is personal data: wiped once the request ends.
+        request.id_token = ""
+        request.save(update_fields=["status", "completed_at", "last_error", "id_token"])
         audit_record(
             actor="system",
             action="request.failed",

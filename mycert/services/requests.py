@@ -10,6 +10,7 @@ from django.utils.translation import gettext
 
 from mycert.business_days import add_business_days
 from mycert.models import CertificateRequest, Professional, Vendor
+from mycert.request_proof import token_digest
 from mycert.services.audit import audit_record
 
 
@@ -28,14 +29,28 @@ def request_submit(
     terms_accepted: bool,
     language: str,
     now: datetime,
+    id_token: str,
 ) -> CertificateRequest:
-    """Record a request and its consent, and queue its issuance once committed."""
+    """Record a request and its consent, and queue its issuance once committed.
+
+    ``id_token`` is the signed ID token of the login that submits it (kept in the
+    session): the worker issues only what such a proof allows (``mycert.request_proof``).
+    """
     from mycert.tasks.issuance import issue_certificate
 
     if not terms_accepted:
         raise RequestRefused(
             "terms",
             gettext("Please confirm that you have read the usage information before sending."),
+        )
+    if not id_token:
+        # A session opened before proofs existed, or not through the portal: the worker
+        # would refuse the request, so it is refused here, with what to do.
+        raise RequestRefused(
+            "proof",
+            gettext(
+                "Your login cannot be used to request a certificate. Log out, then log in again."
+            ),
         )
     if vendor is not None and not vendor.is_active:
         raise RequestRefused(
@@ -58,6 +73,7 @@ def request_submit(
                 terms_accepted_at=now,
                 vendor_copy_consent=vendor is not None,
                 due_at=add_business_days(now, settings.MYCERT_SLA_BUSINESS_DAYS),
+                id_token=id_token,
             )
             audit_record(
                 actor=f"user:{professional.user_id}",
@@ -68,6 +84,8 @@ def request_submit(
                     "terms_version": certificate_request.terms_version,
                     "vendor_copy_consent": certificate_request.vendor_copy_consent,
                     "key_type": certificate_request.key_type,
+                    # The token is personal data: the trail names it by digest only.
+                    "proof": token_digest(id_token),
                 },
             )
             # Robust: a broker that is down must not turn a recorded request into an

@@ -10,9 +10,11 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
+from mycert.request_proof import RequestUnproven
 from mycert.services.issuance import (
     IssuanceRefused,
     request_fail,
+    request_fail_unproven,
     request_issue,
     request_mark_issuing,
     requests_stuck_ids,
@@ -36,6 +38,11 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
     try:
         request_mark_issuing(request_id=request_id)
         outcome = request_issue(request_id=request_id, now=timezone.now())
+    except RequestUnproven as exc:
+        # No proof of a LuxTrust login by this professional: no key, no retry (the
+        # token will not become valid), and the security officer is told.
+        request_fail_unproven(request_id=request_id, check=exc.check, now=timezone.now())
+        return
     except IssuanceRefused as exc:
         # The profile refuses the data (a name too long for the CN, an internationalised
         # address): a new key every few minutes would change nothing.

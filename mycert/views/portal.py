@@ -28,6 +28,7 @@ from mycert.problems import render_problem
 from mycert.selectors import keystore_delivered, professional_overview, request_progress
 from mycert.services.requests import RequestRefused, request_submit
 from mycert.services.revocation import AlreadyRevoked, certificate_revoke
+from mycert.views.auth import ID_TOKEN_SESSION_KEY
 
 View = Callable[..., HttpResponse]
 
@@ -129,11 +130,12 @@ def request_certificate(request: ProfessionalRequest) -> HttpResponse:
                     terms_accepted=form.cleaned_data["terms_accepted"],
                     language=professional.language or get_language() or "fr",
                     now=timezone.now(),
+                    id_token=request.session.get(ID_TOKEN_SESSION_KEY, ""),
                 )
             except RequestRefused as refused:
                 if refused.code == "in_progress":
                     return _in_progress_problem(request)
-                form.add_error("vendor", str(refused))
+                form.add_error("vendor" if refused.code == "vendor" else None, str(refused))
             else:
                 return redirect("request-sent", request_id=submitted.pk)
         status = 400

@@ -23,6 +23,7 @@ from mycert.models import Certificate, CertificateRequest
 from mycert.services.issuance import request_issue
 from tests.browser.conftest import AxeReport, Site
 from tests.factories import CertificateRequestFactory, ProfessionalFactory
+from tests.support.id_tokens import trusting_signing_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -31,8 +32,10 @@ PASSWORD = "helpdesk-browser-2026"  # a test account
 
 def _issued_certificate() -> Certificate:
     professional = ProfessionalFactory(given_name="Paul", family_name="Weber")
-    request: CertificateRequest = CertificateRequestFactory(professional=professional)  # type: ignore[assignment]
-    outcome = request_issue(request_id=request.pk, now=timezone.now())
+    # The site trusts the mock provider; this request is proven by the tests' signer.
+    with trusting_signing_provider():
+        request: CertificateRequest = CertificateRequestFactory(professional=professional)  # type: ignore[assignment]
+        outcome = request_issue(request_id=request.pk, now=timezone.now())
     assert outcome.certificate_id is not None
     return Certificate.objects.get(pk=outcome.certificate_id)
 

@@ -22,6 +22,7 @@ from mycert.services.issuance import request_issue
 from mycert.services.revocation import certificate_revoke
 from tests.factories import ProfessionalFactory, VendorFactory
 from tests.support.gpg import GpgKey
+from tests.support.id_tokens import id_token_for
 from tests.support.smtp_server import SmtpProcess
 from tests.support.worker import (
     WorkerProcess,
@@ -52,6 +53,7 @@ def _submit(professional, vendor: Vendor | None = None) -> int:
         terms_accepted=True,
         language="fr",
         now=timezone.now(),
+        id_token=id_token_for(professional),
     ).pk
 
 

@@ -40,6 +40,7 @@ from mycert.models import CertificateRequest
 from mycert.services.vendors import vendor_create
 from tests.factories import ProfessionalFactory
 from tests.support.gpg import GpgKey, decrypt
+from tests.support.id_tokens import force_login_with_proof
 from tests.support.smtp_server import SmtpProcess
 from tests.support.worker import (
     WorkerProcess,
@@ -229,7 +230,7 @@ def test_no_secret_in_database_logs_or_broker(
         for index in range(4):
             web = Client()
             professional = ProfessionalFactory.create()
-            web.force_login(professional.user)
+            force_login_with_proof(web, professional)
             choice = str(vendor.pk) if index % 2 == 0 else "none"
             response = web.post(
                 reverse("request-certificate"), {"vendor": choice, "terms_accepted": "on"}

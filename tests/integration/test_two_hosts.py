@@ -256,6 +256,11 @@ def worker_host(
             "MYCERT_BASE_URL": web_host.url,
             "MYCERT_PKI_BASE_URL": web_host.url,
             "MYCERT_CERT_KEY_TYPE": "ec-p256",
+            # The worker verifies each request's ID token with the provider the web host
+            # logs in with (issue 20 §1); it reads the keys itself.
+            "OIDC_ISSUER": web_host.env["OIDC_ISSUER"],
+            "OIDC_CLIENT_ID": web_host.env["OIDC_CLIENT_ID"],
+            "MYCERT_OIDC_ACCEPTED_ACR": web_host.env["MYCERT_OIDC_ACCEPTED_ACR"],
         }
     )
     workers = WorkerProcess(env=env, log_path=tmp_path / "worker.log")

@@ -119,6 +119,11 @@ def worker_env(settings, ca, tmp_path) -> dict[str, str]:
             "MYCERT_BASE_URL": settings.MYCERT_BASE_URL,
             "MYCERT_PKI_BASE_URL": settings.MYCERT_PKI_BASE_URL,
             "MYCERT_CERT_KEY_TYPE": settings.MYCERT_CERT_KEY_TYPE,
+            # The provider whose keys the worker reads to verify requests' proofs.
+            "OIDC_ISSUER": settings.OIDC_ISSUER,
+            "OIDC_CLIENT_ID": settings.OIDC_CLIENT_ID,
+            "MYCERT_OIDC_ACCEPTED_ACR": ",".join(settings.MYCERT_OIDC_ACCEPTED_ACR),
+            "MYCERT_OIDC_PROFESSIONAL_ID_CLAIM": settings.MYCERT_OIDC_PROFESSIONAL_ID_CLAIM,
             "EMAIL_URL": f"smtp://{settings.EMAIL_HOST}:{settings.EMAIL_PORT}",
             "MYCERT_VAR_DIR": str(tmp_path / "var"),
             "PYTHONPATH": str(BASE_DIR),
@@ -170,6 +175,7 @@ def submit_batch(count: int, *, vendor: Any | None, with_vendor_every: int = 2) 
 
     from mycert.services.requests import request_submit
     from tests.factories import ProfessionalFactory
+    from tests.support.id_tokens import id_token_for
 
     ids = []
     for index in range(count):
@@ -182,6 +188,7 @@ def submit_batch(count: int, *, vendor: Any | None, with_vendor_every: int = 2) 
             terms_accepted=True,
             language="fr",
             now=timezone.now(),
+            id_token=id_token_for(professional),
         )
         ids.append(request.pk)
     return ids
