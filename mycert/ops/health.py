@@ -134,6 +134,30 @@ def _check_ca() -> dict[str, str]:
     return detail
 
 
+def _check_ocsp() -> dict[str, str]:
+    """The stored OCSP answers: what the web serves must not run out.
+
+    Workers and beat re-sign them (``mycert.services.ocsp``); if they stop, the answers
+    expire one after another and the responder says tryLater, so relying services that
+    hard-fail refuse every professional. Within ``ocsp_alarm_margin`` of the nearest
+    nextUpdate the check stays ``ok`` with a warning (docs/deploy.md §13, the margin);
+    past it, it fails: this host can no longer answer for every certificate.
+    """
+    from mycert.services.ocsp import ocsp_alarm_margin, ocsp_answers_earliest_next_update
+
+    now = datetime.now(tz=UTC)
+    earliest = ocsp_answers_earliest_next_update(now=now)
+    if earliest is None:
+        return {}
+    detail = {"ocsp_earliest_next_update": earliest.isoformat()}
+    if earliest <= now:
+        raise CheckFailed("ocsp_answers_expired")
+    if earliest - now < ocsp_alarm_margin(settings.MYCERT_OCSP_VALIDITY):
+        detail["warnings"] = "ocsp_answers_expire_soon"
+        logger.warning("OCSP answers expire at %s: are beat and the workers running?", earliest)
+    return detail
+
+
 def _check_smtp() -> None:
     """EHLO and NOOP at the relay, as the SMTP backend would connect (no mail sent)."""
     timeout = min(float(settings.EMAIL_TIMEOUT or PROBE_TIMEOUT_SECONDS), PROBE_TIMEOUT_SECONDS)
@@ -165,5 +189,6 @@ def check_all() -> dict[str, CheckResult]:
         "database": _run(_check_database),
         "broker": _cached("broker", _check_broker),
         "ca": _run(_check_ca),
+        "ocsp": _cached("ocsp", _check_ocsp),  # one aggregate over every answer
         "smtp": _cached("smtp", _check_smtp),
     }

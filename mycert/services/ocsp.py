@@ -39,6 +39,8 @@ __all__ = [
     "CaStatusAnswer",
     "StoredOcsp",
     "ca_status_lookup",
+    "ocsp_alarm_margin",
+    "ocsp_answers_earliest_next_update",
     "ocsp_response_lookup",
     "ocsp_response_sign_at_issuance",
     "ocsp_response_sign_on_commit",
@@ -362,3 +364,33 @@ def ca_status_lookup(*, serial_number: int, hash_name: str) -> CaStatusAnswer | 
         _ca_status_cache.clear()
     _ca_status_cache[key] = answer
     return answer
+
+
+# --- The margin: how long the stored answers carry the service without beat -------------------
+
+
+def ocsp_alarm_margin(validity: timedelta) -> timedelta:
+    """Alarm when the nearest nextUpdate of a stored answer is closer than this.
+
+    In the steady state every answer is re-signed by the age ``_refresh_age`` plus one
+    beat period, so at least ``validity - _refresh_age - REFRESH_EVERY`` of it is left
+    (125 min with the default 240). The alarm goes off when three more runs have been
+    missed (15 min late), and leaves what is left of that margin to mend the workers or
+    beat before the answers expire and the responder says tryLater, which relying services
+    that hard-fail (the kit's nginx, Apache) turn into refusing every professional.
+    """
+    return max(validity - _refresh_age(validity) - 4 * REFRESH_EVERY, validity / 4)
+
+
+def ocsp_answers_earliest_next_update(*, now: datetime) -> datetime | None:
+    """The nearest nextUpdate among the stored answers MyCert must keep serving.
+
+    Unexpired certificates only (a certificate past its end is answered unauthorized);
+    None when none has an answer. One aggregate query.
+    """
+    from django.db.models import Min
+
+    earliest: datetime | None = OcspResponse.objects.filter(
+        certificate__not_after__gt=now
+    ).aggregate(earliest=Min("next_update"))["earliest"]
+    return earliest
