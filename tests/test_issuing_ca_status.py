@@ -252,3 +252,20 @@ def test_a_revocation_survives_the_import_into_a_new_folder(
     assert crl.get_revoked_certificate_by_serial_number(issuing.serial_number) is not None
     answer = _ask(client, issuing, root, hashes.SHA256())
     assert answer.certificate_status is ocsp.OCSPCertStatus.REVOKED
+
+
+@pytest.mark.django_db
+def test_healthz_warns_when_the_roots_answer_is_missing(
+    client: Client, own_ca: ca_store.CaPaths
+) -> None:
+    """An upgrade without a ceremony since: whole-chain clients would refuse everyone."""
+    from mycert.ops import health
+
+    health.clear_cache()
+    assert "root_ocsp_missing" not in client.get("/healthz").json()["checks"]["ca"].get(
+        "warnings", ""
+    )
+    shutil.rmtree(own_ca.directory / ca_store.ROOT_OCSP_DIRECTORY)
+    check = client.get("/healthz").json()["checks"]["ca"]
+    assert check["status"] == "ok"  # the service works; relying services need the ceremony
+    assert "root_ocsp_missing" in check["warnings"]

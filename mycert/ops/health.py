@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cryptography import x509
 from django.conf import settings
 from django.db import connection
 
@@ -128,10 +129,22 @@ def _check_ca() -> dict[str, str]:
         if deadline.expires <= now:
             raise CheckFailed(f"{deadline.name}_expired")
     expiring = sorted(d.name for d in deadlines if d.due(now))
+    warnings = [f"{name}_expires_soon" for name in expiring]
     if expiring:
-        detail["warnings"] = ",".join(f"{name}_expires_soon" for name in expiring)
         logger.warning("CA ceremony due within 30 days: %s", ", ".join(expiring))
+    if _root_ocsp_missing(certificates.issuing):
+        # Whole-chain OCSP clients get "unauthorized" on the issuing CA and refuse everyone.
+        warnings.append("root_ocsp_missing")
+        logger.warning("No root-signed OCSP answer on the issuing CA: run sign_root_crl")
+    if warnings:
+        detail["warnings"] = ",".join(warnings)
     return detail
+
+
+def _root_ocsp_missing(issuing: x509.Certificate) -> bool:
+    from mycert.services.ocsp import ca_status_lookup
+
+    return ca_status_lookup(serial_number=issuing.serial_number, hash_name="sha1") is None
 
 
 def _check_ocsp() -> dict[str, str]:

@@ -15,8 +15,9 @@ from mycert import ca_store
 class Command(BaseCommand):
     help = (
         "Re-sign MYCERT_CA_DIR/root.crl with the root key (root-key.pem, --root-key, or the "
-        "root's PKCS#11 token), valid 365 days, with the next cRLNumber. Needs no database: "
-        "run it on the offline root host, then copy root.crl to the web hosts."
+        "root's PKCS#11 token), valid 365 days, with the next cRLNumber, and the root's OCSP "
+        "answers on the issuing CA (root-ocsp/). Needs no database: run it on the offline "
+        "root host, then copy root.crl and root-ocsp/ to the web hosts."
     )
     # The offline root host has no database, broker or issuing key to check.
     requires_system_checks: list[str] = []
