@@ -144,7 +144,8 @@ run: setup nginx-deps
 # The figures of docs/benchmarks.md (about 8 minutes on 2 cores): real PostgreSQL
 # (database mycert_bench, created and dropped), Redis db 9, Celery workers, gunicorn,
 # the SMTP sink, gpg, openssl; wrk and h2load generate the load, on loopback only.
-benchmarks: setup services
+# The relying-party figure runs nginx, Apache, the kit's Python server and Java (tls-test-deps).
+benchmarks: setup services tls-test-deps
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client)

@@ -18,8 +18,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parents[1]
-DATABASE_URL = "postgres://postgres@127.0.0.1:5432/mycert_bench"
-BROKER_URL = "redis://127.0.0.1:6379/9"
+# MYCERT_BENCH_DATABASE (a name starting mycert_bench) and MYCERT_BENCH_REDIS_DB let a
+# second run on the same machine keep to its own database and Redis db.
+DATABASE_NAME = os.environ.get("MYCERT_BENCH_DATABASE", "mycert_bench")
+REDIS_DB = os.environ.get("MYCERT_BENCH_REDIS_DB", "9")
+DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}"
+BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 CA_PASSPHRASE = "bench-ca-passphrase"  # noqa: S105 - a throwaway CA in /tmp
 OUTBOX_KEY = "YmVuY2ggb3V0Ym94IGtleSwgdGhyb3dhd2F5IGRiISE="  # a throwaway outbox
 
@@ -27,10 +31,10 @@ OUTBOX_KEY = "YmVuY2ggb3V0Ym94IGtleSwgdGhyb3dhd2F5IGRiISE="  # a throwaway outbo
 def _check_targets(database_url: str, broker_url: str) -> None:
     # Never the developers' or the test suite's database and broker.
     name = urlsplit(database_url).path.lstrip("/")
-    if name != "mycert_bench":
-        raise SystemExit(f"refusing to benchmark on database {name!r} (only mycert_bench)")
-    if urlsplit(broker_url).path.lstrip("/") != "9":
-        raise SystemExit(f"refusing to use broker {broker_url} (only Redis db 9)")
+    if not (name.startswith("mycert_bench") and name.isidentifier()):
+        raise SystemExit(f"refusing to benchmark on database {name!r} (only mycert_bench*)")
+    if urlsplit(broker_url).path.lstrip("/") in ("15", "0"):
+        raise SystemExit(f"refusing to use broker {broker_url} (the test suite's or the default)")
 
 
 @dataclass
@@ -149,13 +153,13 @@ def _admin_connection():
 def create_database() -> None:
     """Drop and create ``mycert_bench`` (FORCE ends connections a crashed run left)."""
     with _admin_connection() as admin:
-        admin.execute("DROP DATABASE IF EXISTS mycert_bench WITH (FORCE)")
-        admin.execute("CREATE DATABASE mycert_bench")
+        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {DATABASE_NAME}")
 
 
 def drop_database() -> None:
     with _admin_connection() as admin:
-        admin.execute("DROP DATABASE IF EXISTS mycert_bench WITH (FORCE)")
+        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)")
 
 
 def flush_broker() -> None:

@@ -308,6 +308,7 @@ def write(ctx: Context, out: Path, *, quick: bool) -> None:
         "roundtrips": raw.get("roundtrips"),
         "crl": raw.get("crl"),
         "ocsp": raw.get("ocsp"),
+        "relying": raw.get("relying"),
         "web": {k: v for k, v in (raw.get("web") or {}).items() if k in ("summary", "clients", "think_seconds", "server")},
         "log": ctx.log_lines,
     }  # fmt: skip
@@ -371,6 +372,7 @@ def rebuild(path: Path) -> None:
         "crl": data["crl"],
         "ocsp": data["ocsp"],
         "web": data["web"],
+        "relying": data.get("relying"),
     }
     ctx.log_lines = data.get("log", [])
     plots = _plots(ctx, path.parent / "benchmarks")

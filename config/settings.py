@@ -304,7 +304,10 @@ MYCERT_SLA_BUSINESS_DAYS = env.int("MYCERT_SLA_BUSINESS_DAYS", default=5)
 # beat's request sweep queues it again (issuing is idempotent).
 MYCERT_REQUEST_SWEEP_AFTER_SECONDS = env.int("MYCERT_REQUEST_SWEEP_AFTER_SECONDS", default=600)
 MYCERT_CRL_VALIDITY = timedelta(hours=env.int("MYCERT_CRL_VALIDITY_HOURS", default=24))
-MYCERT_OCSP_VALIDITY = timedelta(minutes=env.int("MYCERT_OCSP_VALIDITY_MINUTES", default=60))
+# 4 h: beat re-signs an answer at 110 min, so workers or beat may be down ~2 h before the
+# answers expire (the alarm: 15 min late); a "good" fetched before a revocation can be
+# replayed to a relying party that caches until nextUpdate for at most 4 h (docs/deploy.md §13).
+MYCERT_OCSP_VALIDITY = timedelta(minutes=env.int("MYCERT_OCSP_VALIDITY_MINUTES", default=240))
 
 # --- CA key custody (issue 11): file keys (default) or a PKCS#11 token -----------------------
 # file: keys in MYCERT_CA_DIR, PKCS#8 with PBKDF2-SHA256 600,000 rounds; pkcs11: keys in the

@@ -7,6 +7,7 @@ Layout (PEM; with ``MYCERT_CA_BACKEND=file`` the keys are PKCS#8 encrypted with
     issuing.pem     issuing-key.pem     issuing CA, signs professionals' certificates
     ocsp.pem        ocsp-key.pem        delegated OCSP responder (RFC 6960 §4.2.2.2)
     root.crl                            the root's CRL over the issuing CA (DER)
+    root-ocsp/<serial>.<hash>.der       the root's OCSP answers on the issuing CA (DER)
 
 With ``MYCERT_CA_BACKEND=pkcs11`` there is no key file: the keys live in the token
 (``MYCERT_PKCS11_*``), labelled ``mycert-root``/``mycert-issuing``/``mycert-ocsp`` with
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,7 @@ from django.conf import settings
 
 from mycert.pki import (
     CertificateAuthority,
+    CertificateStatus,
     DistinguishedName,
     KeyType,
     PrivateKey,
@@ -44,6 +46,9 @@ from mycert.pki import (
     load_private_key_pem,
     reissue_issuing_ca,
 )
+from mycert.pki.crl import RevokedEntry
+from mycert.pki.ocsp import StatusAnswer
+from mycert.pki.ocsp_presigned import sign_ca_status_responses
 from mycert.pki.token import Token, TokenError, key_id_for
 
 ROOT_CRL_VALIDITY = timedelta(days=365)
@@ -314,10 +319,16 @@ def next_root_crl_number(previous: int, *, now: datetime) -> int:
     return max(previous + 1, int(now.timestamp()))
 
 
-def _sign_root_crl(root: CertificateAuthority, *, now: datetime, crl_number: int) -> bytes:
+def _sign_root_crl(
+    root: CertificateAuthority,
+    *,
+    now: datetime,
+    crl_number: int,
+    entries: Sequence[RevokedEntry] = (),
+) -> bytes:
     crl = build_crl(
         issuer=root,
-        entries=[],
+        entries=entries,
         crl_number=crl_number,
         this_update=now,
         next_update=now + ROOT_CRL_VALIDITY,
@@ -345,14 +356,137 @@ def load_root(*, root_key_path: Path | None = None) -> CertificateAuthority:
     return CertificateAuthority(certificate, key)
 
 
-def sign_root_crl(*, now: datetime, root_key_path: Path | None = None) -> int:
-    """Re-sign root.crl with the next cRLNumber (RFC 5280 §5.2.3); return that number."""
+def sign_root_crl(
+    *,
+    now: datetime,
+    root_key_path: Path | None = None,
+    revoke_issuing: tuple[int, x509.ReasonFlags] | None = None,
+) -> int:
+    """Re-sign root.crl with the next cRLNumber (RFC 5280 §5.2.3); return that number.
+
+    The entries of the root CRL on disk are carried over (a revoked issuing CA stays
+    revoked), ``revoke_issuing`` (serial, reason) adds one, and the root's own OCSP
+    answers on the issuing CA certificates are signed again with the CRL's validity
+    (``root-ocsp/``, served by the web's responder for whole-chain checking).
+    """
     paths = configured_paths()
     root = load_root(root_key_path=root_key_path)
+    entries = root_crl_entries(paths, root.certificate)
+    if revoke_issuing is not None:
+        serial, reason = revoke_issuing
+        if not any(entry.serial_number == serial for entry in entries):
+            # The moment of the ceremony: the root host knows no earlier compromise
+            # time; RFC 5280 §5.3.2's invalidityDate is for that, not given here.
+            entries.append(
+                RevokedEntry(
+                    serial_number=serial, revoked_at=now.replace(microsecond=0), reason=reason
+                )
+            )
     number = next_root_crl_number(current_root_crl_number(paths), now=now)
-    _write_public_replace(paths.root_crl, _sign_root_crl(root, now=now, crl_number=number))
+    _write_public_replace(
+        paths.root_crl, _sign_root_crl(root, now=now, crl_number=number, entries=entries)
+    )
+    _write_root_ocsp(paths, root, entries=entries, now=now)
     clear_cache()
     return number
+
+
+# --- The root's answers on the issuing CA (whole-chain OCSP) -----------------------------
+
+ROOT_OCSP_DIRECTORY = "root-ocsp"
+
+
+def root_ocsp_path(paths: CaPaths, serial_number: int, hash_name: str) -> Path:
+    """Where the root's signed answer on one issuing CA certificate is kept (DER)."""
+    return paths.directory / ROOT_OCSP_DIRECTORY / f"{serial_number:x}.{hash_name}.der"
+
+
+def root_crl_entries(paths: CaPaths, root_certificate: x509.Certificate) -> list[RevokedEntry]:
+    """The entries of the root CRL on disk, which must be the root's own (none if absent)."""
+    try:
+        data = paths.root_crl.read_bytes()
+    except FileNotFoundError:
+        return []
+    try:
+        crl = x509.load_der_x509_crl(data)
+    except ValueError as exc:
+        raise CaStoreError(f"The root CRL at {paths.root_crl} is unreadable: {exc}") from exc
+    if crl.issuer != root_certificate.subject or not crl.is_signature_valid(
+        root_certificate.public_key()  # type: ignore[arg-type]
+    ):
+        # Carrying its entries over would let a forged file un-revoke an issuing CA.
+        raise CaStoreError(f"The root CRL at {paths.root_crl} was not signed by this root.")
+    return _crl_entries(crl)
+
+
+def _crl_entries(crl: x509.CertificateRevocationList) -> list[RevokedEntry]:
+    entries = []
+    for revoked in crl:
+        try:
+            reason: x509.ReasonFlags | None = revoked.extensions.get_extension_for_class(
+                x509.CRLReason
+            ).value.reason
+        except x509.ExtensionNotFound:
+            reason = None
+        entries.append(
+            RevokedEntry(
+                serial_number=revoked.serial_number,
+                revoked_at=revoked.revocation_date_utc,
+                reason=reason,
+            )
+        )
+    return entries
+
+
+def issuing_certificates(paths: CaPaths, root: x509.Certificate) -> list[x509.Certificate]:
+    """issuing.pem and the earlier ones kept beside it (issuing-<serial>.pem)."""
+    found = []
+    for path in sorted(paths.directory.glob("issuing*.pem")):
+        if path.name.endswith("-key.pem"):
+            continue
+        try:
+            certificate = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if certificate.issuer == root.subject:
+            found.append(certificate)
+    return found
+
+
+def _write_root_ocsp(
+    paths: CaPaths, root: CertificateAuthority, *, entries: Sequence[RevokedEntry], now: datetime
+) -> None:
+    """Sign the root's answer on every issuing CA certificate, valid as long as its CRL."""
+    revoked = {entry.serial_number: entry for entry in entries}
+    serials = {c.serial_number for c in issuing_certificates(paths, root.certificate)}
+    serials |= set(revoked)
+    this_update = now.replace(microsecond=0)
+    directory = paths.directory / ROOT_OCSP_DIRECTORY
+    directory.mkdir(mode=0o755, exist_ok=True)
+    written = set()
+    for serial in sorted(serials):
+        entry = revoked.get(serial)
+        answer = (
+            StatusAnswer(CertificateStatus.GOOD)
+            if entry is None
+            else StatusAnswer(
+                CertificateStatus.REVOKED, revoked_at=entry.revoked_at, reason=entry.reason
+            )
+        )
+        signed = sign_ca_status_responses(
+            root=root,
+            serial_number=serial,
+            answer=answer,
+            this_update=this_update,
+            next_update=this_update + ROOT_CRL_VALIDITY,
+        )
+        for hash_name, der in signed.items():
+            path = root_ocsp_path(paths, serial, hash_name)
+            _write_public_replace(path, der)
+            written.add(path)
+    for stale in directory.glob("*.der"):
+        if stale not in written:
+            stale.unlink()
 
 
 def renew_issuing_ca(*, now: datetime, root_key_path: Path | None = None) -> x509.Certificate:
@@ -378,6 +512,8 @@ def renew_issuing_ca(*, now: datetime, root_key_path: Path | None = None) -> x50
     if not previous.exists():
         _write_public(previous, _pem(current))
     _write_public_replace(paths.issuing_cert, _pem(renewed))
+    # The renewed certificate's serial needs the root's answer too (whole-chain OCSP).
+    _write_root_ocsp(paths, root, entries=root_crl_entries(paths, root.certificate), now=now)
     clear_cache()
     return renewed
 
@@ -503,6 +639,7 @@ def import_ca(
             f"The issuing CA's signature does not verify with the root: {exc}"
         ) from exc
     previous_number = 0
+    previous_entries: list[RevokedEntry] = []
     if previous_root_crl_der is not None:
         try:
             previous = x509.load_der_x509_crl(previous_root_crl_der)
@@ -518,6 +655,8 @@ def import_ca(
         previous_number = int(
             previous.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
         )
+        # A revoked issuing CA stays revoked in the new folder's root CRL and OCSP answers.
+        previous_entries = _crl_entries(previous)
     paths.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     _write_all(
         paths,
@@ -526,6 +665,7 @@ def import_ca(
         issuing=issuing,
         now=now,
         previous_root_crl_number=previous_number,
+        previous_root_crl_entries=previous_entries,
     )
 
 
@@ -538,6 +678,7 @@ def _write_all(
     now: datetime,
     ocsp_key: PrivateKey | None = None,
     previous_root_crl_number: int = 0,
+    previous_root_crl_entries: Sequence[RevokedEntry] = (),
 ) -> None:
     responder = _new_ocsp_responder(issuing, now=now, key=ocsp_key)
     if not uses_token():
@@ -552,7 +693,11 @@ def _write_all(
     _write_public(paths.ocsp_cert, _pem(responder.certificate))
     # Time-based: never below a CRL this root signed before, also after --import.
     number = next_root_crl_number(previous_root_crl_number, now=now)
-    _write_public(paths.root_crl, _sign_root_crl(root, now=now, crl_number=number))
+    _write_public(
+        paths.root_crl,
+        _sign_root_crl(root, now=now, crl_number=number, entries=previous_root_crl_entries),
+    )
+    _write_root_ocsp(paths, root, entries=previous_root_crl_entries, now=now)
     clear_cache()
 
 

@@ -360,11 +360,12 @@ def test_init_ca_in_the_token_leaves_no_key_file(token_settings: Any) -> None:
     assert sorted(p.name for p in paths.directory.iterdir()) == [
         "issuing.pem",
         "ocsp.pem",
+        "root-ocsp",  # the root's OCSP answers on the issuing CA (public)
         "root.crl",
         "root.pem",
     ]
-    for path in paths.directory.iterdir():
-        assert b"PRIVATE KEY" not in path.read_bytes()
+    for path in paths.directory.rglob("*"):
+        assert path.is_dir() or b"PRIVATE KEY" not in path.read_bytes()
     token = ca_store.configured_token()
     assert {"mycert-root", "mycert-issuing", "mycert-ocsp"} <= token.labels()
     loaded = ca_store.load_ca()
@@ -422,7 +423,9 @@ def test_issuance_pipeline_with_token_keys(
     call_command("sign_root_crl")
     call_command("renew_issuing_ca")
     call_command("renew_ocsp_responder")
-    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in paths.directory.iterdir())
+    assert not any(
+        b"PRIVATE KEY" in p.read_bytes() for p in paths.directory.rglob("*") if p.is_file()
+    )
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cryptography import x509
 from django.conf import settings
 from django.db import connection
 
@@ -128,9 +129,45 @@ def _check_ca() -> dict[str, str]:
         if deadline.expires <= now:
             raise CheckFailed(f"{deadline.name}_expired")
     expiring = sorted(d.name for d in deadlines if d.due(now))
+    warnings = [f"{name}_expires_soon" for name in expiring]
     if expiring:
-        detail["warnings"] = ",".join(f"{name}_expires_soon" for name in expiring)
         logger.warning("CA ceremony due within 30 days: %s", ", ".join(expiring))
+    if _root_ocsp_missing(certificates.issuing):
+        # Whole-chain OCSP clients get "unauthorized" on the issuing CA and refuse everyone.
+        warnings.append("root_ocsp_missing")
+        logger.warning("No root-signed OCSP answer on the issuing CA: run sign_root_crl")
+    if warnings:
+        detail["warnings"] = ",".join(warnings)
+    return detail
+
+
+def _root_ocsp_missing(issuing: x509.Certificate) -> bool:
+    from mycert.services.ocsp import ca_status_lookup
+
+    return ca_status_lookup(serial_number=issuing.serial_number, hash_name="sha1") is None
+
+
+def _check_ocsp() -> dict[str, str]:
+    """The stored OCSP answers: what the web serves must not run out.
+
+    Workers and beat re-sign them (``mycert.services.ocsp``); if they stop, the answers
+    expire one after another and the responder says tryLater, so relying services that
+    hard-fail refuse every professional. Within ``ocsp_alarm_margin`` of the nearest
+    nextUpdate the check stays ``ok`` with a warning (docs/deploy.md §13, the margin);
+    past it, it fails: this host can no longer answer for every certificate.
+    """
+    from mycert.services.ocsp import ocsp_alarm_margin, ocsp_answers_earliest_next_update
+
+    now = datetime.now(tz=UTC)
+    earliest = ocsp_answers_earliest_next_update(now=now)
+    if earliest is None:
+        return {}
+    detail = {"ocsp_earliest_next_update": earliest.isoformat()}
+    if earliest <= now:
+        raise CheckFailed("ocsp_answers_expired")
+    if earliest - now < ocsp_alarm_margin(settings.MYCERT_OCSP_VALIDITY):
+        detail["warnings"] = "ocsp_answers_expire_soon"
+        logger.warning("OCSP answers expire at %s: are beat and the workers running?", earliest)
     return detail
 
 
@@ -165,5 +202,6 @@ def check_all() -> dict[str, CheckResult]:
         "database": _run(_check_database),
         "broker": _cached("broker", _check_broker),
         "ca": _run(_check_ca),
+        "ocsp": _cached("ocsp", _check_ocsp),  # one aggregate over every answer
         "smtp": _cached("smtp", _check_smtp),
     }

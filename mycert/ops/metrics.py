@@ -92,6 +92,7 @@ class DatabaseCollector(Collector):
         )
 
         yield from _ceremony_metrics(now)
+        yield from _ocsp_margin_metrics(now)
 
         latest_crl = Crl.objects.order_by("-number").only("next_update").first()
         yield GaugeMetricFamily(
@@ -141,6 +142,27 @@ def _ceremony_metrics(now: Any) -> Iterator[Metric]:
         warning.add_metric([deadline.name], 1.0 if deadline.due(now) else 0.0)
     yield expiry
     yield warning
+
+
+def _ocsp_margin_metrics(now: Any) -> Iterator[Metric]:
+    """How long the stored OCSP answers last without beat: alert on the warning."""
+    from django.conf import settings
+
+    from mycert.services.ocsp import ocsp_alarm_margin, ocsp_answers_earliest_next_update
+
+    earliest = ocsp_answers_earliest_next_update(now=now)
+    yield GaugeMetricFamily(
+        "mycert_ocsp_earliest_next_update_timestamp_seconds",
+        "Nearest nextUpdate of the stored OCSP answers, Unix time (0: no certificate).",
+        value=earliest.timestamp() if earliest else 0.0,
+    )
+    margin = ocsp_alarm_margin(settings.MYCERT_OCSP_VALIDITY)
+    yield GaugeMetricFamily(
+        "mycert_ocsp_margin_warning",
+        "1 when a stored OCSP answer expires within the alarm margin: beat or the workers "
+        "are late re-signing (docs/deploy.md §13).",
+        value=1.0 if earliest is not None and earliest - now < margin else 0.0,
+    )
 
 
 DATABASE_REGISTRY = CollectorRegistry(auto_describe=False)

@@ -18,7 +18,7 @@ from mycert.pki._checks import require_aware_utc
 from mycert.pki.ca import CertificateAuthority, signature_hash
 from mycert.pki.ocsp import _CERT_STATUS, StatusAnswer, _check_responder, _issuer_hashes
 
-__all__ = ["PRESIGNED_HASHES", "sign_presigned_response"]
+__all__ = ["PRESIGNED_HASHES", "sign_ca_status_responses", "sign_presigned_response"]
 
 #: The CertID hash algorithms responses are signed for: SHA-1, which RFC 5019 §2.1.1 and
 #: nearly every client use, and SHA-256 (openssl ocsp -sha256, newer clients).
@@ -80,3 +80,36 @@ def sign_presigned_response(
         .sign(responder.private_key, signature_hash(responder.private_key))
     )
     return response.public_bytes(serialization.Encoding.DER)
+
+
+def sign_ca_status_responses(
+    *,
+    root: CertificateAuthority,
+    serial_number: int,
+    answer: StatusAnswer,
+    this_update: datetime,
+    next_update: datetime,
+) -> dict[str, bytes]:
+    """The root's own answers on one issuing CA certificate, for every CertID hash.
+
+    Whole-chain checking (nginx ``ssl_ocsp on``, Apache ``SSLOCSPEnable on``, Java PKIX
+    without ONLY_END_ENTITY) also asks about the issuing CA, whose issuer is the root.
+    The root signs these itself (RFC 6960 §4.2.2.2: the CA that issued the certificate
+    may sign), at its offline ceremony, so no delegated responder of the root exists
+    online. The root certificate travels in ``certs`` for clients that look for the
+    signer there only.
+    """
+    if not isinstance(root, CertificateAuthority):
+        raise TypeError(f"root must be a CertificateAuthority, not {type(root).__name__}")
+    return {
+        name: sign_presigned_response(
+            serial_number=serial_number,
+            issuer_certificate=root.certificate,
+            responder=root,
+            answer=answer,
+            hash_name=name,
+            this_update=this_update,
+            next_update=next_update,
+        )
+        for name in PRESIGNED_HASHES
+    }

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
+from cryptography.x509 import ocsp as x509_ocsp
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
@@ -35,7 +36,11 @@ from mycert.pki import CertificateStatus, StatusAnswer
 from mycert.pki.ocsp_presigned import PRESIGNED_HASHES, sign_presigned_response
 
 __all__ = [
+    "CaStatusAnswer",
     "StoredOcsp",
+    "ca_status_lookup",
+    "ocsp_alarm_margin",
+    "ocsp_answers_earliest_next_update",
     "ocsp_response_lookup",
     "ocsp_response_sign_at_issuance",
     "ocsp_response_sign_on_commit",
@@ -312,3 +317,80 @@ def ocsp_response_lookup(*, serial_number: int, hash_name: str, now: datetime) -
         next_update=_aware(next_update),  # type: ignore[arg-type]
         der=bytes(der) if der is not None else None,  # type: ignore[call-overload]
     )
+
+
+# --- The issuing CA's own status (whole-chain checking), signed by the root ---------------------
+
+
+@dataclass(frozen=True)
+class CaStatusAnswer:
+    """The root's stored answer on one issuing CA certificate (``ca_store.root_ocsp_path``)."""
+
+    der: bytes
+    this_update: datetime
+    next_update: datetime
+
+
+_ca_status_cache: dict[tuple[str, int], CaStatusAnswer] = {}
+
+
+def ca_status_lookup(*, serial_number: int, hash_name: str) -> CaStatusAnswer | None:
+    """The root-signed answer on an issuing CA certificate; None if the root signed none.
+
+    Signed at the root's ceremony (``sign_root_crl``) and copied to web hosts with the
+    root CRL: a file, no database. Read once per process and file version.
+    """
+    path = ca_store.root_ocsp_path(ca_store.configured_paths(), serial_number, hash_name)
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    key = (str(path), stamp)
+    cached = _ca_status_cache.get(key)
+    if cached is not None:
+        return cached
+    try:
+        der = path.read_bytes()
+        response = x509_ocsp.load_der_ocsp_response(der)
+        this_update = response.this_update_utc
+        next_update = response.next_update_utc
+    except (OSError, ValueError):
+        logger.exception("OCSP: the root's answer at %s is unreadable", path)
+        return None
+    if next_update is None:
+        return None
+    answer = CaStatusAnswer(der=der, this_update=this_update, next_update=next_update)
+    if len(_ca_status_cache) > 64:  # old versions of replaced files
+        _ca_status_cache.clear()
+    _ca_status_cache[key] = answer
+    return answer
+
+
+# --- The margin: how long the stored answers carry the service without beat -------------------
+
+
+def ocsp_alarm_margin(validity: timedelta) -> timedelta:
+    """Alarm when the nearest nextUpdate of a stored answer is closer than this.
+
+    In the steady state every answer is re-signed by the age ``_refresh_age`` plus one
+    beat period, so at least ``validity - _refresh_age - REFRESH_EVERY`` of it is left
+    (125 min with the default 240). The alarm goes off when three more runs have been
+    missed (15 min late), and leaves what is left of that margin to mend the workers or
+    beat before the answers expire and the responder says tryLater, which relying services
+    that hard-fail (the kit's nginx, Apache) turn into refusing every professional.
+    """
+    return max(validity - _refresh_age(validity) - 4 * REFRESH_EVERY, validity / 4)
+
+
+def ocsp_answers_earliest_next_update(*, now: datetime) -> datetime | None:
+    """The nearest nextUpdate among the stored answers MyCert must keep serving.
+
+    Unexpired certificates only (a certificate past its end is answered unauthorized);
+    None when none has an answer. One aggregate query.
+    """
+    from django.db.models import Min
+
+    earliest: datetime | None = OcspResponse.objects.filter(
+        certificate__not_after__gt=now
+    ).aggregate(earliest=Min("next_update"))["earliest"]
+    return earliest

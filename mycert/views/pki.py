@@ -28,7 +28,7 @@ from mycert import ca_store
 from mycert.models import Crl, OcspResponse
 from mycert.pki import error_response, issued_by, parse_ocsp_request
 from mycert.pki.ocsp_presigned import PRESIGNED_HASHES
-from mycert.services.ocsp import ocsp_response_lookup
+from mycert.services.ocsp import ca_status_lookup, ocsp_response_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -93,11 +93,14 @@ def _stored_answer(der: bytes, *, now: datetime) -> tuple[bytes, dict[str, str]]
         return _ocsp_error_body(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     hash_name = query.hash_algorithm.name
     try:
-        issuing = ca_store.load_ca_certificates().issuing
+        certificates = ca_store.load_ca_certificates()
     except ca_store.CaStoreError:
         logger.exception("OCSP: the CA certificates cannot be read")
         return _ocsp_error_body(ocsp.OCSPResponseStatus.TRY_LATER)
-    if hash_name not in PRESIGNED_HASHES or not issued_by(query, issuing):
+    if hash_name in PRESIGNED_HASHES and issued_by(query, certificates.root):
+        # The issuing CA's own status (whole-chain checking): the root's answer.
+        return _ca_status_answer(query.serial_number, hash_name, now=now)
+    if hash_name not in PRESIGNED_HASHES or not issued_by(query, certificates.issuing):
         # Not our CA, or a CertID form no answer is signed for: not authoritative
         # (RFC 6960 §2.3, RFC 5019 §2.2.3 "unauthorized").
         return _ocsp_error_body(ocsp.OCSPResponseStatus.UNAUTHORIZED)
@@ -134,6 +137,30 @@ def _stored_answer(der: bytes, *, now: datetime) -> tuple[bytes, dict[str, str]]
         "Expires": _http_date(stored.next_update),
     }
     return stored.der, headers
+
+
+# How long a cache may keep the root's answer on the issuing CA. It is valid as long as
+# the root CRL (a year), but an issuing CA revoked at a ceremony must reach relying
+# services within the hour the operator then spends publishing (docs/deploy.md).
+CA_STATUS_MAX_AGE = 3600
+
+
+def _ca_status_answer(
+    serial_number: int, hash_name: str, *, now: datetime
+) -> tuple[bytes, dict[str, str]]:
+    stored = ca_status_lookup(serial_number=serial_number, hash_name=hash_name)
+    if stored is None:
+        # Not an issuing CA certificate the root answered for (RFC 5019 §2.2.3).
+        return _ocsp_error_body(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    if stored.next_update <= now:
+        # The root's ceremony is overdue (its CRL has expired as well): /healthz says so.
+        return _ocsp_error_body(ocsp.OCSPResponseStatus.TRY_LATER)
+    max_age = min(int((stored.next_update - now).total_seconds()), CA_STATUS_MAX_AGE)
+    return stored.der, {
+        "Cache-Control": f"max-age={max_age}, public, no-transform, must-revalidate",
+        "ETag": f'"{hashlib.blake2b(stored.der, digest_size=16).hexdigest()}"',
+        "Last-Modified": _http_date(stored.this_update),
+    }
 
 
 def _ocsp_error_body(status: ocsp.OCSPResponseStatus) -> tuple[bytes, dict[str, str]]:

@@ -15,12 +15,14 @@ source launch, the .p12 as key store).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
+from django.core.management import call_command
 from django.utils import timezone
 
 from mycert import ca_store
@@ -73,8 +76,8 @@ class Pki:
         )
 
 
-@pytest.fixture
-def pki(live_server: Any, settings: Any, ca: ca_store.CaPaths) -> Iterator[Pki]:
+@contextlib.contextmanager
+def _relying_pki(live_server: Any, settings: Any, ca: ca_store.CaPaths) -> Iterator[Pki]:
     settings.MYCERT_PKI_BASE_URL = live_server.url
     crl_publish(now=timezone.now())
     # World-readable: Apache's children run as nobody when the tests run as root.
@@ -91,6 +94,12 @@ def pki(live_server: Any, settings: Any, ca: ca_store.CaPaths) -> Iterator[Pki]:
         yield made
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def pki(live_server: Any, settings: Any, ca: ca_store.CaPaths) -> Iterator[Pki]:
+    with _relying_pki(live_server, settings, ca) as made:
+        yield made
 
 
 class Server(Protocol):
@@ -111,10 +120,20 @@ def _shipped(name: str, replacements: dict[str, str]) -> str:
     return text
 
 
+SHIPPED_RESPONDER = "http://mycert.esante.lu/pki/ocsp/"
+
+
+def _responder(pki: Pki, ocsp: str | bool) -> str:
+    """The OCSP address a server is given: MyCert's live responder, or another one."""
+    return ocsp if isinstance(ocsp, str) else f"{pki.base_url}/pki/ocsp/"
+
+
 class NginxServer:
-    def __init__(self, pki: Pki, port: int) -> None:
+    """``ocsp``: True (shipped: MyCert's responder), False (CRLs only), or a responder URL."""
+
+    def __init__(self, pki: Pki, port: int, ocsp: str | bool = True) -> None:
         self.url = f"https://127.0.0.1:{port}/whoami"
-        self.nginx = Nginx(pki.directory / "nginx")
+        self.nginx = Nginx(pki.directory / f"nginx-{port}")
         site = _shipped(
             "nginx/mycert-relying-party.conf",
             {
@@ -123,6 +142,8 @@ class NginxServer:
                 "/etc/ssl/service/server.key": str(pki.server_key),
                 "/etc/ssl/mycert/mycert-ca.pem": str(pki.ca_file),
                 "/etc/ssl/mycert/mycert-crls.pem": str(pki.crl_file),
+                SHIPPED_RESPONDER: _responder(pki, ocsp),
+                "ssl_ocsp on;": "ssl_ocsp on;" if ocsp else "ssl_ocsp off;",
             },
         )
         self.nginx.start(site, port)
@@ -141,15 +162,17 @@ class NginxServer:
 
 
 class ApacheServer:
-    def __init__(self, pki: Pki, port: int) -> None:
+    def __init__(
+        self, pki: Pki, port: int, ocsp: str | bool = True, *, nonce: bool = False
+    ) -> None:
         self.url = f"https://127.0.0.1:{port}/whoami.txt"
-        docroot = pki.directory / "www"
+        docroot = pki.directory / f"www-{port}"
         docroot.mkdir()
         (docroot / "whoami.txt").write_text("MyCert service\n")
         for path in docroot.iterdir():
             path.chmod(0o644)
         docroot.chmod(0o755)
-        self.apache = Apache(pki.directory / "apache")
+        self.apache = Apache(pki.directory / f"apache-{port}")
         site = _shipped(
             "apache/mycert-relying-party.conf",
             {
@@ -160,6 +183,10 @@ class ApacheServer:
                 "/etc/ssl/service/server.key": str(pki.server_key),
                 "/etc/ssl/mycert/mycert-ca.pem": str(pki.ca_file),
                 "/etc/ssl/mycert/mycert-crls.pem": str(pki.crl_file),
+                SHIPPED_RESPONDER: _responder(pki, ocsp),
+                "SSLOCSPEnable on": "SSLOCSPEnable on" if ocsp else "SSLOCSPEnable off",
+                # The trap the shipped file avoids: Apache's default.
+                "SSLOCSPUseRequestNonce off": f"SSLOCSPUseRequestNonce {'on' if nonce else 'off'}",
             },
         )
         self.apache.start(site, port)
@@ -178,14 +205,21 @@ class ApacheServer:
 
 
 class PythonServer:
-    def __init__(self, pki: Pki, port: int) -> None:
+    def __init__(
+        self, pki: Pki, port: int, ocsp: str | bool = True, *, soft_fail: bool = False
+    ) -> None:
         self.url = f"https://127.0.0.1:{port}/whoami"
-        self.log_path = pki.directory / "python.log"
+        self.log_path = pki.directory / f"python-{port}.log"
         self.log_file = self.log_path.open("wb")
+        options = ["--no-ocsp"]
+        if ocsp:
+            options = ["--ocsp-responder", _responder(pki, ocsp)]
+            options += ["--ocsp-soft-fail"] if soft_fail else []
         self.process = subprocess.Popen(
             [
                 sys.executable, str(DEPLOY / "python" / "mycert_relying_party.py"), str(port),
                 str(pki.server_cert), str(pki.server_key), str(pki.ca_file), str(pki.crl_file),
+                *options,
             ],
             stdout=self.log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -209,10 +243,72 @@ class PythonServer:
         self.log_file.close()
 
 
-SERVERS: dict[str, Callable[[Pki, int], Server]] = {
+class JavaServer:
+    """deploy/clients/MyCertService.java: PKIX, OCSP for the whole path, CRL fallback."""
+
+    def __init__(
+        self, pki: Pki, port: int, ocsp: str | bool = True, *, soft_fail: bool = False
+    ) -> None:
+        java = shutil.which("java")
+        if java is None:
+            pytest.fail(
+                "java is missing: apt-get install default-jdk-headless (make tls-test-deps)"
+            )
+        self.url = f"https://127.0.0.1:{port}/whoami"
+        self.log_path = pki.directory / f"java-{port}.log"
+        self.log_file = self.log_path.open("wb")
+        # Java has no CRL-only switch here: without OCSP it is the platform's plain PKIX.
+        options = [_responder(pki, ocsp)] if ocsp else []
+        options += ["--soft-fail"] if soft_fail else []
+        self.process = subprocess.Popen(
+            [
+                java, str(DEPLOY / "clients" / "MyCertService.java"), str(port),
+                str(pki.server_cert), str(pki.server_key), str(pki.ca_file), str(pki.crl_file),
+                *options,
+            ],
+            stdout=self.log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        _wait_for_log(self, "listening on", timeout=180)
+
+    def reload_command(self) -> list[str]:
+        return ["true"]  # it reads the CRL file again when it changes
+
+    def after_reload(self) -> None:
+        return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=15)
+        self.log_file.close()
+
+
+def _wait_for_log(server: JavaServer, text: str, *, timeout: float) -> None:
+    """Java compiles the single-file source first: seconds on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in server.log():
+            return
+        if server.process.poll() is not None:
+            raise RuntimeError(f"java exited: {server.log()[-2000:]}")
+        time.sleep(0.1)
+    raise RuntimeError(f"java did not start: {server.log()[-2000:]}")
+
+
+SERVERS: dict[str, Callable[..., Server]] = {
     "nginx": NginxServer,
     "apache": ApacheServer,
     "python-ssl": PythonServer,
+}
+
+#: The kit's servers with OCSP (the shipped files and programs).
+OCSP_SERVERS: dict[str, Callable[..., Server]] = {
+    "nginx": NginxServer,
+    "apache": ApacheServer,
+    "python-ssl": PythonServer,
+    "java": JavaServer,
 }
 
 
@@ -243,7 +339,8 @@ def test_server_accepts_valid_and_refuses_revoked_foreign_and_expired(kind: str,
     other, _ = keystores.foreign()
     # A MyCert-signed certificate without the clientAuth EKU (serverAuth only).
     server_only = keystores.variant(keystores.issue(), server_auth_only=True)
-    server = SERVERS[kind](pki, free_port())
+    # CRLs only here (the shipped files with OCSP off): what the CRL refresh does alone.
+    server = SERVERS[kind](pki, free_port(), False)
     try:
         answer = curl(server.url, pki, valid, "valid")
         assert answer.accepted, answer.output
@@ -402,3 +499,121 @@ def test_an_expired_crl_refuses_every_client(pki: Pki, nginx_service: NginxServe
     nginx_service.after_reload()
     assert not curl(nginx_service.url, pki, valid, "valid").accepted
     assert "CRL has expired" in nginx_service.log()
+
+
+# --- OCSP: the kit's servers ask MyCert at each handshake, about the whole chain ------------
+
+
+def _revoke(issued: keystores.Keystore) -> None:
+    assert issued.record is not None
+    certificate_revoke(
+        certificate_id=issued.record.pk,
+        reason="keyCompromise",
+        via="helpdesk",
+        actor=None,
+        now=timezone.now(),
+    )
+
+
+@pytest.mark.parametrize("kind", list(OCSP_SERVERS))
+def test_ocsp_whole_chain_accepts_valid_and_refuses_revoked_without_a_crl_refresh(
+    kind: str, pki: Pki, eager_tasks: None
+) -> None:
+    """Before: MyCert answered ``unauthorized`` about the issuing CA: everyone refused."""
+    valid = keystores.issue(professional_id="LU-MED-510100")
+    revoked = keystores.issue(professional_id="LU-MED-510200")
+    server = OCSP_SERVERS[kind](pki, free_port())
+    try:
+        answer = curl(server.url, pki, valid, "valid")
+        assert answer.accepted, answer.output + server.log()[-3000:]
+        assert "LU-MED-510100" in answer.output
+        assert curl(server.url, pki, revoked, "revoked").accepted
+
+        _revoke(revoked)  # the revoked answer is signed on commit (eager: at once)
+        # No CRL refresh, no reload: the next handshake asks MyCert. The Python server
+        # may keep its earlier "good" for its cache's 30 s.
+        deadline = time.monotonic() + 60
+        while curl(server.url, pki, revoked, "revoked").accepted:
+            assert time.monotonic() < deadline, "still accepted 60 s after the revocation"
+            time.sleep(0.5)
+        assert curl(server.url, pki, valid, "valid").accepted
+        assert "revoked" in server.log().lower()
+    finally:
+        server.stop()
+
+
+def test_apache_with_its_default_nonce_refuses_every_professional(pki: Pki) -> None:
+    """The trap the shipped file avoids: pre-signed answers carry no nonce."""
+    valid = keystores.issue()
+    server = ApacheServer(pki, free_port(), nonce=True)
+    try:
+        assert not curl(server.url, pki, valid, "valid").accepted
+        assert "bad nonce" in server.log()
+    finally:
+        server.stop()
+
+
+# When MyCert's OCSP cannot be reached: (server, soft fail) → valid accepted?, revoked
+# (listed in the installed CRL) accepted? docs/relying-parties.md §2 says the same.
+WHEN_DOWN = {
+    ("nginx", False): (False, False),  # hard fail: everyone refused
+    ("apache", False): (False, False),  # hard fail: everyone refused
+    ("python-ssl", False): (False, False),  # hard fail (the kit's default)
+    ("python-ssl", True): (True, False),  # --ocsp-soft-fail: the CRL alone decides
+    ("java", False): (True, False),  # OCSP fails over to the CRL file
+}
+
+
+@pytest.mark.parametrize(("kind", "soft_fail"), list(WHEN_DOWN), ids=lambda v: str(v))
+def test_when_mycerts_ocsp_cannot_be_reached(kind: str, soft_fail: bool, pki: Pki) -> None:
+    valid = keystores.issue()
+    revoked = keystores.issue()
+    _revoke(revoked)
+    crl_publish(now=timezone.now())
+    pki.refresh()  # the installed CRL lists it
+    down = f"http://127.0.0.1:{free_port()}/pki/ocsp/"  # nothing listens there
+    options = {"soft_fail": True} if soft_fail else {}
+    server = OCSP_SERVERS[kind](pki, free_port(), down, **options)
+    try:
+        valid_accepted, revoked_accepted = WHEN_DOWN[kind, soft_fail]
+        answer = curl(server.url, pki, valid, "valid")
+        assert answer.accepted is valid_accepted, answer.output + server.log()[-3000:]
+        assert curl(server.url, pki, revoked, "revoked").accepted is revoked_accepted
+    finally:
+        server.stop()
+
+
+def test_nginx_refuses_a_leaf_of_a_revoked_issuing_ca(
+    live_server: Any, settings: Any, ca: ca_store.CaPaths, tmp_path: Path
+) -> None:
+    """Issue 22: after ``sign_root_crl --revoke-issuing``, with CRLs and with OCSP."""
+    settings.MYCERT_CA_DIR = tmp_path / "ca"
+    shutil.copytree(ca.directory, settings.MYCERT_CA_DIR)
+    ca_store.clear_cache()
+    own = ca_store.configured_paths()
+    with _relying_pki(live_server, settings, own) as relying:
+        leaf = keystores.issue(professional_id="LU-MED-520100")
+        with_crls = NginxServer(relying, free_port(), False)
+        with_ocsp = NginxServer(relying, free_port())
+        try:
+            for server in (with_crls, with_ocsp):
+                assert curl(server.url, relying, leaf, "leaf").accepted
+            issuing = ca_store.load_ca_certificates().issuing
+            call_command(
+                "sign_root_crl",
+                revoke_issuing=f"{issuing.serial_number:x}",
+                reason="cACompromise",
+            )
+            # OCSP, whole chain: the root's answer on the issuing CA says revoked, at once.
+            refused = curl(with_ocsp.url, relying, leaf, "leaf")
+            assert not refused.accepted, refused.output
+            # CRLs: once the refresh has fetched the root's new CRL and nginx reloaded.
+            assert curl(with_crls.url, relying, leaf, "leaf").accepted
+            relying.refresh()
+            with_crls.after_reload()
+            assert not curl(with_crls.url, relying, leaf, "leaf").accepted
+            for server in (with_crls, with_ocsp):
+                assert "certificate revoked" in server.log()
+        finally:
+            with_crls.stop()
+            with_ocsp.stop()

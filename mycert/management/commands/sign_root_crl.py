@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
@@ -14,8 +15,9 @@ from mycert import ca_store
 class Command(BaseCommand):
     help = (
         "Re-sign MYCERT_CA_DIR/root.crl with the root key (root-key.pem, --root-key, or the "
-        "root's PKCS#11 token), valid 365 days, with the next cRLNumber. Needs no database: "
-        "run it on the offline root host, then copy root.crl to the web hosts."
+        "root's PKCS#11 token), valid 365 days, with the next cRLNumber, and the root's OCSP "
+        "answers on the issuing CA (root-ocsp/). Needs no database: run it on the offline "
+        "root host, then copy root.crl and root-ocsp/ to the web hosts."
     )
     # The offline root host has no database, broker or issuing key to check.
     requires_system_checks: list[str] = []
@@ -29,18 +31,89 @@ class Command(BaseCommand):
             "media; default MYCERT_CA_DIR/root-key.pem or the root token.",
         )
 
+        parser.add_argument(
+            "--revoke-issuing",
+            metavar="SERIAL",
+            default=None,
+            help="Revoke this issuing CA certificate (its serial number in hex, as "
+            "`openssl x509 -serial` prints it): it is listed in the root CRL from now on and "
+            "the root's OCSP answer on it says revoked. Needs --reason. docs/deploy.md, "
+            "'The issuing CA key is compromised'.",
+        )
+        parser.add_argument(
+            "--reason",
+            choices=[reason.value for reason in CA_REASONS],
+            default=None,
+            help="The RFC 5280 §5.3.1 reason: cACompromise after a compromise of the "
+            "issuing key, superseded or cessationOfOperation when it is retired.",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         now = timezone.now()
+        revoke = _revocation(options["revoke_issuing"], options["reason"])
         try:
-            number = ca_store.sign_root_crl(now=now, root_key_path=options["root_key"])
+            if revoke is not None:
+                _require_known_issuing(revoke[0])
+            number = ca_store.sign_root_crl(
+                now=now, root_key_path=options["root_key"], revoke_issuing=revoke
+            )
         except ca_store.CaStoreError as exc:
             raise CommandError(str(exc)) from exc
         finally:
             ca_store.close_tokens()
         paths = ca_store.configured_paths()
+        if revoke is not None:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Issuing CA {revoke[0]:x} revoked ({revoke[1].value}): every certificate "
+                    "it issued is refused by relying services that check the whole chain."
+                )
+            )
         self.stdout.write(
             self.style.SUCCESS(
                 f"{paths.root_crl}: CRL #{number}, next update "
-                f"{now + ca_store.ROOT_CRL_VALIDITY:%Y-%m-%d}. Copy it to every web host."
+                f"{now + ca_store.ROOT_CRL_VALIDITY:%Y-%m-%d}. Copy it and "
+                f"{ca_store.ROOT_OCSP_DIRECTORY}/ to every web host."
             )
+        )
+
+
+# RFC 5280 §5.3.1 reasons that apply to a CA certificate (keyCompromise is the end
+# entity's, cACompromise the CA's; removeFromCRL belongs to delta CRLs).
+CA_REASONS = (
+    x509.ReasonFlags.ca_compromise,
+    x509.ReasonFlags.superseded,
+    x509.ReasonFlags.cessation_of_operation,
+    x509.ReasonFlags.affiliation_changed,
+    x509.ReasonFlags.unspecified,
+)
+
+
+def _revocation(serial: str | None, reason: str | None) -> tuple[int, x509.ReasonFlags] | None:
+    if serial is None:
+        if reason is not None:
+            raise CommandError("--reason only goes with --revoke-issuing.")
+        return None
+    if reason is None:
+        raise CommandError("--revoke-issuing needs --reason (e.g. cACompromise).")
+    text = serial.strip().lower().removeprefix("serial=").removeprefix("0x").replace(":", "")
+    try:
+        number = int(text, 16)
+    except ValueError:
+        raise CommandError(f"{serial!r} is not a serial number in hex.") from None
+    if number <= 0:
+        raise CommandError(f"{serial!r} is not a serial number in hex.")
+    return number, x509.ReasonFlags(reason)
+
+
+def _require_known_issuing(serial: int) -> None:
+    """Refuse a serial that names none of this root's issuing CA certificates (a typo)."""
+    paths = ca_store.configured_paths()
+    root = ca_store.load_ca_certificates().root
+    known = {c.serial_number for c in ca_store.issuing_certificates(paths, root)}
+    if serial not in known:
+        listed = ", ".join(f"{n:x}" for n in sorted(known)) or "none"
+        raise CommandError(
+            f"{serial:x} is not an issuing CA certificate of this root in {paths.directory} "
+            f"(issuing.pem, issuing-<serial>.pem: {listed})."
         )

@@ -1,0 +1,211 @@
+"""Revocation → every server of the relying-party kit refuses (issue 21): p50/p95/p99.
+
+The four servers of the kit run as shipped (deploy/: nginx, Apache httpd, the Python
+server, the Java service), each asking MyCert's OCSP responder (gunicorn, as deployed)
+about the whole chain at every new connection. For each of N certificates: every server
+accepts it (a professional at work: any cache is warm), then it is revoked through
+``certificate_revoke`` (what the admin's revoke action calls) and the clock runs until
+each server refuses a new connection (curl with the keystore, a new TLS handshake each
+time); a Celery worker signs the revoked answer as in production. Keys
+``revocation.relying.<server>.p99`` (seconds), goal ≤ 60 s.
+
+Alone: ``.venv/bin/python -m benchmarks.fig_relying [--n 20]`` (its own database
+``mycert_bench_relying`` and Redis db 8 unless MYCERT_BENCH_DATABASE/_REDIS_DB say
+otherwise; the figures go to /tmp/mycert-bench-relying/relying.json). In
+``make benchmarks``: the figure ``relying`` (``python -m benchmarks.run --only relying``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import Context, Figure, percentile
+
+GOAL_SECONDS = 60.0
+#: Give up on a server after this long (counted as a miss at this value).
+GIVE_UP_SECONDS = 180.0
+POLL_SECONDS = 0.25
+LABELS = {"nginx": "nginx", "apache": "Apache httpd", "python": "Python server", "java": "Java"}
+
+
+def run(ctx: Context, count: int) -> dict[str, Any]:
+    from django.conf import settings
+    from django.utils import timezone
+
+    from benchmarks.procs import Gunicorn, Workers
+    from mycert import ca_store
+    from mycert.services.publication import crl_publish
+    from mycert.services.revocation import certificate_revoke
+    from tests.integration.test_relying_parties import (
+        ApacheServer,
+        JavaServer,
+        NginxServer,
+        Pki,
+        PythonServer,
+        curl,
+    )
+    from tests.support import keystores
+    from tests.support.tls_servers import free_port, server_certificate
+
+    ctx.say(f"relying parties: {count} revocations, nginx, Apache, Python, Java with OCSP")
+    web = Gunicorn(ctx.env)
+    workers = Workers(ctx.env, count=1, concurrency=1, pool="solo")
+    web.start()
+    workers.start()
+    # World-readable: Apache's children run as nobody when the benchmark runs as root.
+    directory = Path(tempfile.mkdtemp(prefix="mcb-rp-", dir="/tmp"))
+    directory.chmod(0o755)
+    servers: dict[str, Any] = {}
+    try:
+        paths = ca_store.configured_paths()
+        ca_file = directory / "mycert-ca.pem"
+        ca_file.write_bytes(paths.root_cert.read_bytes() + paths.issuing_cert.read_bytes())
+        server_cert, server_key = server_certificate(directory)
+        base_url: str = settings.MYCERT_PKI_BASE_URL
+        pki = Pki(
+            base_url, directory, ca_file, directory / "mycert-crls.pem", server_cert, server_key
+        )
+        crl_publish(now=timezone.now())
+        pki.refresh()
+        targets = [keystores.issue(key_type="ec-p256") for _ in range(count)]
+        classes = {
+            "nginx": NginxServer,
+            "apache": ApacheServer,
+            "python": PythonServer,
+            "java": JavaServer,
+        }
+        for name, server_class in classes.items():
+            servers[name] = server_class(pki, free_port())
+        samples: dict[str, list[float]] = {name: [] for name in servers}
+        for index, target in enumerate(targets):
+            label = f"t{index}"
+            for name, server in servers.items():
+                answer = curl(server.url, pki, target, f"{label}-{name}")
+                if not answer.accepted:
+                    raise RuntimeError(f"{name} refused a valid certificate: {answer.output}")
+            if target.record is None:
+                raise RuntimeError("an issued keystore without its certificate row")
+            started = time.monotonic()
+            certificate_revoke(
+                certificate_id=target.record.pk,
+                reason="keyCompromise",
+                via="helpdesk",
+                actor=None,
+                now=timezone.now(),
+            )
+
+            def until_refused(
+                name: str, target: Any = target, started: float = started, label: str = label
+            ) -> float:
+                server = servers[name]
+                while True:
+                    refused = not curl(server.url, pki, target, f"{label}-{name}").accepted
+                    elapsed = time.monotonic() - started
+                    if refused or elapsed > GIVE_UP_SECONDS:
+                        return elapsed
+                    time.sleep(POLL_SECONDS)
+
+            with ThreadPoolExecutor(len(servers)) as pool:
+                for name, seconds in zip(servers, pool.map(until_refused, servers), strict=True):
+                    samples[name].append(seconds)
+            ctx.say(
+                f"  revocation {index + 1}/{count}: "
+                + ", ".join(f"{name} {samples[name][-1]:.2f} s" for name in servers)
+            )
+    finally:
+        for server in servers.values():
+            server.stop()
+        workers.stop()
+        web.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    result: dict[str, Any] = {"count": count, "poll_seconds": POLL_SECONDS, "servers": {}}
+    for name, values in samples.items():
+        p50, p95, p99 = (percentile(values, q) for q in (50, 95, 99))
+        result["servers"][name] = {"p50": p50, "p95": p95, "p99": p99, "samples": values}
+        ctx.add(
+            Figure(
+                key=f"revocation.relying.{name}.p99",
+                title=f"Revocation → {LABELS[name]} refuses a new connection, p99",
+                value=p99,
+                unit="s",
+                reference=GOAL_SECONDS,
+                reference_label="the goal",
+                ratio=p99 / GOAL_SECONDS,
+                goal=f"≤ {GOAL_SECONDS:.0f} s (p99)",
+                met=p99 <= GOAL_SECONDS,
+                runs=len(values),
+                notes=(
+                    f"p50 {p50:.2f} s, p95 {p95:.2f} s, p99 {p99:.2f} s over {len(values)} "
+                    f"revocations; polled every {POLL_SECONDS} s with a new TLS connection"
+                ),
+                details={"p50": p50, "p95": p95, "p99": p99, "goal_index": p99 / GOAL_SECONDS},
+            )
+        )
+    return result
+
+
+def main() -> None:
+    """Run this figure alone, in its own database and Redis db, report under /tmp."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20, help="revocations (default 20)")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/mycert-bench-relying"))
+    args = parser.parse_args()
+    os.environ.setdefault("MYCERT_BENCH_DATABASE", "mycert_bench_relying")
+    os.environ.setdefault("MYCERT_BENCH_REDIS_DB", "8")
+    from benchmarks import env as bench_env
+
+    started = time.perf_counter()
+    env = bench_env.make_env()
+    env.apply()
+    bench_env.create_database()
+    bench_env.flush_broker()
+    import django
+
+    django.setup()
+    from benchmarks import machine
+
+    ctx = Context(env=env, quick=False)
+    ctx.raw["machine_before"] = machine.describe()
+    try:
+        bench_env.migrate()
+        bench_env.create_ca("rsa-3072")
+        ctx.raw["relying"] = run(ctx, args.n)
+    finally:
+        ctx.raw["machine_after"] = machine.describe()
+        ctx.raw["total_seconds"] = time.perf_counter() - started
+        from django.db import connections
+
+        connections.close_all()
+        bench_env.flush_broker()
+        bench_env.drop_database()
+        bench_env.remove_env(env)
+    # The figures alone (make benchmarks writes the full report with its plots).
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "command": "python -m benchmarks.fig_relying",
+        "machine": ctx.raw["machine_before"],
+        "machine_after": ctx.raw["machine_after"],
+        "total_seconds": ctx.raw["total_seconds"],
+        "figures": [f.as_dict() for f in ctx.figures],
+        "relying": ctx.raw.get("relying"),
+        "log": ctx.log_lines,
+    }
+    (args.out / "relying.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    for figure in ctx.figures:
+        print(f"{figure.key} = {figure.value:.3f} s ({figure.notes})", file=sys.stderr)
+    print(f"written: {args.out / 'relying.json'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
