@@ -29,6 +29,12 @@ from tests.support import keystores
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _check_host(settings: Any) -> None:
+    """The test client's requests come to the self-check's host ("testserver")."""
+    settings.MYCERT_CHECK_BASE_URL = "https://testserver"
+
+
 def _header(certificate: x509.Certificate) -> dict[str, Any]:
     pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
     return {"HTTP_X_MYCERT_CLIENT_CERT": quote(pem, safe="")}
@@ -83,6 +89,33 @@ def test_a_forged_header_from_outside_the_proxy_is_ignored(ca: Any) -> None:
     body = _status(issued.certificate, REMOTE_ADDR="203.0.113.7")
     assert body["status"] == "no_certificate"
     assert body["serial"] is None
+
+
+def test_a_header_sent_to_another_host_name_is_ignored(ca: Any, settings: Any) -> None:
+    """The main site's nginx runs on a trusted address too: a header sent through it, to
+    the main host name, is not the self-check's nginx speaking (issue 21 §4)."""
+    issued = keystores.issue()
+    settings.MYCERT_CHECK_BASE_URL = "https://check.mycert.example"
+    settings.ALLOWED_HOSTS = ["mycert.example", "check.mycert.example"]
+    main = _status(issued.certificate, HTTP_HOST="mycert.example")
+    assert main["status"] == "no_certificate"
+    assert main["serial"] is None
+    assert _status(issued.certificate, HTTP_HOST="check.mycert.example")["status"] == "ok"
+    # nginx's $host carries no port; a port, when given, must be the check's.
+    assert _status(issued.certificate, HTTP_HOST="check.mycert.example:443")["status"] == "ok"
+    wrong_port = _status(issued.certificate, HTTP_HOST="check.mycert.example:8000")
+    assert wrong_port["status"] == "no_certificate"
+    settings.MYCERT_CHECK_BASE_URL = "https://check.mycert.example:8443"
+    assert _status(issued.certificate, HTTP_HOST="check.mycert.example:8443")["status"] == "ok"
+    assert _status(issued.certificate, HTTP_HOST="check.mycert.example:443")["status"] == (
+        "no_certificate"
+    )
+
+
+def test_without_a_check_host_no_header_is_believed(ca: Any, settings: Any) -> None:
+    issued = keystores.issue()
+    settings.MYCERT_CHECK_BASE_URL = ""
+    assert _status(issued.certificate)["status"] == "no_certificate"
 
 
 def test_the_trusted_proxy_addresses_are_a_setting(ca: Any, settings: Any) -> None:

@@ -71,7 +71,7 @@ def check_site(*, port: int, upstream: str, certificate: Path, key: Path) -> str
     shipped = CHECK_SITE.read_text()
     https_server, _, _redirect = shipped.rpartition("\nserver {\n    listen 80;")
     replacements = {
-        "    listen 443 ssl;\n    listen [::]:443 ssl;\n": f"    listen 127.0.0.1:{port} ssl;\n",
+        "    listen 443 ssl;\n    # listen [::]:443 ssl;\n": f"    listen 127.0.0.1:{port} ssl;\n",
         "server 127.0.0.1:8000;": f"server {upstream};",
         "/etc/ssl/mycert/check.esante.lu.crt": str(certificate),
         "/etc/ssl/mycert/check.esante.lu.key": str(key),

@@ -2,7 +2,10 @@
 
 nginx asks for a client certificate and always overwrites ``X-MyCert-Client-Cert`` with
 what it received (``$ssl_client_escaped_cert``, empty when none). The header is read only
-when the TCP peer is one of ``MYCERT_CHECK_TRUSTED_PROXIES``; from anyone else it is
+when the TCP peer is one of ``MYCERT_CHECK_TRUSTED_PROXIES`` and the request was made to
+the self-check's own host name (``MYCERT_CHECK_BASE_URL``'s): the main site's nginx runs
+on a trusted address too, and whatever a client sends through it must not count (that
+nginx clears the header as well: deploy/nginx/mycert-site.conf). Otherwise the header is
 ignored, as if no certificate had been presented. Even then it is only a certificate, never
 a verdict: :mod:`mycert.services.selfcheck` verifies it against MyCert's CAs and database.
 """
@@ -11,8 +14,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -46,11 +51,41 @@ def _from_trusted_proxy(request: HttpRequest) -> bool:
     )
 
 
+def _on_check_host(request: HttpRequest) -> bool:
+    """Whether the request was made to the self-check's host (``MYCERT_CHECK_BASE_URL``).
+
+    The host name must be the check's; a port, when the Host header carries one, must be
+    the check's too (nginx's ``$host`` carries none; a web process reached directly on
+    the same name, as ``make run`` does on 127.0.0.1:8000, does). Without the setting
+    there is no self-check host, and no header is believed.
+    """
+    base = urlsplit(settings.MYCERT_CHECK_BASE_URL)
+    if not base.hostname:
+        return False
+    try:
+        host = request.get_host()  # checked against ALLOWED_HOSTS
+    except DisallowedHost:
+        return False
+    # "name", "name:port", "[v6]" or "[v6]:port": urlsplit reads a Host header's form.
+    asked = urlsplit(f"//{host}")
+    try:
+        asked_port, base_port = asked.port, base.port
+    except ValueError:
+        return False
+    if asked.hostname != base.hostname:
+        return False
+    default_port = 443 if base.scheme == "https" else 80
+    return asked_port is None or asked_port == (base_port or default_port)
+
+
 def _check(request: HttpRequest) -> CheckResult:
     """Check the certificate the trusted proxy passed on, and audit the answer."""
     header = str(request.META.get(CLIENT_CERT_META, ""))
     if header and not _from_trusted_proxy(request):
         logger.warning("self-check: client certificate header ignored from an untrusted peer")
+        header = ""
+    elif header and not _on_check_host(request):
+        logger.warning("self-check: client certificate header ignored on another host name")
         header = ""
     try:
         certificate = certificate_from_header(header)

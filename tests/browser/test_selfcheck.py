@@ -47,9 +47,10 @@ SHOT_NUMBER = {"fr": 50, "de": 60, "en": 70}
 
 
 @pytest.fixture
-def check_url(live_server: Any, ca: Any, tmp_path: Path) -> Iterator[str]:
+def check_url(live_server: Any, ca: Any, tmp_path: Path, settings: Any) -> Iterator[str]:
     certificate, key = server_certificate(tmp_path)
     port = free_port()
+    settings.MYCERT_CHECK_BASE_URL = f"https://127.0.0.1:{port}"
     nginx = Nginx(tmp_path / "nginx")
     upstream = urlsplit(live_server.url).port
     nginx.start(

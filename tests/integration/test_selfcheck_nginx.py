@@ -55,9 +55,12 @@ class CheckSite:
 
 
 @pytest.fixture
-def check_site_nginx(live_server: Any, ca: Any, tmp_path: Path) -> Iterator[CheckSite]:
+def check_site_nginx(
+    live_server: Any, ca: Any, tmp_path: Path, settings: Any
+) -> Iterator[CheckSite]:
     certificate, key = server_certificate(tmp_path)
     port = free_port()
+    settings.MYCERT_CHECK_BASE_URL = f"https://127.0.0.1:{port}"
     nginx = Nginx(tmp_path / "nginx")
     upstream = urlsplit(live_server.url)
     nginx.start(
