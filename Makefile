@@ -15,6 +15,15 @@ AXE := tests/browser/node_modules/axe-core/axe.min.js
 # `manage.py check` a test runs) compiles Django and the project anew, ~2 s a time.
 unexport PYTHONDONTWRITEBYTECODE
 
+.PHONY: mail
+# The demo's mailbox, typed in another terminal while `make run` runs: lists the e-mails
+# with their text (the password e-mail's password) and saves the keystores to
+# var/keystores/, the newest also as var/keystores/latest.p12. DJANGO_DEBUG as `make run`
+# sets it: without it, settings refuse to start with no DJANGO_SECRET_KEY.
+mail:
+	DJANGO_DEBUG=true $(BIN)/python manage.py demo_mail --body \
+	  --save-keystore "$${MYCERT_VAR_DIR:-var}/keystores"
+
 .PHONY: help setup system-deps browser-deps browser-system-deps services lint test test-sqlite test-postgres run benchmarks messages screenshots
 
 help:
