@@ -307,6 +307,9 @@ HELPDESK_REASONS = [
 # Serials as tools print them: openssl x509 -serial (upper case, padded with a leading
 # zero to whole bytes), -text (colon-separated bytes), 0x-prefixed, spaced, or decimal.
 _SERIAL_SEPARATORS = re.compile(r"[\s:]")
+# The label a tool prints before it, pasted with the serial: `openssl x509 -serial`'s
+# "serial=0D48…", -text's "Serial Number:", keytool's "Serial number:".
+_SERIAL_LABEL = re.compile(r"^\s*serial(?:\s*number)?\s*[=:]\s*", re.IGNORECASE)
 _HEX = re.compile(r"[0-9a-f]+")
 _DECIMAL = re.compile(r"[0-9]+")
 # Below this many hex digits a term is more likely a name or an id than a serial prefix.
@@ -315,7 +318,7 @@ _SERIAL_PREFIX_MIN_DIGITS = 6
 
 def serial_search_q(term: str) -> Q | None:
     """The stored serials (hex, lower case, no leading zero) a search term may spell."""
-    compact = _SERIAL_SEPARATORS.sub("", term.strip()).lower()
+    compact = _SERIAL_SEPARATORS.sub("", _SERIAL_LABEL.sub("", term)).lower()
     hex_digits = compact.removeprefix("0x")
     matches: list[Q] = []
     if len(hex_digits) >= _SERIAL_PREFIX_MIN_DIGITS and _HEX.fullmatch(hex_digits):
