@@ -80,6 +80,16 @@ def professional_overview(professional: Professional, *, now: datetime) -> Overv
     )
 
 
+def landing_page(professional: Professional, *, now: datetime) -> str:
+    """Where a login without a ``next`` ends (a URL name): the form for a first
+    certificate, « My certificates » for a professional who holds a valid one or is
+    waiting for one (the form would only say a request is in progress)."""
+    overview = professional_overview(professional, now=now)
+    if overview.valid_certificate is not None or overview.request_in_progress is not None:
+        return "my-certificates"
+    return "request-certificate"
+
+
 def keystore_delivered(certificate: Certificate) -> bool:
     """Whether the professional's keystore e-mail of ``certificate`` has left."""
     return _keystores_sent().filter(certificate=certificate).exists()
