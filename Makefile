@@ -15,7 +15,7 @@ AXE := tests/browser/node_modules/axe-core/axe.min.js
 # `manage.py check` a test runs) compiles Django and the project anew, ~2 s a time.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: mail
+.PHONY: mail totp
 # The demo's mailbox, typed in another terminal while `make run` runs: lists the e-mails
 # with their text (the password e-mail's password) and saves the keystores to
 # var/keystores/, the newest also as var/keystores/latest.p12. DJANGO_DEBUG as `make run`
@@ -23,6 +23,10 @@ unexport PYTHONDONTWRITEBYTECODE
 mail:
 	DJANGO_DEBUG=true $(BIN)/python manage.py demo_mail --body \
 	  --save-keystore "$${MYCERT_VAR_DIR:-var}/keystores"
+
+# The demo helpdesk's current TOTP code for /admin/ (make run enrols helpdesk and admin).
+totp:
+	@DJANGO_DEBUG=true $(BIN)/python manage.py demo_totp $(or $(AGENT),helpdesk)
 
 .PHONY: help setup system-deps browser-deps browser-system-deps services lint test test-sqlite test-postgres run benchmarks messages screenshots
 

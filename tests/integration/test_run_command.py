@@ -153,6 +153,10 @@ def test_make_run_serves_the_whole_journey_on_embedded_defaults(tmp_path: Path) 
             "one plain keystore (the professional's); the vendor's is encrypted"
         )
         mine = session.get(f"{base}/certificates/", timeout=10).text
+        # The demo shows the helpdesk's second factor, as production has it (`make totp`).
+        admin_login = requests.get(f"{base}/admin/login/", timeout=10).text
+        assert 'name="otp_token"' in admin_login
+        assert 'name="otp_challenge"' not in admin_login
         assert "envoyée" in mine
         if Path("/usr/sbin/nginx").exists():  # make run installs it (Makefile nginx-deps)
             assert "Vérifiez que votre certificat fonctionne" in mine

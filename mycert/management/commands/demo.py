@@ -9,6 +9,7 @@ that no process is left and every port is free again (:class:`Children`).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -244,9 +245,13 @@ class Command(BaseCommand):
     def _demo_admin(self) -> None:
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group
+        from django_otp.plugins.otp_totp.models import TOTPDevice
 
         user_model = get_user_model()
-        if user_model.objects.filter(username="helpdesk").exists():
+        helpdesk = user_model.objects.filter(username="helpdesk").first()
+        if helpdesk is not None:
+            if not TOTPDevice.objects.filter(user=helpdesk).exists():  # a demo of before
+                call_command("add_totp_device", "helpdesk", "--no-qr", stdout=io.StringIO())
             return
         # Demo accounts on a local, DEBUG-only instance; printed in the banner.
         helpdesk_password, admin_password = "helpdesk-demo-2026", "admin-demo-2026"
@@ -257,11 +262,17 @@ class Command(BaseCommand):
         user_model.objects.create_superuser(
             "admin", email="admin@esante.lu", password=admin_password
         )
+        # The admin asks staff for a TOTP code in the demo too (_run turns it on), as in
+        # production; `make totp` prints the current code.
+        for username in ("helpdesk", "admin"):
+            call_command("add_totp_device", username, "--no-qr", stdout=io.StringIO())
 
     def _run(self, var: Path, options: dict[str, Any]) -> None:
         bin_dir = Path(sys.executable).parent
         env = dict(os.environ)
         env.setdefault("DJANGO_DEBUG", "true")
+        # The helpdesk's second factor, as in production (off by default in DEBUG).
+        env.setdefault("MYCERT_ADMIN_REQUIRE_OTP", "true")
         env["OIDC_ISSUER"] = f"http://127.0.0.1:{options['oidc_port']}"
         env["EMAIL_URL"] = f"smtp://127.0.0.1:{options['smtp_port']}"
         env["MYCERT_BASE_URL"] = f"http://127.0.0.1:{options['port']}"
@@ -371,9 +382,13 @@ class Command(BaseCommand):
             "                  Anne Muller, German for Jean Schmit; the pages follow the browser.",
             "                  weak-login and not-a-professional show the refusal pages.",
             f"  Helpdesk admin: http://127.0.0.1:{options['port']}/admin/  helpdesk / helpdesk-demo-2026",
-            "                  (superuser: admin / admin-demo-2026)",
+            "                  (superuser: admin / admin-demo-2026) and a TOTP code: in another",
+            "                  terminal, `make totp` prints the current one (`make totp AGENT=admin`)",
             f"  Mail received:  {maildir} (Maildir; {mutt})",
-            "  Open a keystore: openssl pkcs12 -info -in FILE.p12 -noout  (password from the other e-mail)",
+            "  Read the mail:  `make mail` in another terminal (the text, and the keystores saved",
+            "                  to var/keystores/, the newest as latest.p12)",
+            "  Open a keystore: openssl pkcs12 -info -noout -in var/keystores/latest.p12",
+            "                  (the password is in the other e-mail)",
             "  Vendor copies are OpenPGP-encrypted: gpg --homedir var/demo-vendor-gpg --decrypt",
             *(
                 [
