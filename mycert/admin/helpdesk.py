@@ -54,6 +54,7 @@ from mycert.models import (
     Vendor,
 )
 from mycert.querysets import CertificateQuerySet, CertificateRequestQuerySet
+from mycert.selectors import replaced_on
 from mycert.services.audit import actor_label
 
 
@@ -481,6 +482,11 @@ class CertificateAdmin(ReadOnlyAdmin):
 
     # -- Display
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Certificate]:
+        # One subquery for the whole page: « will be replaced on » in the state column.
+        queryset = cast(CertificateQuerySet, super().get_queryset(request))
+        return queryset.with_replacement_delivered_at()
+
     @admin.display(description=_("state"))
     def state(self, obj: Certificate) -> str:
         now = timezone.now()
@@ -490,6 +496,15 @@ class CertificateAdmin(ReadOnlyAdmin):
             return str(_("expired"))
         if obj.not_before > now:
             return str(_("not yet valid"))
+        replaced = replaced_on(obj, now=now)
+        if replaced is not None:
+            # The date the password e-mail gave and « My certificates » shows.
+            return format_html(
+                "{}<br><small>{}</small>",
+                _("valid"),
+                gettext("will be replaced on %(date)s")
+                % {"date": date_format(timezone.localtime(replaced), "DATE_FORMAT")},
+            )
         return str(_("valid"))
 
     @admin.display(description=_("serial number"), ordering="serial")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, cast
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -142,7 +143,12 @@ def request_certificate(request: ProfessionalRequest) -> HttpResponse:
     return render(
         request,
         "mycert/request_form.html",
-        {"form": form, "valid_certificate": overview.valid_certificate},
+        {
+            "form": form,
+            "valid_certificate": overview.valid_certificate,
+            # The same delay as the password e-mail's date and « will be replaced on ».
+            "supersede_after_days": settings.MYCERT_SUPERSEDE_AFTER_DAYS,
+        },
         status=status,
     )
 
