@@ -46,7 +46,8 @@ def replaced(ca: Any, settings: Any) -> tuple[Certificate, str]:
     delivered = timezone.now() - timedelta(days=2)
     _issue(professional, delivered_at=delivered)
     with override("fr"):
-        day = date_format(timezone.localtime(delivered + timedelta(days=14)), "DATE_FORMAT")
+        # In the list's own short format, as its other dates (issue 23, point 12).
+        day = date_format(timezone.localtime(delivered + timedelta(days=14)), "SHORT_DATE_FORMAT")
     return old, day
 
 

@@ -503,7 +503,7 @@ class CertificateAdmin(ReadOnlyAdmin):
                 "{}<br><small>{}</small>",
                 _("valid"),
                 gettext("will be replaced on %(date)s")
-                % {"date": date_format(timezone.localtime(replaced), "DATE_FORMAT")},
+                % {"date": date_format(timezone.localtime(replaced), "SHORT_DATE_FORMAT")},
             )
         return str(_("valid"))
 

@@ -174,10 +174,17 @@ def request_sent(request: HttpRequest, request_id: int) -> HttpResponse:
 def my_certificates(request: ProfessionalRequest) -> HttpResponse:
     """List the professional's own requests and certificates."""
     professional = request.professional
+    rows = request_progress(professional, now=timezone.now())
     return render(
         request,
         "mycert/my_certificates.html",
-        {"rows": request_progress(professional, now=timezone.now())},
+        {
+            "rows": rows,
+            # « Check that your certificate works » only while one works or is coming.
+            "certificate_to_check": any(
+                row.state not in ("revoked", "expired", "failed") for row in rows
+            ),
+        },
     )
 
 
