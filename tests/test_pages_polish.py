@@ -64,7 +64,9 @@ def test_the_check_line_is_shown_only_while_a_certificate_can_be_checked(
 def test_the_request_sent_page_title_has_no_full_stop(holder: tuple[Client, Certificate]) -> None:
     client, certificate = holder
     page = client.get(f"/request/sent/{certificate.request_id}/").content.decode()
-    title = html.unescape(re.search(r"<title>(.*?)</title>", page, re.S).group(1))
+    found = re.search(r"<title>(.*?)</title>", page, re.S)
+    assert found
+    title = html.unescape(found.group(1))
     assert title.startswith("Demande envoyée ·"), title
 
 
