@@ -155,3 +155,43 @@ def test_the_readme_step_4_commands_work_as_typed_in_another_terminal(tmp_path: 
     assert "Shrouded Keybag" in outputs[-1]  # openssl opened one keystore: the newest
     latest = (var / "keystores" / "latest.p12").resolve()
     assert latest.name == keystore_filename("0d48" * 10)
+
+
+def test_the_readme_step_3_names_the_states_the_page_shows() -> None:
+    """Issue 23, point 11: the states named are the French labels of « Mes certificats »."""
+    import re
+
+    from django.utils.translation import override
+
+    from mycert.selectors import STATE_LABELS
+
+    readme = (BASE_DIR / "README.md").read_text()
+    step = re.search(r"^3\. (.*?)^4\. ", readme, re.M | re.S)
+    assert step
+    named = [" ".join(n.split()) for n in re.findall(r"« ([^»]+?) »", step.group(1))]
+    with override("fr"):
+        shown = {str(label) for label in STATE_LABELS.values()}
+    states = [n for n in named if n != "Mes certificats"]
+    assert len(states) >= 2, named
+    assert set(states) <= shown, set(states) - shown
+
+
+def test_the_demo_banner_names_the_buttons_as_the_page_does() -> None:
+    """Issue 23, point 11: the start banner's labels are the page's, in French and English;
+    its curl for the self-check trusts the demo's server certificate instead of -k."""
+    from django.utils.translation import gettext, override
+
+    from mycert.management.commands.demo import Command as Demo
+
+    out = StringIO()
+    demo = Demo(stdout=out)
+    demo._banner(
+        {"port": 8000, "check_url": "https://127.0.0.1:8443", "check_ca": "/v/server.crt"},
+        Path("/v/mail"),
+    )
+    banner = out.getvalue()
+    for language in ("fr", "en"):
+        with override(language):
+            assert gettext("Log in with LuxTrust") in banner
+    assert "curl --cacert /v/server.crt" in banner
+    assert "curl -k" not in banner

@@ -28,7 +28,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext
 
 from mycert import ca_store
 from mycert.models import Vendor
@@ -366,6 +367,8 @@ class Command(BaseCommand):
         env["MYCERT_CHECK_BASE_URL"] = options["check_url"] = (
             f"https://127.0.0.1:{options['check_port']}"
         )
+        # The self-signed server certificate, for curl --cacert (the banner, the README).
+        options["check_ca"] = str(certificate)
         return {"self-check-nginx": selfcheck_nginx.nginx_command(prefix, site)}
 
     def _wait_for(self, url: str, what: str) -> None:
@@ -379,10 +382,17 @@ class Command(BaseCommand):
 
     def _banner(self, options: dict[str, Any], maildir: Path) -> None:
         mutt = "mutt -f " + str(maildir) if shutil.which("mutt") else f"ls {maildir}/new"
+        # The button's own words, from the catalogues: the page opens in French unless
+        # the browser asks otherwise.
+        with translation.override("fr"):
+            french = gettext("Log in with LuxTrust")
+        with translation.override("en"):
+            english = gettext("Log in with LuxTrust")
         lines = [
             "",
             "MyCert is running with demo data:",
-            f"  Professionals:  http://127.0.0.1:{options['port']}/  → “Log in with LuxTrust”, then pick",
+            f"  Professionals:  http://127.0.0.1:{options['port']}/  → « {french} »",
+            f"                  (“{english}” in English), then pick",
             "                  dr-anne-muller or dr-jean-schmit at the demo OpenID provider; e-mails",
             "                  speak the portal profile's language (locale claim): French for",
             "                  Anne Muller, German for Jean Schmit; the pages follow the browser.",
@@ -399,8 +409,10 @@ class Command(BaseCommand):
             *(
                 [
                     f"  Self-check:     {options['check_url']}/  (mutual TLS, self-signed server",
-                    "                  certificate; import a keystore from the mail, or: curl -k",
-                    f"                  --cert-type P12 --cert FILE.p12:PASSWORD {options['check_url']}/status.json)",
+                    "                  certificate; import a keystore from the mail, or:",
+                    f"                  curl --cacert {options['check_ca']} --cert-type P12",
+                    "                  --cert var/keystores/latest.p12:PASSWORD "
+                    f"{options['check_url']}/status.json)",
                 ]
                 if options.get("check_url")
                 else []
