@@ -166,6 +166,27 @@ def test_make_run_serves_the_whole_journey_on_embedded_defaults(tmp_path: Path) 
                 timeout=10,
             )
             assert status.json()["status"] == "no_certificate"
+        # Logging out ends at the demo provider, whose end-session form sends the browser
+        # back to MyCert (issue 23, point 10).
+        out = session.post(
+            f"{base}/oidc/logout/",
+            data={"csrfmiddlewaretoken": _csrf(mine)},
+            headers={"Referer": f"{base}/certificates/"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        end_session = session.get(out.headers["Location"], timeout=10)
+        assert end_session.url.startswith(f"http://127.0.0.1:{oidc}/"), end_session.url
+        end_form = re.search(r'<form method="post" action="([^"]+)"', end_session.text)
+        assert end_form, end_session.text[:500]
+        back = session.post(
+            requests.compat.urljoin(end_session.url, end_form.group(1)),
+            data=dict(
+                re.findall(r'type="hidden" name="([^"]+)" value="([^"]*)"', end_session.text)
+            ),
+            timeout=10,
+        )
+        assert back.url == f"{base}/", back.url
         # No start-up warning a newcomer cannot act on (issue 23, point 12): the missing
         # CA just before the demo makes it, kombu's host, the provider's Authlib imports.
         log.flush()

@@ -253,10 +253,13 @@ class Command(BaseCommand):
         from django_otp.plugins.otp_totp.models import TOTPDevice
 
         user_model = get_user_model()
-        helpdesk = user_model.objects.filter(username="helpdesk").first()
-        if helpdesk is not None:
-            if not TOTPDevice.objects.filter(user=helpdesk).exists():  # a demo of before
-                call_command("add_totp_device", "helpdesk", "--no-qr", stdout=io.StringIO())
+        if user_model.objects.filter(username="helpdesk").exists():
+            # A demo database of before the second factor: enrol its accounts now.
+            for account in user_model.objects.filter(username__in=["helpdesk", "admin"]):
+                if not TOTPDevice.objects.filter(user=account).exists():
+                    call_command(
+                        "add_totp_device", account.get_username(), "--no-qr", stdout=io.StringIO()
+                    )
             return
         # Demo accounts on a local, DEBUG-only instance; printed in the banner.
         helpdesk_password, admin_password = "helpdesk-demo-2026", "admin-demo-2026"
