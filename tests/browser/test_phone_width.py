@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, ViewportSize, expect
 
-from tests.browser.conftest import Site
+from tests.browser.conftest import AxeReport, Site
 from tests.browser.helpers import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -18,8 +18,12 @@ PHONE: ViewportSize = {"width": 375, "height": 812}
 
 
 def test_my_certificates_fits_a_phone_without_scrolling_sideways(
-    site: Site, page: Page, shot: Callable[[Page, str], Path]
+    site: Site,
+    a11y_page: Page,
+    shot: Callable[[Page, str], Path],
+    axe: Callable[[Page], AxeReport],
 ) -> None:
+    page = a11y_page
     page.set_viewport_size(PHONE)
     log_in(page, site.url, site.professional("phone-width"))
     page.get_by_label("Choisissez votre éditeur").select_option("none")
@@ -45,3 +49,5 @@ def test_my_certificates_fits_a_phone_without_scrolling_sideways(
         assert box["x"] >= 0
         assert box["x"] + box["width"] <= PHONE["width"], box
     shot(page, "14-my-certificates-375px-fr")
+    report = axe(page)
+    assert not report.serious, report.describe()
