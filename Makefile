@@ -34,6 +34,8 @@ help:
 	@echo "make run    — set up and run MyCert with demo data (http://127.0.0.1:8000)"
 	@echo "make test   — set up and run the whole test suite"
 	@echo "make check  — the fast inner loop: ruff, mypy and the unit tests (SQLite)"
+	@echo "make mail   — while make run runs: the demo's e-mails, keystores to var/keystores/"
+	@echo "make totp   — while make run runs: the demo helpdesk's TOTP code for /admin/"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
