@@ -15,12 +15,27 @@ AXE := tests/browser/node_modules/axe-core/axe.min.js
 # `manage.py check` a test runs) compiles Django and the project anew, ~2 s a time.
 unexport PYTHONDONTWRITEBYTECODE
 
+.PHONY: mail totp
+# The demo's mailbox, typed in another terminal while `make run` runs: lists the e-mails
+# with their text (the password e-mail's password) and saves the keystores to
+# var/keystores/, the newest also as var/keystores/latest.p12. DJANGO_DEBUG as `make run`
+# sets it: without it, settings refuse to start with no DJANGO_SECRET_KEY.
+mail:
+	DJANGO_DEBUG=true $(BIN)/python manage.py demo_mail --body \
+	  --save-keystore "$${MYCERT_VAR_DIR:-var}/keystores"
+
+# The demo helpdesk's current TOTP code for /admin/ (make run enrols helpdesk and admin).
+totp:
+	@DJANGO_DEBUG=true $(BIN)/python manage.py demo_totp $(or $(AGENT),helpdesk)
+
 .PHONY: help setup system-deps browser-deps browser-system-deps services lint test test-sqlite test-postgres run benchmarks messages screenshots
 
 help:
 	@echo "make run    — set up and run MyCert with demo data (http://127.0.0.1:8000)"
 	@echo "make test   — set up and run the whole test suite"
 	@echo "make check  — the fast inner loop: ruff, mypy and the unit tests (SQLite)"
+	@echo "make mail   — while make run runs: the demo's e-mails, keystores to var/keystores/"
+	@echo "make totp   — while make run runs: the demo helpdesk's TOTP code for /admin/"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

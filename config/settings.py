@@ -326,7 +326,9 @@ MYCERT_PKCS11_ROOT_TOKEN_LABEL: str = env.str("MYCERT_PKCS11_ROOT_TOKEN_LABEL", 
 MYCERT_OCSP_KEY_PASSPHRASE: str = env.str("MYCERT_OCSP_KEY_PASSPHRASE", default="")
 
 # --- Celery --------------------------------------------------------------------------------
-CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="filesystem://")
+# "localhost": the filesystem transport ignores it, but without a host kombu warns "No
+# hostname was supplied" on every start, a warning nobody can act on.
+CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
 _BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for _folder in ("queue", "processed", "control"):

@@ -156,7 +156,10 @@ class Certificate(models.Model):
         KEY_COMPROMISE = "keyCompromise", _("key compromise")
         AFFILIATION_CHANGED = "affiliationChanged", _("affiliation changed")
         SUPERSEDED = "superseded", _("superseded")
-        CESSATION_OF_OPERATION = "cessationOfOperation", _("cessation of operation")
+        # What « cessation of operation » means in RFC 5280 §5.3.1 for a personal
+        # certificate: the holder no longer needs it. Translated literally, a French
+        # doctor reads « cessation d'activité », "stopped practising".
+        CESSATION_OF_OPERATION = "cessationOfOperation", _("certificate no longer needed")
         CERTIFICATE_HOLD = "certificateHold", _("certificate hold")
         PRIVILEGE_WITHDRAWN = "privilegeWithdrawn", _("privilege withdrawn")
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 
 if TYPE_CHECKING:
     from mycert.models import Certificate, CertificateRequest, Delivery  # noqa: F401
@@ -37,6 +37,24 @@ class CertificateQuerySet(models.QuerySet["Certificate"]):
 
     def expiring_within(self, now: datetime, days: int) -> CertificateQuerySet:
         return self.valid(now).filter(not_after__lte=now + timedelta(days=days))
+
+    def with_replacement_delivered_at(self) -> CertificateQuerySet:
+        """Annotate ``replacement_delivered_at``: when the first newer certificate of the
+        same professional that is not revoked was delivered (its request « sent »), or
+        None. ``certificates_supersede`` revokes this one MYCERT_SUPERSEDE_AFTER_DAYS
+        after that moment; :func:`mycert.selectors.replaced_on` says the date."""
+        newer = (
+            self.model.objects.filter(
+                professional_id=OuterRef("professional_id"),
+                issued_at__gt=OuterRef("issued_at"),
+                revoked_at__isnull=True,
+                request__status="sent",
+                request__completed_at__isnull=False,
+            )
+            .order_by("request__completed_at")
+            .values("request__completed_at")[:1]
+        )
+        return self.annotate(replacement_delivered_at=Subquery(newer))
 
     def for_crl(self, now: datetime) -> CertificateQuerySet:
         """Revoked certificates a CRL must list: revoked and not yet expired (RFC 5280 §3.3)."""

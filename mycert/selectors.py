@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.utils.functional import Promise
 from django.utils.translation import pgettext_lazy
 
@@ -41,6 +42,9 @@ class RequestRow:
     not_after: datetime | None
     revoked_at: datetime | None
     revocation_reason: str
+    #: A valid certificate whose replacement has been delivered: the day it will be
+    #: revoked as superseded (the form, the password e-mail and the admin say the same).
+    replaced_on: datetime | None = None
     #: The professional's keystore e-mail has left: until then there is nothing to revoke
     #: that they hold, and revoking would only race the outbox.
     keystore_sent: bool = False
@@ -80,6 +84,35 @@ def professional_overview(professional: Professional, *, now: datetime) -> Overv
     )
 
 
+def landing_page(professional: Professional, *, now: datetime) -> str:
+    """Where a login without a ``next`` ends (a URL name): the form for a first
+    certificate, « My certificates » for a professional who holds a valid one or is
+    waiting for one (the form would only say a request is in progress)."""
+    overview = professional_overview(professional, now=now)
+    if overview.valid_certificate is not None or overview.request_in_progress is not None:
+        return "my-certificates"
+    return "request-certificate"
+
+
+def replaced_on(certificate: Certificate, *, now: datetime) -> datetime | None:
+    """When ``certificate``, still valid, will be revoked as superseded: its replacement's
+    delivery plus MYCERT_SUPERSEDE_AFTER_DAYS (``certificates_supersede``, run by beat).
+
+    ``certificate`` comes from ``.with_replacement_delivered_at()``.
+    """
+    return _replaced_on(certificate, getattr(certificate, "replacement_delivered_at", None), now)
+
+
+def _replaced_on(
+    certificate: Certificate | None, delivered: datetime | None, now: datetime
+) -> datetime | None:
+    if certificate is None or delivered is None:
+        return None
+    if certificate.revoked_at is not None or certificate.not_after <= now:
+        return None
+    return delivered + timedelta(days=settings.MYCERT_SUPERSEDE_AFTER_DAYS)
+
+
 def keystore_delivered(certificate: Certificate) -> bool:
     """Whether the professional's keystore e-mail of ``certificate`` has left."""
     return _keystores_sent().filter(certificate=certificate).exists()
@@ -109,6 +142,12 @@ def request_progress(professional: Professional, *, now: datetime) -> list[Reque
         .select_related("vendor", "certificate")
         .order_by("-submitted_at", "-pk")
     )
+    replacements: dict[int, datetime | None] = {
+        certificate.pk: getattr(certificate, "replacement_delivered_at", None)
+        for certificate in Certificate.objects.filter(professional=professional)
+        .with_replacement_delivered_at()
+        .only("pk")
+    }
     keystores_sent = set(
         _keystores_sent()
         .filter(certificate__professional=professional)
@@ -132,6 +171,9 @@ def request_progress(professional: Professional, *, now: datetime) -> list[Reque
                 if certificate
                 else "",
                 keystore_sent=certificate is not None and certificate.pk in keystores_sent,
+                replaced_on=_replaced_on(
+                    certificate, replacements.get(certificate.pk) if certificate else None, now
+                ),
             )
         )
     return rows

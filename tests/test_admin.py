@@ -200,6 +200,8 @@ def test_search_certificates_by_serial_name_and_professional_id(
         pytest.param(lambda n: str(n), id="decimal"),
         pytest.param(lambda n: f"  {n:040X}\n", id="pasted with blanks"),
         pytest.param(lambda n: f"{n:040x}"[:16], id="its first 16 digits as openssl prints them"),
+        pytest.param(lambda n: f"serial={n:040X}", id="openssl x509 -serial's whole line"),
+        pytest.param(lambda n: f"Serial Number: {n:#x}", id="a tool's label before it"),
     ],
 )
 def test_search_a_serial_in_every_common_spelling(

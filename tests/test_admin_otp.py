@@ -36,9 +36,11 @@ def _token(device: TOTPDevice) -> str:
     return f"{value:0{device.digits}d}"
 
 
-def _login(client: Client, **data: str) -> Any:
+def _login(client: Client, headers: dict[str, str] | None = None, **data: str) -> Any:
     return client.post(
-        "/admin/login/?next=/admin/", {"username": "agent", "password": PASSWORD, **data}
+        "/admin/login/?next=/admin/",
+        {"username": "agent", "password": PASSWORD, **data},
+        headers=headers,
     )
 
 
@@ -202,3 +204,58 @@ def test_several_devices_a_wrong_code_counts_against_each_and_offers_the_choice(
     for device in (phone, spare):
         device.refresh_from_db()
         assert device.throttling_failure_count == 1
+
+
+def test_after_a_wrong_code_the_page_offers_no_challenge_keeps_no_code_and_takes_the_right_one(
+    client: Client, agent: User, otp_required: None
+) -> None:
+    """Issue 23, point 6: « Obtenir le défi OTP » means nothing for TOTP; the wrong code
+    is not to be retyped; and the right code typed at once is not refused by django-otp's
+    one-second throttle after the first failure."""
+    device = TOTPDevice.objects.create(user=agent, name="phone", confirmed=True)
+    right = _token(device)
+    wrong = f"{(int(right) + 1) % 10**device.digits:0{device.digits}d}"
+
+    refused = _login(client, otp_token=wrong, headers={"accept-language": "fr"})
+
+    assert refused.status_code == 200
+    page = refused.content.decode()
+    assert 'name="otp_challenge"' not in page
+    assert "défi" not in page.lower()
+    assert wrong not in page
+    assert 'name="otp_device"' not in page  # one device: nothing to choose
+    assert 'name="otp_token"' in page
+
+    accepted = _login(client, otp_token=right)  # well within the second
+
+    assert accepted.status_code == 302, accepted.context["form"].errors
+    assert client.get("/admin/").status_code == 200
+
+
+def test_the_demo_helpdesk_logs_in_with_the_code_make_totp_prints(
+    client: Client, otp_required: None, settings: Any
+) -> None:
+    """Issue 23, point 6: the demo shows the second factor; ``make totp`` (``demo_totp``)
+    prints the code, so no authenticator app is needed to try it."""
+    from mycert.management.commands.demo import Command as Demo
+
+    Demo()._demo_admin()
+    settings.DEBUG = True  # demo_totp is the demo's only
+    out = StringIO()
+    call_command("demo_totp", stdout=out)
+    code, how = out.getvalue().splitlines()[:2]
+    assert "otpauth://totp/" in how
+
+    response = client.post(
+        "/admin/login/?next=/admin/",
+        {"username": "helpdesk", "password": "helpdesk-demo-2026", "otp_token": code},
+    )
+
+    assert response.status_code == 302, response.context["form"].errors
+    assert client.get("/admin/").status_code == 200
+
+
+def test_demo_totp_refuses_outside_debug(settings: Any) -> None:
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="DJANGO_DEBUG=true"):
+        call_command("demo_totp", stdout=StringIO())

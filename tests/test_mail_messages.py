@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import email
+import html
+import subprocess
 from datetime import datetime
 from email.header import decode_header, make_header
 from email.message import Message
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from mycert.mail.gpg import OpenPgp
 from mycert.mail.messages import (
     CertificateFacts,
     Envelope,
@@ -17,6 +23,7 @@ from mycert.mail.messages import (
     password_message,
     revocation_message,
 )
+from tests.support.gpg import GpgKey
 
 LUX = ZoneInfo("Europe/Luxembourg")
 SERIAL = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"
@@ -125,10 +132,12 @@ def test_the_vendor_is_not_sent_to_its_own_documentation(
 
 
 @pytest.mark.parametrize("language", ["fr", "de", "en"])
-def test_the_vendor_is_told_its_copy_is_revoked_not_that_a_new_certificate_exists(
+def test_the_vendor_is_told_its_copy_is_revoked_not_which_certificate_replaced_it(
     language: str,
 ) -> None:
-    """A vendor needs to know its copy no longer works; what replaced it is not its business."""
+    """A vendor needs to know its copy no longer works, and why (issue 23, point 9: the
+    reason and whether a replacement follows); the new certificate's serial is not its
+    business."""
     facts = _facts(
         vendor="Logiciel Médical SA",
         revoked_at=datetime(2026, 12, 4, 14, 25, tzinfo=LUX),
@@ -138,15 +147,7 @@ def test_the_vendor_is_told_its_copy_is_revoked_not_that_a_new_certificate_exist
         via="system",
     )
     message = revocation_message(envelope=_envelope(language), facts=facts).message()
-    words = {
-        "fr": ("nouveau", "remplac"),
-        "de": ("neue", "ersetzt"),
-        "en": ("new", "replace", "superseded"),
-    }[language]
     for text in (_subject(message), _text(message), _html(message)):
-        lowered = text.lower()
-        for word in words:
-            assert word not in lowered, (word, text)
         assert "ffeeddccbbaa9988" not in text
     # What it needs: which certificate, that it is revoked, to delete the copy.
     assert "0a1b2c3d4e5f6071" in _subject(message)
@@ -155,3 +156,92 @@ def test_the_vendor_is_told_its_copy_is_revoked_not_that_a_new_certificate_exist
         "de": "Löschen Sie Ihre Kopie",
         "en": "Delete your copy",
     }[language] in _text(message)
+
+
+# --- The vendor's copy, worded for a vendor (issue 23, point 9) -----------------------------
+
+
+@pytest.mark.parametrize("language", ["fr", "de", "en"])
+def test_the_vendors_copy_takes_the_p12_out_without_a_pgp_mail_client(
+    language: str, gpg_home: Path, vendor_key: GpgKey, tmp_path: Path, settings: Any
+) -> None:
+    """The steps the decrypted copy gives, run as written: gpg on the saved attachment,
+    then the command that takes the .p12 out of the decrypted message."""
+    settings.MYCERT_CHECK_BASE_URL = "https://check.mycert.esante.lu"
+    keyring = OpenPgp(gpg_home)
+    keystore = b"0\x82 the professional's keystore"
+    envelope = Envelope(
+        to="support@vendor.example.lu",
+        message_id="<m@esante.lu>",
+        language=language,
+        pgp_fingerprint=vendor_key.fingerprint,
+    )
+    outer = keystore_message(
+        envelope=envelope,
+        facts=_facts(vendor="Logiciel Médical SA"),
+        keystore=keystore,
+        encrypt=lambda data, fingerprint: keyring.encrypt(
+            data, fingerprint, now=datetime.now(LUX), armored_key=vendor_key.public
+        ),
+    ).message()
+    (attachment,) = [p for p in outer.walk() if p.get_filename() == "encrypted.asc"]
+    armored = attachment.get_payload(decode=True)
+    assert isinstance(armored, bytes)
+    (tmp_path / "encrypted.asc").write_bytes(armored)
+    inner = email.message_from_bytes(vendor_key.decrypt(armored))
+    text = _text(inner)
+
+    commands = [line.strip() for line in text.splitlines() if line.startswith("  gpg ")]
+    commands += [line.strip() for line in text.splitlines() if line.startswith("  python3 ")]
+    assert len(commands) == 2, text
+    for command in commands:
+        if command.startswith("gpg "):
+            command = command.replace("gpg ", f"gpg --homedir {vendor_key.home} --batch ", 1)
+        subprocess.run(command, shell=True, cwd=tmp_path, check=True)  # noqa: S602
+    assert (tmp_path / "mycert-0a1b2c3d4e5f6071.p12").read_bytes() == keystore
+
+    # Whose it is, to hand it over, then to delete it; not the professional's own words.
+    words = {
+        "fr": ("celui d'Anne Muller", "remettez-lui", "supprimez votre copie"),
+        "de": ("gehört Anne Muller", "übergeben Sie", "Löschen Sie danach Ihre Kopie"),
+        "en": ("belongs to Anne Muller", "hand them the file", "Then delete your copy"),
+    }[language]
+    own = {
+        "fr": ("Vérifiez que votre certificat fonctionne", "double-cliquez"),
+        "de": ("Prüfen Sie, ob Ihr Zertifikat funktioniert", "Doppelklicken Sie"),
+        "en": ("Check that your certificate works", "double-click"),
+    }[language]
+    for body in (text, html.unescape(_html(inner))):
+        for word in words:
+            assert word in body, (word, body)
+        for word in own:
+            assert word not in body, (word, body)
+
+
+@pytest.mark.parametrize(
+    ("language", "superseded", "reason", "follows"),
+    [
+        ("fr", True, "remplacé", "Un nouveau certificat le remplace"),
+        ("fr", False, "clé compromise", "Aucun certificat ne le remplace d'office"),
+        ("de", True, "ersetzt", "Ein neues Zertifikat ersetzt es"),
+        ("de", False, "Schlüssel kompromittiert", "Kein Zertifikat ersetzt es von selbst"),
+        ("en", True, "superseded", "A new certificate replaces it"),
+        ("en", False, "key compromise", "No certificate replaces it by itself"),
+    ],
+)
+def test_the_vendors_revocation_notice_gives_the_reason_and_whether_a_replacement_follows(
+    language: str, superseded: bool, reason: str, follows: str
+) -> None:
+    facts = _facts(
+        vendor="Logiciel Médical SA",
+        revoked_at=datetime(2026, 12, 4, 14, 25, tzinfo=LUX),
+        reason_label=reason,
+        superseded=superseded,
+        replacement_serial_prefix="ffeeddccbbaa9988" if superseded else "",
+        via="system" if superseded else "helpdesk",
+    )
+    message = revocation_message(envelope=_envelope(language), facts=facts).message()
+    for body in (_text(message), html.unescape(_html(message))):
+        assert reason in body
+        assert follows in body
+        assert "ffeeddccbbaa9988" not in body  # the new serial is the professional's business

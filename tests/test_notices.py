@@ -180,7 +180,8 @@ def test_french_notice_names_the_reason_and_how_to_renew(
     body = text_of(message.message)
     assert "a été révoqué le" in body
     assert "par le helpdesk de l'Agence eSanté" in body
-    assert "Motif : cessation d'activité" in body
+    assert "Motif : certificat plus nécessaire" in body
+    assert "cessation d'activité" not in body  # "stopped practising" to a doctor
     assert "https://mycert.esante.lu/request/" in body
     assert "(+352) 27 12 50 18 33" in body
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -150,6 +151,31 @@ def test_login_creates_professional_and_session(
     assert event.details == {"acr": LUXTRUST_ACR, "created": True}
     # The next page really is open to this user.
     assert client.get("/request/").status_code == 200
+
+
+def test_a_professional_with_a_valid_certificate_lands_on_my_certificates(
+    client: Client, oidc_settings: OidcProvider, ca: Any
+) -> None:
+    """The form is for a first certificate; a holder comes back to see theirs, revoke
+    it or follow its progress (issue 23, point 10). An explicit ``next`` still wins."""
+    from django.utils import timezone
+
+    from mycert.services.issuance import request_issue
+    from tests.factories import CertificateRequestFactory
+
+    login_professional(client, oidc_settings, "sub-marie", professional_claims())
+    professional = Professional.objects.get()
+    request = CertificateRequestFactory.create(professional=professional)
+    assert request_issue(request_id=request.pk, now=timezone.now()).certificate_id
+    client.logout()
+
+    response = login_professional(client, oidc_settings, "sub-marie", professional_claims())
+    assert response["Location"] == "/certificates/"
+    client.logout()
+    asked = login_professional(
+        client, oidc_settings, "sub-marie", professional_claims(), next_url="/request/"
+    )
+    assert asked["Location"] == "/request/"
 
 
 def test_second_login_updates_names_without_duplicating(
@@ -977,9 +1003,18 @@ def test_logout_ends_the_session_then_the_provider_session(
     assert SESSION_KEY not in client.session
     assert ID_TOKEN_SESSION_KEY not in client.session
     assert AuditEvent.objects.filter(action="auth.logout").count() == 1
-    # The provider accepts the request and sends the browser home.
+    # The provider accepts the request and sends the browser home: the demo's mock asks
+    # to confirm (a form), then redirects to MyCert (issue 23, point 10).
     page = requests.get(location, timeout=10)
     assert page.status_code == 200
+    form = re.search(r'<form method="post" action="([^"]+)"', page.text)
+    assert form, page.text
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+    confirmed = requests.post(
+        urljoin(location, form.group(1)), data=fields, allow_redirects=False, timeout=10
+    )
+    assert confirmed.status_code in (302, 303), confirmed.text
+    assert confirmed.headers["Location"] == "http://testserver/"
 
 
 def test_logout_without_a_provider_session_goes_home(

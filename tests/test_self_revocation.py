@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from email.message import Message
 from typing import Any
 
@@ -167,6 +168,29 @@ def test_no_longer_needed(client_en: Client, certificate: Certificate) -> None:
     assert response.status_code == 302
     certificate.refresh_from_db()
     assert certificate.revocation_reason == Certificate.RevocationReason.CESSATION_OF_OPERATION
+
+
+@pytest.mark.parametrize(
+    ("language", "label", "misread"),
+    [
+        ("fr", "certificat plus nécessaire", "cessation d'activité"),
+        ("de", "Zertifikat nicht mehr benötigt", "Tätigkeit eingestellt"),
+        ("en", "certificate no longer needed", "cessation of operation"),
+    ],
+)
+def test_no_longer_needed_is_not_shown_as_having_stopped_practising(
+    client_en: Client, certificate: Certificate, language: str, label: str, misread: str
+) -> None:
+    """RFC 5280's cessationOfOperation stays the code; the words say what was chosen
+    (issue 23, point 5): « cessation d'activité » reads "stopped practising"."""
+    client_en.post(url(certificate), {"reason": "cessationOfOperation", "confirm": "on"})
+    certificate.refresh_from_db()
+    assert certificate.revocation_reason == "cessationOfOperation"
+
+    page = client_en.get(reverse("my-certificates"), HTTP_ACCEPT_LANGUAGE=language)
+    shown = html.unescape(page.content.decode())
+    assert label in shown
+    assert misread not in shown
 
 
 def test_another_professionals_certificate_is_not_found(

@@ -4,7 +4,9 @@ Only defaults: a variable already set (``DATABASE_URL`` for the PostgreSQL run,
 ``CELERY_BROKER_URL`` for Redis) wins.
 """
 
+import atexit
 import os
+import socket
 import tempfile
 
 _state = tempfile.mkdtemp(prefix="mycert-test-")
@@ -26,3 +28,14 @@ os.environ.setdefault("CACHE_URL", "locmemcache://")
 os.environ.setdefault("MYCERT_STATIC_MANIFEST", "false")
 os.environ.setdefault("MYCERT_ADMIN_REQUIRE_OTP", "false")
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{_state}/test.sqlite3")
+
+# E-mail goes nowhere unless a test starts its own SMTP server (tests/support/smtp_server.py).
+# Not the default smtp://127.0.0.1:8025: that is where `make run`'s mail sink listens, and a
+# test run beside the demo would fill its mailbox and pass or fail by whether it is open.
+# This process keeps a loopback port bound without listening: a connection to it is
+# refused, and no other process can take it while the tests run (worker processes the
+# tests start inherit the address, and this process outlives them).
+_NO_SMTP = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+_NO_SMTP.bind(("127.0.0.1", 0))
+atexit.register(_NO_SMTP.close)
+os.environ.setdefault("EMAIL_URL", f"smtp://127.0.0.1:{_NO_SMTP.getsockname()[1]}")

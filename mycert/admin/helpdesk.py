@@ -55,6 +55,7 @@ from mycert.models import (
 )
 from mycert.outbox import delivery_retry
 from mycert.querysets import CertificateQuerySet, CertificateRequestQuerySet
+from mycert.selectors import replaced_on
 from mycert.services.audit import actor_label
 from mycert.services.revocation import AlreadyRevoked, certificate_revoke
 from mycert.services.vendors import clean_pgp_key, vendor_create, vendor_update
@@ -306,6 +307,9 @@ HELPDESK_REASONS = [
 # Serials as tools print them: openssl x509 -serial (upper case, padded with a leading
 # zero to whole bytes), -text (colon-separated bytes), 0x-prefixed, spaced, or decimal.
 _SERIAL_SEPARATORS = re.compile(r"[\s:]")
+# The label a tool prints before it, pasted with the serial: `openssl x509 -serial`'s
+# "serial=0D48…", -text's "Serial Number:", keytool's "Serial number:".
+_SERIAL_LABEL = re.compile(r"^\s*serial(?:\s*number)?\s*[=:]\s*", re.IGNORECASE)
 _HEX = re.compile(r"[0-9a-f]+")
 _DECIMAL = re.compile(r"[0-9]+")
 # Below this many hex digits a term is more likely a name or an id than a serial prefix.
@@ -314,7 +318,7 @@ _SERIAL_PREFIX_MIN_DIGITS = 6
 
 def serial_search_q(term: str) -> Q | None:
     """The stored serials (hex, lower case, no leading zero) a search term may spell."""
-    compact = _SERIAL_SEPARATORS.sub("", term.strip()).lower()
+    compact = _SERIAL_SEPARATORS.sub("", _SERIAL_LABEL.sub("", term)).lower()
     hex_digits = compact.removeprefix("0x")
     matches: list[Q] = []
     if len(hex_digits) >= _SERIAL_PREFIX_MIN_DIGITS and _HEX.fullmatch(hex_digits):
@@ -477,6 +481,11 @@ class CertificateAdmin(ReadOnlyAdmin):
 
     # -- Display
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Certificate]:
+        # One subquery for the whole page: « will be replaced on » in the state column.
+        queryset = cast(CertificateQuerySet, super().get_queryset(request))
+        return queryset.with_replacement_delivered_at()
+
     @admin.display(description=_("state"))
     def state(self, obj: Certificate) -> str:
         now = timezone.now()
@@ -486,6 +495,15 @@ class CertificateAdmin(ReadOnlyAdmin):
             return str(_("expired"))
         if obj.not_before > now:
             return str(_("not yet valid"))
+        replaced = replaced_on(obj, now=now)
+        if replaced is not None:
+            # The date the password e-mail gave and « My certificates » shows.
+            return format_html(
+                "{}<br><small>{}</small>",
+                _("valid"),
+                gettext("will be replaced on %(date)s")
+                % {"date": date_format(timezone.localtime(replaced), "SHORT_DATE_FORMAT")},
+            )
         return str(_("valid"))
 
     @admin.display(description=_("serial number"), ordering="serial")

@@ -16,7 +16,15 @@ The login page asks for username, password and code at once, and one submission 
 enough (:class:`MyCertOTPAuthenticationForm`): django-otp wants a device chosen from a
 list it can show only once it knows the user, so its first answer is always « Veuillez
 choisir un appareil ». Here an agent's only device is used; with several, the code
-itself says which device produced it. The list is offered only after a wrong code.
+itself says which device produced it. The list is offered only after a wrong code, and
+only to an agent with several devices.
+
+The page is MyCert's (``admin/mycert/otp_login.html``): django-otp's has a « Get OTP
+Challenge » button, which means nothing for TOTP (the app shows the code; there is no
+challenge to send). A wrong code is not shown again in the field. django-otp refuses any
+code for one second after a wrong one (its throttle: 1, 2, 4… seconds); the agent who
+types the right code within that second waits it out here instead of being refused
+(:func:`_wait_out_first_failure`).
 """
 
 from __future__ import annotations
@@ -28,14 +36,14 @@ from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.sites import AdminSite
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.forms import ValidationError
+from django.forms import TextInput, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import gettext_noop
 from django_otp import devices_for_user
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
-from django_otp.models import Device
+from django_otp.models import Device, ThrottlingMixin
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -71,8 +79,56 @@ def _totp_matches(device: TOTPDevice, token: str) -> bool:
     return bool(totp.verify(int(token), device.tolerance, device.last_t + 1))
 
 
+#: The longest throttle a login waits out rather than refuse: django-otp's first, after
+#: one wrong code (``OTP_TOTP_THROTTLE_FACTOR`` × 2⁰). The next ones (2, 4… s) refuse.
+FIRST_FAILURE_WAIT_SECONDS = 1.0
+
+
+def _wait_out_first_failure(device: Device) -> None:
+    """Wait until ``device`` may verify again, if only a first wrong code holds it back.
+
+    The throttle's rate is unchanged (one more try per second at most; the rows are
+    locked by django-otp's ``clean_otp`` transaction, so concurrent tries queue up).
+    """
+    if not isinstance(device, ThrottlingMixin) or device.throttling_failure_count != 1:
+        return
+    allowed, detail = device.verify_is_allowed()
+    if allowed or not detail or "locked_until" not in detail:
+        return
+    remaining = (detail["locked_until"] - timezone.now()).total_seconds()
+    if 0 < remaining <= FIRST_FAILURE_WAIT_SECONDS:
+        time.sleep(remaining)
+
+
+class _CodeInput(TextInput):
+    """The code field, never filled in again: a wrong code is of no use to retype."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
 class MyCertOTPAuthenticationForm(OTPAdminAuthenticationForm):
     """Username, password and code in one submission; no device to choose beforehand."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A one-time code: digits, from an authenticator app (HTML autocomplete token).
+        self.fields["otp_token"].widget = _CodeInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}
+        )
+
+    @property
+    def offers_device_choice(self) -> bool:
+        """The device list is worth showing only to an agent with several devices."""
+        choices = list(getattr(self.fields["otp_device"].widget, "choices", []))
+        return len([value for value, _label in choices if value]) > 1
+
+    def _verify_token(
+        self, user: AbstractBaseUser, token: str, device: Device | None = None
+    ) -> Any:
+        if device is not None:
+            _wait_out_first_failure(device)
+        return super()._verify_token(user, token, device)
 
     def _chosen_device(self, user: AbstractBaseUser) -> Device | None:
         if self.cleaned_data.get("otp_device"):
@@ -129,8 +185,7 @@ class MyCertAdminSite(OTPAdminSite):
     @property
     def login_template(self) -> str | None:
         if settings.MYCERT_ADMIN_REQUIRE_OTP:
-            template: str = OTPAdminSite.login_template
-            return template
+            return "admin/mycert/otp_login.html"
         return None
 
     def login(

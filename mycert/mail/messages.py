@@ -278,7 +278,9 @@ def keystore_message(
 ) -> EmailMessage:
     """The first e-mail: the PKCS#12 keystore, how to install it, what to do on compromise."""
     language = mail_language(envelope.language)
-    rendered = _render("keystore", language, _context(facts, language))
+    # A vendor's encrypted copy says how to take the .p12 out without an OpenPGP mail client.
+    context = _context(facts, language, encrypted=bool(envelope.pgp_fingerprint))
+    rendered = _render("keystore", language, context)
     return _finish(
         envelope=envelope,
         rendered=rendered,

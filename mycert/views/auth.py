@@ -12,8 +12,9 @@ from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, resolve_url
+from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import get_language
@@ -25,6 +26,7 @@ from mycert import oidc
 from mycert.oidc import LoginRefused, RefusalCode
 from mycert.ops.ratelimit import ratelimit
 from mycert.problems import render_problem
+from mycert.selectors import landing_page
 from mycert.services.professionals import (
     professional_login,
     professional_login_refused,
@@ -265,7 +267,7 @@ def callback(request: HttpRequest) -> HttpResponse:
     auth_login(request, professional.user, backend=_BACKEND)
     request.session[ID_TOKEN_SESSION_KEY] = completed.id_token
     next_url = _safe_next(request, completed.next_url)
-    return redirect(next_url or resolve_url(settings.LOGIN_REDIRECT_URL))
+    return redirect(next_url or landing_page(professional, now=timezone.now()))
 
 
 @never_cache

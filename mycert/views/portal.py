@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, cast
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -144,7 +145,12 @@ def request_certificate(request: ProfessionalRequest) -> HttpResponse:
     return render(
         request,
         "mycert/request_form.html",
-        {"form": form, "valid_certificate": overview.valid_certificate},
+        {
+            "form": form,
+            "valid_certificate": overview.valid_certificate,
+            # The same delay as the password e-mail's date and « will be replaced on ».
+            "supersede_after_days": settings.MYCERT_SUPERSEDE_AFTER_DAYS,
+        },
         status=status,
     )
 
@@ -170,10 +176,17 @@ def request_sent(request: HttpRequest, request_id: int) -> HttpResponse:
 def my_certificates(request: ProfessionalRequest) -> HttpResponse:
     """List the professional's own requests and certificates."""
     professional = request.professional
+    rows = request_progress(professional, now=timezone.now())
     return render(
         request,
         "mycert/my_certificates.html",
-        {"rows": request_progress(professional, now=timezone.now())},
+        {
+            "rows": rows,
+            # « Check that your certificate works » only while one works or is coming.
+            "certificate_to_check": any(
+                row.state not in ("revoked", "expired", "failed") for row in rows
+            ),
+        },
     )
 
 

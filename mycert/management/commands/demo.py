@@ -9,6 +9,7 @@ that no process is left and every port is free again (:class:`Children`).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -27,7 +28,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext
 
 from mycert import ca_store
 from mycert.models import Vendor
@@ -161,6 +163,10 @@ def _gpgconf() -> str:
 
 
 class Command(BaseCommand):
+    # Not before handle(): the checks would warn that the CA is missing (mycert.W001)
+    # just before the demo creates it. handle() runs them once the CA exists.
+    requires_system_checks: list[str] = []
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--oidc-port", type=int, default=9400)
@@ -244,9 +250,16 @@ class Command(BaseCommand):
     def _demo_admin(self) -> None:
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group
+        from django_otp.plugins.otp_totp.models import TOTPDevice
 
         user_model = get_user_model()
         if user_model.objects.filter(username="helpdesk").exists():
+            # A demo database of before the second factor: enrol its accounts now.
+            for account in user_model.objects.filter(username__in=["helpdesk", "admin"]):
+                if not TOTPDevice.objects.filter(user=account).exists():
+                    call_command(
+                        "add_totp_device", account.get_username(), "--no-qr", stdout=io.StringIO()
+                    )
             return
         # Demo accounts on a local, DEBUG-only instance; printed in the banner.
         helpdesk_password, admin_password = "helpdesk-demo-2026", "admin-demo-2026"
@@ -257,15 +270,23 @@ class Command(BaseCommand):
         user_model.objects.create_superuser(
             "admin", email="admin@esante.lu", password=admin_password
         )
+        # The admin asks staff for a TOTP code in the demo too (_run turns it on), as in
+        # production; `make totp` prints the current code.
+        for username in ("helpdesk", "admin"):
+            call_command("add_totp_device", username, "--no-qr", stdout=io.StringIO())
 
     def _run(self, var: Path, options: dict[str, Any]) -> None:
         bin_dir = Path(sys.executable).parent
         env = dict(os.environ)
         env.setdefault("DJANGO_DEBUG", "true")
+        # The helpdesk's second factor, as in production (off by default in DEBUG).
+        env.setdefault("MYCERT_ADMIN_REQUIRE_OTP", "true")
         env["OIDC_ISSUER"] = f"http://127.0.0.1:{options['oidc_port']}"
         env["EMAIL_URL"] = f"smtp://127.0.0.1:{options['smtp_port']}"
         env["MYCERT_BASE_URL"] = f"http://127.0.0.1:{options['port']}"
-        oidc = [str(bin_dir / "oidc-provider-mock"), "--port", str(options["oidc_port"])]
+        # oidc-provider-mock, without its imports' deprecation warnings (demo_oidc).
+        oidc = [sys.executable, "-m", "mycert.management.demo_oidc"]
+        oidc += ["--port", str(options["oidc_port"])]
         for professional in DEMO_PROFESSIONALS:
             oidc += ["--user-claims", json.dumps(professional)]
         maildir = var / "mail"
@@ -349,6 +370,8 @@ class Command(BaseCommand):
         env["MYCERT_CHECK_BASE_URL"] = options["check_url"] = (
             f"https://127.0.0.1:{options['check_port']}"
         )
+        # The self-signed server certificate, for curl --cacert (the banner, the README).
+        options["check_ca"] = str(certificate)
         return {"self-check-nginx": selfcheck_nginx.nginx_command(prefix, site)}
 
     def _wait_for(self, url: str, what: str) -> None:
@@ -362,24 +385,37 @@ class Command(BaseCommand):
 
     def _banner(self, options: dict[str, Any], maildir: Path) -> None:
         mutt = "mutt -f " + str(maildir) if shutil.which("mutt") else f"ls {maildir}/new"
+        # The button's own words, from the catalogues: the page opens in French unless
+        # the browser asks otherwise.
+        with translation.override("fr"):
+            french = gettext("Log in with LuxTrust")
+        with translation.override("en"):
+            english = gettext("Log in with LuxTrust")
         lines = [
             "",
             "MyCert is running with demo data:",
-            f"  Professionals:  http://127.0.0.1:{options['port']}/  → “Log in with LuxTrust”, then pick",
+            f"  Professionals:  http://127.0.0.1:{options['port']}/  → « {french} »",
+            f"                  (“{english}” in English), then pick",
             "                  dr-anne-muller or dr-jean-schmit at the demo OpenID provider; e-mails",
             "                  speak the portal profile's language (locale claim): French for",
             "                  Anne Muller, German for Jean Schmit; the pages follow the browser.",
             "                  weak-login and not-a-professional show the refusal pages.",
             f"  Helpdesk admin: http://127.0.0.1:{options['port']}/admin/  helpdesk / helpdesk-demo-2026",
-            "                  (superuser: admin / admin-demo-2026)",
+            "                  (superuser: admin / admin-demo-2026) and a TOTP code: in another",
+            "                  terminal, `make totp` prints the current one (`make totp AGENT=admin`)",
             f"  Mail received:  {maildir} (Maildir; {mutt})",
-            "  Open a keystore: openssl pkcs12 -info -in FILE.p12 -noout  (password from the other e-mail)",
+            "  Read the mail:  `make mail` in another terminal (the text, and the keystores saved",
+            "                  to var/keystores/, the newest as latest.p12)",
+            "  Open a keystore: openssl pkcs12 -info -noout -in var/keystores/latest.p12",
+            "                  (the password is in the other e-mail)",
             "  Vendor copies are OpenPGP-encrypted: gpg --homedir var/demo-vendor-gpg --decrypt",
             *(
                 [
                     f"  Self-check:     {options['check_url']}/  (mutual TLS, self-signed server",
-                    "                  certificate; import a keystore from the mail, or: curl -k",
-                    f"                  --cert-type P12 --cert FILE.p12:PASSWORD {options['check_url']}/status.json)",
+                    "                  certificate; import a keystore from the mail, or:",
+                    f"                  curl --cacert {options['check_ca']} --cert-type P12",
+                    "                  --cert var/keystores/latest.p12:PASSWORD "
+                    f"{options['check_url']}/status.json)",
                 ]
                 if options.get("check_url")
                 else []

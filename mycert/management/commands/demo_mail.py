@@ -2,7 +2,8 @@
 
 ``manage.py demo_mail`` lists the e-mails; ``--body`` adds their plain text (the password
 e-mail shows the password); ``--save-keystore DIR`` writes the ``.p12`` attachments of the
-unencrypted e-mails to DIR. The vendor's copies are OpenPGP-encrypted and stay so:
+unencrypted e-mails to DIR, the newest also as ``DIR/latest.p12`` (a glob such as
+``mycert-*.p12`` stops working in ``openssl -in`` once there are two). The vendor's copies are OpenPGP-encrypted and stay so:
 ``gpg --homedir var/demo-vendor-gpg --decrypt``.
 """
 
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 KEYSTORE_TYPE = "application/x-pkcs12"
+LATEST = "latest.p12"
 # Python's Maildir names a message "<seconds>.M<microseconds>P<pid>Q<count>.<host>".
 _MAILDIR_KEY = re.compile(r"(\d+)\.M(\d+)P\d+Q(\d+)")
 
@@ -49,7 +51,8 @@ class Command(BaseCommand):
             "--save-keystore",
             type=Path,
             metavar="DIR",
-            help="Write the .p12 attachments of the unencrypted e-mails to DIR.",
+            help="Write the .p12 attachments of the unencrypted e-mails to DIR "
+            f"(the newest also as DIR/{LATEST}).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -64,6 +67,7 @@ class Command(BaseCommand):
         target: Path | None = options["save_keystore"]
         if target is not None:
             target.mkdir(parents=True, exist_ok=True)
+        newest: Path | None = None
         for number, message in enumerate(messages, 1):
             subject = str(message["Subject"] or "").strip()
             self.stdout.write(f"{number}. To: {message['To']}  Subject: {subject}")
@@ -82,3 +86,9 @@ class Command(BaseCommand):
                 path.write_bytes(cast(bytes, attachment.get_content()))
                 path.chmod(0o600)  # a private key, even if password-protected
                 self.stdout.write(f"   saved {path}")
+                newest = path  # messages are in the order the sink stored them
+        if target is not None and newest is not None:
+            latest = target / LATEST
+            latest.unlink(missing_ok=True)
+            latest.symlink_to(newest.name)  # relative: the folder can be moved
+            self.stdout.write(f"The newest keystore is also {latest}.")

@@ -1,0 +1,24 @@
+"""The test environment itself (tests/testenv.py): tests send no mail anywhere real."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from django.conf import settings
+
+from mycert.management.commands.demo import Command as Demo
+
+
+def test_tests_without_an_smtp_server_send_mail_to_a_refusing_port_of_their_own() -> None:
+    """Not to the demo's sink: a test run beside ``make run`` would fill its mailbox, and
+    a test would pass or fail according to whether that port is open (issue 23, point 2)."""
+    demo_sink = Demo().create_parser("manage.py", "demo").parse_args([]).smtp_port
+    assert demo_sink != settings.EMAIL_PORT
+    assert settings.EMAIL_HOST == "127.0.0.1"
+    # The port is held by this process (bound, not listening): refused, and no other
+    # process can start listening on it while the tests run.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((settings.EMAIL_HOST, settings.EMAIL_PORT), timeout=2).close()
+    with socket.socket() as other, pytest.raises(OSError):
+        other.bind((settings.EMAIL_HOST, settings.EMAIL_PORT))
