@@ -156,3 +156,12 @@ def helpdesk_group(db: None) -> Any:
     hardening = importlib.import_module("mycert.migrations.0007_security_hardening")
     hardening.make_vendors_view_only(apps, None)
     return Group.objects.get(name="Helpdesk")
+
+
+@pytest.fixture(autouse=True)
+def _audit_chain_memory_forgotten() -> None:
+    """Each test's database starts a new audit chain: this process has seen no keyed link
+    of it yet (``mycert.services.audit`` remembers one, as a web process does)."""
+    from mycert.services import audit
+
+    audit._seen_keyed = False

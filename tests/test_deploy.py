@@ -38,6 +38,8 @@ def _production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "MYCERT_PKI_BASE_URL": "http://mycert.esante.lu",
         "MYCERT_CA_KEY_PASSPHRASE": "x",
         "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
+        # A worker exports the audit head outside the database (deploy.md §15, W050).
+        "MYCERT_AUDIT_HEAD_FILE": str(tmp_path / "audit-head.jsonl"),
         "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
         "CACHE_URL": "redis://127.0.0.1:6379/2",
     }
@@ -124,6 +126,8 @@ def _minimal_production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "MYCERT_CA_KEY_PASSPHRASE": secrets.token_urlsafe(32),
         "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
         "MYCERT_OUTBOX_KEY": "x" * 43 + "=",
+        # A worker exports the audit head outside the database (deploy.md §15, W050).
+        "MYCERT_AUDIT_HEAD_FILE": str(tmp_path / "audit-head.jsonl"),
     }
     env.update(overrides)
     return {name: value for name, value in env.items() if value}
@@ -255,3 +259,18 @@ def test_demo_refuses_to_run_without_debug(settings: Any) -> None:
     with pytest.raises(CommandError, match="DJANGO_DEBUG=true"):
         call_command("demo", "--setup-only")
     assert not get_user_model().objects.filter(username__in=["admin", "helpdesk"]).exists()
+
+
+def test_check_deploy_names_a_worker_without_an_audit_head_export(settings: Any) -> None:
+    """Issue 20 §4: the head (and the pinned first keyed event) must leave the database."""
+    from mycert.checks import check_audit_head_export
+
+    settings.MYCERT_CA_KEY_PASSPHRASE = "a-worker-holds-the-ca-passphrase-here"
+    settings.MYCERT_AUDIT_HEAD_FILE = ""
+    assert [message.id for message in check_audit_head_export()] == ["mycert.W050"]
+    settings.MYCERT_AUDIT_HEAD_FILE = "/srv/mycert-audit/head.jsonl"
+    assert check_audit_head_export() == []
+    # A web host exports nothing (beat runs on workers): nothing to configure there.
+    settings.MYCERT_AUDIT_HEAD_FILE = ""
+    settings.MYCERT_CA_KEY_PASSPHRASE = ""
+    assert check_audit_head_export() == []
