@@ -165,3 +165,12 @@ def _audit_chain_memory_forgotten() -> None:
     from mycert.services import audit
 
     audit._seen_keyed = False
+
+
+@pytest.fixture(autouse=True)
+def _crl_high_water_mark_per_test(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test's database starts with no CRL: its worker host has signed none either
+    (``mycert.crl_mark``; the run's CA is shared, so is its key's mark otherwise)."""
+    settings.MYCERT_CRL_HIGH_WATER_FILE = str(
+        tmp_path_factory.mktemp("crl-mark") / "crl-high-water.json"
+    )
