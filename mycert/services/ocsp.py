@@ -132,6 +132,13 @@ def _answer_from_evidence(
     return StatusAnswer(CertificateStatus.REVOKED, revoked_at=entry.revoked_at, reason=entry.reason)
 
 
+def _stored_der(certificate_id: int) -> bytes | None:
+    der = (
+        OcspResponse.objects.filter(pk=certificate_id).values_list("der_sha256", flat=True).first()
+    )
+    return bytes(der) if der is not None else None
+
+
 def _sign_chunk(
     ids: Sequence[int],
     *,
@@ -146,20 +153,19 @@ def _sign_chunk(
         rows = list(
             Certificate.objects.filter(pk__in=ids)
             .select_for_update(no_key=True, of=("self",))
-            .values_list(
-                "pk", "serial", "revoked_at", "revocation_reason", "ocsp_response__der_sha256"
-            )
+            .values_list("pk", "serial", "revoked_at", "revocation_reason", "ocsp_response__status")
         )
         responses = []
-        for pk, serial, revoked_at, reason, stored in rows:
+        for pk, serial, revoked_at, reason, stored_status in rows:
             answer = _answer(revoked_at, reason)
             if answer.status is CertificateStatus.GOOD:
                 verified = evidence.get()
                 if verified is None:
                     continue  # nothing to sign "good" against: left to expire (tryLater)
-                from_evidence = _answer_from_evidence(
-                    serial, bytes(stored) if stored is not None else None, verified
-                )
+                # The stored answer is read only when it says "revoked": one who also
+                # put back an old "good" answer is caught by the CRL, not by this.
+                stored = _stored_der(pk) if stored_status == OcspResponse.Status.REVOKED else None
+                from_evidence = _answer_from_evidence(serial, stored, verified)
                 if from_evidence is not None:
                     answer = from_evidence
                     cleared.append(serial)

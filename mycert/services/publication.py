@@ -235,22 +235,20 @@ def _server_bound_cursor() -> Iterator[Any]:
 def _carry_forward(
     evidence: RevocationEvidence,
     entries: list[RevokedEntry],
+    listed: set[int],
     issuer: x509.Certificate,
     now: datetime,
-) -> tuple[list[RevokedEntry], list[str]]:
+) -> list[str]:
     """Add back every unexpired serial the previous CRL listed and the rows no longer do.
 
     A serial leaves the CRL only once its certificate has expired (RFC 5280 §3.3), and
     only the CA-signed certificate says when: a row whose ``revoked_at`` or
-    ``not_after`` was changed, or which was deleted, keeps its entry. Returns the
-    entries and the hex serials carried forward that way (tampering).
+    ``not_after`` was changed, or which was deleted, keeps its entry. Adds to
+    ``entries`` and ``listed``; returns the hex serials carried forward (tampering).
     """
-    if not evidence.serials:
-        return entries, []
-    listed = {entry.serial_number for entry in entries}
     missing = evidence.serials - listed
     if not missing:
-        return entries, []
+        return []
     pems = dict(
         Certificate.objects.filter(
             serial__in=[format(serial, "x") for serial in missing]
@@ -264,8 +262,9 @@ def _carry_forward(
         entry = evidence.entry(serial)
         if entry is not None:
             entries.append(entry)
+            listed.add(serial)
             carried.append(format(serial, "x"))
-    return entries, carried
+    return carried
 
 
 def crl_publish(*, now: datetime | None = None) -> Crl:
@@ -307,7 +306,8 @@ def _publish(ca: ca_store.LoadedCa, issuer: x509.Certificate, now: datetime | No
             for serial, revoked_at, reason, compromised_at in _revoked_rows(now)
             if revoked_at is not None  # always true for for_crl(); narrows the type
         ]
-        entries, carried = _carry_forward(evidence, entries, issuer, now)
+        listed = {entry.serial_number for entry in entries}
+        carried = _carry_forward(evidence, entries, listed, issuer, now)
         # From the rows actually listed, not a separate query: a revocation committed
         # between two statements is either in both or in neither.
         this_update = max([now, *(entry.revoked_at for entry in entries)])
@@ -350,7 +350,7 @@ def _publish(ca: ca_store.LoadedCa, issuer: x509.Certificate, now: datetime | No
     signed = RevocationEvidence(
         number=number,
         this_update=this_update,
-        serials=frozenset(entry.serial_number for entry in entries),
+        serials=frozenset(listed),
         _signed=entries,
     )
     _evidence_cache.clear()
