@@ -308,6 +308,12 @@ MYCERT_CRL_VALIDITY = timedelta(hours=env.int("MYCERT_CRL_VALIDITY_HOURS", defau
 # answers expire (the alarm: 15 min late); a "good" fetched before a revocation can be
 # replayed to a relying party that caches until nextUpdate for at most 4 h (docs/deploy.md §13).
 MYCERT_OCSP_VALIDITY = timedelta(minutes=env.int("MYCERT_OCSP_VALIDITY_MINUTES", default=240))
+# The highest CRL number this worker host signed or verified (mycert.crl_mark), outside the
+# database: a previous CRL below it, or missing, stops publication (issue 20 §2). Workers
+# only; on storage the database's users and web hosts cannot write.
+MYCERT_CRL_HIGH_WATER_FILE: str = env.str(
+    "MYCERT_CRL_HIGH_WATER_FILE", default=str(VAR_DIR / "crl-high-water.json")
+)
 
 # --- CA key custody (issue 11): file keys (default) or a PKCS#11 token -----------------------
 # file: keys in MYCERT_CA_DIR, PKCS#8 with PBKDF2-SHA256 600,000 rounds; pkcs11: keys in the

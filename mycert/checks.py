@@ -259,3 +259,22 @@ def check_request_proof(
             )
         )
     return messages
+def check_audit_head_export(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The audit chain's head, and its pinned first keyed event, need a home outside the
+    database: without it a database writer can cut the chain's tail or rewrite it all as
+    plain SHA-256 links and `verify_audit` cannot tell. Beat exports it on workers, so
+    the check is theirs (a web host neither exports nor can write there)."""
+    if settings.MYCERT_AUDIT_HEAD_FILE or not holds_ca_secrets():
+        return []
+    return [
+        Warning(
+            "MYCERT_AUDIT_HEAD_FILE is not set: the audit chain's head and its first keyed "
+            "event are exported to the log only, and `verify_audit` has nothing outside "
+            "the database to compare the chain with.",
+            hint="Set MYCERT_AUDIT_HEAD_FILE on the beat worker to an append-only file "
+            "that web hosts and the database's users cannot write (docs/deploy.md §15).",
+            id="mycert.W050",
+        )
+    ]

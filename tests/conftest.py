@@ -157,3 +157,21 @@ def helpdesk_group(db: None) -> Any:
     hardening = importlib.import_module("mycert.migrations.0007_security_hardening")
     hardening.make_vendors_view_only(apps, None)
     return Group.objects.get(name="Helpdesk")
+
+
+@pytest.fixture(autouse=True)
+def _audit_chain_memory_forgotten() -> None:
+    """Each test's database starts a new audit chain: this process has seen no keyed link
+    of it yet (``mycert.services.audit`` remembers one, as a web process does)."""
+    from mycert.services import audit
+
+    audit._seen_keyed = False
+
+
+@pytest.fixture(autouse=True)
+def _crl_high_water_mark_per_test(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test's database starts with no CRL: its worker host has signed none either
+    (``mycert.crl_mark``; the run's CA is shared, so is its key's mark otherwise)."""
+    settings.MYCERT_CRL_HIGH_WATER_FILE = str(
+        tmp_path_factory.mktemp("crl-mark") / "crl-high-water.json"
+    )

@@ -10,14 +10,17 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from mycert.models import AuditEvent
+from mycert.models import AuditEvent, OperatorAlert
 from mycert.services.audit import (
     GENESIS_HASH,
+    AuditPin,
     ChainBreak,
+    audit_check_pin,
     audit_export_head,
     audit_record,
     audit_verify_chain,
     event_hash,
+    key_fingerprint,
 )
 from mycert.tasks.audit import export_audit_head
 from tests.factories import VendorFactory
@@ -225,3 +228,147 @@ def test_verify_audit_takes_a_head_from_the_log_line() -> None:
     AuditEvent.objects.filter(pk=third.pk).delete()
     with pytest.raises(CommandError, match="truncated"):
         call_command("verify_audit", "--head", f"event={third.pk} hash={third.hash}")
+
+
+# --- Downgrade: the whole keyed chain rewritten as plain SHA-256 links (issue 20 §4) ---------
+
+
+def _rewrite_all_unkeyed(**details: Any) -> None:
+    """Rewrite every event as a plain SHA-256 link with altered content, from genesis on,
+    as a database writer without the key would: the result is a valid unkeyed chain."""
+    previous_hash = GENESIS_HASH
+    for event in AuditEvent.objects.order_by("pk"):
+        fields: dict[str, Any] = {
+            "created_at": event.created_at,
+            "actor": event.actor,
+            "action": event.action,
+            "object_type": event.object_type,
+            "object_id": event.object_id,
+            "details": {**event.details, **details},
+        }
+        forged = event_hash(previous_hash=previous_hash, **fields)
+        AuditEvent.objects.filter(pk=event.pk).update(
+            **fields,
+            previous_hash=previous_hash,
+            hash=forged,
+            hash_scheme=AuditEvent.HashScheme.SHA256,
+        )
+        previous_hash = forged
+
+
+@pytest.mark.usefixtures("keyed")
+def test_the_exported_head_pins_the_first_keyed_event_and_the_keys_fingerprint(
+    settings: Any, tmp_path: Path
+) -> None:
+    head_file = tmp_path / "audit-head.jsonl"
+    settings.MYCERT_AUDIT_HEAD_FILE = str(head_file)
+    first, _, third = _three_events()
+
+    audit_export_head(now=timezone.now())
+    audit_record(actor="system", action="certificate.issued")
+    audit_export_head(now=timezone.now())
+
+    lines = [json.loads(line) for line in head_file.read_text().splitlines()]
+    assert [line["first_keyed_event"] for line in lines] == [first.pk, first.pk]
+    assert {line["first_keyed_hash"] for line in lines} == {first.hash}
+    assert {line["key_fingerprint"] for line in lines} == {key_fingerprint(AUDIT_KEY.encode())}
+    assert AUDIT_KEY not in head_file.read_text()
+    assert lines[0]["event_id"] == third.pk
+
+
+@pytest.mark.usefixtures("keyed")
+def test_a_full_unkeyed_rewrite_fails_verify_audit_and_is_never_laundered(
+    settings: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack 4 of issue 20: the keyed chain rewritten as plain SHA-256 with altered content.
+
+    Before the pin: the walk found no keyed link (so no downgrade), the next write
+    recorded a second ``audit.chain_keyed`` switch-over, the next export appended the
+    forged head, and ``verify_audit`` then said "intact".
+    """
+    head_file = tmp_path / "audit-head.jsonl"
+    settings.MYCERT_AUDIT_HEAD_FILE = str(head_file)
+    first, _, third = _three_events()
+    audit_export_head(now=timezone.now())
+    exported = head_file.read_text()
+
+    _rewrite_all_unkeyed(forged=True)
+    assert audit_verify_chain() == (3, None)  # a valid chain, only plain links
+
+    # The next write (a worker: the pin is readable here) is not a switch-over.
+    audit_record(actor="system", action="certificate.issued", details={"serial": "ef"})
+    assert not AuditEvent.objects.filter(action="audit.chain_keyed").exists()
+    detected = AuditEvent.objects.get(action="audit.downgrade_detected")
+    assert detected.details == {
+        "last_unkeyed_event": third.pk,
+        "pinned_first_keyed_event": first.pk,
+    }
+
+    # The next export does not launder the rewrite: nothing appended, security alerted.
+    caplog.set_level("ERROR", logger="mycert.services.audit")
+    assert export_audit_head.apply().get() is None
+    assert head_file.read_text() == exported
+    alerts = OperatorAlert.objects.filter(
+        kind="audit_tampered", recipient=OperatorAlert.Recipient.SECURITY
+    )
+    assert alerts.count() == 2  # the write's, and the export's
+    assert "rewritten" in caplog.text
+    export_audit_head.apply().get()
+    assert alerts.count() == 2, "the same problem is reported once a day, not every export"
+
+    with pytest.raises(CommandError, match=f"rewritten: event #{third.pk}"):
+        call_command("verify_audit")
+
+
+@pytest.mark.usefixtures("keyed")
+def test_the_pin_reports_a_downgraded_or_rewritten_first_keyed_event(settings: Any) -> None:
+    first, *_ = _three_events()
+    pin = AuditPin(
+        event_id=first.pk, hash=first.hash, key_fingerprint=key_fingerprint(AUDIT_KEY.encode())
+    )
+    assert audit_check_pin(pin) is None
+
+    _rewrite_all_unkeyed()
+    assert audit_check_pin(pin) == (
+        f"downgraded: event #{first.pk}, the first keyed event, is no longer keyed "
+        "(the chain was rewritten as plain SHA-256 links)"
+    )
+    settings.MYCERT_AUDIT_KEY = "another-key-0123456789abcdef-0123456789"
+    problem = audit_check_pin(pin)
+    assert problem is not None
+    assert problem.startswith("keyed with another key")
+    AuditEvent.objects.all().delete()
+    settings.MYCERT_AUDIT_KEY = AUDIT_KEY
+    assert audit_check_pin(pin) == f"truncated: the first keyed event #{first.pk} is gone"
+
+
+def test_a_process_that_saw_the_keyed_chain_never_re_keys_it(settings: Any) -> None:
+    """A web host cannot read the head file: its own memory of a keyed link is the pin."""
+    settings.MYCERT_AUDIT_KEY = AUDIT_KEY
+    _three_events()
+    audit_record(actor="system", action="x.y")  # this process sees the keyed end
+    _rewrite_all_unkeyed()
+
+    audit_record(actor="system", action="certificate.issued")
+
+    assert not AuditEvent.objects.filter(action="audit.chain_keyed").exists()
+    assert AuditEvent.objects.filter(action="audit.downgrade_detected").count() == 1
+    assert OperatorAlert.objects.filter(kind="audit_tampered").count() == 1
+
+
+@pytest.mark.usefixtures("keyed")
+def test_verify_audit_checks_the_pin_of_the_head_file(
+    settings: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head_file = tmp_path / "audit-head.jsonl"
+    settings.MYCERT_AUDIT_HEAD_FILE = str(head_file)
+    first, _, third = _three_events()
+    audit_export_head(now=timezone.now())
+    call_command("verify_audit")
+    assert f"event #{third.pk}, keyed from event #{first.pk} on" in capsys.readouterr().out
+
+    line = json.loads(head_file.read_text())
+    line["key_fingerprint"] = "0" * 32
+    head_file.write_text(json.dumps(line) + "\n")
+    with pytest.raises(CommandError, match="keyed with another key"):
+        call_command("verify_audit")

@@ -38,6 +38,8 @@ def _production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "MYCERT_PKI_BASE_URL": "http://mycert.esante.lu",
         "MYCERT_CA_KEY_PASSPHRASE": "x",
         "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
+        # A worker exports the audit head outside the database (deploy.md §15, W050).
+        "MYCERT_AUDIT_HEAD_FILE": str(tmp_path / "audit-head.jsonl"),
         "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
         "CACHE_URL": "redis://127.0.0.1:6379/2",
     }
@@ -124,6 +126,8 @@ def _minimal_production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "MYCERT_CA_KEY_PASSPHRASE": secrets.token_urlsafe(32),
         "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
         "MYCERT_OUTBOX_KEY": "x" * 43 + "=",
+        # A worker exports the audit head outside the database (deploy.md §15, W050).
+        "MYCERT_AUDIT_HEAD_FILE": str(tmp_path / "audit-head.jsonl"),
     }
     env.update(overrides)
     return {name: value for name, value in env.items() if value}
@@ -276,3 +280,16 @@ def test_check_deploy_accepts_an_https_issuer_and_a_loopback_one(tmp_path: Path)
         result = _check_deploy(_minimal_production_env(tmp_path, OIDC_ISSUER=issuer))
         assert "mycert.W060" not in result.stderr, issuer
         assert "mycert.W061" not in result.stderr, issuer
+def test_check_deploy_names_a_worker_without_an_audit_head_export(settings: Any) -> None:
+    """Issue 20 §4: the head (and the pinned first keyed event) must leave the database."""
+    from mycert.checks import check_audit_head_export
+
+    settings.MYCERT_CA_KEY_PASSPHRASE = "a-worker-holds-the-ca-passphrase-here"
+    settings.MYCERT_AUDIT_HEAD_FILE = ""
+    assert [message.id for message in check_audit_head_export()] == ["mycert.W050"]
+    settings.MYCERT_AUDIT_HEAD_FILE = "/srv/mycert-audit/head.jsonl"
+    assert check_audit_head_export() == []
+    # A web host exports nothing (beat runs on workers): nothing to configure there.
+    settings.MYCERT_AUDIT_HEAD_FILE = ""
+    settings.MYCERT_CA_KEY_PASSPHRASE = ""
+    assert check_audit_head_export() == []

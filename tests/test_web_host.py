@@ -122,7 +122,10 @@ def test_check_on_a_worker_without_the_outbox_key_fails(ca: Any, tmp_path: Path)
     from django.conf import settings
 
     env = _host_env(
-        tmp_path, ca.directory, MYCERT_CA_KEY_PASSPHRASE=settings.MYCERT_CA_KEY_PASSPHRASE
+        tmp_path,
+        ca.directory,
+        MYCERT_CA_KEY_PASSPHRASE=settings.MYCERT_CA_KEY_PASSPHRASE,
+        MYCERT_AUDIT_HEAD_FILE=str(tmp_path / "audit-head.jsonl"),  # a worker's (W050)
     )
     result = _check(env)
     assert result.returncode != 0

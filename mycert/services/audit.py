@@ -18,6 +18,16 @@ Keys cannot stop someone with database access from cutting the chain's tail: bea
 exports the head (last event id and hash) outside the database, to the log and to an
 append-only file (``MYCERT_AUDIT_HEAD_FILE``), and ``verify_audit`` checks that the
 chain still reaches the last exported head.
+
+Nor can the scheme column alone stop a downgrade: someone who rewrites *every* event,
+keyed ones included, as plain SHA-256 links leaves a chain with no keyed link, which
+looks like one written before the key existed. So the exported head also pins the
+first keyed event (its id, its hash, and a fingerprint of the key): from the first
+export on, that pin is carried forward unchanged, ``verify_audit`` fails when the pinned
+event is gone, rewritten or no longer keyed, and a writer that knows the chain was
+keyed (the pin is readable here, or this process saw a keyed link) records a plain
+link after it as ``audit.downgrade_detected`` and alerts security, never as the
+switch-over.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +56,17 @@ __all__ = [
     "SCHEME_HMAC",
     "SCHEME_SHA256",
     "AuditHead",
+    "AuditPin",
     "ChainBreak",
     "actor_display",
     "actor_label",
     "audit_check_head",
+    "audit_check_pin",
     "audit_export_head",
     "audit_record",
     "audit_verify_chain",
     "event_hash",
+    "key_fingerprint",
     "read_exported_head",
 ]
 
@@ -89,6 +102,20 @@ def actor_display(actor: str) -> str:
 def _audit_key() -> bytes | None:
     key: str = settings.MYCERT_AUDIT_KEY
     return key.encode() if key else None
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A name for the audit key that reveals nothing of it (an HMAC of a fixed label).
+
+    Pinned in the exported head: ``verify_audit`` then tells "this is not the key the
+    chain was keyed with" apart from "the chain was rewritten".
+    """
+    return hmac.new(key, b"mycert audit key fingerprint", hashlib.sha256).hexdigest()[:32]
+
+
+# Set once this process has seen a keyed link at the chain's end: from then on a plain
+# link there is a downgrade, whatever the database says (see ``_chain_was_keyed``).
+_seen_keyed = False
 
 
 def event_hash(
@@ -189,18 +216,30 @@ def audit_record(
         last = AuditEvent.objects.order_by("-pk").values_list("pk", "hash", "hash_scheme").first()
         previous_hash = last[1] if last else GENESIS_HASH
         if key and last is not None and last[2] == SCHEME_SHA256:
-            # The switch-over: from here on every link is keyed. Recorded as an event of
-            # its own so that the trail says where the unkeyed part ends.
-            previous_hash = _append(
-                previous_hash=previous_hash,
-                scheme=scheme,
-                key=key,
-                actor="system",
-                action="audit.chain_keyed",
-                object_type="",
-                object_id="",
-                details={"last_unkeyed_event": last[0]},
-            ).hash
+            pin = _chain_was_keyed()
+            if pin is None:
+                # The switch-over: from here on every link is keyed. Recorded as an event
+                # of its own so that the trail says where the unkeyed part ends.
+                previous_hash = _append(
+                    previous_hash=previous_hash,
+                    scheme=scheme,
+                    key=key,
+                    actor="system",
+                    action="audit.chain_keyed",
+                    object_type="",
+                    object_id="",
+                    details={"last_unkeyed_event": last[0]},
+                ).hash
+            else:
+                # The chain was keyed before: a plain link at its end was written by
+                # someone without the key. Never a second switch-over, which would make
+                # the rewrite look like the normal start of the keyed chain.
+                previous_hash = _downgrade_detected(
+                    last_unkeyed_event=last[0], pin=pin, previous_hash=previous_hash, key=key
+                )
+        elif key and last is not None:
+            global _seen_keyed
+            _seen_keyed = True
         return _append(
             previous_hash=previous_hash,
             scheme=scheme,
@@ -211,6 +250,60 @@ def audit_record(
             object_id=object_id,
             details=details,
         )
+
+
+def _chain_was_keyed() -> AuditPin | None:
+    """Evidence, from outside the database, that the chain had keyed links already.
+
+    The pin of the exported head where this host can read it (the beat host), or this
+    process's own memory of a keyed link. ``None``: this is the first keying as far as
+    this process can tell (a web process just started cannot; the next head export,
+    which carries the first pin forward, reports the rewrite then).
+    """
+    path: str = settings.MYCERT_AUDIT_HEAD_FILE
+    if path:
+        try:
+            head = read_exported_head(Path(path))
+        except (OSError, ValueError):
+            head = None
+        if head is not None and head.pin is not None:
+            return head.pin
+    if _seen_keyed:
+        return AuditPin(event_id=0, hash="", key_fingerprint="")
+    return None
+
+
+def _downgrade_detected(
+    *, last_unkeyed_event: int, pin: AuditPin, previous_hash: str, key: bytes
+) -> str:
+    from mycert.models import OperatorAlert
+    from mycert.services.alerts import operator_alert_create
+
+    logger.error(
+        "audit chain downgraded: event #%s is a plain link after the chain was keyed",
+        last_unkeyed_event,
+    )
+    details: dict[str, Any] = {"last_unkeyed_event": last_unkeyed_event}
+    if pin.event_id:
+        details["pinned_first_keyed_event"] = pin.event_id
+    operator_alert_create(
+        recipient=OperatorAlert.Recipient.SECURITY,
+        kind="audit_tampered",
+        context={
+            "problem": f"event #{last_unkeyed_event} is an unkeyed link written after the "
+            "chain was keyed: someone without MYCERT_AUDIT_KEY rewrote it",
+        },
+    )
+    return _append(
+        previous_hash=previous_hash,
+        scheme=SCHEME_HMAC,
+        key=key,
+        actor="system",
+        action="audit.downgrade_detected",
+        object_type="",
+        object_id="",
+        details=details,
+    ).hash
 
 
 # --- Verification ------------------------------------------------------------------------
@@ -268,18 +361,49 @@ def audit_verify_chain() -> tuple[int, ChainBreak | None]:
 
 
 @dataclass(frozen=True)
+class AuditPin:
+    """The chain's first keyed event and the key it was keyed with (by fingerprint)."""
+
+    event_id: int
+    hash: str
+    key_fingerprint: str
+
+
+@dataclass(frozen=True)
 class AuditHead:
-    """The chain's last event as exported at ``exported_at``."""
+    """The chain's last event as exported at ``exported_at``, and the pin once keyed."""
 
     event_id: int
     hash: str
     exported_at: str = ""
+    pin: AuditPin | None = None
 
     def line(self) -> str:
-        return json.dumps(
-            {"event_id": self.event_id, "hash": self.hash, "exported_at": self.exported_at},
-            sort_keys=True,
-        )
+        data: dict[str, Any] = {
+            "event_id": self.event_id,
+            "hash": self.hash,
+            "exported_at": self.exported_at,
+        }
+        if self.pin is not None:
+            data["first_keyed_event"] = self.pin.event_id
+            data["first_keyed_hash"] = self.pin.hash
+            data["key_fingerprint"] = self.pin.key_fingerprint
+        return json.dumps(data, sort_keys=True)
+
+
+def _first_keyed_pin(key: bytes | None) -> AuditPin | None:
+    """The pin as the database has it now (used only before the first pin is exported)."""
+    if key is None:
+        return None
+    first = (
+        AuditEvent.objects.filter(hash_scheme=SCHEME_HMAC)
+        .order_by("pk")
+        .values_list("pk", "hash")
+        .first()
+    )
+    if first is None:
+        return None
+    return AuditPin(event_id=first[0], hash=first[1], key_fingerprint=key_fingerprint(key))
 
 
 def audit_export_head(*, now: datetime) -> AuditHead | None:
@@ -288,13 +412,39 @@ def audit_export_head(*, now: datetime) -> AuditHead | None:
     The file (``MYCERT_AUDIT_HEAD_FILE``) belongs on storage the database's users cannot
     rewrite (another host, ``chattr +a``, a WORM share); the log line goes wherever the
     logs are shipped. ``None`` while the chain is empty.
+
+    The first keyed event is pinned once and the pin is carried forward from the file's
+    last line, never taken from the database again. Before appending, the chain is
+    compared with that last line (the previous head, the pin): if it no longer holds,
+    nothing is appended (the file keeps the last head that was true, so `verify_audit`
+    keeps failing) and security is alerted.
     """
     last = AuditEvent.objects.order_by("-pk").values_list("pk", "hash").first()
     if last is None:
         return None
-    head = AuditHead(event_id=last[0], hash=last[1], exported_at=now.isoformat())
-    logger.info("audit head: event=%s hash=%s", head.event_id, head.hash)
     path: str = settings.MYCERT_AUDIT_HEAD_FILE
+    previous = read_exported_head(Path(path)) if path else None
+    if previous is not None:
+        problem = audit_check_head(previous) or (
+            audit_check_pin(previous.pin) if previous.pin is not None else None
+        )
+        if problem is not None:
+            _report_tampering(problem, now=now)
+            return None
+    pin = previous.pin if previous is not None and previous.pin is not None else None
+    if pin is None:
+        pin = _first_keyed_pin(_audit_key())
+    head = AuditHead(event_id=last[0], hash=last[1], exported_at=now.isoformat(), pin=pin)
+    if pin is not None:
+        logger.info(
+            "audit head: event=%s hash=%s first_keyed=%s key=%s",
+            head.event_id,
+            head.hash,
+            pin.event_id,
+            pin.key_fingerprint,
+        )
+    else:
+        logger.info("audit head: event=%s hash=%s", head.event_id, head.hash)
     if path:
         # O_APPEND: every line lands at the end, whatever another writer does.
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
@@ -316,10 +466,18 @@ def read_exported_head(path: Path) -> AuditHead | None:
         return None
     try:
         data = json.loads(lines[-1])
+        pin = None
+        if "first_keyed_event" in data:
+            pin = AuditPin(
+                event_id=int(data["first_keyed_event"]),
+                hash=str(data["first_keyed_hash"]),
+                key_fingerprint=str(data["key_fingerprint"]),
+            )
         return AuditHead(
             event_id=int(data["event_id"]),
             hash=str(data["hash"]),
             exported_at=str(data.get("exported_at", "")),
+            pin=pin,
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"the last line of {path} is not an exported audit head") from exc
@@ -340,3 +498,47 @@ def audit_check_head(head: AuditHead) -> str | None:
             f"{head.exported_at or '(no date)'}"
         )
     return None
+
+
+def audit_check_pin(pin: AuditPin) -> str | None:
+    """Compare the chain with the pinned first keyed event; the problem, or None.
+
+    Together with ``audit_verify_chain`` (no plain link after a keyed one) this makes a
+    full rewrite as plain SHA-256 links fail: the pinned event itself is then plain.
+    """
+    key = _audit_key()
+    if key is not None and not hmac.compare_digest(key_fingerprint(key), pin.key_fingerprint):
+        return (
+            f"keyed with another key: MYCERT_AUDIT_KEY here has fingerprint "
+            f"{key_fingerprint(key)}, the chain was keyed with {pin.key_fingerprint}"
+        )
+    stored = AuditEvent.objects.filter(pk=pin.event_id).values_list("hash", "hash_scheme").first()
+    if stored is None:
+        return f"truncated: the first keyed event #{pin.event_id} is gone"
+    if stored[1] != SCHEME_HMAC:
+        return (
+            f"downgraded: event #{pin.event_id}, the first keyed event, is no longer "
+            "keyed (the chain was rewritten as plain SHA-256 links)"
+        )
+    if not hmac.compare_digest(stored[0], pin.hash):
+        return f"rewritten: event #{pin.event_id}, the first keyed event, has another hash"
+    return None
+
+
+def _report_tampering(problem: str, *, now: datetime) -> None:
+    """Log and alert security, once a day per problem (beat exports every 15 minutes)."""
+    from mycert.models import OperatorAlert
+    from mycert.services.alerts import operator_alert_create
+
+    logger.error("audit chain %s; the exported head is left as it was", problem)
+    recent = OperatorAlert.objects.filter(
+        kind="audit_tampered", created_at__gte=now - timedelta(days=1)
+    )
+    with transaction.atomic():
+        alert = operator_alert_create(
+            recipient=OperatorAlert.Recipient.SECURITY,
+            kind="audit_tampered",
+            context={"problem": problem},
+        )
+        if recent.filter(body=alert.body).exclude(pk=alert.pk).exists():
+            transaction.set_rollback(True)

@@ -33,7 +33,14 @@ from django.db.models import Q
 from mycert import ca_store
 from mycert.models import Certificate, OcspResponse
 from mycert.pki import CertificateStatus, StatusAnswer
+from mycert.pki.evidence import revoked_answer
 from mycert.pki.ocsp_presigned import PRESIGNED_HASHES, sign_presigned_response
+from mycert.services.publication import (
+    PublicationRefused,
+    RevocationEvidence,
+    revocation_alert,
+    revocation_evidence,
+)
 
 __all__ = [
     "CaStatusAnswer",
@@ -112,20 +119,62 @@ def _signed(
     )
 
 
-def _sign_chunk(ids: Sequence[int], *, now: datetime) -> int:
+def _answer_from_evidence(
+    serial: str, stored_der: bytes | None, evidence: RevocationEvidence
+) -> StatusAnswer | None:
+    """The revocation the CA already signed for a serial whose row says "not revoked".
+
+    A CRL entry of the latest verified CRL, or the stored answer itself when it is a
+    "revoked" answer whose signature verifies: once signed, "revoked" is never followed
+    by "good" (issue 20 §2), whatever the row says now.
+    """
+    serial_number = int(serial, 16)
+    entry = evidence.entry(serial_number)
+    if entry is None and stored_der is not None:
+        entry = revoked_answer(stored_der, ca_store.load_ca_certificates().issuing, serial_number)
+    if entry is None:
+        return None
+    return StatusAnswer(CertificateStatus.REVOKED, revoked_at=entry.revoked_at, reason=entry.reason)
+
+
+def _stored_der(certificate_id: int) -> bytes | None:
+    der = (
+        OcspResponse.objects.filter(pk=certificate_id).values_list("der_sha256", flat=True).first()
+    )
+    return bytes(der) if der is not None else None
+
+
+def _sign_chunk(
+    ids: Sequence[int],
+    *,
+    now: datetime,
+    evidence: _Evidence,
+    cleared: list[str],
+) -> int:
     with transaction.atomic():
         # Locked until commit: a revocation (SELECT … FOR UPDATE) of one of these rows
         # waits, and its own signing task then runs after this chunk has committed, so
         # a "good" answer signed before the revocation never overwrites the revoked one.
         rows = list(
             Certificate.objects.filter(pk__in=ids)
-            .select_for_update(no_key=True)
-            .values_list("pk", "serial", "revoked_at", "revocation_reason")
+            .select_for_update(no_key=True, of=("self",))
+            .values_list("pk", "serial", "revoked_at", "revocation_reason", "ocsp_response__status")
         )
-        responses = [
-            _signed(certificate_id=pk, serial=serial, answer=_answer(revoked_at, reason), now=now)
-            for pk, serial, revoked_at, reason in rows
-        ]
+        responses = []
+        for pk, serial, revoked_at, reason, stored_status in rows:
+            answer = _answer(revoked_at, reason)
+            if answer.status is CertificateStatus.GOOD:
+                verified = evidence.get()
+                if verified is None:
+                    continue  # nothing to sign "good" against: left to expire (tryLater)
+                # The stored answer is read only when it says "revoked": one who also
+                # put back an old "good" answer is caught by the CRL, not by this.
+                stored = _stored_der(pk) if stored_status == OcspResponse.Status.REVOKED else None
+                from_evidence = _answer_from_evidence(serial, stored, verified)
+                if from_evidence is not None:
+                    answer = from_evidence
+                    cleared.append(serial)
+            responses.append(_signed(certificate_id=pk, serial=serial, answer=answer, now=now))
         OcspResponse.objects.bulk_create(
             responses,
             update_conflicts=True,
@@ -135,17 +184,50 @@ def _sign_chunk(ids: Sequence[int], *, now: datetime) -> int:
     return len(responses)
 
 
+class _Evidence:
+    """The latest verified CRL, read once per signing run and only if a "good" answer is
+    due (a revocation's own answer needs none); ``None`` (security alerted) when the
+    stored CRL is not evidence."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.loaded = False
+        self.value: RevocationEvidence | None = None
+
+    def get(self) -> RevocationEvidence | None:
+        if not self.loaded:
+            self.loaded = True
+            try:
+                self.value = revocation_evidence(ca_store.load_ca_certificates().issuing)
+            except PublicationRefused as exc:
+                logger.error('OCSP: no "good" answer is signed: %s', exc)
+                revocation_alert("crl_publication_refused", {"problem": str(exc)}, now=self.now)
+        return self.value
+
+
 def ocsp_responses_sign(*, certificate_ids: Sequence[int], now: datetime) -> int:
     """Sign and store the current answer of these certificates; return how many.
 
     Each answer follows the certificate row as it is when signed (ids only: a task
-    run late, or twice, signs the truth of that moment). The responder is loaded once
-    per process (``ca_store``); rows go in chunks of ``CHUNK``, one transaction each.
+    run late, or twice, signs the truth of that moment), except that a row no longer
+    revoked keeps the revoked answer the CA signed before (``_answer_from_evidence``;
+    security is alerted). Without usable evidence (the latest CRL missing, forged or
+    older than the high-water mark) only "revoked" answers are signed. The responder is
+    loaded once per process (``ca_store``); rows go in chunks of ``CHUNK``, one
+    transaction each.
     """
     ids = sorted(set(certificate_ids))
+    if not ids:
+        return 0
+    evidence = _Evidence(now)
+    cleared: list[str] = []
     signed = 0
     for start in range(0, len(ids), CHUNK):
-        signed += _sign_chunk(ids[start : start + CHUNK], now=now)
+        signed += _sign_chunk(
+            ids[start : start + CHUNK], now=now, evidence=evidence, cleared=cleared
+        )
+    if cleared:
+        revocation_alert("revocation_cleared", {"serials": cleared, "crl_number": None}, now=now)
     return signed
 
 

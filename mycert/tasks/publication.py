@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from mycert.ca_store import renew_ocsp_responder_if_due
 from mycert.services.ocsp import ocsp_responses_refresh, ocsp_responses_sign
-from mycert.services.publication import crl_publish
+from mycert.services.publication import PublicationRefused, crl_publish
 
 __all__ = ["publish_crl", "refresh_ocsp_responses", "renew_ocsp_responder", "sign_ocsp_responses"]
 
@@ -24,9 +24,16 @@ __all__ = ["publish_crl", "refresh_ocsp_responses", "renew_ocsp_responder", "sig
     retry_jitter=True,
     max_retries=8,
 )
-def publish_crl() -> int:
-    """Sign and store a new CRL (clock read under the CRL lock); return its number."""
-    return crl_publish().number
+def publish_crl() -> int | None:
+    """Sign and store a new CRL (clock read under the CRL lock); return its number.
+
+    A refusal (the previous CRL missing, forged or older than the high-water mark) is
+    not retried: security was alerted, and only a person can restore the evidence.
+    """
+    try:
+        return crl_publish().number
+    except PublicationRefused:
+        return None
 
 
 @shared_task(name="mycert.tasks.renew_ocsp_responder", acks_late=True)
@@ -50,9 +57,12 @@ def refresh_ocsp_responses() -> int:
 # The names these two tasks had before every task was named ``mycert.tasks.<name>``:
 # messages queued by an older release (a revocation's CRL, beat's last run) still run.
 @shared_task(name="mycert.tasks.publication.publish_crl", acks_late=True)
-def publish_crl_previous_name() -> int:
+def publish_crl_previous_name() -> int | None:
     """``publish_crl`` under its former name."""
-    return crl_publish().number
+    try:
+        return crl_publish().number
+    except PublicationRefused:
+        return None
 
 
 @shared_task(name="mycert.tasks.publication.renew_ocsp_responder", acks_late=True)

@@ -13,11 +13,16 @@ from mycert.models import AuditEvent
 from mycert.services.audit import (
     AuditHead,
     audit_check_head,
+    audit_check_pin,
     audit_verify_chain,
     read_exported_head,
 )
 
-_HEAD = re.compile(r"(?:event=)?#?(\d+)[ :](?:hash=)?([0-9a-f]{64})")
+# The log line goes on with " first_keyed=N key=F" once the chain is keyed: accepted, and
+# left out (the pin needs the first keyed event's hash, which only the file carries).
+_HEAD = re.compile(
+    r"(?:event=)?#?(\d+)[ :](?:hash=)?([0-9a-f]{64})(?: first_keyed=\d+ key=[0-9a-f]+)?"
+)
 
 
 class Command(BaseCommand):
@@ -26,7 +31,8 @@ class Command(BaseCommand):
         "MYCERT_AUDIT_KEY) or, for events written before the key, plain SHA-256; then "
         "that the chain still reaches the last head exported outside the database "
         "(MYCERT_AUDIT_HEAD_FILE, --head-file, or --head from the log), so a cut tail "
-        "is reported."
+        "is reported, and that the first keyed event pinned there is still keyed, so a "
+        "rewrite as plain SHA-256 links is reported."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -50,12 +56,18 @@ class Command(BaseCommand):
         head = self._head(options)
         if head is not None:
             problem = audit_check_head(head)
+            if problem is None and head.pin is not None:
+                # A chain rewritten as plain links from its first keyed event on passes
+                # the walk above (no plain link follows a keyed one when none is keyed).
+                problem = audit_check_pin(head.pin)
             if problem is not None:
                 raise CommandError(f"Audit chain {problem}.")
         keyed = AuditEvent.objects.filter(hash_scheme=AuditEvent.HashScheme.HMAC_SHA256).count()
         summary = f"Audit chain intact: {checked} events verified ({keyed} keyed)"
         if head is not None:
             summary += f"; it reaches the exported head, event #{head.event_id}"
+            if head.pin is not None:
+                summary += f", keyed from event #{head.pin.event_id} on"
         else:
             summary += "; no exported head to compare with"
         self.stdout.write(self.style.SUCCESS(summary + "."))
