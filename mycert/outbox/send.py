@@ -13,7 +13,7 @@ from django.db.models import Q
 
 from mycert.mail.transport import SendError, send_message
 from mycert.models import Delivery
-from mycert.outbox.content import Claim, build, claim_of
+from mycert.outbox.content import Claim, RecipientRefused, build, claim_of
 from mycert.outbox.rows import ISSUANCE_CONTENTS, clear_copy_forbidden
 from mycert.services.audit import audit_record
 
@@ -69,11 +69,21 @@ class SendOutcome:
     #: Set when this record completed the professional's keystore and password e-mails
     #: of certificate N: what the request lifecycle waits for.
     issuance_sent_certificate_id: int | None = None
+    #: A vendor copy refused because its row disagrees with the worker's anchor.
+    recipient_refused: bool = False
 
     @property
     def failed_issuance_mail(self) -> bool:
         """A keystore or password e-mail failed for good: a person has to act."""
         return self.result is SendResult.FAILED and self.content in ISSUANCE_CONTENTS
+
+    @property
+    def failure_to_report(self) -> bool:
+        """Failed for good and worth a staff alert: a keystore or password e-mail, or
+        any vendor e-mail refused by the worker's anchor (the security officer's)."""
+        return self.failed_issuance_mail or (
+            self.result is SendResult.FAILED and self.recipient_refused
+        )
 
 
 def backoff_delay(attempts: int) -> timedelta:
@@ -451,22 +461,42 @@ def _record_failure(
         )
     # The payload stays sealed so that the helpdesk can send it again after a fix, for
     # MYCERT_FAILED_PAYLOAD_DAYS (then ``deliveries_wipe_failed``).
+    refused = isinstance(error, RecipientRefused)
     delivery.status = Delivery.Status.FAILED
     delivery.next_attempt_at = None
-    delivery.save(update_fields=["status", "next_attempt_at", "last_error", "updated_at"])
-    audit_record(
-        actor="system",
-        action="delivery.failed",
-        target=delivery,
-        details={
-            "certificate_id": delivery.certificate_id,
-            "recipient": delivery.recipient,
-            "content": delivery.content,
-            "attempts": delivery.attempts,
-            "permanent": not error.temporary,
-            "error": error.reason,
-        },
+    delivery.recipient_refused = refused
+    delivery.save(
+        update_fields=[
+            "status",
+            "next_attempt_at",
+            "last_error",
+            "recipient_refused",
+            "updated_at",
+        ]
     )
+    details: dict[str, object] = {
+        "certificate_id": delivery.certificate_id,
+        "recipient": delivery.recipient,
+        "content": delivery.content,
+        "attempts": delivery.attempts,
+        "permanent": not error.temporary,
+        "error": error.reason,
+    }
+    if refused:
+        details.update(
+            recipient_refused=True, vendor_id=delivery.vendor_id, pinned=delivery.pgp_fingerprint
+        )
+    audit_record(actor="system", action="delivery.failed", target=delivery, details=details)
+    if refused:
+        # Off the database too (logs are shipped off the host): the row could be
+        # rewritten, the log line cannot. Ids only, never the address (DESIGN.md §7).
+        logger.error(
+            "delivery %s REFUSED: its vendor %s address or OpenPGP key is not the one "
+            "confirmed on this worker host",
+            delivery.pk,
+            delivery.vendor_id,
+            extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
+        )
     logger.error(
         "delivery %s failed after %s attempt(s)%s",
         delivery.pk,
@@ -474,4 +504,4 @@ def _record_failure(
         "" if claimed else " (not attempted)",
         extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
     )
-    return _outcome(delivery, SendResult.FAILED, error=error.reason)
+    return _outcome(delivery, SendResult.FAILED, error=error.reason, recipient_refused=refused)
