@@ -420,3 +420,21 @@ def test_confirm_on_worker_helper_matches_the_command(vendor_key: GpgKey) -> Non
         )
         == ""
     )
+
+
+def test_confirm_vendor_lists_what_this_host_confirmed(
+    vendor: Vendor, vendor_key: GpgKey, attacker_key: GpgKey
+) -> None:
+    keyless = vendor_create(
+        name="Sans Clé", email="it@sans-cle.example.lu", actor="t", now=timezone.now()
+    )
+    swapped = vendor_add_confirmed(
+        name="Autre", email=VENDOR_EMAIL, pgp_key=vendor_key.public, actor="t", now=timezone.now()
+    )
+    swap_to(swapped, attacker_key, ATTACKER_EMAIL)
+
+    listing = confirm("--list")
+
+    assert f"#{vendor.pk} 'Logiciel Santé SA': confirmed" in listing
+    assert f"#{keyless.pk} 'Sans Clé': NOT confirmed on this host" in listing
+    assert f"#{swapped.pk} 'Autre': CHANGED in the database" in listing

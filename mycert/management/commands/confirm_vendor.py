@@ -39,7 +39,14 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("vendor", help="The vendor's number (as in the admin) or exact name.")
+        parser.add_argument(
+            "vendor", nargs="?", help="The vendor's number (as in the admin) or exact name."
+        )
+        parser.add_argument(
+            "--list",
+            action="store_true",
+            help="List every vendor and whether this host confirmed it as the database says.",
+        )
         parser.add_argument(
             "--fingerprint",
             help="The fingerprint the vendor gave you out of band; it must be the key on file.",
@@ -92,7 +99,30 @@ class Command(BaseCommand):
                 f"on {anchored.confirmed_at} ({anchored.confirmed_by})."
             )
 
+    def _list(self) -> None:
+        now = timezone.now()
+        for vendor_id in Vendor.objects.order_by("pk").values_list("pk", flat=True):
+            preview = vendor_confirmation_preview(vendor_id=vendor_id, now=now)
+            if not preview.is_active:
+                state = (
+                    "deactivated, still confirmed here: withdraw it with confirm_vendor"
+                    if preview.anchored is not None
+                    else "deactivated"
+                )
+            elif preview.up_to_date:
+                state = "confirmed"
+            elif preview.anchored is not None:
+                state = "CHANGED in the database since it was confirmed here: no copy goes"
+            else:
+                state = "NOT confirmed on this host: no copy goes"
+            self.stdout.write(f"#{vendor_id} {preview.name!r}: {state}")
+
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["list"]:
+            self._list()
+            return
+        if not options["vendor"]:
+            raise CommandError("Name the vendor to confirm (or --list).")
         now = timezone.now()
         vendor_id = self._vendor_id(str(options["vendor"]))
         preview = vendor_confirmation_preview(vendor_id=vendor_id, now=now)
