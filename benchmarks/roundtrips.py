@@ -165,7 +165,7 @@ def _standalone(requests: int, show: bool) -> dict[str, dict[str, float]]:
     from mycert import ca_store
     from mycert.mail.sink import MailSink
     from mycert.pki import KeyType
-    from mycert.services.vendors import vendor_create
+    from mycert.services.vendors import vendor_add_confirmed
 
     ca_store.create_ca(
         ca_store.configured_paths(),
@@ -185,9 +185,9 @@ def _standalone(requests: int, show: bool) -> dict[str, dict[str, float]]:
         line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr")
     )
     gpg(vendor_home, "--quick-add-key", fingerprint, "cv25519", "encr", "1y")
-    vendor = vendor_create(
+    vendor = vendor_add_confirmed(  # added on the worker host: in its keyring too
         name="Logiciel Médical SA",
-        email="support@logiciel-medical.lu",
+        email="support@bench-vendor.example.lu",
         pgp_key=gpg(vendor_home, "--armor", "--export", fingerprint).decode(),
         legacy_keystore=False,
         actor="system",

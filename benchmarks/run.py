@@ -165,11 +165,12 @@ def _roundtrips(vendor: Any) -> dict[str, dict[str, float]]:
 def _vendor(env: bench_env.BenchEnv):
     from django.utils import timezone
 
-    from mycert.services.vendors import vendor_create
+    from mycert.services.vendors import vendor_add_confirmed
 
-    return vendor_create(
+    # Added on the worker host (``add_vendor``): in the workers' keyring, as in production.
+    return vendor_add_confirmed(
         name="Logiciel Médical SA",
-        email="support@logiciel-medical.lu",
+        email="support@bench-vendor.example.lu",
         pgp_key=bench_env.vendor_public_key(env),
         legacy_keystore=False,
         actor="system",

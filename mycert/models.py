@@ -316,6 +316,12 @@ class Delivery(models.Model):
     failure_reported_at = models.DateTimeField(
         _("failure reported"), null=True, blank=True, editable=False
     )
+    #: A vendor copy the worker refused because its address or key disagrees with what
+    #: a security officer confirmed on the worker host (``mycert.mail.anchor``): the
+    #: failure's report also goes to ``MYCERT_SECURITY_EMAIL``.
+    recipient_refused = models.BooleanField(
+        _("refused: not the confirmed vendor address or key"), default=False, editable=False
+    )
 
     objects = DeliveryQuerySet.as_manager()
 

@@ -809,6 +809,27 @@ def test_change_vendor_is_audited_and_reported_to_security(
     assert "root" in alert.body  # who did it, by name
 
 
+def test_a_key_added_in_the_admin_waits_for_the_worker_hosts_confirmation(
+    admin_client_: Client, mycert_gpg_home: Any, vendor_key: GpgKey
+) -> None:
+    """Issue 20 §3: a superuser's change is a proposal; the admin says how to confirm it
+    and never touches the keyring the workers believe (even on a shared host)."""
+    from mycert.mail.anchor import vendor_anchor
+    from mycert.mail.gpg import openpgp
+
+    vendor = _vendor(name="Medsoft", email=vendor_key.uid_address)
+
+    response = admin_client_.post(
+        _url("mycert_vendor_change", vendor.pk),
+        _vendor_form(email=vendor_key.uid_address, pgp_public_key=vendor_key.public),
+    )
+
+    assert response.status_code == 302
+    assert any(f"confirm_vendor {vendor.pk}" in m for m in _messages(response))
+    assert vendor_anchor().get(vendor.pk) is None
+    assert openpgp().key_in_keyring(vendor_key.fingerprint, now=timezone.now()) is None
+
+
 def test_duplicate_vendor_name_is_refused(admin_client_: Client, mycert_gpg_home: Any) -> None:
     _vendor(name="Medsoft")
 

@@ -36,7 +36,7 @@ from mycert.sealing import SealError, unseal
 from mycert.services.issuance import delivery_failure_report
 from mycert.services.vendors import vendor_set_pgp_key
 from tests.factories import CertificateRequestFactory, VendorFactory
-from tests.support.gpg import GpgKey, decrypt
+from tests.support.gpg import GpgKey, confirm_on_worker, decrypt
 from tests.support.smtp_server import SmtpProcess, TestSmtpServer
 
 KEYSTORE = b"\x30\x82\x0a\x00 not really PKCS#12, but binary: \x00\xff\xfe"
@@ -110,10 +110,13 @@ def attachments(message: Message) -> list[Message]:
 
 @pytest.fixture
 def vendor_with_key(vendor_key: GpgKey, mycert_gpg_home: Path) -> Vendor:
-    vendor = cast(Vendor, VendorFactory(name="Logiciel Santé SA"))
-    return vendor_set_pgp_key(
+    """A vendor whose address is its key's user ID, confirmed on the worker host."""
+    vendor = cast(Vendor, VendorFactory(name="Logiciel Santé SA", email=vendor_key.uid_address))
+    vendor = vendor_set_pgp_key(
         vendor_id=vendor.pk, pgp_key=vendor_key.public, actor="test", now=timezone.now()
     )
+    confirm_on_worker(vendor)
+    return vendor
 
 
 @pytest.fixture
@@ -489,10 +492,11 @@ def test_expired_vendor_key_fails_then_new_key_repins(
     assert "expired" in outcome.error
     assert smtp_settings.messages == []
 
-    new_key = key_factory("Logiciel Santé SA <pgp@vendor.example.lu>")
+    new_key = key_factory(f"Logiciel Santé SA <{vendor_with_key.email}>")
     vendor_set_pgp_key(
         vendor_id=vendor_with_key.pk, pgp_key=new_key.public, actor="user:7", now=timezone.now()
     )
+    confirm_on_worker(vendor_with_key)  # the security officer, on the worker host
     delivery_retry(delivery_id=vendor_keystore.pk, actor="user:7")
     vendor_keystore.refresh_from_db()
     assert vendor_keystore.pgp_fingerprint == new_key.fingerprint
@@ -508,19 +512,22 @@ def test_expired_vendor_key_fails_then_new_key_repins(
 def test_a_replaced_key_is_not_used_for_pinned_mail(
     smtp_settings: TestSmtpServer, vendor_with_key: Vendor, key_factory: Any
 ) -> None:
-    """The pin holds: mail created for the old key never goes to another key silently."""
+    """The pin holds: mail created for the old key never goes to another key silently,
+    and once the new key is confirmed it no longer goes to the old one either."""
     vendor_keystore = create(make_certificate(vendor=vendor_with_key), vendor=vendor_with_key)[
         "vendor", "keystore"
     ]
-    new_key = key_factory("Other <other@vendor.example.lu>")
+    new_key = key_factory(f"Other <{vendor_with_key.email}>")
     vendor_set_pgp_key(
         vendor_id=vendor_with_key.pk, pgp_key=new_key.public, actor="user:7", now=timezone.now()
     )
+    confirm_on_worker(vendor_with_key)
 
     outcome = delivery_send(delivery_id=vendor_keystore.pk, now=timezone.now())
 
     assert outcome.result is SendResult.FAILED
-    assert "not the pinned" in outcome.error
+    assert "not to the key confirmed" in outcome.error
+    assert smtp_settings.messages == []
 
 
 def test_a_vendor_copy_without_a_key_is_never_sent_in_clear(
@@ -555,6 +562,7 @@ def test_without_the_policy_a_keyless_vendor_copy_goes_in_clear(
     """The agency may accept copies protected by its mail gateway alone (deploy.md)."""
     settings.MYCERT_VENDOR_COPY_REQUIRES_PGP = False
     keyless = cast(Vendor, VendorFactory(name="Sans Clé SARL"))
+    confirm_on_worker(keyless)  # its address, anchored on the worker host
     rows = create(make_certificate(vendor=keyless), vendor=keyless)
 
     outcome = delivery_send(delivery_id=rows["vendor", "keystore"].pk, now=timezone.now())
@@ -571,7 +579,7 @@ def test_a_retry_pins_the_waiting_password_copy_to_the_new_key_too(
     """One retry sends the vendor's pair: the password copy waits for the keystore copy
     and would otherwise fail in turn on the key it was pinned to (or on none)."""
     settings.MYCERT_VENDOR_COPY_REQUIRES_PGP = True
-    keyless = cast(Vendor, VendorFactory(name="Sans Clé SARL"))
+    keyless = cast(Vendor, VendorFactory(name="Sans Clé SARL", email="pgp@sans-cle.example.lu"))
     rows = create(make_certificate(vendor=keyless), vendor=keyless)
     keystore_copy, password_copy = rows["vendor", "keystore"], rows["vendor", "password"]
     assert delivery_send(delivery_id=keystore_copy.pk, now=timezone.now()).result is (
@@ -580,6 +588,7 @@ def test_a_retry_pins_the_waiting_password_copy_to_the_new_key_too(
 
     key = key_factory("Sans Clé SARL <pgp@sans-cle.example.lu>")
     vendor_set_pgp_key(vendor_id=keyless.pk, pgp_key=key.public, actor="user:1", now=timezone.now())
+    confirm_on_worker(keyless)
     delivery_retry(delivery_id=keystore_copy.pk, actor="user:7")
 
     password_copy.refresh_from_db()
@@ -603,7 +612,7 @@ def _failed_vendor_copy(settings: Any) -> Delivery:
     """A vendor keystore copy failed for good and recorded, its report not yet written:
     the state a worker leaves when it dies between the two."""
     settings.MYCERT_VENDOR_COPY_REQUIRES_PGP = True
-    keyless = cast(Vendor, VendorFactory(name="Sans Clé SARL"))
+    keyless = cast(Vendor, VendorFactory(name="Sans Clé SARL", email="pgp@sans-cle.example.lu"))
     copy = create(make_certificate(vendor=keyless), vendor=keyless)["vendor", "keystore"]
     assert delivery_send(delivery_id=copy.pk, now=timezone.now()).result is SendResult.FAILED
     return copy
@@ -647,6 +656,7 @@ def test_a_retried_copy_that_fails_again_is_reported_again(
     vendor_set_pgp_key(
         vendor_id=copy.vendor.pk, pgp_key=key.public, actor="user:1", now=timezone.now()
     )
+    confirm_on_worker(copy.vendor)
     delivery_retry(delivery_id=copy.pk, actor="user:7")
     copy.refresh_from_db()
     assert copy.failure_reported_at is None

@@ -28,7 +28,7 @@ from mycert.services.issuance import request_issue
 from mycert.services.requests import request_submit
 from mycert.services.revocation import certificate_revoke
 from tests.factories import CertificateRequestFactory, ProfessionalFactory, VendorFactory
-from tests.support.gpg import GpgKey
+from tests.support.gpg import GpgKey, confirm_expired_key_on_worker
 from tests.support.id_tokens import id_token_for
 from tests.support.smtp_server import TestSmtpServer
 
@@ -124,12 +124,15 @@ def test_my_certificates_tells_to_request_again_after_a_failure(
 
 @pytest.fixture
 def vendor_with_expired_key(expired_key: GpgKey, mycert_gpg_home: Path) -> Vendor:
-    """A vendor whose key was fine when entered and has expired since."""
-    return VendorFactory.create(
+    """A vendor whose key was fine when entered (and confirmed) and has expired since."""
+    vendor = VendorFactory.create(
         name="Logiciel Ancien SA",
+        email=expired_key.uid_address,
         pgp_public_key=expired_key.public,
         pgp_fingerprint=expired_key.fingerprint,
     )
+    confirm_expired_key_on_worker(vendor, expired_key, mycert_gpg_home)
+    return vendor
 
 
 def test_an_expired_vendor_key_never_blocks_the_professional(

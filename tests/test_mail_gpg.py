@@ -92,16 +92,13 @@ def test_inspect_refuses_several_keys(
 
 def test_encrypt_round_trip(keyring: OpenPgp, vendor_key: GpgKey) -> None:
     secret = "mot de passe très secret".encode()
+    keyring.import_public_key(vendor_key.public, now=NOW)
 
-    armored = keyring.encrypt(
-        secret, vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public
-    )
+    armored = keyring.encrypt(secret, vendor_key.fingerprint, now=NOW)
 
     assert armored.startswith(b"-----BEGIN PGP MESSAGE-----")
     assert secret not in armored
     assert vendor_key.decrypt(armored) == secret
-    # Now in the keyring: a second encryption needs no key text.
-    assert vendor_key.decrypt(keyring.encrypt(b"x", vendor_key.fingerprint, now=NOW)) == b"x"
 
 
 def test_encrypt_to_exactly_the_pinned_key(
@@ -109,12 +106,11 @@ def test_encrypt_to_exactly_the_pinned_key(
 ) -> None:
     """gpg.conf's encrypt-to must not add a recipient (ETSI: no other copy)."""
     other = key_factory("Archive <archive@esante.example.lu>")
-    keyring.encrypt(b"", other.fingerprint, now=NOW, armored_key=other.public)
+    keyring.import_public_key(other.public, now=NOW)
+    keyring.import_public_key(vendor_key.public, now=NOW)
     (gpg_home / "gpg.conf").write_text(f"encrypt-to {other.fingerprint}\n")
 
-    armored = keyring.encrypt(
-        b"data", vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public
-    )
+    armored = keyring.encrypt(b"data", vendor_key.fingerprint, now=NOW)
 
     packets = gpg(gpg_home, "--list-packets", "--list-only", input=armored).decode()
     assert packets.count(":pubkey enc packet:") == 1
@@ -122,15 +118,8 @@ def test_encrypt_to_exactly_the_pinned_key(
         other.decrypt(armored)
 
 
-def test_encrypt_refuses_another_fingerprint(
-    keyring: OpenPgp, vendor_key: GpgKey, sign_only_key: GpgKey
-) -> None:
-    with pytest.raises(OpenPgpError, match="not the pinned"):
-        keyring.encrypt(b"x", vendor_key.fingerprint, now=NOW, armored_key=sign_only_key.public)
-
-
 def test_encrypt_refuses_a_subkey_fingerprint(keyring: OpenPgp, vendor_key: GpgKey) -> None:
-    keyring.encrypt(b"", vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public)
+    keyring.import_public_key(vendor_key.public, now=NOW)
     listing = gpg(vendor_key.home, "--with-colons", "--list-keys", vendor_key.fingerprint).decode()
     subkey = [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")][1]
 
@@ -139,8 +128,11 @@ def test_encrypt_refuses_a_subkey_fingerprint(keyring: OpenPgp, vendor_key: GpgK
 
 
 def test_encrypt_refuses_a_key_not_in_the_keyring(keyring: OpenPgp, vendor_key: GpgKey) -> None:
+    """Issue 20 §3: no key text is imported when mail is encrypted, so a key written into
+    the database never becomes a recipient; only the worker's keyring counts."""
     with pytest.raises(OpenPgpError, match="not in the keyring"):
         keyring.encrypt(b"x", vendor_key.fingerprint, now=NOW)
+    assert keyring.key_in_keyring(vendor_key.fingerprint, now=NOW) is None
 
 
 def test_encrypt_refuses_an_expired_key_already_imported(
@@ -152,8 +144,8 @@ def test_encrypt_refuses_an_expired_key_already_imported(
         keyring.encrypt(b"x", expired_key.fingerprint, now=NOW)
 
 
-def test_encrypt_refuses_when_the_pinned_key_expires(keyring: OpenPgp, vendor_key: GpgKey) -> None:
-    keyring.encrypt(b"", vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public)
+def test_encrypt_refuses_when_the_key_expires(keyring: OpenPgp, vendor_key: GpgKey) -> None:
+    keyring.import_public_key(vendor_key.public, now=NOW)
 
     with pytest.raises(OpenPgpError, match="expired"):
         keyring.encrypt(b"x", vendor_key.fingerprint, now=NOW + timedelta(days=400))
@@ -161,12 +153,49 @@ def test_encrypt_refuses_when_the_pinned_key_expires(keyring: OpenPgp, vendor_ke
 
 def test_encrypt_refuses_a_key_revoked_since(keyring: OpenPgp, key_factory: KeyFactory) -> None:
     key = key_factory("Later Revoked <later@vendor.example.lu>")
-    keyring.encrypt(b"", key.fingerprint, now=NOW, armored_key=key.public)
+    keyring.import_public_key(key.public, now=NOW)
+    keyring.encrypt(b"", key.fingerprint, now=NOW)
     key.revoke()
 
-    # The key on file now carries the revocation: importing it merges it into the keyring.
+    # The revocation reaches the keyring (an operator's import), and counts at once.
+    gpg(keyring.home, "--import", input=key.public.encode())
     with pytest.raises(OpenPgpError, match="revoked"):
-        keyring.encrypt(b"x", key.fingerprint, now=NOW, armored_key=key.public)
+        keyring.encrypt(b"x", key.fingerprint, now=NOW)
+    # And it cannot be confirmed again.
+    with pytest.raises(ValueError, match="revoked"):
+        keyring.import_public_key(key.public, now=NOW)
+
+
+def test_import_refuses_unusable_keys_and_imports_nothing(
+    keyring: OpenPgp, expired_key: GpgKey, sign_only_key: GpgKey
+) -> None:
+    for key in (expired_key, sign_only_key):
+        with pytest.raises(ValueError, match=r"expired|encryption"):
+            keyring.import_public_key(key.public, now=NOW)
+        assert keyring.key_in_keyring(key.fingerprint, now=NOW) is None
+
+
+def test_a_key_carries_the_addresses_of_its_valid_user_ids_only(
+    keyring: OpenPgp, key_factory: KeyFactory
+) -> None:
+    key = key_factory("Support <Support@Vendor.example.lu>")
+    gpg(key.home, "--quick-add-uid", key.fingerprint, "Old <old@vendor.example.lu>")
+    gpg(key.home, "--quick-revoke-uid", key.fingerprint, "Old <old@vendor.example.lu>")
+
+    info = keyring.import_public_key(key.public, now=NOW)
+
+    assert info.addresses == ("support@vendor.example.lu",)
+    assert info.carries("SUPPORT@vendor.example.lu ")
+    assert not info.carries("old@vendor.example.lu")
+    assert keyring.inspect_public_key(key.public, now=NOW).addresses == info.addresses
+
+
+def test_remove_public_key(keyring: OpenPgp, vendor_key: GpgKey) -> None:
+    keyring.import_public_key(vendor_key.public, now=NOW)
+
+    assert keyring.remove_public_key(vendor_key.fingerprint)
+    assert keyring.key_in_keyring(vendor_key.fingerprint, now=NOW) is None
+    assert not keyring.remove_public_key(vendor_key.fingerprint)
 
 
 def test_home_path_must_be_short(tmp_path: Path) -> None:
@@ -182,38 +211,28 @@ def test_normalize_fingerprint() -> None:
         normalize_fingerprint("D1BFC2FD62618D70")  # a key id is not a fingerprint
 
 
-def test_encrypt_imports_the_same_key_text_once(
-    keyring: OpenPgp, vendor_key: GpgKey, monkeypatch: pytest.MonkeyPatch
+def test_encrypt_lists_a_key_once_per_keyring_version(
+    keyring: OpenPgp, vendor_key: GpgKey, key_factory: KeyFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    keyring.import_public_key(vendor_key.public, now=NOW)
     calls: list[str] = []
-    for name in ("scan_keys_mem", "import_keys", "list_keys"):
-        original = getattr(keyring._gpg, name)
+    original = keyring._gpg.list_keys
 
-        def counted(*args, _name=name, _original=original, **kwargs):
-            calls.append(_name)
-            return _original(*args, **kwargs)
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append("list_keys")
+        return original(*args, **kwargs)
 
-        monkeypatch.setattr(keyring._gpg, name, counted)
+    monkeypatch.setattr(keyring._gpg, "list_keys", counted)
 
     for secret in (b"first", b"second", b"third"):
-        armored = keyring.encrypt(
-            secret, vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public
+        assert (
+            vendor_key.decrypt(keyring.encrypt(secret, vendor_key.fingerprint, now=NOW)) == secret
         )
-        assert vendor_key.decrypt(armored) == secret
+    assert calls == []  # listed when it was imported; the keyring has not changed since
 
-    # One scan, one import, one listing for the key text; then only `gpg --encrypt`.
-    assert sorted(calls) == ["import_keys", "list_keys", "scan_keys_mem"]
-
-
-def test_encrypt_checks_expiry_each_time_for_a_key_text_already_imported(
-    keyring: OpenPgp, vendor_key: GpgKey
-) -> None:
-    keyring.encrypt(b"", vendor_key.fingerprint, now=NOW, armored_key=vendor_key.public)
-
-    with pytest.raises(OpenPgpError, match="expired"):
-        keyring.encrypt(
-            b"x",
-            vendor_key.fingerprint,
-            now=NOW + timedelta(days=400),
-            armored_key=vendor_key.public,
-        )
+    # Another confirmation changes the keyring: the key is listed again, once.
+    keyring.import_public_key(key_factory("Other <o@vendor.example.lu>").public, now=NOW)
+    calls.clear()
+    keyring.encrypt(b"x", vendor_key.fingerprint, now=NOW)
+    keyring.encrypt(b"y", vendor_key.fingerprint, now=NOW)
+    assert calls == ["list_keys"]

@@ -25,7 +25,7 @@ from mycert.services.revocation import AlreadyRevoked, certificate_revoke, certi
 from mycert.services.vendors import vendor_set_pgp_key
 from mycert.tasks.notices import send_expiry_reminders
 from tests.factories import CertificateRequestFactory, ProfessionalFactory, VendorFactory
-from tests.support.gpg import GpgKey, decrypt
+from tests.support.gpg import GpgKey, confirm_on_worker, decrypt
 from tests.support.smtp_server import TestSmtpServer
 
 pytestmark = pytest.mark.django_db
@@ -83,10 +83,12 @@ def issue(ca: Any) -> Issue:
 
 @pytest.fixture
 def vendor_with_key(vendor_key: GpgKey, mycert_gpg_home: Path) -> Vendor:
-    vendor = VendorFactory.create(name="Logiciel Santé SA")
-    return vendor_set_pgp_key(
+    vendor = VendorFactory.create(name="Logiciel Santé SA", email=vendor_key.uid_address)
+    vendor = vendor_set_pgp_key(
         vendor_id=vendor.pk, pgp_key=vendor_key.public, actor="test", now=timezone.now()
     )
+    confirm_on_worker(vendor)
+    return vendor
 
 
 @pytest.fixture
@@ -218,6 +220,7 @@ def test_each_notice_once_even_if_revocation_runs_twice(
     issue: Issue, sending: Callable[[], Any], mailbox: TestSmtpServer
 ) -> None:
     vendor = VendorFactory.create()
+    confirm_on_worker(vendor)  # a vendor without a key: its address, anchored
     certificate = issue(vendor=vendor)
 
     with sending():

@@ -232,6 +232,18 @@ class VendorAdmin(NoDeleteAdmin):
             vendor = vendor_update(vendor_id=obj.pk, actor=actor, now=now, **changes)
         obj.pk = vendor.pk
         obj.refresh_from_db()
+        if not change or {"email", "pgp_public_key", "is_active"} & set(form.changed_data):
+            # The workers believe their own keyring, not this row (issue 20 §3).
+            self.message_user(
+                request,
+                gettext(
+                    "The workers send this vendor's copies only where a security officer "
+                    "confirmed them: on each worker host, run python manage.py "
+                    "confirm_vendor %(id)s and compare the fingerprint with the vendor's."
+                )
+                % {"id": obj.pk},
+                messages.WARNING,
+            )
         if obj.pgp_fingerprint:
             self.message_user(
                 request,
@@ -745,7 +757,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "next_attempt_at",
         "sent_at",
     ]
-    list_filter = ["status", "recipient", "content"]
+    list_filter = ["status", "recipient", "content", "recipient_refused"]
     list_select_related = ["certificate"]
     search_fields = [
         "to_email",
@@ -766,6 +778,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "status",
         "attempts",
         "last_error",
+        "recipient_refused",
         "next_attempt_at",
         "message_id",
         "payload_held",
@@ -888,6 +901,8 @@ AUDIT_ACTIONS: dict[str, Any] = {
     "delivery.retried": _("E-mail queued again"),
     "vendor.created": _("Vendor added"),
     "vendor.changed": _("Vendor changed"),
+    "vendor.confirmed": _("Vendor confirmed on a worker host"),
+    "vendor.withdrawn": _("Vendor withdrawn from a worker host"),
 }
 
 

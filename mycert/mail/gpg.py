@@ -10,15 +10,22 @@ Trust: a vendor's key is checked when it is registered and its fingerprint pinne
 is then encrypted with ``--trust-model always`` to exactly that fingerprint. The pin,
 not GnuPG's web of trust, is what authenticates the key; expired or revoked keys are
 refused whatever the trust.
+
+The keyring is the workers' own (issue 20 §3): a key enters it only through
+:meth:`OpenPgp.import_public_key`, called by ``add_vendor`` and ``confirm_vendor`` on a
+worker host, never from a key text read from the database at send time. A database
+writer can put any key in a vendor's row; :meth:`OpenPgp.encrypt` encrypts only to a
+fingerprint this keyring already holds (``mycert.mail.anchor`` says which vendor it
+belongs to).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parseaddr
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -52,6 +59,13 @@ class KeyInfo:
     uids: tuple[str, ...]
     expires_at: datetime | None
     can_encrypt: bool
+    #: The e-mail addresses of the key's user IDs that are neither revoked nor expired,
+    #: lower-cased: the only addresses mail encrypted to this key may be sent to.
+    addresses: tuple[str, ...] = ()
+
+    def carries(self, address: str) -> bool:
+        """Whether ``address`` is the address of one of the key's valid user IDs."""
+        return address.strip().lower() in self.addresses
 
 
 def normalize_fingerprint(value: str) -> str:
@@ -83,7 +97,21 @@ def _own_capabilities(cap: str, *, primary: bool) -> str:
     return "".join(c for c in cap if c.islower()) if primary else cap.lower()
 
 
-def _key_info(key: Mapping[str, Any], now: datetime) -> KeyInfo:
+def _addresses(uids: Sequence[str], uid_map: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
+    """The addresses of the usable user IDs (GnuPG doc/DETAILS: a uid's validity, field 2)."""
+    found: list[str] = []
+    for uid in uids:
+        if str((uid_map.get(uid) or {}).get("trust") or "") in _UNUSABLE:
+            continue
+        address = parseaddr(uid)[1].strip().lower()
+        if "@" in address and address not in found:
+            found.append(address)
+    return tuple(found)
+
+
+def _key_info(
+    key: Mapping[str, Any], now: datetime, uid_map: Mapping[str, Mapping[str, Any]] | None = None
+) -> KeyInfo:
     """Describe one key as listed by GnuPG (``--with-colons``)."""
     fingerprint = str(key.get("fingerprint") or "").upper()
     candidates: list[tuple[str, Mapping[str, Any]]] = [
@@ -97,11 +125,13 @@ def _key_info(key: Mapping[str, Any], now: datetime) -> KeyInfo:
     can_encrypt = primary_usable and any(
         "e" in cap and _usable(fields, now) for cap, fields in candidates
     )
+    uids = tuple(str(uid) for uid in key.get("uids") or ())
     return KeyInfo(
         fingerprint=fingerprint,
-        uids=tuple(str(uid) for uid in key.get("uids") or ()),
+        uids=uids,
         expires_at=_timestamp(key.get("expires")),
         can_encrypt=can_encrypt,
+        addresses=_addresses(uids, uid_map or {}),
     )
 
 
@@ -121,17 +151,82 @@ class OpenPgp:
         self.home = home
         self._gpg = gnupg.GPG(gnupghome=str(home), gpgbinary=binary)
         self._gpg.encoding = "utf-8"
-        # Pinned keys already imported from a given key text, as GnuPG listed them then.
-        self._imported: dict[tuple[str, str], Mapping[str, Any]] = {}
+        # Keys as GnuPG listed them, per fingerprint, while the keyring file is unchanged:
+        # one ``gpg --list-keys`` per key and keyring version, not one per e-mail.
+        self._listed: dict[tuple[str, tuple[int, int, int]], tuple[Mapping[str, Any], ...]] = {}
+        self._listed_uids: dict[tuple[str, tuple[int, int, int]], Mapping[str, Any]] = {}
 
     # --- Checking a key on entry -----------------------------------------------------
 
     def inspect_public_key(self, armored: str, *, now: datetime) -> KeyInfo:
         """Describe one usable ASCII-armored public key; ``ValueError`` says why not."""
         key = self._scan_one(armored)
-        info = _key_info(key, now)
+        info = _key_info(key, now, key["_uid_map"])
         self._refuse_unusable(key, info, now)
         return info
+
+    # --- The workers' keyring ----------------------------------------------------------
+
+    def import_public_key(self, armored: str, *, now: datetime) -> KeyInfo:
+        """Add a usable public key to this keyring (or merge it into the copy it holds).
+
+        Only ``add_vendor`` and ``confirm_vendor`` call this, on a worker host, after a
+        person compared the fingerprint: it is how a key becomes one mail may be
+        encrypted to. ``ValueError`` says why a key is refused; nothing is imported then.
+        """
+        offered = self.inspect_public_key(armored, now=now)
+        result = self._gpg.import_keys(armored.strip())
+        if offered.fingerprint not in {str(f).upper() for f in result.fingerprints}:
+            raise ValueError(f"GnuPG did not import the key {offered.fingerprint}.")
+        info = self.key_in_keyring(offered.fingerprint, now=now)
+        if info is None:  # pragma: no cover - imported a moment ago
+            raise ValueError(f"The key {offered.fingerprint} is not in the keyring after import.")
+        # The keyring's copy may carry what the offered text lacks (a revocation imported
+        # earlier): judge the merged key.
+        key, _ = self._listing(offered.fingerprint)
+        if key is not None:
+            self._refuse_unusable(key, info, now)
+        return info
+
+    def remove_public_key(self, fingerprint: str) -> bool:
+        """Remove a key from this keyring; whether it was there."""
+        fingerprint = normalize_fingerprint(fingerprint)
+        if self._listing(fingerprint)[0] is None:
+            return False
+        result = self._gpg.delete_keys(fingerprint)
+        if str(result.status).strip() != "ok":
+            raise ValueError(f"GnuPG did not remove the key {fingerprint}: {result.status}.")
+        return True
+
+    def _keyring_version(self) -> tuple[int, int, int]:
+        """Identify the keyring file's current content (GnuPG replaces it on every change)."""
+        for name in ("pubring.kbx", "pubring.gpg"):
+            try:
+                stat = (self.home / name).stat()
+            except FileNotFoundError:
+                continue
+            return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        return (0, 0, 0)
+
+    def _listing(self, fingerprint: str) -> tuple[Mapping[str, Any] | None, Mapping[str, Any]]:
+        """The keyring's key whose primary fingerprint is exactly ``fingerprint``, and its
+        user IDs' validity; ``(None, {})`` when it holds none."""
+        cache_key = (fingerprint, self._keyring_version())
+        listed = self._listed.get(cache_key)
+        if listed is None:
+            keys = self._gpg.list_keys(keys=[fingerprint])
+            # list-keys also matches a subkey's fingerprint: only the primary counts.
+            listed = tuple(
+                k for k in keys if str(k.get("fingerprint") or "").upper() == fingerprint
+            )
+            if len(self._listed) >= 64:
+                self._listed.clear()
+                self._listed_uids.clear()
+            self._listed[cache_key] = listed
+            self._listed_uids[cache_key] = dict(getattr(keys, "uid_map", {}) or {})
+        if len(listed) != 1:
+            return None, {}
+        return listed[0], self._listed_uids.get(cache_key, {})
 
     def _scan_one(self, armored: str) -> Mapping[str, Any]:
         """List exactly one public key from armored text without importing it."""
@@ -151,12 +246,14 @@ class OpenPgp:
         if blocks > 1:
             raise ValueError(f"The text holds {blocks} key blocks; give exactly one public key.")
         # A dry-run import lists the key without adding it to the keyring.
-        scanned: Sequence[Mapping[str, Any]] = self._gpg.scan_keys_mem(text)
+        scanned = self._gpg.scan_keys_mem(text)
         if not scanned:
             raise ValueError("GnuPG found no valid OpenPGP public key in this text.")
         if len(scanned) > 1:
             raise ValueError(f"The key block holds {len(scanned)} keys; give exactly one.")
-        key = scanned[0]
+        key = dict(scanned[0])
+        # Kept with the key for _key_info: which of its user IDs are revoked or expired.
+        key["_uid_map"] = dict(getattr(scanned, "uid_map", {}) or {})
         if key.get("type") != "pub":
             raise ValueError("This is a private (secret) key. Send only the public key.")
         if not key.get("fingerprint"):
@@ -182,68 +279,25 @@ class OpenPgp:
     # --- Encrypting --------------------------------------------------------------------
 
     def key_in_keyring(self, fingerprint: str, *, now: datetime) -> KeyInfo | None:
-        """The pinned key as the keyring holds it now, or ``None``."""
-        fingerprint = normalize_fingerprint(fingerprint)
-        keys: Sequence[Mapping[str, Any]] = self._gpg.list_keys(keys=[fingerprint])
-        for key in keys:
-            info = _key_info(key, now)
-            if info.fingerprint == fingerprint:
-                return info
-        return None
+        """The key as this keyring holds it now, or ``None``."""
+        key, uid_map = self._listing(normalize_fingerprint(fingerprint))
+        return None if key is None else _key_info(key, now, uid_map)
 
-    def _pinned_key(self, pinned: str, armored_key: str | None) -> Mapping[str, Any]:
-        """The keyring's listing of the pinned key, after importing the key on file.
+    def encrypt(self, data: bytes, fingerprint: str, *, now: datetime) -> bytes:
+        """Encrypt ``data`` to exactly this key of the keyring; return ASCII-armored bytes.
 
-        Importing, scanning and listing are three gpg processes: done once per key text
-        in this process, not for every e-mail. A changed key text (a new expiry, a
-        revocation, another key) is a new entry and is imported again. Expiry is checked
-        by the caller against ``now`` each time, and gpg refuses an unusable key anyway.
-        """
-        cache_key = (
-            (pinned, hashlib.sha256(armored_key.encode()).hexdigest()) if armored_key else None
-        )
-        if cache_key is not None and (cached := self._imported.get(cache_key)) is not None:
-            return cached
-        if armored_key:
-            # (Re)import the key on file when it is the pinned one: GnuPG merges new
-            # self-signatures (an extended expiry) and revocations into its copy.
-            try:
-                offered = str(self._scan_one(armored_key).get("fingerprint") or "").upper()
-            except ValueError as exc:
-                raise OpenPgpError(str(exc)) from exc
-            if offered != pinned:
-                raise OpenPgpError(
-                    f"The key on file has fingerprint {offered}, not the pinned {pinned}."
-                )
-            result = self._gpg.import_keys(armored_key)
-            if pinned not in {str(f).upper() for f in result.fingerprints}:
-                raise OpenPgpError(f"GnuPG did not import the key {pinned}.")
-        keys: Sequence[Mapping[str, Any]] = self._gpg.list_keys(keys=[pinned])
-        if not keys:
-            raise OpenPgpError(f"The key {pinned} is not in the keyring.")
-        # list-keys also matches a subkey's fingerprint: insist on the primary being the pin.
-        matching = [k for k in keys if str(k.get("fingerprint") or "").upper() == pinned]
-        if len(matching) != 1:
-            raise OpenPgpError(f"The keyring holds no key whose fingerprint is exactly {pinned}.")
-        key = matching[0]
-        if cache_key is not None:
-            if len(self._imported) >= 64:
-                self._imported.clear()
-            self._imported[cache_key] = key
-        return key
-
-    def encrypt(
-        self, data: bytes, fingerprint: str, *, now: datetime, armored_key: str | None = None
-    ) -> bytes:
-        """Encrypt ``data`` to exactly the pinned key; return ASCII-armored bytes.
-
-        ``armored_key`` (the key on file) is imported first; without it the keyring
-        must already hold the pinned key.
+        The key must already be in the keyring (``import_public_key``): no key text is
+        imported here, so a key written into the database never becomes a recipient.
         """
         pinned = normalize_fingerprint(fingerprint)
-        key = self._pinned_key(pinned, armored_key)
+        key, uid_map = self._listing(pinned)
+        if key is None:
+            raise OpenPgpError(
+                f"The keyring holds no key whose fingerprint is exactly {pinned} "
+                "(not in the keyring: confirm the vendor on this worker host)."
+            )
         try:
-            self._refuse_unusable(key, _key_info(key, now), now)
+            self._refuse_unusable(key, _key_info(key, now, uid_map), now)
         except ValueError as exc:
             raise OpenPgpError(str(exc)) from exc
         encrypted = self._gpg.encrypt(

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.mail import EmailMessage
 
+from mycert.mail.anchor import vendor_anchor
 from mycert.mail.gpg import OpenPgpError, openpgp
 from mycert.mail.messages import (
     CertificateFacts,
@@ -24,7 +25,18 @@ from mycert.mail.transport import SendError
 from mycert.models import Certificate, Delivery
 from mycert.sealing import SealError, unseal
 
-__all__ = ["Claim", "build", "claim_of"]
+__all__ = ["Claim", "RecipientRefused", "build", "claim_of"]
+
+
+class RecipientRefused(SendError):
+    """A vendor copy whose address or key is not the one confirmed on this worker host.
+
+    Permanent, and not an operational failure: someone changed where the copy goes
+    without a security officer's confirmation (``mycert.mail.anchor``).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(False, f"refused: {reason}")
 
 
 @dataclass(frozen=True)
@@ -35,12 +47,12 @@ class Claim:
     certificate_id: int
     recipient: str
     content: str
+    vendor_id: int | None
     #: The row this one is sent after (its keystore e-mail), if any.
     after_id: int | None
     envelope: Envelope
     facts: CertificateFacts
     sealed_payload: bytes | None
-    armored_key: str
     attempts: int
 
 
@@ -53,6 +65,7 @@ def claim_of(delivery: Delivery, now: datetime) -> Claim:
         certificate_id=delivery.certificate_id,
         recipient=delivery.recipient,
         content=delivery.content,
+        vendor_id=delivery.vendor_id,
         after_id=delivery.after_id,
         envelope=Envelope(
             to=delivery.to_email,
@@ -71,7 +84,6 @@ def claim_of(delivery: Delivery, now: datetime) -> Claim:
         sealed_payload=(
             bytes(delivery.sealed_payload) if delivery.sealed_payload is not None else None
         ),
-        armored_key=delivery.vendor.pgp_public_key if delivery.vendor is not None else "",
         attempts=delivery.attempts,
     )
 
@@ -161,18 +173,40 @@ _BUILDERS: dict[str, Callable[[Claim, bytes, Encryptor | None], EmailMessage]] =
 }
 
 
+def _refuse_unconfirmed_vendor(claim: Claim, now: datetime) -> None:
+    """Raise ``RecipientRefused`` unless this vendor's row agrees with the worker's anchor.
+
+    The row's address and fingerprint were written by whoever can write to the
+    database; only what a security officer confirmed on this host counts.
+    """
+    if claim.recipient != Delivery.Recipient.VENDOR and claim.vendor_id is None:
+        return
+    refusal = vendor_anchor().refusal(
+        vendor_id=claim.vendor_id,
+        email=claim.envelope.to,
+        fingerprint=claim.envelope.pgp_fingerprint,
+        now=now,
+    )
+    if refusal:
+        raise RecipientRefused(refusal)
+
+
 def build(claim: Claim, now: datetime) -> EmailMessage:
-    """Open the payload and build the e-mail; ``SendError`` (permanent) if impossible."""
+    """Open the payload and build the e-mail; ``SendError`` (permanent) if impossible.
+
+    A vendor copy is checked against the worker's anchor first: ``RecipientRefused``.
+    """
     builder = _BUILDERS.get(claim.content)
     if builder is None:
         raise SendError(False, f"no e-mail is defined for content {claim.content!r}")
+    _refuse_unconfirmed_vendor(claim, now)
     encrypt: Encryptor | None = None
     if claim.envelope.pgp_fingerprint:
         # The keyring directly, not the vendor service: the outbox calls no workflow.
         keyring = openpgp()
 
         def encrypt(data: bytes, fingerprint: str) -> bytes:
-            return keyring.encrypt(data, fingerprint, now=now, armored_key=claim.armored_key)
+            return keyring.encrypt(data, fingerprint, now=now)
 
     try:
         payload = (

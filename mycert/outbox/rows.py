@@ -220,8 +220,9 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
     ``actor`` is an audit label (``mycert.services.audit.actor_label(user)``). The
     send is enqueued on commit; if the broker is down then, the sweep finds the row.
 
-    A vendor copy is re-pinned to the vendor's current key: the usual cause of a
-    permanent failure is an expired or replaced key, which the helpdesk fixed first.
+    A vendor copy is re-pinned to the vendor's current key and address: the usual cause
+    of a permanent failure is an expired or replaced key, which a superuser changed and a
+    security officer confirmed on the worker hosts first (the worker checks again).
     Refused (``ValueError``) for a revoked certificate's keystore or password and for a
     vendor that no longer receives copies.
     """
@@ -250,6 +251,34 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
             "vendor copy is never sent in clear; a superuser adds the key first."
         )
     details: dict[str, object] = {"previous_error": delivery.last_error}
+    if delivery.vendor is not None:
+        # The password copy refused with this keystore copy (it was never attempted)
+        # waits for it again.
+        refused_with_it = Delivery.objects.filter(
+            after=delivery,
+            vendor=delivery.vendor,
+            status=Delivery.Status.FAILED,
+            recipient_refused=True,
+        ).update(
+            status=Delivery.Status.PENDING,
+            attempts=0,
+            next_attempt_at=None,
+            last_error="",
+            recipient_refused=False,
+            failure_reported_at=None,
+        )
+        if refused_with_it:
+            details["password_copy_requeued"] = True
+    if delivery.vendor is not None and delivery.to_email != delivery.vendor.email:
+        # The vendor's address changed since (and was confirmed on the workers, or the
+        # copy is refused again): the copy and the password copy waiting for it go there.
+        details["to_email"] = {"old": delivery.to_email, "new": delivery.vendor.email}
+        delivery.to_email = delivery.vendor.email
+        Delivery.objects.filter(
+            after=delivery,
+            vendor=delivery.vendor,
+            status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING),
+        ).update(to_email=delivery.vendor.email)
     if (
         delivery.vendor is not None
         and delivery.vendor.pgp_fingerprint
@@ -282,14 +311,17 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
     delivery.next_attempt_at = None
     delivery.last_error = ""
     delivery.failure_reported_at = None  # a new failure is a new alert
+    delivery.recipient_refused = False
     delivery.save(
         update_fields=[
             "status",
             "attempts",
             "next_attempt_at",
             "last_error",
+            "to_email",
             "pgp_fingerprint",
             "failure_reported_at",
+            "recipient_refused",
             "updated_at",
         ]
     )
@@ -299,11 +331,12 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
 
 
 def deliveries_failure_unreported_ids() -> list[int]:
-    """Keystore and password e-mails failed for good whose alert was never written."""
+    """Keystore and password e-mails failed for good, and vendor e-mails refused by the
+    worker's anchor, whose alert was never written."""
     return list(
         Delivery.objects.filter(
+            Q(content__in=ISSUANCE_CONTENTS) | Q(recipient_refused=True),
             status=Delivery.Status.FAILED,
-            content__in=ISSUANCE_CONTENTS,
             failure_reported_at__isnull=True,
         )
         .order_by("pk")

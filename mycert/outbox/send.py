@@ -13,7 +13,7 @@ from django.db.models import Q
 
 from mycert.mail.transport import SendError, send_message
 from mycert.models import Delivery
-from mycert.outbox.content import Claim, build, claim_of
+from mycert.outbox.content import Claim, RecipientRefused, build, claim_of
 from mycert.outbox.rows import ISSUANCE_CONTENTS, clear_copy_forbidden
 from mycert.services.audit import audit_record
 
@@ -69,11 +69,21 @@ class SendOutcome:
     #: Set when this record completed the professional's keystore and password e-mails
     #: of certificate N: what the request lifecycle waits for.
     issuance_sent_certificate_id: int | None = None
+    #: A vendor copy refused because its row disagrees with the worker's anchor.
+    recipient_refused: bool = False
 
     @property
     def failed_issuance_mail(self) -> bool:
         """A keystore or password e-mail failed for good: a person has to act."""
         return self.result is SendResult.FAILED and self.content in ISSUANCE_CONTENTS
+
+    @property
+    def failure_to_report(self) -> bool:
+        """Failed for good and worth a staff alert: a keystore or password e-mail, or
+        any vendor e-mail refused by the worker's anchor (the security officer's)."""
+        return self.failed_issuance_mail or (
+            self.result is SendResult.FAILED and self.recipient_refused
+        )
 
 
 def backoff_delay(attempts: int) -> timedelta:
@@ -430,6 +440,55 @@ def _record_sent(sent: list[Delivery], now: datetime) -> list[SendOutcome]:
     return outcomes
 
 
+def _refuse_waiting_copy(delivery: Delivery, now: datetime) -> None:
+    """The password copy waiting for a refused keystore copy goes nowhere either.
+
+    Same vendor row, same address and key: it would be refused in turn. Failed with it
+    now, so that the copy as a whole ends ``failed``, its sealed password is wiped with
+    the failed payloads, and one alert (the keystore copy's) reports the pair.
+    """
+    waiting = list(
+        Delivery.objects.select_for_update()
+        .filter(
+            after=delivery,
+            vendor_id=delivery.vendor_id,
+            status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING),
+        )
+        .exclude(vendor_id__isnull=True)
+    )
+    for row in waiting:
+        row.status = Delivery.Status.FAILED
+        row.next_attempt_at = None
+        row.last_error = delivery.last_error
+        row.recipient_refused = True
+        row.failure_reported_at = now  # reported with its keystore copy
+        row.save(
+            update_fields=[
+                "status",
+                "next_attempt_at",
+                "last_error",
+                "recipient_refused",
+                "failure_reported_at",
+                "updated_at",
+            ]
+        )
+        audit_record(
+            actor="system",
+            action="delivery.failed",
+            target=row,
+            details={
+                "certificate_id": row.certificate_id,
+                "recipient": row.recipient,
+                "content": row.content,
+                "attempts": row.attempts,
+                "permanent": True,
+                "error": row.last_error,
+                "recipient_refused": True,
+                "with_delivery": delivery.pk,
+            },
+        )
+
+
 def _record_failure(
     delivery: Delivery, now: datetime, error: SendError, *, claimed: bool
 ) -> SendOutcome:
@@ -451,22 +510,43 @@ def _record_failure(
         )
     # The payload stays sealed so that the helpdesk can send it again after a fix, for
     # MYCERT_FAILED_PAYLOAD_DAYS (then ``deliveries_wipe_failed``).
+    refused = isinstance(error, RecipientRefused)
     delivery.status = Delivery.Status.FAILED
     delivery.next_attempt_at = None
-    delivery.save(update_fields=["status", "next_attempt_at", "last_error", "updated_at"])
-    audit_record(
-        actor="system",
-        action="delivery.failed",
-        target=delivery,
-        details={
-            "certificate_id": delivery.certificate_id,
-            "recipient": delivery.recipient,
-            "content": delivery.content,
-            "attempts": delivery.attempts,
-            "permanent": not error.temporary,
-            "error": error.reason,
-        },
+    delivery.recipient_refused = refused
+    delivery.save(
+        update_fields=[
+            "status",
+            "next_attempt_at",
+            "last_error",
+            "recipient_refused",
+            "updated_at",
+        ]
     )
+    details: dict[str, object] = {
+        "certificate_id": delivery.certificate_id,
+        "recipient": delivery.recipient,
+        "content": delivery.content,
+        "attempts": delivery.attempts,
+        "permanent": not error.temporary,
+        "error": error.reason,
+    }
+    if refused:
+        details.update(
+            recipient_refused=True, vendor_id=delivery.vendor_id, pinned=delivery.pgp_fingerprint
+        )
+    audit_record(actor="system", action="delivery.failed", target=delivery, details=details)
+    if refused:
+        _refuse_waiting_copy(delivery, now)
+        # Off the database too (logs are shipped off the host): the row could be
+        # rewritten, the log line cannot. Ids only, never the address (DESIGN.md §7).
+        logger.error(
+            "delivery %s REFUSED: its vendor %s address or OpenPGP key is not the one "
+            "confirmed on this worker host",
+            delivery.pk,
+            delivery.vendor_id,
+            extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
+        )
     logger.error(
         "delivery %s failed after %s attempt(s)%s",
         delivery.pk,
@@ -474,4 +554,4 @@ def _record_failure(
         "" if claimed else " (not attempted)",
         extra={"delivery_id": delivery.pk, "certificate_id": delivery.certificate_id},
     )
-    return _outcome(delivery, SendResult.FAILED, error=error.reason)
+    return _outcome(delivery, SendResult.FAILED, error=error.reason, recipient_refused=refused)

@@ -383,9 +383,12 @@ def requests_fail_undeliverable(*, certificate_ids: list[int], now: datetime) ->
 def delivery_failure_report(*, delivery_id: int, now: datetime) -> bool:
     """Tell the helpdesk that a keystore or password e-mail failed for good, once.
 
-    The worker that records the failure reports it next; the outbox sweep reports what
-    a worker lost in between. The row's lock and ``failure_reported_at`` make the two
-    meet on one alert. Returns whether this call wrote it.
+    A vendor e-mail the worker refused (its address or key is not what a security
+    officer confirmed on the worker host: ``Delivery.recipient_refused``) is reported to
+    the security officer instead: someone changed where copies go, and retrying is not
+    the answer. The worker that records the failure reports it next; the outbox sweep
+    reports what a worker lost in between. The row's lock and ``failure_reported_at``
+    make the two meet on one alert. Returns whether this call wrote it.
     """
     with transaction.atomic():
         delivery = (
@@ -395,6 +398,11 @@ def delivery_failure_report(*, delivery_id: int, now: datetime) -> bool:
         )
         if delivery.status != Delivery.Status.FAILED or delivery.failure_reported_at is not None:
             return False
+        if delivery.recipient_refused:
+            _report_refused_copy(delivery)
+            delivery.failure_reported_at = now
+            delivery.save(update_fields=["failure_reported_at", "updated_at"])
+            return True
         operator_alert_create(
             recipient=OperatorAlert.Recipient.HELPDESK,
             kind="delivery_failed",
@@ -411,3 +419,22 @@ def delivery_failure_report(*, delivery_id: int, now: datetime) -> bool:
         delivery.failure_reported_at = now
         delivery.save(update_fields=["failure_reported_at", "updated_at"])
         return True
+
+
+def _report_refused_copy(delivery: Delivery) -> None:
+    operator_alert_create(
+        recipient=OperatorAlert.Recipient.SECURITY,
+        kind="vendor_copy_refused",
+        context={
+            "delivery_id": delivery.pk,
+            "certificate_id": delivery.certificate_id,
+            "content": delivery.get_content_display(),
+            "vendor_id": delivery.vendor_id,
+            "vendor_name": delivery.vendor.name if delivery.vendor is not None else "",
+            "professional_id": delivery.certificate.professional.professional_id,
+            # Where the row wanted the copy to go: what the security officer must see.
+            "to_email": delivery.to_email,
+            "fingerprint": delivery.pgp_fingerprint,
+            "error": delivery.last_error,
+        },
+    )

@@ -7,10 +7,18 @@ fingerprint only. The admin form and ``manage.py add_vendor`` both come here.
 Vendors decide where copies of keystores and passwords go: only superusers add or
 change them (the helpdesk only views them, DESIGN.md §2), every change is audited, and
 the agency's security officer gets an e-mail (``MYCERT_SECURITY_EMAIL``).
+
+A row is only a proposal to the workers (issue 20 §3): they send a vendor's copies only
+where a security officer confirmed them on the worker host (``mycert.mail.anchor``).
+``vendor_add_confirmed`` (``manage.py add_vendor``) adds and confirms at once;
+``vendor_confirm`` (``manage.py confirm_vendor``) confirms a change made in the admin,
+after ``vendor_confirmation_preview`` showed the address and the fingerprint.
 """
 
 from __future__ import annotations
 
+import socket
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +28,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
+from mycert.mail.anchor import AnchoredVendor, vendor_anchor
 from mycert.mail.gpg import KeyInfo, openpgp
 from mycert.models import OperatorAlert, Vendor
 from mycert.services.alerts import operator_alert_create
@@ -27,7 +36,11 @@ from mycert.services.audit import actor_display, audit_record
 
 __all__ = [
     "UNCHANGED",
+    "VendorConfirmation",
     "clean_pgp_key",
+    "vendor_add_confirmed",
+    "vendor_confirm",
+    "vendor_confirmation_preview",
     "vendor_create",
     "vendor_key_is_usable",
     "vendor_set_pgp_key",
@@ -256,3 +269,172 @@ def _alert_security(
             "is_active": vendor.is_active,
         },
     )
+
+
+# --- Confirming a vendor on a worker host (issue 20 §3) ------------------------------------
+
+
+@dataclass(frozen=True)
+class VendorConfirmation:
+    """What ``confirm_vendor`` shows before a security officer confirms a vendor."""
+
+    vendor_id: int
+    name: str
+    email: str
+    is_active: bool
+    #: The key on file in the database, checked now; ``None`` for a vendor without one.
+    key: KeyInfo | None
+    #: What this worker host confirmed last time, if ever.
+    anchored: AnchoredVendor | None
+    #: Why it cannot be confirmed as it is (empty: it can).
+    problem: str
+
+    @property
+    def fingerprint(self) -> str:
+        return self.key.fingerprint if self.key is not None else ""
+
+    @property
+    def up_to_date(self) -> bool:
+        """The worker host already sends to exactly this address and key."""
+        return (
+            self.anchored is not None
+            and self.anchored.email == self.email.strip().lower()
+            and self.anchored.fingerprint == self.fingerprint
+        )
+
+
+def vendor_confirmation_preview(*, vendor_id: int, now: datetime) -> VendorConfirmation:
+    """Read a vendor's row and the worker host's anchor; say what confirming would do."""
+    vendor = Vendor.objects.get(pk=vendor_id)
+    problem = ""
+    key: KeyInfo | None = None
+    if vendor.pgp_public_key.strip():
+        try:
+            key = openpgp().inspect_public_key(vendor.pgp_public_key, now=now)
+        except (TypeError, ValueError) as exc:
+            problem = str(exc)
+        else:
+            if key.fingerprint != vendor.pgp_fingerprint:
+                problem = (
+                    f"The key on file has fingerprint {key.fingerprint}, but the row says "
+                    f"{vendor.pgp_fingerprint or '(none)'}: re-enter the key in the admin."
+                )
+            elif not key.carries(vendor.email):
+                problem = (
+                    f"The key {key.fingerprint} does not carry the vendor's address "
+                    f"{vendor.email} as a user ID (it carries: "
+                    f"{', '.join(key.addresses) or 'none'})."
+                )
+    elif vendor.pgp_fingerprint:
+        problem = "The row names a fingerprint but holds no key: re-enter the key in the admin."
+    return VendorConfirmation(
+        vendor_id=vendor.pk,
+        name=vendor.name,
+        email=vendor.email,
+        is_active=vendor.is_active,
+        key=key,
+        anchored=vendor_anchor().get(vendor.pk),
+        problem=problem,
+    )
+
+
+@transaction.atomic
+def vendor_confirm(
+    *, vendor_id: int, fingerprint: str, email: str, actor: str, now: datetime
+) -> AnchoredVendor | None:
+    """Anchor the vendor on this worker host as its row says now; audit it.
+
+    ``fingerprint`` and ``email`` are what the security officer was shown and agreed to
+    (or typed, from the vendor's own word): if the row says anything else now, nothing
+    is confirmed (``ValueError``). A deactivated vendor is withdrawn from the host
+    instead (returns ``None``). Runs on each worker host: the anchor is per host.
+    """
+    vendor = Vendor.objects.select_for_update().get(pk=vendor_id)
+    expected = fingerprint.replace(" ", "").upper()
+    if vendor.email.strip().lower() != email.strip().lower() or vendor.pgp_fingerprint != expected:
+        raise ValueError(
+            f"Vendor {vendor.pk} is not what was confirmed: its row says "
+            f"{vendor.email} / {vendor.pgp_fingerprint or 'no key'}. Nothing was confirmed."
+        )
+    anchor = vendor_anchor()
+    host = socket.gethostname()
+    if not vendor.is_active:
+        withdrawn = anchor.forget(vendor_id=vendor.pk)
+        audit_record(
+            actor=actor,
+            action="vendor.withdrawn",
+            target=vendor,
+            details={
+                "host": host,
+                "fingerprint": withdrawn.fingerprint if withdrawn is not None else "",
+            },
+        )
+        return None
+    if vendor.pgp_fingerprint:
+        key = openpgp().inspect_public_key(vendor.pgp_public_key, now=now)
+        if key.fingerprint != vendor.pgp_fingerprint:
+            raise ValueError(
+                f"The key on file has fingerprint {key.fingerprint}, not "
+                f"{vendor.pgp_fingerprint}. Nothing was confirmed."
+            )
+    # The audit event first: if the anchor refuses, the transaction takes it back.
+    audit_record(
+        actor=actor,
+        action="vendor.confirmed",
+        target=vendor,
+        details={
+            "host": host,
+            "email": vendor.email.strip().lower(),
+            "fingerprint": vendor.pgp_fingerprint,
+        },
+    )
+    return anchor.confirm(
+        vendor_id=vendor.pk,
+        name=vendor.name,
+        email=vendor.email,
+        armored_key=vendor.pgp_public_key if vendor.pgp_fingerprint else "",
+        actor=actor,
+        now=now,
+    )
+
+
+@transaction.atomic
+def vendor_add_confirmed(
+    *,
+    name: str,
+    email: str,
+    pgp_key: str = "",
+    legacy_keystore: bool = False,
+    actor: str,
+    now: datetime,
+) -> Vendor:
+    """Register a vendor and confirm it on this worker host at once (``add_vendor``).
+
+    The person running it brought the key and the address themselves, so they are the
+    security officer's confirmation. ``ValueError`` (nothing written) if the key is
+    unusable or does not carry the address as a user ID.
+    """
+    if pgp_key.strip():
+        key = openpgp().inspect_public_key(pgp_key, now=now)
+        if not key.carries(email):
+            raise ValueError(
+                f"The key {key.fingerprint} does not carry {email.strip()} as a user ID "
+                f"(it carries: {', '.join(key.addresses) or 'none'}): copies go only to an "
+                "address of the key they are encrypted to."
+            )
+    vendor = vendor_create(
+        name=name,
+        email=email,
+        pgp_key=pgp_key,
+        legacy_keystore=legacy_keystore,
+        actor=actor,
+        now=now,
+    )
+    vendor_confirm(
+        vendor_id=vendor.pk,
+        fingerprint=vendor.pgp_fingerprint,
+        email=vendor.email,
+        actor=actor,
+        now=now,
+    )
+    return vendor

@@ -3,7 +3,8 @@
 The outbox (``mycert.outbox``) only says what happened; the request's lifecycle is
 decided here, in the task layer: a professional's last e-mail sent closes the request
 (``request_mark_sent``) and, with ``MYCERT_SUPERSEDE_AFTER_DAYS`` at 0, supersedes the
-older certificates at once; an e-mail failed for good tells the helpdesk.
+older certificates at once; an e-mail failed for good tells the helpdesk, and a vendor copy the worker refused
+(its address or key not the confirmed ones) tells the security officer too.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _react(outcome: SendOutcome) -> None:
         # The back-off is capped at 30 min, below the broker's visibility timeout.
         countdown = max(math.ceil((outcome.retry_at - timezone.now()).total_seconds()) + 1, 1)
         send_delivery.apply_async((outcome.delivery_id,), countdown=countdown)
-    elif outcome.failed_issuance_mail:
+    elif outcome.failure_to_report:
         delivery_failure_report(delivery_id=outcome.delivery_id, now=timezone.now())
     if outcome.issuance_sent_certificate_id is not None:
         _close(outcome.issuance_sent_certificate_id)

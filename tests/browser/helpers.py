@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from mycert.mail.gpg import openpgp
 from mycert.models import Vendor
-from mycert.services.vendors import vendor_create
+from mycert.services.vendors import vendor_add_confirmed
 
 __all__ = ["log_in", "log_in_at_provider", "make_vendor", "switch_language"]
 
@@ -32,11 +33,9 @@ def switch_language(page: Page, code: str) -> None:
 
 
 def make_vendor(*, pgp_key: str, name: str = "Logiciel Médical SA") -> Vendor:
-    """A vendor with its OpenPGP key (the form offers no other, by default)."""
-    return vendor_create(
-        name=name,
-        email="support@logiciel-medical.example.lu",
-        pgp_key=pgp_key,
-        actor="system",
-        now=timezone.now(),
+    """A vendor with its OpenPGP key (the form offers no other, by default), added and
+    confirmed on the worker host as ``add_vendor`` does; its address is the key's."""
+    address = openpgp().inspect_public_key(pgp_key, now=timezone.now()).addresses[0]
+    return vendor_add_confirmed(
+        name=name, email=address, pgp_key=pgp_key, actor="system", now=timezone.now()
     )

@@ -28,7 +28,7 @@ from django.db.models import Max, Sum
 from django.utils import timezone
 
 from mycert.models import Certificate, CertificateRequest, Delivery, Vendor
-from mycert.services.vendors import vendor_create
+from mycert.services.vendors import vendor_add_confirmed
 from tests.support.gpg import GpgKey
 from tests.support.smtp_server import SmtpProcess
 from tests.support.worker import (
@@ -69,9 +69,9 @@ def rig(
     settings.EMAIL_PORT = smtp_process.port
     settings.MYCERT_CERT_KEY_TYPE = "ec-p256"  # requests record the key type when submitted
     fast_fault_env(worker_env, email_url=f"smtp://{smtp_process.host}:{smtp_process.port}")
-    vendor = vendor_create(
+    vendor = vendor_add_confirmed(  # add_vendor on the worker host
         name="Logiciel Médical SA",
-        email="support@logiciel-medical.lu",
+        email=vendor_key.uid_address,
         pgp_key=vendor_key.public,
         legacy_keystore=False,
         actor="system",

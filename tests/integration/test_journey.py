@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mycert.models import Certificate, CertificateRequest, Delivery
-from mycert.services.vendors import vendor_create
+from mycert.services.vendors import vendor_add_confirmed
 from tests.support.gpg import GpgKey, decrypt
 from tests.support.oidc_provider import login_professional, professional_claims
 from tests.support.smtp_server import SmtpProcess
@@ -179,9 +179,9 @@ def test_professional_receives_keystore_and_password_vendor_gets_encrypted_copy(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    vendor = vendor_create(
+    vendor = vendor_add_confirmed(  # add_vendor on the worker host
         name="Logiciel Médical SA",
-        email="support@logiciel-medical.lu",
+        email=vendor_key.uid_address,
         pgp_key=vendor_key.public,
         legacy_keystore=False,
         actor="system",
@@ -225,7 +225,7 @@ def test_professional_receives_keystore_and_password_vendor_gets_encrypted_copy(
     assert len(messages) == 4, "two e-mails to the professional, two to the vendor, no more"
     assert len(set(smtp_process.by_message_id())) == 4
     to_professional = [m for m in messages if "anne.muller@cabinet.lu" in str(m["To"])]
-    to_vendor = [m for m in messages if "support@logiciel-medical.lu" in str(m["To"])]
+    to_vendor = [m for m in messages if vendor.email in str(m["To"])]
     assert len(to_professional) == 2
     assert len(to_vendor) == 2
 

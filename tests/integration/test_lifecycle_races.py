@@ -21,7 +21,7 @@ from mycert.models import Certificate, CertificateRequest, Delivery, OperatorAle
 from mycert.services.issuance import request_issue
 from mycert.services.revocation import certificate_revoke
 from tests.factories import ProfessionalFactory, VendorFactory
-from tests.support.gpg import GpgKey
+from tests.support.gpg import GpgKey, confirm_expired_key_on_worker
 from tests.support.id_tokens import id_token_for
 from tests.support.smtp_server import SmtpProcess
 from tests.support.worker import (
@@ -260,8 +260,12 @@ def test_requests_the_profile_refuses_end_and_a_dead_vendor_key_blocks_no_one(
     with_vendor = ProfessionalFactory.create()
     # Fine when it was entered, expired since (vendor_create refuses an expired key).
     expired_vendor = VendorFactory.create(
-        pgp_public_key=expired_key.public, pgp_fingerprint=expired_key.fingerprint
+        email=expired_key.uid_address,
+        pgp_public_key=expired_key.public,
+        pgp_fingerprint=expired_key.fingerprint,
     )
+    # Confirmed on the worker host while it was valid: its copies fail as expired.
+    confirm_expired_key_on_worker(expired_vendor, expired_key, Path(settings.MYCERT_GNUPG_HOME))
     ids = [_submit(long_name), _submit(idn), _submit(with_vendor, expired_vendor)]
     ids += submit_batch(2, vendor=None)
     workers.start("w1")

@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from mycert import ca_store
 from mycert.models import CertificateRequest
-from mycert.services.vendors import vendor_create
+from mycert.services.vendors import vendor_add_confirmed
 from tests.factories import ProfessionalFactory
 from tests.support.gpg import GpgKey, decrypt
 from tests.support.id_tokens import force_login_with_proof
@@ -215,9 +215,9 @@ def test_no_secret_in_database_logs_or_broker(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    vendor = vendor_create(
+    vendor = vendor_add_confirmed(  # add_vendor on the worker host
         name="Logiciel Médical SA",
-        email="support@logiciel-medical.lu",
+        email=vendor_key.uid_address,
         pgp_key=vendor_key.public,
         legacy_keystore=False,
         actor="system",

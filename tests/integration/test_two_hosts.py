@@ -40,7 +40,7 @@ from django.utils import timezone
 from mycert import ca_store
 from mycert.models import Certificate, CertificateRequest
 from mycert.services.publication import crl_publish
-from mycert.services.vendors import vendor_create
+from mycert.services.vendors import vendor_add_confirmed
 from tests.support.gpg import GpgKey
 from tests.support.hosts import WORKER_SECRETS, public_ca_copy
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, LUXTRUST_ACR, professional_claims
@@ -419,9 +419,9 @@ def test_the_journey_across_a_keyless_web_host_and_a_worker(
     tmp_path: Path,
 ) -> None:
     crl_publish(now=timezone.now())
-    vendor = vendor_create(
+    vendor = vendor_add_confirmed(  # add_vendor on the worker host
         name="Logiciel Médical SA",
-        email="support@logiciel-medical.lu",
+        email=vendor_key.uid_address,
         pgp_key=vendor_key.public,
         legacy_keystore=False,
         actor="system",

@@ -9,12 +9,16 @@ Fixtures (register with ``pytest_plugins = ["tests.support.gpg"]``):
 - ``expired_key``, ``sign_only_key``, ``revoked_key`` — for refusals;
 - ``key_factory`` — ``key_factory(uid)`` makes one more usable keypair;
 - ``mycert_gpg_home`` — ``MYCERT_GNUPG_HOME`` pointed at a fresh, empty home.
+
+``confirm_on_worker(vendor)`` confirms a vendor in MyCert's keyring, as ``confirm_vendor``
+does on a worker host.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
 import os
 import shutil
 import subprocess
@@ -29,6 +33,8 @@ import pytest
 
 __all__ = [
     "GpgKey",
+    "confirm_expired_key_on_worker",
+    "confirm_on_worker",
     "decrypt",
     "expired_key",
     "gpg_home",
@@ -83,6 +89,11 @@ class GpgKey:
     home: Path
     fingerprint: str
     uid: str
+
+    @property
+    def uid_address(self) -> str:
+        """The e-mail address of the key's user ID."""
+        return email.utils.parseaddr(self.uid)[1]
 
     @property
     def public(self) -> str:
@@ -207,3 +218,47 @@ def revoked_key(_vendor_home: Path) -> GpgKey:
     key = make_key(_vendor_home, "Revoked <revoked@vendor.example.lu>")
     key.revoke()
     return key
+
+
+def confirm_on_worker(vendor: Any) -> None:
+    """Confirm ``vendor`` as its row says now on this test's worker host (``confirm_vendor``).
+
+    The workers send a vendor's copies only where a security officer confirmed them
+    (``mycert.mail.anchor``); tests that deliver vendor copies confirm their vendor,
+    as the operator does after ``add_vendor`` on another host or a change in the admin.
+    """
+    from django.utils import timezone
+
+    from mycert.services.vendors import vendor_confirm
+
+    vendor.refresh_from_db()
+    vendor_confirm(
+        vendor_id=vendor.pk,
+        fingerprint=vendor.pgp_fingerprint,
+        email=vendor.email,
+        actor="test",
+        now=timezone.now(),
+    )
+
+
+def confirm_expired_key_on_worker(vendor: Any, key: GpgKey, home: Path) -> None:
+    """Anchor ``vendor`` with ``key`` in MyCert's keyring ``home`` as a confirmation made
+    while the key was valid would have (``confirm_vendor`` refuses an expired key now)."""
+    import json
+
+    from mycert.mail.anchor import ANCHOR_FILE
+
+    gpg(home, "--import", input=key.public.encode())
+    anchor = home / ANCHOR_FILE
+    entries = json.loads(anchor.read_text())["vendors"] if anchor.exists() else []
+    entries.append(
+        {
+            "vendor_id": vendor.pk,
+            "name": vendor.name,
+            "email": vendor.email.lower(),
+            "fingerprint": key.fingerprint,
+            "confirmed_at": "2020-01-02T00:00:00+00:00",
+            "confirmed_by": "test",
+        }
+    )
+    anchor.write_text(json.dumps({"vendors": entries}))

@@ -1,4 +1,9 @@
-"""Register a vendor ("éditeur"), with its OpenPGP public key checked on entry."""
+"""Register a vendor ("éditeur") on a worker host, its OpenPGP key checked and confirmed.
+
+Run it on a worker host: besides the database row it anchors the vendor in that host's
+keyring (``mycert.mail.anchor``), which is what the worker obeys. Other worker hosts
+confirm the vendor with ``confirm_vendor``.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,16 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from mycert.services.vendors import vendor_create
+from mycert.services.vendors import vendor_add_confirmed
 
 
 class Command(BaseCommand):
     help = (
-        "Add a vendor who may receive copies of keystores. With --pgp-key, the vendor's "
-        "ASCII-armored OpenPGP public key is checked (one key, not expired or revoked, able "
-        "to encrypt), its fingerprint pinned, and mail to the vendor encrypted (PGP/MIME). "
-        "A refusal exits non-zero and writes nothing."
+        "Add a vendor who may receive copies of keystores, on a worker host. With --pgp-key, "
+        "the vendor's ASCII-armored OpenPGP public key is checked (one key, not expired or "
+        "revoked, able to encrypt, carrying --email as a user ID), its fingerprint pinned, "
+        "the key imported into this host's keyring, and mail to the vendor encrypted "
+        "(PGP/MIME). A refusal exits non-zero and writes nothing."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -48,7 +54,7 @@ class Command(BaseCommand):
             if not armored.strip():
                 raise CommandError(f"The key file {key_file} is empty.")
         try:
-            vendor = vendor_create(
+            vendor = vendor_add_confirmed(
                 name=options["name"],
                 email=options["email"],
                 pgp_key=armored,
@@ -84,3 +90,8 @@ class Command(BaseCommand):
             )
         if vendor.legacy_keystore:
             self.stdout.write("Keystores for this vendor use legacy 3DES/SHA-1 encryption.")
+        self.stdout.write(
+            "Confirmed on this worker host (its keyring and its list of vendors): copies go "
+            "to this address and key only. On every other worker host run: "
+            f"python manage.py confirm_vendor {vendor.pk}"
+        )

@@ -197,6 +197,7 @@ class Command(BaseCommand):
         from mycert.services.vendors import vendor_create
 
         if Vendor.objects.exists():
+            self._confirm_demo_vendors()
             return
         armored = self._demo_vendor_key(var)
         vendor_create(
@@ -216,6 +217,35 @@ class Command(BaseCommand):
             now=timezone.now(),
         )
         self.stdout.write("Demo vendors created (one with an OpenPGP key in var/demo-vendor-gpg).")
+        self._confirm_demo_vendors()
+
+    def _confirm_demo_vendors(self) -> None:
+        """Confirm the demo's vendors in the worker's keyring, as ``confirm_vendor`` does.
+
+        The worker sends vendor copies only where a security officer confirmed them on
+        its host (``mycert.mail.anchor``); here the demo is that officer, and the web
+        and the worker share one machine and one keyring (production does not).
+        """
+        from mycert.mail.anchor import vendor_anchor
+        from mycert.services.vendors import vendor_confirm
+
+        for vendor in Vendor.objects.filter(is_active=True).order_by("pk"):
+            anchored = vendor_anchor().get(vendor.pk)
+            if anchored is not None and (anchored.email, anchored.fingerprint) == (
+                vendor.email.lower(),
+                vendor.pgp_fingerprint,
+            ):
+                continue
+            try:
+                vendor_confirm(
+                    vendor_id=vendor.pk,
+                    fingerprint=vendor.pgp_fingerprint,
+                    email=vendor.email,
+                    actor="command:demo",
+                    now=timezone.now(),
+                )
+            except ValueError as exc:
+                self.stdout.write(f"Demo vendor #{vendor.pk} not confirmed: {exc}")
 
     def _demo_vendor_key(self, var: Path) -> str:
         """Make the demo vendor's OpenPGP key, so its encrypted copies can be read."""
