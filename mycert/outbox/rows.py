@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from mycert.models import Certificate, Delivery, Vendor
+from mycert.outbox.content import password_payload_with_code
 from mycert.sealing import seal
 from mycert.services.audit import audit_record
 
@@ -59,11 +60,14 @@ def delivery_create_for_certificate(
     password: str,
     vendor: Vendor | None,
     language: str,
+    revocation_code: str = "",
 ) -> list[Delivery]:
     """Write the certificate's e-mails to the outbox, inside the issuer's transaction.
 
     Two rows for the professional (keystore, then password), two more for the vendor
     when one was chosen. The caller enqueues the rows without ``after`` once committed.
+    The professional's password e-mail alone carries ``revocation_code``: it is sealed
+    with the password in that row, and the vendor's copy never holds it.
     """
     recipients: list[tuple[str, str, Vendor | None, str]] = [
         (Delivery.Recipient.PROFESSIONAL, certificate.professional.email, None, "")
@@ -76,9 +80,14 @@ def delivery_create_for_certificate(
     firsts: list[Delivery] = []
     seconds: list[Delivery] = []
     for recipient, to_email, to_vendor, fingerprint in recipients:
+        password_payload = (
+            seal(password_payload_with_code(password, revocation_code))
+            if revocation_code and recipient == Delivery.Recipient.PROFESSIONAL
+            else sealed_password
+        )
         for content, payload, into in (
             (Delivery.Content.KEYSTORE, sealed_keystore, firsts),
-            (Delivery.Content.PASSWORD, sealed_password, seconds),
+            (Delivery.Content.PASSWORD, password_payload, seconds),
         ):
             into.append(
                 Delivery(

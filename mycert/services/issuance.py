@@ -32,6 +32,7 @@ from mycert.pki import (
 from mycert.services.alerts import operator_alert_create
 from mycert.services.audit import audit_record
 from mycert.services.ocsp import ocsp_response_sign_at_issuance
+from mycert.services.revocation_codes import revocation_code_new
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
     one-to-one link from certificate to request is the database's guarantee.
     """
     ca = ca_store.load_ca()
+    # Made before the lock: its slow hash need not hold the request row. The code goes
+    # out only sealed, in the professional's password e-mail; the row keeps the hash.
+    revocation_code, revocation_code_digest = revocation_code_new()
     with transaction.atomic():
         request = (
             # Lock only the request row (the vendor join may be empty, PostgreSQL refuses it).
@@ -134,11 +138,13 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
             not_after=certificate.not_valid_after_utc,
             fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
             pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            revocation_code_hash=revocation_code_digest,
         )
         deliveries = delivery_create_for_certificate(
             certificate=record,
             keystore=keystore,
             password=password,
+            revocation_code=revocation_code,
             vendor=vendor,
             language=request.language,
         )

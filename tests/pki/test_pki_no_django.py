@@ -20,6 +20,7 @@ MODULES = [
     "mycert.pki.ocsp",
     "mycert.pki.token",
     "mycert.pki.ocsp_presigned",
+    "mycert.pki.revocation_code",
 ]
 
 
