@@ -237,8 +237,12 @@ MYCERT_RATELIMIT_REVOCATION_CODE: str = env.str(
     "MYCERT_RATELIMIT_REVOCATION_CODE", default="10/900"
 )
 # scrypt's N for the stored hash of revocation codes (r = 8, p = 1; RFC 7914): a power of
-# two. 2^14 takes 16 MiB and ~30 ms on a server core; each stored hash keeps its own N.
+# two. 2^14 takes 16 MiB and tens of milliseconds; each stored hash keeps its own N.
 MYCERT_REVOCATION_CODE_SCRYPT_N = env.int("MYCERT_REVOCATION_CODE_SCRYPT_N", default=2**14)
+if MYCERT_REVOCATION_CODE_SCRYPT_N < 2 or MYCERT_REVOCATION_CODE_SCRYPT_N & (
+    MYCERT_REVOCATION_CODE_SCRYPT_N - 1
+):
+    raise ImproperlyConfigured("MYCERT_REVOCATION_CODE_SCRYPT_N must be a power of two (16384).")
 # How many reverse proxies append to X-Forwarded-For in front of the web processes (0: use
 # the TCP peer address; 1: one nginx/HAProxy). Never more than there really are.
 MYCERT_TRUSTED_PROXY_COUNT = env.int("MYCERT_TRUSTED_PROXY_COUNT", default=0)

@@ -255,3 +255,12 @@ def test_demo_refuses_to_run_without_debug(settings: Any) -> None:
     with pytest.raises(CommandError, match="DJANGO_DEBUG=true"):
         call_command("demo", "--setup-only")
     assert not get_user_model().objects.filter(username__in=["admin", "helpdesk"]).exists()
+
+
+@pytest.mark.parametrize("value", ["10000", "1", "0"])
+def test_a_revocation_code_work_factor_that_scrypt_refuses_stops_the_start(
+    tmp_path: Path, value: str
+) -> None:
+    result = _python(_production_env(tmp_path, MYCERT_REVOCATION_CODE_SCRYPT_N=value), SETUP)
+    assert result.returncode != 0
+    assert "MYCERT_REVOCATION_CODE_SCRYPT_N must be a power of two" in result.stderr

@@ -63,7 +63,7 @@ class _CodeHasher(ScryptPasswordHasher):
     parallelism = 1
 
     def __init__(self) -> None:
-        # N = 2^14, r = 8: scrypt's parameters for interactive use (16 MiB, ~30 ms).
+        # N = 2^14, r = 8: scrypt's parameters for interactive logins (16 MiB, tens of ms).
         self.work_factor = settings.MYCERT_REVOCATION_CODE_SCRYPT_N
         # Room for the N and r a stored hash names (hashlib's default stops at 32 MiB).
         self.maxmem = 256 * self.block_size * max(self.work_factor, 2**14)
