@@ -21,6 +21,9 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from mycert.models import AuditEvent, Certificate, CertificateRequest, Delivery, OperatorAlert
 from mycert.ops import ratelimit
@@ -692,3 +695,20 @@ def test_an_error_report_masks_the_code(rf: Any) -> None:
     assert shown["identifier"] == "LU-MED-1"
     assert shown["code"] != "Abcde-Fghjk-Mnpqr-Stuvw-Xyz23"
     assert set(shown["code"]) == {"*"}
+
+
+@hypothesis_settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(identifier=st.text(max_size=60), code=st.text(max_size=60))
+def test_any_text_is_a_clear_400_and_revokes_nothing(
+    client: Client, settings: Any, issued: tuple[Certificate, str], identifier: str, code: str
+) -> None:
+    settings.MYCERT_RATELIMIT_ENABLED = False  # hostile input, not the limiter, is tested
+    certificate, _code = issued
+    response = _check(client, identifier, code)
+    assert response.status_code == 400
+    _unrevoked(certificate)
