@@ -2,11 +2,14 @@
 
 Key generation, the same certificate profile (extensions of DESIGN.md §3) signed by the
 same issuing CA key object, and the same PKCS#12 settings (PBES2 AES-256-CBC, PBKDF2
-10,000 rounds, HMAC-SHA-256 MAC, key + leaf + issuing + root).
+10,000 rounds, HMAC-SHA-256 MAC, key + leaf + issuing + root), and the same slow hash of
+a revocation code that MyCert stores for each certificate (scrypt N=2^14, r=8, p=1;
+issue 23): work the product must do, so the reference does it too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -129,8 +132,21 @@ def keystore(issuer: BareIssuer, key: PrivateKey, certificate: x509.Certificate)
     )
 
 
+def revocation_code_hash() -> bytes:
+    """scrypt of a fresh 145-bit code, as ``mycert.services.revocation_codes`` stores it."""
+    return hashlib.scrypt(
+        secrets.token_urlsafe(19).encode(),
+        salt=secrets.token_bytes(16),
+        n=2**14,
+        r=8,
+        p=1,
+        dklen=64,
+    )
+
+
 def rest(issuer: BareIssuer, key: PrivateKey, number: int, now: datetime) -> bytes:
-    """Everything after key generation: sign, then PKCS#12."""
+    """Everything after key generation: the revocation code's hash, sign, then PKCS#12."""
+    revocation_code_hash()
     return keystore(issuer, key, sign(issuer, key.public_key(), number, now))
 
 

@@ -231,6 +231,18 @@ OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="MyCert")
 MYCERT_RATELIMIT_ENABLED = env.bool("MYCERT_RATELIMIT_ENABLED", default=True)
 MYCERT_RATELIMIT_LOGIN: str = env.str("MYCERT_RATELIMIT_LOGIN", default="60/300")
 MYCERT_RATELIMIT_REQUEST: str = env.str("MYCERT_RATELIMIT_REQUEST", default="30/3600")
+# « Révoquer sans connexion » (issue 23): code checks per client address and, apart,
+# per certificate the identifier names; past either, a 429 that names the helpdesk.
+MYCERT_RATELIMIT_REVOCATION_CODE: str = env.str(
+    "MYCERT_RATELIMIT_REVOCATION_CODE", default="10/900"
+)
+# scrypt's N for the stored hash of revocation codes (r = 8, p = 1; RFC 7914): a power of
+# two. 2^14 takes 16 MiB and tens of milliseconds; each stored hash keeps its own N.
+MYCERT_REVOCATION_CODE_SCRYPT_N = env.int("MYCERT_REVOCATION_CODE_SCRYPT_N", default=2**14)
+if MYCERT_REVOCATION_CODE_SCRYPT_N < 2 or MYCERT_REVOCATION_CODE_SCRYPT_N & (
+    MYCERT_REVOCATION_CODE_SCRYPT_N - 1
+):
+    raise ImproperlyConfigured("MYCERT_REVOCATION_CODE_SCRYPT_N must be a power of two (16384).")
 # How many reverse proxies append to X-Forwarded-For in front of the web processes (0: use
 # the TCP peer address; 1: one nginx/HAProxy). Never more than there really are.
 MYCERT_TRUSTED_PROXY_COUNT = env.int("MYCERT_TRUSTED_PROXY_COUNT", default=0)

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from mycert.views import auth, check, ops, pki, portal
+from mycert.views import auth, check, ops, pki, portal, revocation_code
 
 urlpatterns = [
     path("", portal.home, name="home"),
@@ -16,6 +16,18 @@ urlpatterns = [
         "certificates/<int:certificate_id>/revoke/",
         portal.revoke_certificate,
         name="revoke-certificate",
+    ),
+    # « Révoquer sans connexion »: the revocation code of the password e-mail (2/2).
+    path("revoke/", revocation_code.revoke_without_login, name="revoke-without-login"),
+    path(
+        "revoke/confirm/",
+        revocation_code.revoke_without_login_confirm,
+        name="revoke-without-login-confirm",
+    ),
+    path(
+        "revoke/done/",
+        revocation_code.revoke_without_login_done,
+        name="revoke-without-login-done",
     ),
     path("oidc/login/", auth.login, name="oidc-login"),
     path("oidc/callback/", auth.callback, name="oidc-callback"),

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from mycert.models import Certificate, Vendor
+from mycert.pki import canonical_revocation_code
 from mycert.services.vendors import vendors_offered
 
 NO_VENDOR = "none"
@@ -84,3 +85,39 @@ class SelfRevocationForm(forms.Form):
             "required": _("Tick the box to confirm that you want to revoke the certificate."),
         },
     )
+
+
+class CodeRevocationForm(forms.Form):
+    """« Revoke without logging in », first step: which certificate, and its code."""
+
+    identifier = forms.CharField(
+        label=_("Serial number or professional identifier"),
+        max_length=200,
+        help_text=_(
+            "The serial number is next to the code in the e-mail with your password; its "
+            "first 16 characters are enough."
+        ),
+        error_messages={
+            "required": _("Enter the certificate's serial number or your professional identifier."),
+        },
+    )
+    code = forms.CharField(
+        label=_("Revocation code"),
+        max_length=200,
+        help_text=_(
+            "Five groups of five characters, from the same e-mail. Upper and lower case matter."
+        ),
+        error_messages={"required": _("Enter the revocation code from the e-mail.")},
+    )
+
+    def clean_code(self) -> str:
+        code = canonical_revocation_code(self.cleaned_data["code"])
+        if code is None:
+            raise forms.ValidationError(
+                _(
+                    "A revocation code has 25 letters and digits in five groups of five. "
+                    "Copy it from the e-mail with your password."
+                ),
+                code="shape",
+            )
+        return code

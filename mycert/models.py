@@ -167,6 +167,8 @@ class Certificate(models.Model):
         HELPDESK = "helpdesk", _("helpdesk")
         PROFESSIONAL = "professional", _("professional")
         SUPERSEDED = "superseded", _("new certificate delivered")
+        #: The holder, without logging in, with the code of their password e-mail.
+        CODE = "code", _("revocation code")
 
     request = models.OneToOneField(
         CertificateRequest,
@@ -219,6 +221,12 @@ class Certificate(models.Model):
     )
     expiry_reminders_sent = models.JSONField(
         _("expiry reminders sent (days)"), default=list, blank=True
+    )
+    # A slow hash (scrypt) of the code that revokes this certificate without a login;
+    # the code itself exists only sealed in the password e-mail until it is sent.
+    # Emptied when the certificate is revoked that way. Never shown (editable=False).
+    revocation_code_hash = models.CharField(
+        _("revocation code hash"), max_length=255, blank=True, editable=False
     )
 
     objects = CertificateQuerySet.as_manager()

@@ -124,6 +124,8 @@ def _fast_password_hasher(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("integration") is None:
         settings = request.getfixturevalue("settings")
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+        # The same for revocation codes: still scrypt, with a tiny N (2^14 costs ~30 ms).
+        settings.MYCERT_REVOCATION_CODE_SCRYPT_N = 2**4
 
 
 @pytest.fixture

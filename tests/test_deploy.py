@@ -293,3 +293,10 @@ def test_check_deploy_names_a_worker_without_an_audit_head_export(settings: Any)
     settings.MYCERT_AUDIT_HEAD_FILE = ""
     settings.MYCERT_CA_KEY_PASSPHRASE = ""
     assert check_audit_head_export() == []
+@pytest.mark.parametrize("value", ["10000", "1", "0"])
+def test_a_revocation_code_work_factor_that_scrypt_refuses_stops_the_start(
+    tmp_path: Path, value: str
+) -> None:
+    result = _python(_production_env(tmp_path, MYCERT_REVOCATION_CODE_SCRYPT_N=value), SETUP)
+    assert result.returncode != 0
+    assert "MYCERT_REVOCATION_CODE_SCRYPT_N must be a power of two" in result.stderr

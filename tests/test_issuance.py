@@ -12,6 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from mycert.models import AuditEvent, Certificate, CertificateRequest, Delivery
+from mycert.outbox.content import password_payload_open
 from mycert.pki import KeystoreEncryption
 from mycert.sealing import unseal
 from mycert.services.issuance import request_issue, request_mark_sent
@@ -27,7 +28,8 @@ def _keystore_and_password(certificate: Certificate) -> tuple[bytes, str]:
         )
     }
     keystore = unseal(bytes(rows[Delivery.Content.KEYSTORE].sealed_payload or b""))
-    password = unseal(bytes(rows[Delivery.Content.PASSWORD].sealed_payload or b"")).decode()
+    payload = unseal(bytes(rows[Delivery.Content.PASSWORD].sealed_payload or b""))
+    password, _revocation_code = password_payload_open(payload)
     return keystore, password
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "password_message",
     "renew_url",
     "revocation_message",
+    "revoke_without_login_url",
 ]
 
 #: Languages with e-mail templates; anything else falls back to the first.
@@ -135,6 +136,11 @@ def renew_url() -> str:
     return f"{settings.MYCERT_BASE_URL}{reverse('request-certificate')}"
 
 
+def revoke_without_login_url() -> str:
+    """« Révoquer sans connexion »: ``{MYCERT_BASE_URL}/revoke/``."""
+    return f"{settings.MYCERT_BASE_URL}{reverse('revoke-without-login')}"
+
+
 def _context(facts: CertificateFacts, language: str, **extra: Any) -> dict[str, Any]:
     return {
         "language": language,
@@ -152,6 +158,7 @@ def _context(facts: CertificateFacts, language: str, **extra: Any) -> dict[str, 
         "helpdesk_phone": settings.MYCERT_HELPDESK_PHONE,
         "base_url": settings.MYCERT_BASE_URL,
         "renew_url": renew_url(),
+        "revoke_url": revoke_without_login_url(),
         "check_url": f"{settings.MYCERT_CHECK_BASE_URL}/" if settings.MYCERT_CHECK_BASE_URL else "",
         **facts.extra,
         **extra,
@@ -296,11 +303,16 @@ def password_message(
     envelope: Envelope,
     facts: CertificateFacts,
     password: str,
+    revocation_code: str = "",
     encrypt: Encryptor | None = None,
 ) -> EmailMessage:
-    """The second e-mail: only the keystore's password and a pointer to the first mail."""
+    """The second e-mail: the keystore's password and a pointer to the first mail.
+
+    The professional's also carries the certificate's ``revocation_code`` (the vendor's
+    copy says how the professional revokes, without the code).
+    """
     language = mail_language(envelope.language)
-    context = _context(facts, language, password=password)
+    context = _context(facts, language, password=password, revocation_code=revocation_code)
     with translation.override(language):
         context["keystore_subject"] = _one_line(
             render_to_string(f"emails/{language}/keystore.subject.txt", context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,14 @@ from mycert.mail.transport import SendError
 from mycert.models import Certificate, Delivery
 from mycert.sealing import SealError, unseal
 
-__all__ = ["Claim", "RecipientRefused", "build", "claim_of"]
+__all__ = [
+    "Claim",
+    "RecipientRefused",
+    "build",
+    "claim_of",
+    "password_payload_open",
+    "password_payload_with_code",
+]
 
 
 class RecipientRefused(SendError):
@@ -150,9 +158,33 @@ def _keystore(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailM
     )
 
 
+def password_payload_with_code(password: str, revocation_code: str) -> bytes:
+    """What the professional's password row seals: the password and the revocation code.
+
+    A JSON object; a payload that is not one is a bare password (a vendor's copy, and
+    rows sealed before revocation codes existed). No password starts with ``{``.
+    """
+    return json.dumps({"password": password, "revocation_code": revocation_code}).encode()
+
+
+def password_payload_open(payload: bytes) -> tuple[str, str]:
+    """``(password, revocation code or "")`` from an unsealed password payload."""
+    if payload.startswith(b"{"):
+        opened = json.loads(payload)
+        return str(opened["password"]), str(opened.get("revocation_code") or "")
+    return payload.decode(), ""
+
+
 def _password(claim: Claim, payload: bytes, encrypt: Encryptor | None) -> EmailMessage:
+    password, revocation_code = password_payload_open(payload)
+    if claim.recipient != Delivery.Recipient.PROFESSIONAL:
+        revocation_code = ""  # the holder's alone: never in a vendor's copy
     return password_message(
-        envelope=claim.envelope, facts=claim.facts, password=payload.decode(), encrypt=encrypt
+        envelope=claim.envelope,
+        facts=claim.facts,
+        password=password,
+        revocation_code=revocation_code,
+        encrypt=encrypt,
     )
 
 

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from mycert.models import Certificate, Delivery, Vendor
+from mycert.outbox.content import password_payload_with_code
 from mycert.sealing import seal
 from mycert.services.audit import audit_record
 
@@ -61,13 +62,16 @@ def delivery_create_for_certificate(
     vendor: Vendor | None,
     language: str,
     professional_email: str,
+    revocation_code: str = "",
 ) -> list[Delivery]:
     """Write the certificate's e-mails to the outbox, inside the issuer's transaction.
 
     Two rows for the professional (keystore, then password), two more for the vendor
     when one was chosen. The caller enqueues the rows without ``after`` once committed.
     ``professional_email`` is the address the issuer verified (the request's proof of
-    login), not the professional row's, which any database writer could change.
+    login), not the professional row's, which any database writer could change. The
+    professional's password e-mail alone carries ``revocation_code``: it is sealed with
+    the password in that row, and the vendor's copy never holds it.
     """
     recipients: list[tuple[str, str, Vendor | None, str]] = [
         (Delivery.Recipient.PROFESSIONAL, professional_email, None, "")
@@ -78,10 +82,15 @@ def delivery_create_for_certificate(
     firsts: list[Delivery] = []
     seconds: list[Delivery] = []
     for recipient, to_email, to_vendor, fingerprint in recipients:
+        password_clear = (
+            password_payload_with_code(password, revocation_code)
+            if revocation_code and recipient == Delivery.Recipient.PROFESSIONAL
+            else password.encode()
+        )
         # Sealed for this row's address: rewriting ``to_email`` later breaks the seal.
         for content, payload, into in (
             (Delivery.Content.KEYSTORE, seal(keystore, recipient=to_email), firsts),
-            (Delivery.Content.PASSWORD, seal(password.encode(), recipient=to_email), seconds),
+            (Delivery.Content.PASSWORD, seal(password_clear, recipient=to_email), seconds),
         ):
             into.append(
                 Delivery(

@@ -34,9 +34,13 @@ from mycert.pki.profile import ProfessionalIdentity as ProfessionalIdentity
 from mycert.pki.profile import ProfessionalProfile as ProfessionalProfile
 from mycert.pki.profile import PublicKey as PublicKey
 from mycert.pki.profile import issue_professional_certificate as issue_professional_certificate
+from mycert.pki.revocation_code import REVOCATION_CODE_ENTROPY_BITS as REVOCATION_CODE_ENTROPY_BITS
+from mycert.pki.revocation_code import canonical_revocation_code as canonical_revocation_code
+from mycert.pki.revocation_code import generate_revocation_code as generate_revocation_code
 
 __all__ = [
     "KEYSTORE_PASSWORD_ENTROPY_BITS",
+    "REVOCATION_CODE_ENTROPY_BITS",
     "CertificateAuthority",
     "CertificateStatus",
     "DistinguishedName",
@@ -52,6 +56,7 @@ __all__ = [
     "build_crl",
     "build_keystore",
     "build_ocsp_response",
+    "canonical_revocation_code",
     "create_issuing_ca",
     "create_ocsp_responder",
     "create_root_ca",
@@ -59,6 +64,7 @@ __all__ = [
     "error_response",
     "generate_keystore_password",
     "generate_private_key",
+    "generate_revocation_code",
     "issue_professional_certificate",
     "issued_by",
     "key_matches_certificate",

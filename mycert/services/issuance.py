@@ -38,6 +38,7 @@ from mycert.request_proof import (
 from mycert.services.alerts import operator_alert_create
 from mycert.services.audit import audit_record
 from mycert.services.ocsp import ocsp_response_sign_at_issuance
+from mycert.services.revocation_codes import revocation_code_new
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
     one-to-one link from certificate to request is the database's guarantee.
     """
     ca = ca_store.load_ca()
+    # Made before the lock: its slow hash need not hold the request row. The code goes
+    # out only sealed, in the professional's password e-mail; the row keeps the hash.
+    revocation_code, revocation_code_digest = revocation_code_new()
     with transaction.atomic():
         request = (
             # Lock only the request row (the vendor join may be empty, PostgreSQL refuses it).
@@ -145,11 +149,13 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
             fingerprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
             pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
             proof_digest=proven.digest,
+            revocation_code_hash=revocation_code_digest,
         )
         deliveries = delivery_create_for_certificate(
             certificate=record,
             keystore=keystore,
             password=password,
+            revocation_code=revocation_code,
             vendor=vendor,
             language=request.language,
             professional_email=proven.email,

@@ -88,7 +88,7 @@ def certificate_revoke(
         if cancelled:
             _request_end_unsent(certificate, now=now)
         if (
-            via == Certificate.RevokedVia.PROFESSIONAL
+            via in (Certificate.RevokedVia.PROFESSIONAL, Certificate.RevokedVia.CODE)
             and reason == Certificate.RevocationReason.KEY_COMPROMISE
         ):
             professional = certificate.professional

@@ -1,5 +1,5 @@
 """Secrets stay where they belong: after a batch on real parts, no private key, keystore
-password or CA passphrase is found in the database dump, the worker's and the web's logs,
+password, revocation code or CA passphrase is found in the database dump, the worker's and the web's logs,
 or anything that went through the broker.
 
 The secrets are taken from what the professionals received: each keystore is opened with
@@ -54,6 +54,8 @@ from tests.support.worker import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 PASSWORD_PATTERN = re.compile(rb"\b(?:[A-Za-z0-9]{4}-){5}[A-Za-z0-9]{4}\b")
+# The revocation code of the professional's password e-mail (issue 23): groups of five.
+CODE_PATTERN = re.compile(rb"\b(?:[A-Za-z0-9]{5}-){4}[A-Za-z0-9]{5}\b")
 BASE64_RUN = re.compile(rb"[A-Za-z0-9+/=_-]{16,}")
 
 
@@ -285,6 +287,28 @@ def test_no_secret_in_database_logs_or_broker(
                 base64.b64encode(keystore)[100:160],
             ]
     assert keystores == figures.emails_expected // 2
+
+    # Each professional's password e-mail carries one revocation code; no vendor copy does.
+    codes = 0
+    for recipient, received in by_recipient.items():
+        texts = b"\n".join(
+            part.get_payload(decode=True) or b""  # type: ignore[misc]
+            for message in received
+            for part in message.walk()
+            if part.get_content_type() in ("text/plain", "text/html")
+        )
+        found = set(CODE_PATTERN.findall(texts))
+        if recipient == vendor.email:
+            assert found == set(), "a vendor's copy carries no revocation code"
+            continue
+        assert len(found) == 1, f"one revocation code for {recipient}"
+        (code,) = found
+        secrets[f"revocation code for {recipient}"] = [
+            *_encodings(code),
+            *_encodings(code.replace(b"-", b"")),
+        ]
+        codes += 1
+    assert codes == len(ids)
 
     passphrase = django_settings.MYCERT_CA_KEY_PASSPHRASE.encode()
     secrets["CA passphrase"] = _encodings(passphrase)

@@ -490,3 +490,64 @@ def test_the_journey_across_a_keyless_web_host_and_a_worker(
     )
 
     _assert_holds_nothing_secret(web_host, two_host_worker_env)
+
+
+CODE_PATTERN = re.compile(r"\b(?:[A-Za-z0-9]{5}-){4}[A-Za-z0-9]{5}\b")
+
+
+@pytest.mark.parametrize("worker_backend", ["file"], indirect=True)
+def test_a_revocation_code_revokes_on_the_keyless_web_host(
+    web_host: WebHost,
+    worker_host: WorkerProcess,
+    two_host_worker_env: dict[str, str],
+    smtp_process: SmtpProcess,
+) -> None:
+    """The worker makes and seals the code; the web host, holding no key, checks its hash."""
+    from mycert.services.requests import request_submit
+    from tests.factories import ProfessionalFactory
+
+    crl_publish(now=timezone.now())
+    professional = ProfessionalFactory.create(email="jean.weber@cabinet.lu")
+    request_submit(
+        professional=professional,
+        vendor=None,
+        terms_accepted=True,
+        language="fr",
+        now=timezone.now(),
+    )
+
+    def mails() -> list[Any]:
+        return [m for m in smtp_process.outbox_messages() if professional.email in str(m["To"])]
+
+    try:
+        wait_until(lambda: len(mails()) >= 2, timeout=90, what="the professional's two e-mails")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- worker ---\n{worker_host.logs()[-4000:]}") from exc
+    (code,) = CODE_PATTERN.findall(_mail_text(mails()[1]))
+    record = Certificate.objects.get(professional=professional)
+
+    session = requests.Session()
+    start = session.get(f"{web_host.url}/revoke/", timeout=10)
+    checked = session.post(
+        f"{web_host.url}/revoke/",
+        {"identifier": record.serial, "code": code, "csrfmiddlewaretoken": _csrf(start.text)},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert checked.status_code == 302, checked.text
+    confirm = session.get(f"{web_host.url}/revoke/confirm/", timeout=10)
+    assert professional.full_name in confirm.text
+    done = session.post(
+        f"{web_host.url}/revoke/confirm/",
+        {"reason": "keyCompromise", "confirm": "on", "csrfmiddlewaretoken": _csrf(confirm.text)},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert done.status_code == 302, done.text
+    record.refresh_from_db()
+    assert record.revoked_via == Certificate.RevokedVia.CODE
+    assert record.revocation_code_hash == ""
+    wait_until(
+        lambda: _crl_lists(web_host, record.serial_number), timeout=60, what="the CRL to list it"
+    )
+    _assert_holds_nothing_secret(web_host, two_host_worker_env)

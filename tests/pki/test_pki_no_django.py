@@ -21,6 +21,7 @@ MODULES = [
     "mycert.pki.token",
     "mycert.pki.ocsp_presigned",
     "mycert.pki.evidence",
+    "mycert.pki.revocation_code",
 ]
 
 

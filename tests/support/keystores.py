@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from mycert import ca_store
 from mycert.models import Certificate, CertificateRequest, Delivery
+from mycert.outbox.content import password_payload_open
 from mycert.pki import (
     CertificateAuthority,
     DistinguishedName,
@@ -88,7 +89,9 @@ def issue(*, key_type: str = "ec-p256", legacy: bool = False, **professional: st
         )
     }
     p12 = unseal(bytes(rows[Delivery.Content.KEYSTORE].sealed_payload or b""))
-    password = unseal(bytes(rows[Delivery.Content.PASSWORD].sealed_payload or b"")).decode()
+    password, _revocation_code = password_payload_open(
+        unseal(bytes(rows[Delivery.Content.PASSWORD].sealed_payload or b""))
+    )
     key, leaf, _ = pkcs12.load_key_and_certificates(p12, password.encode())
     assert key is not None
     assert leaf is not None
