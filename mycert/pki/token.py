@@ -238,6 +238,17 @@ class Token:
 
         return self.run(list_labels)
 
+    def has_private_key(self, key_id: bytes) -> bool:
+        """Whether the token holds a private key with CKA_ID ``key_id``."""
+
+        def find(session: Any) -> bool:
+            objects = session.get_objects(
+                {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: key_id}
+            )
+            return any(True for _ in objects)
+
+        return self.run(find)
+
     def private_key(self, key_id: bytes, label: str | None = None) -> TokenPrivateKey:
         """Return the token's key with CKA_ID ``key_id`` (and ``label``) as a pyca key."""
 

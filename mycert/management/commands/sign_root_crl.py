@@ -13,8 +13,8 @@ from mycert import ca_store
 
 class Command(BaseCommand):
     help = (
-        "Re-sign MYCERT_CA_DIR/root.crl with the root key (root-key.pem, --root-key, or the "
-        "root's PKCS#11 token), valid 365 days, with the next cRLNumber. Needs no database: "
+        "Re-sign MYCERT_CA_DIR/root.crl with the root key (--root-key, MYCERT_ROOT_KEY_FILE, "
+        "root-key.pem, or the root's own PKCS#11 token), valid 365 days, with the next cRLNumber. Needs no database: "
         "run it on the offline root host, then copy root.crl to the web hosts."
     )
     # The offline root host has no database, broker or issuing key to check.
@@ -25,8 +25,9 @@ class Command(BaseCommand):
             "--root-key",
             type=Path,
             default=None,
-            help="The root key file (PKCS#8, MYCERT_CA_KEY_PASSPHRASE), e.g. on removable "
-            "media; default MYCERT_CA_DIR/root-key.pem or the root token.",
+            help="The root key file (PKCS#8, MYCERT_ROOT_KEY_PASSPHRASE), e.g. on removable "
+            "media; default MYCERT_ROOT_KEY_FILE, MYCERT_CA_DIR/root-key.pem, or the root's "
+            "token (MYCERT_PKCS11_ROOT_TOKEN_LABEL).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
