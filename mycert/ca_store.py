@@ -36,6 +36,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
+from django.dispatch import Signal
 
 from mycert.pki import (
     CertificateAuthority,
@@ -227,6 +228,37 @@ def weak_passphrases() -> list[str]:
 _tokens: dict[tuple[str, str], Token] = {}
 _tokens_lock = threading.Lock()
 
+#: The token refused a login of this process (once per process and PIN; the process
+#: then declines to log in with that PIN): ``token_label``, ``message`` (no secret).
+token_pin_refused = Signal()
+#: A token key was found after a login: whatever refused the PIN before is mended.
+token_key_found = Signal()
+# True in the probe's forked child: it shares the parent's database connection, so it
+# sends no signal (whose receivers write to the database and the cache).
+_quiet = False
+
+#: CaStoreError codes after which the same work may succeed later with nothing changed
+#: here: the token or its module out of reach, a PIN the operator is replacing, a file
+#: briefly unreadable. Work that meets them is retried with back-off, not failed.
+TEMPORARY_CODES = frozenset({"token", "pin", "unreadable"})
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """Whether ``exc`` is a custody outage to wait out (HSM down, PIN being fixed)."""
+    if isinstance(exc, CaStoreError):
+        return exc.code in TEMPORARY_CODES
+    if isinstance(exc, TokenError):
+        return exc.code in {"module", "token", "session", "pin"}
+    return False
+
+
+def _pin_refused(label: str) -> Callable[[TokenError], None]:
+    def notify(error: TokenError) -> None:
+        if not _quiet:
+            token_pin_refused.send_robust(sender=Token, token_label=label, message=str(error))
+
+    return notify
+
 
 def _configured_pin() -> str:
     pin: str = settings.MYCERT_PKCS11_PIN
@@ -253,11 +285,17 @@ def configured_token(*, root: bool = False) -> Token:
             "MYCERT_CA_BACKEND=pkcs11 needs MYCERT_PKCS11_MODULE and MYCERT_PKCS11_TOKEN_LABEL.",
             code="token",
         )
+    pin = _configured_pin()
     with _tokens_lock:
         token = _tokens.get((module, label))
         if token is None:
-            token = Token(module=module, token_label=label, pin=_configured_pin())
+            token = Token(
+                module=module, token_label=label, pin=pin, on_pin_refused=_pin_refused(label)
+            )
             _tokens[(module, label)] = token
+        elif token.pin != pin:
+            # The PIN source changed: the next login (and only it) tries the new PIN.
+            token.pin = pin
         return token
 
 
@@ -297,9 +335,13 @@ def _token_key(certificate: x509.Certificate, what: str, *, root: bool = False) 
     """The token key whose CKA_ID is ``certificate``'s SubjectKeyIdentifier."""
     try:
         key_id = key_id_for(certificate.public_key())  # type: ignore[arg-type]
-        return configured_token(root=root).private_key(key_id)
+        token = configured_token(root=root)
+        key = token.private_key(key_id)
     except TokenError as exc:
         raise _token_error(exc, what) from exc
+    if not _quiet:
+        token_key_found.send_robust(sender=Token, token_label=token.token_label)
+    return key
 
 
 # --- URLs written into certificates (served by mycert.views.pki) -------------------------
@@ -950,6 +992,8 @@ def probe_ca() -> Probe:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: probe, report, exit without running the parent's cleanup
+        global _quiet  # this process only probes, then exits
+        _quiet = True
         status = 0
         try:
             os.close(read_end)

@@ -28,7 +28,9 @@ _CA_CHECK_IDS = {
 _CA_HINTS = {
     "token": "Check MYCERT_PKCS11_MODULE (the library's path) and MYCERT_PKCS11_TOKEN_LABEL, "
     "and that the token is connected.",
-    "pin": "Check MYCERT_PKCS11_PIN or MYCERT_PKCS11_PIN_FILE.",
+    "pin": "Check MYCERT_PKCS11_PIN or MYCERT_PKCS11_PIN_FILE. After a refused PIN each "
+    "process stops logging in until the PIN changes, so that the HSM does not lock it: "
+    "fix the PIN file and the workers try it at their next use.",
     "key": "The token lacks the key of a certificate in MYCERT_CA_DIR: is it the right token?",
 }
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pkcs11
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -20,7 +21,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from mycert import ca_store, checks
-from mycert.models import Certificate
+from mycert.models import Certificate, OperatorAlert
 from mycert.ops import health
 from mycert.pki import (
     DistinguishedName,
@@ -34,6 +35,7 @@ from mycert.pki import (
 from mycert.services.issuance import request_issue
 from tests.factories import CertificateRequestFactory
 from tests.pki.helpers import run_command
+from tests.support.softhsm import PIN as SOFTHSM_PIN
 from tests.support.softhsm import SoftHsm
 from tests.test_issuance import _keystore_and_password
 
@@ -557,3 +559,88 @@ def test_the_root_key_online_takes_a_flag_that_says_what_it_means(token_settings
     assert "holds the root CA key" in messages[0].msg
     with pytest.raises(SystemCheckError, match=r"mycert\.E012"):
         call_command("check")
+
+
+# --- A refused PIN is not tried again (issue 22) ---------------------------------------------
+
+
+class _LoginCounter:
+    """Counts the logins the real SoftHSM2 refuses, around python-pkcs11's own objects."""
+
+    def __init__(self, real_lib: Any) -> None:
+        self.refused = 0
+        self._real_lib = real_lib
+
+    def lib(self, module: str) -> Any:
+        counter = self
+        real = self._real_lib(module)
+
+        class Token:
+            def __init__(self, token: Any) -> None:
+                self._token = token
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._token, name)
+
+            def open(self, **kwargs: Any) -> Any:
+                try:
+                    return self._token.open(**kwargs)
+                except (pkcs11.PinIncorrect, pkcs11.PinLocked):
+                    counter.refused += 1
+                    raise
+
+        class Lib:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def get_token(self, **kwargs: Any) -> Token:
+                return Token(real.get_token(**kwargs))
+
+        return Lib()
+
+
+@pytest.mark.django_db
+def test_a_refused_pin_is_tried_once_per_process_alerted_and_explained(
+    token_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: Any
+) -> None:
+    call_command("init_ca", key_type="ec-p256")
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("a-stale-pin\n")
+    token_settings.MYCERT_PKCS11_PIN = ""
+    token_settings.MYCERT_PKCS11_PIN_FILE = str(pin_file)
+    ca_store.clear_cache()
+    counter = _LoginCounter(pkcs11.lib)
+    monkeypatch.setattr(pkcs11, "lib", counter.lib)
+
+    # Ten rounds of what a worker does: a child's session at start, an issuance, the
+    # OCSP refresh, the CRL task's retry after a cache reset.
+    for _ in range(10):
+        ca_store.open_token_session()
+        for use in (ca_store.load_ca, ca_store.load_ocsp_responder):
+            with pytest.raises(ca_store.CaStoreError) as caught:
+                use()
+            assert caught.value.code == "pin"
+        ca_store.clear_cache()
+    assert counter.refused == 1
+    assert "until the PIN changes" in str(caught.value)
+
+    # One alert to the security officer; /healthz and `check` say why, in words.
+    alerts = OperatorAlert.objects.filter(kind="hsm_pin_refused")
+    assert alerts.count() == 1
+    assert alerts.get().recipient == OperatorAlert.Recipient.SECURITY
+    health.clear_cache()
+    custody = client.get("/healthz").json()["checks"]["custody"]
+    assert custody["warnings"] == "hsm_pin_refused"
+    assert "refused the workers' PIN" in custody["reason"]
+    assert "stops logging in until the PIN changes" in custody["reason"]
+    messages = checks.check_ca()
+    assert [m.id for m in messages] == ["mycert.E007"]
+    assert "refused this PIN earlier" in messages[0].msg
+    assert "so that the HSM does not lock it" in str(messages[0].hint)
+
+    # The PIN file fixed: the next use logs in (once), signs, and the mark goes.
+    pin_file.write_text(SOFTHSM_PIN + "\n")
+    assert ca_store.load_ca().issuing.certificate
+    assert counter.refused == 1
+    health.clear_cache()
+    assert "reason" not in client.get("/healthz").json()["checks"]["custody"]
