@@ -101,6 +101,10 @@ _CURVES: dict[str, type[ec.EllipticCurve]] = {
 
 # The process that last initialised each PKCS#11 module (to re-initialise after fork).
 _LIBRARY_PIDS: dict[str, int] = {}
+# Modules that could not reach their token: initialised again before the next use, as
+# an HSM client library that lost its device recovers only through C_Finalize and
+# C_Initialize (SoftHSM2 reads its tokens at C_Initialize; so do many vendors' clients).
+_LIBRARY_STALE: set[str] = set()
 
 # Per process, the PIN each token (module, label) refused, as a SHA-256 digest: the PIN
 # itself is not kept here. A forked child inherits it, so it does not try either.
@@ -159,10 +163,12 @@ class Token:
             lib = pkcs11.lib(self.module)
             pid = os.getpid()
             initialised_in = _LIBRARY_PIDS.setdefault(self.module, pid)
-            if initialised_in != pid:
-                # Inherited across fork: C_Finalize the copied state, C_Initialize anew.
+            if initialised_in != pid or self.module in _LIBRARY_STALE:
+                # Inherited across fork, or the token was out of reach: C_Finalize the
+                # old state, C_Initialize anew (sessions of this process reopen on use).
                 lib.reinitialize()
                 _LIBRARY_PIDS[self.module] = pid
+                _LIBRARY_STALE.discard(self.module)
             return lib
         except (RuntimeError, OSError, pkcs11.PKCS11Error) as exc:
             raise TokenError(
@@ -179,6 +185,7 @@ class Token:
                 f"No PKCS#11 token labelled {self.token_label!r} in {self.module}.", code="token"
             ) from exc
         except pkcs11.PKCS11Error as exc:
+            _LIBRARY_STALE.add(self.module)
             raise TokenError(
                 f"The PKCS#11 token {self.token_label!r} cannot be reached ({type(exc).__name__}).",
                 code="token",
@@ -296,6 +303,10 @@ class Token:
                 return session.get_key(object_class=object_class, id=key_id)
             return session.get_key(object_class=object_class, label=label, id=key_id)
         except pkcs11.NoSuchKey as exc:
+            # A token that lost its storage (SoftHSM2's folder gone, an HSM partition
+            # offline) may list no object at all: "no such key" is believed only from a
+            # token that still answers; otherwise it is an outage, to be waited out.
+            self._check_reachable()
             raise TokenError(
                 f"No key with id {key_id.hex()} in the token {self.token_label!r}.", code="key"
             ) from exc
@@ -303,6 +314,22 @@ class Token:
             raise TokenError(
                 f"Several keys with id {key_id.hex()} in the token {self.token_label!r}.",
                 code="key",
+            ) from exc
+
+    def _check_reachable(self) -> None:
+        """Raise TokenError ``token`` unless the module still finds the token."""
+        try:
+            pkcs11.lib(self.module).get_token(token_label=self.token_label)
+        except pkcs11.PKCS11Error as exc:
+            # The session is the lost token's: forget it (no C_CloseSession on a dead
+            # handle); the next use initialises the module again and logs in anew.
+            _LIBRARY_STALE.add(self.module)
+            with self._lock:
+                self._session = None
+                self.generation += 1
+            raise TokenError(
+                f"The PKCS#11 token {self.token_label!r} cannot be reached ({type(exc).__name__}).",
+                code="token",
             ) from exc
 
     def labels(self) -> set[str]:

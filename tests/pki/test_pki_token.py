@@ -281,3 +281,35 @@ def test_a_second_token_object_shares_the_login(
         key.sign(b"alone", ec.ECDSA(hashes.SHA256())), b"alone", ec.ECDSA(hashes.SHA256())
     )
     other.close()
+
+
+def test_a_token_out_of_reach_is_an_outage_and_comes_back(
+    softhsm: SoftHsm, token: Token, ec_key: TokenEcPrivateKey
+) -> None:
+    """The token's storage gone (an HSM restarting): code ``token``, never "no such key",
+    for a lookup or a signature; back again, the same objects sign with no restart."""
+    token.private_key(ec_key.key_id)
+    away = softhsm.directory.with_name(softhsm.directory.name + "-away")
+    softhsm.directory.rename(away)
+    try:
+        for use in (
+            lambda: token.private_key(ec_key.key_id),
+            lambda: ec_key.sign(b"down", ec.ECDSA(hashes.SHA256())),
+        ):
+            with pytest.raises(TokenError) as caught:
+                use()
+            assert caught.value.code in ("token", "module"), caught.value
+    finally:
+        away.rename(softhsm.directory)
+    codes = []
+    found = None
+    for _ in range(3):  # the first use after the outage may meet the old session once
+        try:
+            found = token.private_key(ec_key.key_id)
+            break
+        except TokenError as exc:
+            codes.append(exc.code)
+    assert found is not None
+    assert set(codes) <= {"token", "module"}
+    signature = ec_key.sign(b"back", ec.ECDSA(hashes.SHA256()))
+    ec_key.public_key().verify(signature, b"back", ec.ECDSA(hashes.SHA256()))
