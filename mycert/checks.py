@@ -31,7 +31,9 @@ _CA_HINTS = {
     "pin": "Check MYCERT_PKCS11_PIN or MYCERT_PKCS11_PIN_FILE. After a refused PIN each "
     "process stops logging in until the PIN changes, so that the HSM does not lock it: "
     "fix the PIN file and the workers try it at their next use.",
-    "key": "The token lacks the key of a certificate in MYCERT_CA_DIR: is it the right token?",
+    "key": "The token lacks the key of a certificate in MYCERT_CA_DIR (is it the right "
+    "token?), or holds it extractable or not sensitive (import it again as sensitive and "
+    "non-extractable).",
 }
 
 

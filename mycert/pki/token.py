@@ -359,6 +359,7 @@ class Token:
 
         def find(session: Any) -> tuple[P11KeyType, str, Any]:
             private = self._find(session, ObjectClass.PRIVATE_KEY, key_id, label)
+            _refuse_unprotected(private, self.token_label)
             public = self._find(session, ObjectClass.PUBLIC_KEY, key_id, label)
             return private.key_type, str(private.label), _public_key_from_token(public)
 
@@ -424,6 +425,37 @@ class Token:
             return key_id
 
         return self.private_key(self.run(generate), label)
+
+
+def _refuse_unprotected(private: Any, token_label: str) -> None:
+    """Refuse a CA or OCSP key that could leave the token (PKCS#11 v2.40 §4.9).
+
+    Keys MyCert generates are CKA_SENSITIVE and not CKA_EXTRACTABLE; a key imported with
+    the HSM's own tools may be neither, and its value could then be read out or wrapped
+    off the token by whoever holds the PIN: a copy of the CA key outside the HSM.
+    """
+    label = str(private.label)
+    try:
+        sensitive = bool(private[Attribute.SENSITIVE])
+        extractable = bool(private[Attribute.EXTRACTABLE])
+    except pkcs11.AttributeTypeInvalid as exc:
+        raise TokenError(
+            f"The key {label!r} in the token {token_label!r} does not say whether it can "
+            "leave the token (CKA_SENSITIVE, CKA_EXTRACTABLE): refused.",
+            code="key",
+        ) from exc
+    reasons = []
+    if extractable:
+        reasons.append("it is extractable (CKA_EXTRACTABLE true)")
+    if not sensitive:
+        reasons.append("it is not sensitive (CKA_SENSITIVE false)")
+    if reasons:
+        raise TokenError(
+            f"The key {label!r} in the token {token_label!r} is refused: "
+            f"{' and '.join(reasons)}, so its value can leave the token. Generate CA keys "
+            "inside the token (init_ca), or import them as sensitive and non-extractable.",
+            code="key",
+        )
 
 
 def _public_key_from_token(public: Any) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
