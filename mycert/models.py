@@ -160,6 +160,7 @@ class Certificate(models.Model):
         HELPDESK = "helpdesk", _("helpdesk")
         PROFESSIONAL = "professional", _("professional")
         SUPERSEDED = "superseded", _("new certificate delivered")
+        UNDELIVERED = "undelivered", _("never delivered")
 
     request = models.OneToOneField(
         CertificateRequest,
