@@ -82,6 +82,8 @@ class BenchEnv:
             "MYCERT_VAR_DIR": str(self.var_dir),
             "MYCERT_CA_DIR": str(self.ca_dir),
             "MYCERT_CA_KEY_PASSPHRASE": CA_PASSPHRASE,
+            # A throwaway CA: its root key stays beside the others (no ceremony to run).
+            "MYCERT_ROOT_KEY_ONLINE": "true",
             "MYCERT_OUTBOX_KEY": OUTBOX_KEY,
             "MYCERT_GNUPG_HOME": str(self.gnupg_home),
             # One line per task and per e-mail at INFO; a busy production worker logs

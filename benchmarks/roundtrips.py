@@ -91,6 +91,7 @@ def _setup(root: Path) -> None:
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
             "MYCERT_CA_KEY_PASSPHRASE": "roundtrips-ca-passphrase",
+            "MYCERT_ROOT_KEY_ONLINE": "true",  # a throwaway CA
             "CELERY_BROKER_URL": "memory://",
         }
     )

@@ -338,8 +338,19 @@ MYCERT_PKCS11_MODULE: str = env.str("MYCERT_PKCS11_MODULE", default="")
 MYCERT_PKCS11_TOKEN_LABEL: str = env.str("MYCERT_PKCS11_TOKEN_LABEL", default="")
 MYCERT_PKCS11_PIN: str = env.str("MYCERT_PKCS11_PIN", default="")
 MYCERT_PKCS11_PIN_FILE: str = env.str("MYCERT_PKCS11_PIN_FILE", default="")
-# The root's own token for the offline ceremonies (default: MYCERT_PKCS11_TOKEN_LABEL).
+# The root key lives offline (issue 22): its own token, or its own file and passphrase.
+# The root's own token for init_ca and the offline ceremonies (never the workers' token).
 MYCERT_PKCS11_ROOT_TOKEN_LABEL: str = env.str("MYCERT_PKCS11_ROOT_TOKEN_LABEL", default="")
+# File backend: the root key's own passphrase (never MYCERT_CA_KEY_PASSPHRASE, which
+# workers hold) and where the ceremonies find the key (removable media); default
+# MYCERT_CA_DIR/root-key.pem, where init_ca writes it to be taken offline.
+MYCERT_ROOT_KEY_PASSPHRASE: str = env.str("MYCERT_ROOT_KEY_PASSPHRASE", default="")
+if not MYCERT_ROOT_KEY_PASSPHRASE and DEBUG:
+    MYCERT_ROOT_KEY_PASSPHRASE = "insecure-development-root-passphrase"  # noqa: S105
+MYCERT_ROOT_KEY_FILE: str = env.str("MYCERT_ROOT_KEY_FILE", default="")
+# Keep the root key with the workers (their token, their CA folder, their passphrase): a
+# compromised worker can then sign a new issuing CA. Throwaway and test set-ups only.
+MYCERT_ROOT_KEY_ONLINE = env.bool("MYCERT_ROOT_KEY_ONLINE", default=False)
 # The OCSP responder key file's own passphrase (file backend); unset: the CA's.
 MYCERT_OCSP_KEY_PASSPHRASE: str = env.str("MYCERT_OCSP_KEY_PASSPHRASE", default="")
 

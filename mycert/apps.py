@@ -24,6 +24,9 @@ class MyCertConfig(AppConfig):
 
         metrics.connect_task_signals()
         ca_store.connect_worker_signals()
+        from mycert.services.custody import connect_custody_signals
+
+        connect_custody_signals()
         _connect_audit_signals()
 
 

@@ -3,7 +3,7 @@
 Layout (PEM; with ``MYCERT_CA_BACKEND=file`` the keys are PKCS#8 encrypted with
 ``MYCERT_CA_KEY_PASSPHRASE``, the responder's with ``MYCERT_OCSP_KEY_PASSPHRASE``)::
 
-    root.pem        root-key.pem        root CA (long-lived, offline in production)
+    root.pem        root-key.pem        root CA (long-lived, offline: see below)
     issuing.pem     issuing-key.pem     issuing CA, signs professionals' certificates
     ocsp.pem        ocsp-key.pem        delegated OCSP responder (RFC 6960 §4.2.2.2)
     root.crl                            the root's CRL over the issuing CA (DER)
@@ -12,6 +12,13 @@ Layout (PEM; with ``MYCERT_CA_BACKEND=file`` the keys are PKCS#8 encrypted with
 With ``MYCERT_CA_BACKEND=pkcs11`` there is no key file: the keys live in the token
 (``MYCERT_PKCS11_*``), labelled ``mycert-root``/``mycert-issuing``/``mycert-ocsp`` with
 CKA_ID = the certificate's SubjectKeyIdentifier, so each certificate finds its key.
+
+The root key is offline by default (issue 22): in its own token
+(``MYCERT_PKCS11_ROOT_TOKEN_LABEL``), or in its own file under its own passphrase
+(``MYCERT_ROOT_KEY_PASSPHRASE``), which ``init_ca`` writes for the operator to take away
+and the ceremonies read from ``MYCERT_ROOT_KEY_FILE`` or ``--root-key``. Workers never
+hold it: ``check`` reports an error on a worker whose token or CA folder does, unless
+``MYCERT_ROOT_KEY_ONLINE`` says the operator accepts that a worker can sign a CA.
 
 The CA key is loaded once per process: pyca validates an RSA key on every load, and the
 PBKDF2 of a key file costs about 0.1 s (docs/deploy.md).
@@ -30,6 +37,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
+from django.dispatch import Signal
 
 from mycert.pki import (
     CertificateAuthority,
@@ -144,12 +152,78 @@ def uses_token() -> bool:
     return bool(settings.MYCERT_CA_BACKEND == "pkcs11")
 
 
+#: What MYCERT_ROOT_KEY_ONLINE means, said wherever it takes effect.
+ROOT_ONLINE_MEANING = (
+    "MYCERT_ROOT_KEY_ONLINE=true keeps the root key with the workers (their token, their "
+    "CA folder, their passphrase): whoever compromises a worker can sign a new issuing CA "
+    "that every relying service trusts. Use it for throwaway and test set-ups only."
+)
+
+
+def root_key_online() -> bool:
+    """Whether the operator chose to keep the root key with the workers."""
+    return bool(settings.MYCERT_ROOT_KEY_ONLINE)
+
+
+def configured_root_key_path(paths: CaPaths) -> Path:
+    """Where the root key file is (file backend): MYCERT_ROOT_KEY_FILE, or the CA folder."""
+    configured: str = settings.MYCERT_ROOT_KEY_FILE
+    return Path(configured) if configured else paths.root_key
+
+
+def configured_root_passphrase() -> bytes:
+    """The root key file's own passphrase; never the workers' MYCERT_CA_KEY_PASSPHRASE."""
+    passphrase: str = settings.MYCERT_ROOT_KEY_PASSPHRASE
+    if not passphrase:
+        if root_key_online():
+            return configured_passphrase()
+        raise CaStoreError(
+            "MYCERT_ROOT_KEY_PASSPHRASE is not set: the root key file is encrypted with its "
+            "own passphrase, which workers never hold (or set MYCERT_ROOT_KEY_ONLINE=true "
+            "to keep it under MYCERT_CA_KEY_PASSPHRASE, for test set-ups only).",
+            code="passphrase",
+        )
+    if passphrase == settings.MYCERT_CA_KEY_PASSPHRASE and not root_key_online():
+        raise CaStoreError(
+            "MYCERT_ROOT_KEY_PASSPHRASE is the same as MYCERT_CA_KEY_PASSPHRASE, which every "
+            "worker holds: give the root key a passphrase of its own.",
+            code="passphrase",
+        )
+    return passphrase.encode()
+
+
+def root_token_label() -> str:
+    """The root's own token: MYCERT_PKCS11_ROOT_TOKEN_LABEL, never the workers' token."""
+    root_label: str = settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL
+    label: str = settings.MYCERT_PKCS11_TOKEN_LABEL
+    if root_key_online():
+        return root_label or label
+    if not root_label:
+        raise CaStoreError(
+            "MYCERT_PKCS11_ROOT_TOKEN_LABEL is not set: the root key lives in a token of "
+            "its own, kept offline, never in the workers' token (or set "
+            "MYCERT_ROOT_KEY_ONLINE=true to keep it there, for test set-ups only).",
+            code="token",
+        )
+    if root_label == label:
+        raise CaStoreError(
+            f"MYCERT_PKCS11_ROOT_TOKEN_LABEL is the workers' token {label!r}: the root key "
+            "needs a token of its own, kept offline.",
+            code="token",
+        )
+    return root_label
+
+
 def weak_passphrases() -> list[str]:
     """Names of the configured key-file passphrases shorter than the production minimum."""
     if uses_token():
         return []
     weak = []
-    for name in ("MYCERT_CA_KEY_PASSPHRASE", "MYCERT_OCSP_KEY_PASSPHRASE"):
+    for name in (
+        "MYCERT_CA_KEY_PASSPHRASE",
+        "MYCERT_OCSP_KEY_PASSPHRASE",
+        "MYCERT_ROOT_KEY_PASSPHRASE",
+    ):
         value: str = getattr(settings, name)
         if value and len(value) < MIN_PASSPHRASE_LENGTH:
             weak.append(name)
@@ -158,6 +232,37 @@ def weak_passphrases() -> list[str]:
 
 _tokens: dict[tuple[str, str], Token] = {}
 _tokens_lock = threading.Lock()
+
+#: The token refused a login of this process (once per process and PIN; the process
+#: then declines to log in with that PIN): ``token_label``, ``message`` (no secret).
+token_pin_refused = Signal()
+#: A token key was found after a login: whatever refused the PIN before is mended.
+token_key_found = Signal()
+# True in the probe's forked child: it shares the parent's database connection, so it
+# sends no signal (whose receivers write to the database and the cache).
+_quiet = False
+
+#: CaStoreError codes after which the same work may succeed later with nothing changed
+#: here: the token or its module out of reach, a PIN the operator is replacing, a file
+#: briefly unreadable. Work that meets them is retried with back-off, not failed.
+TEMPORARY_CODES = frozenset({"token", "pin", "unreadable"})
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """Whether ``exc`` is a custody outage to wait out (HSM down, PIN being fixed)."""
+    if isinstance(exc, CaStoreError):
+        return exc.code in TEMPORARY_CODES
+    if isinstance(exc, TokenError):
+        return exc.code in {"module", "token", "session", "pin"}
+    return False
+
+
+def _pin_refused(label: str) -> Callable[[TokenError], None]:
+    def notify(error: TokenError) -> None:
+        if not _quiet:
+            token_pin_refused.send_robust(sender=Token, token_label=label, message=str(error))
+
+    return notify
 
 
 def _configured_pin() -> str:
@@ -179,19 +284,23 @@ def _configured_pin() -> str:
 def configured_token(*, root: bool = False) -> Token:
     """The process's token (one session per process, opened on first use)."""
     module: str = settings.MYCERT_PKCS11_MODULE
-    label: str = settings.MYCERT_PKCS11_TOKEN_LABEL
-    if root and settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL:
-        label = settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL
+    label: str = root_token_label() if root else settings.MYCERT_PKCS11_TOKEN_LABEL
     if not module or not label:
         raise CaStoreError(
             "MYCERT_CA_BACKEND=pkcs11 needs MYCERT_PKCS11_MODULE and MYCERT_PKCS11_TOKEN_LABEL.",
             code="token",
         )
+    pin = _configured_pin()
     with _tokens_lock:
         token = _tokens.get((module, label))
         if token is None:
-            token = Token(module=module, token_label=label, pin=_configured_pin())
+            token = Token(
+                module=module, token_label=label, pin=pin, on_pin_refused=_pin_refused(label)
+            )
             _tokens[(module, label)] = token
+        elif token.pin != pin:
+            # The PIN source changed: the next login (and only it) tries the new PIN.
+            token.pin = pin
         return token
 
 
@@ -231,9 +340,13 @@ def _token_key(certificate: x509.Certificate, what: str, *, root: bool = False) 
     """The token key whose CKA_ID is ``certificate``'s SubjectKeyIdentifier."""
     try:
         key_id = key_id_for(certificate.public_key())  # type: ignore[arg-type]
-        return configured_token(root=root).private_key(key_id)
+        token = configured_token(root=root)
+        key = token.private_key(key_id)
     except TokenError as exc:
         raise _token_error(exc, what) from exc
+    if not _quiet:
+        token_key_found.send_robust(sender=Token, token_label=token.token_label)
+    return key
 
 
 # --- URLs written into certificates (served by mycert.views.pki) -------------------------
@@ -287,8 +400,10 @@ def _write_public_replace(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _refuse_existing(paths: CaPaths) -> None:
+def _refuse_existing(paths: CaPaths, root_file: RootKeyFile | None = None) -> None:
     existing = [p.name for p in paths.all_files() if p.exists()]
+    if root_file is not None and root_file.path.exists() and root_file.path != paths.root_key:
+        existing.append(str(root_file.path))
     if existing:
         raise CaStoreError(
             f"{paths.directory} already holds a CA ({', '.join(existing)}); refusing to overwrite it.",
@@ -348,7 +463,11 @@ def load_root(*, root_key_path: Path | None = None) -> CertificateAuthority:
     if uses_token() and root_key_path is None:
         key = _token_key(certificate, "root CA", root=True)
     else:
-        key = _load_key_file(root_key_path or paths.root_key, configured_passphrase(), "root CA")
+        key = _load_key_file(
+            root_key_path or configured_root_key_path(paths),
+            configured_root_passphrase(),
+            "root CA",
+        )
     if not key_matches_certificate(key, certificate):
         raise CaStoreError(
             "The root CA private key does not match its certificate.", code="mismatch"
@@ -526,13 +645,19 @@ def create_ca(
     country: str,
     key_type: KeyType,
     now: datetime,
+    root_passphrase: bytes | None = None,
+    root_key_path: Path | None = None,
 ) -> None:
     """Create a root, an issuing CA and an OCSP responder; refuse if any exists.
 
-    With the token backend the three keys are generated inside the token and only the
-    certificates and the root CRL are written to ``paths``.
+    With the token backend the three keys are generated inside the tokens (the root's in
+    its own) and only the certificates and the root CRL are written to ``paths``. With
+    key files the root key goes to ``root_key_path`` (default
+    :func:`configured_root_key_path`) under ``root_passphrase`` (default
+    MYCERT_ROOT_KEY_PASSPHRASE), for the operator to take offline.
     """
-    _refuse_existing(paths)
+    root_file = _root_file(paths, root_passphrase, root_key_path)
+    _refuse_existing(paths, root_file)
     keys: dict[str, PrivateKey | None] = {"root": None, "issuing": None, "ocsp": None}
     if uses_token():
         keys = _generate_token_keys(key_type)
@@ -559,7 +684,31 @@ def create_ca(
         ca_issuers_url=root_ca_url(),
         key=keys["issuing"],
     )
-    _write_all(paths, passphrase, root=root, issuing=issuing, now=now, ocsp_key=keys["ocsp"])
+    _write_all(
+        paths,
+        passphrase,
+        root=root,
+        issuing=issuing,
+        now=now,
+        ocsp_key=keys["ocsp"],
+        root_file=root_file,
+    )
+
+
+@dataclass(frozen=True)
+class RootKeyFile:
+    path: Path
+    passphrase: bytes
+
+
+def _root_file(paths: CaPaths, passphrase: bytes | None, path: Path | None) -> RootKeyFile | None:
+    """Where and under which passphrase the root key file goes (None: in a token)."""
+    if uses_token():
+        return None
+    return RootKeyFile(
+        path=path or configured_root_key_path(paths),
+        passphrase=passphrase if passphrase is not None else configured_root_passphrase(),
+    )
 
 
 def _generate_token_keys(key_type: KeyType) -> dict[str, PrivateKey | None]:
@@ -600,6 +749,8 @@ def import_ca(
     issuing_key_passphrase: bytes,
     now: datetime,
     previous_root_crl_der: bytes | None = None,
+    root_passphrase: bytes | None = None,
+    root_key_path: Path | None = None,
 ) -> None:
     """Take an existing root and issuing CA, re-encrypt their keys, add an OCSP responder.
 
@@ -613,7 +764,8 @@ def import_ca(
             "the keys with the HSM's own tools, then the certificates (docs/deploy.md).",
             code="invalid",
         )
-    _refuse_existing(paths)
+    root_file = _root_file(paths, root_passphrase, root_key_path)
+    _refuse_existing(paths, root_file)
     try:
         root_cert = x509.load_pem_x509_certificate(root_cert_pem)
         issuing_cert = x509.load_pem_x509_certificate(issuing_cert_pem)
@@ -666,6 +818,7 @@ def import_ca(
         now=now,
         previous_root_crl_number=previous_number,
         previous_root_crl_entries=previous_entries,
+        root_file=root_file,
     )
 
 
@@ -679,11 +832,15 @@ def _write_all(
     ocsp_key: PrivateKey | None = None,
     previous_root_crl_number: int = 0,
     previous_root_crl_entries: Sequence[RevokedEntry] = (),
+    root_file: RootKeyFile | None = None,
 ) -> None:
     responder = _new_ocsp_responder(issuing, now=now, key=ocsp_key)
-    if not uses_token():
+    if root_file is not None:
         ocsp_passphrase = configured_ocsp_passphrase()
-        _write_private(paths.root_key, encrypt_private_key_pem(root.private_key, passphrase))
+        root_file.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_private(
+            root_file.path, encrypt_private_key_pem(root.private_key, root_file.passphrase)
+        )
         _write_private(paths.issuing_key, encrypt_private_key_pem(issuing.private_key, passphrase))
         _write_private(
             paths.ocsp_key, encrypt_private_key_pem(responder.private_key, ocsp_passphrase)
@@ -766,9 +923,10 @@ def _load_key_file(key_path: Path, passphrase: bytes, what: str) -> PrivateKey:
     try:
         return load_private_key_pem(_read(key_path, f"{what} private key"), passphrase)
     except ValueError as exc:
-        setting = (
-            "MYCERT_OCSP_KEY_PASSPHRASE" if what == "OCSP responder" else "MYCERT_CA_KEY_PASSPHRASE"
-        )
+        setting = {
+            "OCSP responder": "MYCERT_OCSP_KEY_PASSPHRASE",
+            "root CA": "MYCERT_ROOT_KEY_PASSPHRASE",
+        }.get(what, "MYCERT_CA_KEY_PASSPHRASE")
         raise CaStoreError(
             f"The {what} private key at {key_path} cannot be opened: {exc} (is {setting} right?)",
             code="passphrase",
@@ -941,7 +1099,31 @@ def ceremony_deadlines() -> list[Deadline]:
     return deadlines
 
 
-def probe_ca() -> None:
+@dataclass(frozen=True)
+class Probe:
+    """What :func:`probe_ca` found besides working keys."""
+
+    #: The workers' token holds the root key (CKA_ID of root.pem's key, or its label).
+    root_key_in_token: bool = False
+
+
+def _root_key_in_workers_token() -> bool:
+    certificates = load_ca_certificates()
+    key_id = key_id_for(certificates.root.public_key())  # type: ignore[arg-type]
+    try:
+        token = configured_token()
+        return token.has_private_key(key_id) or ROOT_LABEL in token.labels()
+    except TokenError as exc:
+        raise _token_error(exc, "root CA") from exc
+
+
+def root_key_files_online(paths: CaPaths) -> list[Path]:
+    """Root key files this host can read: the CA folder's, MYCERT_ROOT_KEY_FILE's."""
+    candidates = dict.fromkeys((paths.root_key, configured_root_key_path(paths)))
+    return [path for path in candidates if path.exists()]
+
+
+def probe_ca() -> Probe:
     """Open the CA keys to see that they work; raise :class:`CaStoreError` if not.
 
     With the token backend the probe runs in a forked child: checks also run in Celery's
@@ -951,17 +1133,22 @@ def probe_ca() -> None:
     if not uses_token():
         load_ca()
         load_ocsp_responder()
-        return
+        return Probe()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: probe, report, exit without running the parent's cleanup
+        global _quiet  # this process only probes, then exits
+        _quiet = True
         status = 0
         try:
             os.close(read_end)
             try:
                 load_ca()
                 load_ocsp_responder()
-                report: dict[str, object] = {"ok": True}
+                report: dict[str, object] = {
+                    "ok": True,
+                    "root_key_in_token": _root_key_in_workers_token(),
+                }
             except CaStoreError as exc:
                 report = {"ok": False, "code": exc.code, "message": str(exc)}
             os.write(write_end, json.dumps(report).encode())
@@ -985,6 +1172,7 @@ def probe_ca() -> None:
         ) from None
     if not report["ok"]:
         raise CaStoreError(str(report["message"]), code=str(report["code"]))
+    return Probe(root_key_in_token=bool(report["root_key_in_token"]))
 
 
 def _worker_process_init(**kwargs: object) -> None:

@@ -28,8 +28,12 @@ _CA_CHECK_IDS = {
 _CA_HINTS = {
     "token": "Check MYCERT_PKCS11_MODULE (the library's path) and MYCERT_PKCS11_TOKEN_LABEL, "
     "and that the token is connected.",
-    "pin": "Check MYCERT_PKCS11_PIN or MYCERT_PKCS11_PIN_FILE.",
-    "key": "The token lacks the key of a certificate in MYCERT_CA_DIR: is it the right token?",
+    "pin": "Check MYCERT_PKCS11_PIN or MYCERT_PKCS11_PIN_FILE. After a refused PIN each "
+    "process stops logging in until the PIN changes, so that the HSM does not lock it: "
+    "fix the PIN file and the workers try it at their next use.",
+    "key": "The token lacks the key of a certificate in MYCERT_CA_DIR (is it the right "
+    "token?), or holds it extractable or not sensitive (import it again as sensitive and "
+    "non-extractable).",
 }
 
 
@@ -58,9 +62,10 @@ def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> l
                 id="mycert.E009",
             )
         ]
+    probe: ca_store.Probe | None = None
     try:
         if holds_ca_secrets():
-            ca_store.probe_ca()
+            probe = ca_store.probe_ca()
         else:
             ca_store.load_ca_certificates()
     except CaStoreError as exc:
@@ -82,7 +87,37 @@ def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> l
                 id=_CA_CHECK_IDS.get(exc.code, "mycert.E005"),
             )
         ]
-    return []
+    return _root_key_with_the_workers(probe) if probe is not None else []
+
+
+def _root_key_with_the_workers(probe: ca_store.Probe) -> list[CheckMessage]:
+    """A worker must not hold the root key: with it, a compromised worker signs CAs."""
+    if ca_store.root_key_online():
+        return []
+    messages: list[CheckMessage] = []
+    if probe.root_key_in_token:
+        messages.append(
+            Error(
+                f"The workers' token {settings.MYCERT_PKCS11_TOKEN_LABEL!r} holds the root "
+                "CA key: whoever compromises a worker can sign a new issuing CA.",
+                hint="Move the root key to a token of its own, kept offline "
+                "(MYCERT_PKCS11_ROOT_TOKEN_LABEL), and delete it from this one "
+                "(docs/deploy.md, 'The root key offline').",
+                id="mycert.E012",
+            )
+        )
+    messages.extend(
+        Error(
+            f"This worker holds the root CA key file {path}: whoever compromises a "
+            "worker can sign a new issuing CA.",
+            hint="Copy it to the offline media of the root ceremonies, then delete it "
+            "here (shred -u); sign_root_crl and renew_issuing_ca take it with "
+            "--root-key (docs/deploy.md, 'The root key offline').",
+            id="mycert.E013",
+        )
+        for path in ca_store.root_key_files_online(ca_store.configured_paths())
+    )
+    return messages
 
 
 @register("mycert")

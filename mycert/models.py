@@ -169,6 +169,7 @@ class Certificate(models.Model):
         SUPERSEDED = "superseded", _("new certificate delivered")
         #: The holder, without logging in, with the code of their password e-mail.
         CODE = "code", _("revocation code")
+        UNDELIVERED = "undelivered", _("never delivered")
 
     request = models.OneToOneField(
         CertificateRequest,

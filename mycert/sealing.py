@@ -8,6 +8,10 @@ nor unseal (issuance and sending run on workers), so they start and serve withou
 Outside ``DJANGO_DEBUG`` the key is required at first use; it is never derived from
 ``DJANGO_SECRET_KEY``, which every web host holds. In debug (``make run``, tests) a key
 is derived from the secret key with HKDF when none is set.
+
+``MYCERT_OUTBOX_KEY`` may list several keys, separated by commas, to rotate the key with
+mail pending: the first seals, any opens (Fernet's ``MultiFernet``); ``reseal`` moves a
+payload to the first key (``manage.py reseal_outbox``, docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -15,17 +19,22 @@ from __future__ import annotations
 import base64
 from functools import cache
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-__all__ = ["SealError", "outbox_key_problem", "seal", "unseal"]
+__all__ = ["SealError", "outbox_key_problem", "outbox_keys", "reseal", "seal", "unseal"]
 
 
 class SealError(Exception):
     """A sealed payload could not be opened (wrong key or altered data)."""
+
+
+def outbox_keys(configured_key: str) -> list[str]:
+    """The keys listed in MYCERT_OUTBOX_KEY, first (the sealing key) first."""
+    return [key.strip() for key in configured_key.split(",") if key.strip()]
 
 
 def outbox_key_problem(configured_key: str, *, debug: bool) -> str | None:
@@ -38,28 +47,36 @@ def outbox_key_problem(configured_key: str, *, debug: bool) -> str | None:
             "(generate one with `python -c 'from cryptography.fernet import Fernet; "
             "print(Fernet.generate_key().decode())'`; web hosts do not need it)."
         )
-    try:
-        Fernet(configured_key.encode())
-    except ValueError:
-        return "MYCERT_OUTBOX_KEY is not a Fernet key (32 bytes, URL-safe base64)."
+    keys = outbox_keys(configured_key)
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key.encode())
+        except ValueError:
+            which = "" if len(keys) == 1 else f"'s key n° {position}"
+            return (
+                f"MYCERT_OUTBOX_KEY{which} is not a Fernet key (32 bytes, URL-safe base64; "
+                "several keys are separated by commas)."
+            )
+    if len(set(keys)) != len(keys):
+        return "MYCERT_OUTBOX_KEY lists the same key twice."
     return None
 
 
 @cache
-def _fernet(configured_key: str, secret_key: str, debug: bool) -> Fernet:
+def _fernet(configured_key: str, secret_key: str, debug: bool) -> MultiFernet:
     problem = outbox_key_problem(configured_key, debug=debug)
     if problem:
         raise ImproperlyConfigured(problem)
     if configured_key:
-        return Fernet(configured_key.encode())
+        return MultiFernet([Fernet(key.encode()) for key in outbox_keys(configured_key)])
     # Debug only: a web host holds DJANGO_SECRET_KEY, so this key would be no secret.
     derived = HKDF(
         algorithm=hashes.SHA256(), length=32, salt=None, info=b"mycert outbox seal v1"
     ).derive(secret_key.encode())
-    return Fernet(base64.urlsafe_b64encode(derived))
+    return MultiFernet([Fernet(base64.urlsafe_b64encode(derived))])
 
 
-def _current() -> Fernet:
+def _current() -> MultiFernet:
     return _fernet(settings.MYCERT_OUTBOX_KEY, settings.SECRET_KEY, settings.DEBUG)
 
 
@@ -87,10 +104,25 @@ def unseal(token: bytes, *, recipient: str | None = None) -> bytes:
     try:
         plain = _current().decrypt(bytes(token))
     except InvalidToken as exc:
-        raise SealError("The sealed payload cannot be opened with the configured key.") from exc
+        raise SealError(
+            "The sealed payload cannot be opened with any key in MYCERT_OUTBOX_KEY."
+        ) from exc
     if not plain.startswith(_ADDRESSED):
         return plain
     address, _, payload = plain[len(_ADDRESSED) :].partition(b"\n")
     if recipient is not None and address != recipient.strip().lower().encode():
         raise SealError("The payload was sealed for another address than this row's.")
     return payload
+
+
+def reseal(token: bytes) -> bytes:
+    """Seal a payload again with the first key (a rotation); raise ``SealError`` if none opens it.
+
+    Fernet's rotation keeps the plaintext as it is, the address it was sealed for included.
+    """
+    try:
+        return _current().rotate(bytes(token))
+    except InvalidToken as exc:
+        raise SealError(
+            "The sealed payload cannot be opened with any key in MYCERT_OUTBOX_KEY."
+        ) from exc

@@ -44,6 +44,9 @@ def _session_ca(tmp_path_factory: pytest.TempPathFactory) -> ca_store.CaPaths:
             country="LU",
             key_type=KeyType.EC_P256,
             now=timezone.now(),
+            # Offline, as in production: not in the CA folder the workers read.
+            root_passphrase=b"test-root-passphrase-of-its-own",
+            root_key_path=paths.directory.parent / "offline" / "root-key.pem",
         )
     finally:
         settings.MYCERT_CA_DIR = original

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pkcs11
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -19,7 +21,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from mycert import ca_store, checks
-from mycert.models import Certificate
+from mycert.models import Certificate, OperatorAlert
 from mycert.ops import health
 from mycert.pki import (
     DistinguishedName,
@@ -28,14 +30,17 @@ from mycert.pki import (
     create_issuing_ca,
     create_root_ca,
     encrypt_private_key_pem,
+    load_private_key_pem,
 )
 from mycert.services.issuance import request_issue
 from tests.factories import CertificateRequestFactory
 from tests.pki.helpers import run_command
+from tests.support.softhsm import PIN as SOFTHSM_PIN
 from tests.support.softhsm import SoftHsm
 from tests.test_issuance import _keystore_and_password
 
 STRONG = "a-strong-passphrase-of-32-chars!"
+ROOT = "the-root-key-s-own-passphrase-32"
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +62,7 @@ def _file_ca_made(tmp_path_factory: pytest.TempPathFactory) -> Path:
         country="LU",
         key_type=KeyType.EC_P256,
         now=timezone.now(),
+        root_passphrase=ROOT.encode(),
     )
     return paths.directory
 
@@ -66,6 +72,7 @@ def file_ca(settings: Any, tmp_path: Path, _file_ca_made: Path) -> ca_store.CaPa
     """A CA of our own in a temporary folder (the ceremonies change it): a copy, modes kept."""
     settings.MYCERT_CA_DIR = tmp_path / "ca"
     settings.MYCERT_CA_KEY_PASSPHRASE = STRONG
+    settings.MYCERT_ROOT_KEY_PASSPHRASE = ROOT
     shutil.copytree(_file_ca_made, settings.MYCERT_CA_DIR)
     ca_store.clear_cache()
     return ca_store.configured_paths()
@@ -78,6 +85,8 @@ def token_settings(settings: Any, tmp_path: Path, softhsm: SoftHsm) -> Any:
     settings.MYCERT_CA_BACKEND = "pkcs11"
     settings.MYCERT_PKCS11_MODULE = softhsm.module
     settings.MYCERT_PKCS11_TOKEN_LABEL = label
+    # The root's own token (offline in production: the workers are never told of it).
+    settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL = softhsm.init_token(f"r{tmp_path.name[-20:]}")
     settings.MYCERT_PKCS11_PIN = softhsm.pin
     settings.MYCERT_CA_DIR = tmp_path / "ca"
     settings.MYCERT_CA_KEY_PASSPHRASE = ""
@@ -154,6 +163,7 @@ def test_renew_issuing_ca_gives_an_old_ca_the_profile(
     """An existing CA (no policy, no AIA) gets both by a re-issue by the root."""
     settings.MYCERT_CA_DIR = tmp_path / "ca"
     settings.MYCERT_CA_KEY_PASSPHRASE = STRONG
+    settings.MYCERT_ROOT_KEY_PASSPHRASE = ROOT
     paths = ca_store.configured_paths()
     paths.directory.mkdir()
     now = timezone.now()
@@ -273,13 +283,18 @@ def test_root_crl_number_grows_across_import(
     call_command("sign_root_crl")
     previous = _number(_root_crl(file_ca))
     os.environ["MYCERT_TEST_IMPORT_PASSPHRASE"] = STRONG
+    # The root key is exported as it was sent: under the import's one passphrase.
+    exported_root_key = tmp_path / "export-root-key.pem"
+    exported_root_key.write_bytes(
+        encrypt_private_key_pem(ca_store.load_root().private_key, STRONG.encode())
+    )
     settings.MYCERT_CA_DIR = tmp_path / "imported"
     ca_store.clear_cache()
     call_command(
         "init_ca",
         import_ca=True,
         root_cert=file_ca.root_cert,
-        root_key=file_ca.root_key,
+        root_key=exported_root_key,
         issuing_cert=file_ca.issuing_cert,
         issuing_key=file_ca.issuing_key,
         key_passphrase_env="MYCERT_TEST_IMPORT_PASSPHRASE",
@@ -366,8 +381,9 @@ def test_init_ca_in_the_token_leaves_no_key_file(token_settings: Any) -> None:
     ]
     for path in paths.directory.rglob("*"):
         assert path.is_dir() or b"PRIVATE KEY" not in path.read_bytes()
-    token = ca_store.configured_token()
-    assert {"mycert-root", "mycert-issuing", "mycert-ocsp"} <= token.labels()
+    # The root key in its own token, never in the workers'.
+    assert ca_store.configured_token().labels() == {"mycert-issuing", "mycert-ocsp"}
+    assert ca_store.configured_token(root=True).labels() == {"mycert-root"}
     loaded = ca_store.load_ca()
     assert type(loaded.issuing.private_key).__name__ == "TokenEcPrivateKey"
     assert checks.check_ca() == []
@@ -450,3 +466,184 @@ def test_check_explains_token_problems(
     assert "Traceback" not in messages[0].msg
     with pytest.raises(SystemCheckError, match=check_id):
         call_command("check")
+
+
+# --- The root key offline by default (issue 22) ----------------------------------------------
+
+
+@pytest.fixture
+def fresh_file_settings(settings: Any, tmp_path: Path) -> Any:
+    """File backend, an empty CA folder, a worker's passphrase and the root's own."""
+    settings.MYCERT_CA_DIR = tmp_path / "ca"
+    settings.MYCERT_CA_KEY_PASSPHRASE = STRONG
+    settings.MYCERT_ROOT_KEY_PASSPHRASE = ROOT
+    ca_store.clear_cache()
+    yield settings
+    ca_store.clear_cache()
+
+
+@pytest.mark.django_db
+def test_init_ca_writes_the_root_key_under_its_own_passphrase_and_says_how_to_take_it_offline(
+    fresh_file_settings: Any, tmp_path: Path
+) -> None:
+    out = io.StringIO()
+    call_command("init_ca", key_type="ec-p256", stdout=out)
+    paths = ca_store.configured_paths()
+    assert "Next step: take the root key offline" in out.getvalue()
+    assert f"shred -u {paths.root_key}" in out.getvalue()
+    # The workers' passphrase does not open the root key; the root's own does.
+    with pytest.raises(ValueError, match=r"passphrase|decrypt|Bad"):
+        load_private_key_pem(paths.root_key.read_bytes(), STRONG.encode())
+    assert load_private_key_pem(paths.root_key.read_bytes(), ROOT.encode())
+    # While it is on this worker, `check` says so, with the reason; then it goes offline.
+    messages = checks.check_ca()
+    assert [m.id for m in messages] == ["mycert.E013"]
+    assert "holds the root CA key file" in messages[0].msg
+    assert "sign a new issuing CA" in messages[0].msg
+    offline = tmp_path / "usb" / "root-key.pem"
+    offline.parent.mkdir()
+    paths.root_key.rename(offline)
+    assert checks.check_ca() == []
+    # The ceremonies take it from where it lives offline.
+    before = _number(_root_crl(paths))
+    call_command("sign_root_crl", root_key=offline)
+    assert _number(_root_crl(paths)) > before
+    fresh_file_settings.MYCERT_ROOT_KEY_FILE = str(offline)
+    call_command("renew_issuing_ca")
+    call_command("sign_root_crl")
+    # A worker that is told where the root key is holds it too.
+    messages = checks.check_ca()
+    assert [m.id for m in messages] == ["mycert.E013"]
+
+
+@pytest.mark.parametrize(
+    ("root_passphrase", "message"),
+    [
+        ("", "MYCERT_ROOT_KEY_PASSPHRASE is not set"),
+        (STRONG, "MYCERT_ROOT_KEY_PASSPHRASE is the same as MYCERT_CA_KEY_PASSPHRASE"),
+    ],
+)
+@pytest.mark.django_db
+def test_init_ca_refuses_the_root_key_under_the_workers_passphrase(
+    fresh_file_settings: Any, root_passphrase: str, message: str
+) -> None:
+    fresh_file_settings.MYCERT_ROOT_KEY_PASSPHRASE = root_passphrase
+    with pytest.raises(CommandError, match=message):
+        call_command("init_ca", key_type="ec-p256")
+    assert not ca_store.configured_paths().directory.exists()
+
+
+@pytest.mark.django_db
+def test_init_ca_refuses_the_root_key_in_the_workers_token(token_settings: Any) -> None:
+    token_settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL = ""
+    with pytest.raises(CommandError, match="MYCERT_PKCS11_ROOT_TOKEN_LABEL is not set"):
+        call_command("init_ca", key_type="ec-p256")
+    token_settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL = token_settings.MYCERT_PKCS11_TOKEN_LABEL
+    with pytest.raises(CommandError, match="is the workers' token"):
+        call_command("init_ca", key_type="ec-p256")
+    assert ca_store.configured_token().labels() == set()
+    assert not ca_store.configured_paths().directory.exists()
+
+
+@pytest.mark.django_db
+def test_the_root_key_online_takes_a_flag_that_says_what_it_means(token_settings: Any) -> None:
+    token_settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL = ""
+    token_settings.MYCERT_ROOT_KEY_ONLINE = True
+    out = io.StringIO()
+    call_command("init_ca", key_type="ec-p256", stdout=out)
+    assert "whoever compromises a worker can sign a new issuing CA" in out.getvalue()
+    assert "mycert-root" in ca_store.configured_token().labels()
+    assert checks.check_ca() == []
+    # Without the flag, `check` on the worker says that its token holds the root key.
+    token_settings.MYCERT_ROOT_KEY_ONLINE = False
+    ca_store.clear_cache()
+    messages = checks.check_ca()
+    assert [m.id for m in messages] == ["mycert.E012"]
+    assert "holds the root CA key" in messages[0].msg
+    with pytest.raises(SystemCheckError, match=r"mycert\.E012"):
+        call_command("check")
+
+
+# --- A refused PIN is not tried again (issue 22) ---------------------------------------------
+
+
+class _LoginCounter:
+    """Counts the logins the real SoftHSM2 refuses, around python-pkcs11's own objects."""
+
+    def __init__(self, real_lib: Any) -> None:
+        self.refused = 0
+        self._real_lib = real_lib
+
+    def lib(self, module: str) -> Any:
+        counter = self
+        real = self._real_lib(module)
+
+        class Token:
+            def __init__(self, token: Any) -> None:
+                self._token = token
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._token, name)
+
+            def open(self, **kwargs: Any) -> Any:
+                try:
+                    return self._token.open(**kwargs)
+                except (pkcs11.PinIncorrect, pkcs11.PinLocked):
+                    counter.refused += 1
+                    raise
+
+        class Lib:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def get_token(self, **kwargs: Any) -> Token:
+                return Token(real.get_token(**kwargs))
+
+        return Lib()
+
+
+@pytest.mark.django_db
+def test_a_refused_pin_is_tried_once_per_process_alerted_and_explained(
+    token_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: Any
+) -> None:
+    call_command("init_ca", key_type="ec-p256")
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("a-stale-pin\n")
+    token_settings.MYCERT_PKCS11_PIN = ""
+    token_settings.MYCERT_PKCS11_PIN_FILE = str(pin_file)
+    ca_store.clear_cache()
+    counter = _LoginCounter(pkcs11.lib)
+    monkeypatch.setattr(pkcs11, "lib", counter.lib)
+
+    # Ten rounds of what a worker does: a child's session at start, an issuance, the
+    # OCSP refresh, the CRL task's retry after a cache reset.
+    for _ in range(10):
+        ca_store.open_token_session()
+        for use in (ca_store.load_ca, ca_store.load_ocsp_responder):
+            with pytest.raises(ca_store.CaStoreError) as caught:
+                use()
+            assert caught.value.code == "pin"
+        ca_store.clear_cache()
+    assert counter.refused == 1
+    assert "until the PIN changes" in str(caught.value)
+
+    # One alert to the security officer; /healthz and `check` say why, in words.
+    alerts = OperatorAlert.objects.filter(kind="hsm_pin_refused")
+    assert alerts.count() == 1
+    assert alerts.get().recipient == OperatorAlert.Recipient.SECURITY
+    health.clear_cache()
+    custody = client.get("/healthz").json()["checks"]["custody"]
+    assert custody["warnings"] == "hsm_pin_refused"
+    assert "refused the workers' PIN" in custody["reason"]
+    assert "stops logging in until the PIN changes" in custody["reason"]
+    messages = checks.check_ca()
+    assert [m.id for m in messages] == ["mycert.E007"]
+    assert "refused this PIN earlier" in messages[0].msg
+    assert "so that the HSM does not lock it" in str(messages[0].hint)
+
+    # The PIN file fixed: the next use logs in (once), signs, and the mark goes.
+    pin_file.write_text(SOFTHSM_PIN + "\n")
+    assert ca_store.load_ca().issuing.certificate
+    assert counter.refused == 1
+    health.clear_cache()
+    assert "reason" not in client.get("/healthz").json()["checks"]["custody"]

@@ -1010,3 +1010,87 @@ def test_a_sealed_payload_copied_into_another_row_does_not_open_there() -> None:
     with pytest.raises(SealError):
         unseal(sealed_for_dr_x, recipient="attacker@evil.example")
     assert unseal(sealed_for_dr_x, recipient=certificate.professional.email.upper()) == KEYSTORE
+
+
+# --- Rotating the outbox key with mail pending (issue 22) --------------------------------------
+
+
+@pytest.fixture
+def outbox_keys(settings: Any) -> Iterator[tuple[str, str]]:
+    from cryptography.fernet import Fernet
+
+    from mycert import sealing
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.MYCERT_OUTBOX_KEY = old
+    sealing._fernet.cache_clear()
+    yield old, new
+    sealing._fernet.cache_clear()
+
+
+def _use_keys(settings: Any, value: str) -> None:
+    from mycert import sealing
+
+    settings.MYCERT_OUTBOX_KEY = value
+    sealing._fernet.cache_clear()
+
+
+def test_the_outbox_key_rotates_with_mail_pending(
+    settings: Any, smtp_settings: TestSmtpServer, outbox_keys: tuple[str, str]
+) -> None:
+    from cryptography.fernet import Fernet, InvalidToken
+    from django.core.management import call_command
+
+    from mycert import checks
+
+    old, new = outbox_keys
+    pending = create(make_certificate())  # sealed with the old key, not sent yet
+    waiting = create(make_certificate())
+
+    # Step 1: the new key first, the old one after it, on every worker.
+    _use_keys(settings, f"{new}, {old}")
+    assert checks.check_outbox_key() == []
+    sealed_after = create(make_certificate())
+    row = sealed_after["professional", "keystore"]
+    assert Fernet(new.encode()).decrypt(sealed(row)) == KEYSTORE  # the first key seals
+    with pytest.raises(InvalidToken):
+        Fernet(old.encode()).decrypt(sealed(row))
+    # Mail sealed under the old key still goes out whole.
+    now = timezone.now()
+    for content in ("keystore", "password"):
+        result = delivery_send(delivery_id=pending["professional", content].pk, now=now)
+        assert result.result is SendResult.SENT
+    keystore_mail, password_mail = smtp_settings.messages
+    (attachment,) = attachments(keystore_mail.message)
+    assert attachment.get_payload(decode=True) == KEYSTORE
+    assert PASSWORD in text_of(password_mail.message)
+
+    # Step 2: what still waits is sealed again with the new key; the old one can go.
+    call_command("reseal_outbox")
+    for delivery in waiting.values():
+        delivery.refresh_from_db()
+        Fernet(new.encode()).decrypt(sealed(delivery))
+    _use_keys(settings, new)
+    for content in ("keystore", "password"):
+        result = delivery_send(delivery_id=waiting["professional", content].pk, now=now)
+        assert result.result is SendResult.SENT
+    assert len(smtp_settings.messages) == 4
+    assert AuditEvent.objects.filter(action="outbox.resealed").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("not-a-key", "MYCERT_OUTBOX_KEY is not a Fernet key"),
+        ("{new},not-a-key", "MYCERT_OUTBOX_KEY's key n° 2 is not a Fernet key"),
+        ("{new},{new}", "lists the same key twice"),
+    ],
+)
+def test_check_names_the_bad_key_in_the_list(
+    settings: Any, outbox_keys: tuple[str, str], value: str, message: str
+) -> None:
+    from mycert import checks
+
+    _use_keys(settings, value.format(new=outbox_keys[1]))
+    (error,) = checks.check_outbox_key()
+    assert message in error.msg

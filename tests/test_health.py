@@ -30,7 +30,7 @@ def test_healthz_all_ok(client: Any, ca: Any, smtp_settings: Any) -> None:
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "broker", "ca", "ocsp", "smtp"}
+    assert set(body["checks"]) == {"database", "broker", "ca", "ocsp", "custody", "smtp"}
     for check in body["checks"].values():
         assert check["status"] == "ok"
         assert check["latency_ms"] >= 0

@@ -186,8 +186,59 @@ def test_failed_payloads_are_wiped_after_the_grace_days_and_the_request_ends(
     request.refresh_from_db()
     assert request.status == CertificateRequest.Status.FAILED
     assert _alerts("request_failed")
-    with pytest.raises(ValueError, match="no payload"):
+    # The certificate is revoked with it (issue 22), which cancels the row: no retry.
+    with pytest.raises(ValueError, match="is cancelled"):
         delivery_retry(delivery_id=keystore.pk, actor="user:7")
+
+
+def test_a_certificate_never_delivered_is_revoked_and_every_row_wiped(
+    ca: Any, celery_eager: None, smtp_settings: TestSmtpServer, settings: Any
+) -> None:
+    """The keystore e-mail failed for good and was wiped: the password row waiting for it
+    is wiped too, the certificate revoked (cessationOfOperation), and the professional
+    may request again (issue 22)."""
+    from mycert.tasks.delivery import wipe_failed_payloads
+
+    settings.MYCERT_FAILED_PAYLOAD_DAYS = 7
+    request = CertificateRequestFactory.create()
+    certificate_id = request_issue(request_id=request.pk, now=timezone.now()).certificate_id
+    assert certificate_id is not None
+    keystore = Delivery.objects.get(
+        certificate_id=certificate_id,
+        recipient=Delivery.Recipient.PROFESSIONAL,
+        content=Delivery.Content.KEYSTORE,
+    )
+    password = Delivery.objects.get(
+        certificate_id=certificate_id, content=Delivery.Content.PASSWORD
+    )
+    assert password.sealed_payload is not None
+    Delivery.objects.filter(pk=keystore.pk).update(
+        status=Delivery.Status.FAILED,
+        last_error="550 mailbox unavailable",
+        updated_at=timezone.now() - timedelta(days=8),
+    )
+
+    assert wipe_failed_payloads() == 1
+
+    rows = Delivery.objects.filter(certificate_id=certificate_id)
+    assert [r.sealed_payload for r in rows] == [None] * rows.count()
+    password.refresh_from_db()
+    assert password.status == Delivery.Status.CANCELLED
+    certificate = Certificate.objects.get(pk=certificate_id)
+    assert certificate.revoked_at is not None
+    assert certificate.revocation_reason == Certificate.RevocationReason.CESSATION_OF_OPERATION
+    assert certificate.revoked_via == Certificate.RevokedVia.UNDELIVERED
+    assert "never delivered" in certificate.revocation_comment
+    request.refresh_from_db()
+    assert request.status == CertificateRequest.Status.FAILED
+    # The professional can request again.
+    request_submit(
+        professional=request.professional,
+        vendor=None,
+        terms_accepted=True,
+        language="fr",
+        now=timezone.now(),
+    )
 
 
 # --- Revocation and the outbox agree ----------------------------------------------------

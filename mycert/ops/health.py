@@ -171,6 +171,20 @@ def _check_ocsp() -> dict[str, str]:
     return detail
 
 
+def _check_custody() -> dict[str, str] | None:
+    """A custody fault the workers met (the HSM refused their PIN), said in words.
+
+    Never an error: web hosts still serve stored OCSP answers and CRLs, and a 503 would
+    only take them out of the load balancer. The words tell the on-call what to fix.
+    """
+    from mycert.services.custody import custody_problem
+
+    problem = custody_problem()
+    if problem is None:
+        return None
+    return {"warnings": "hsm_pin_refused", "reason": problem}
+
+
 def _check_smtp() -> None:
     """EHLO and NOOP at the relay, as the SMTP backend would connect (no mail sent)."""
     timeout = min(float(settings.EMAIL_TIMEOUT or PROBE_TIMEOUT_SECONDS), PROBE_TIMEOUT_SECONDS)
@@ -203,5 +217,6 @@ def check_all() -> dict[str, CheckResult]:
         "broker": _cached("broker", _check_broker),
         "ca": _run(_check_ca),
         "ocsp": _cached("ocsp", _check_ocsp),  # one aggregate over every answer
+        "custody": _run(_check_custody),
         "smtp": _cached("smtp", _check_smtp),
     }

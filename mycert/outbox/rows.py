@@ -15,7 +15,7 @@ from django.db.models import Q
 
 from mycert.models import Certificate, Delivery, Vendor
 from mycert.outbox.content import password_payload_with_code
-from mycert.sealing import seal
+from mycert.sealing import reseal, seal
 from mycert.services.audit import audit_record
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "deliveries_cancel_for_certificate",
     "deliveries_due_ids",
     "deliveries_enqueue_on_commit",
+    "deliveries_reseal",
     "deliveries_wipe_failed",
     "delivery_create_for_certificate",
     "delivery_create_notice",
@@ -191,6 +192,38 @@ def deliveries_cancel_for_certificate(*, certificate_id: int, why: str) -> list[
             details={"certificate_id": certificate_id, "deliveries": rows, "why": why},
         )
     return rows
+
+
+def deliveries_reseal(*, batch_size: int = 200) -> int:
+    """Seal every waiting payload again with MYCERT_OUTBOX_KEY's first key; return how many.
+
+    The key rotation's second step (docs/deploy.md): once no payload needs the old key,
+    it can leave the list. Rows are locked a batch at a time; a row a worker holds is
+    left for the next batch, a row sent meanwhile has no payload left to move.
+    """
+    moved = 0
+    last_pk = 0
+    while True:
+        with transaction.atomic():
+            rows = list(
+                Delivery.objects.select_for_update(skip_locked=True)
+                .filter(pk__gt=last_pk, sealed_payload__isnull=False)
+                .order_by("pk")
+                .only("pk", "sealed_payload")[:batch_size]
+            )
+            if not rows:
+                break
+            for row in rows:
+                assert row.sealed_payload is not None  # noqa: S101 - filtered above
+                row.sealed_payload = reseal(bytes(row.sealed_payload))
+            Delivery.objects.bulk_update(rows, ["sealed_payload"])
+            last_pk = rows[-1].pk
+            moved += len(rows)
+    if moved:
+        with transaction.atomic():
+            audit_record(actor="system", action="outbox.resealed", details={"deliveries": moved})
+    logger.info("sealed %s waiting payloads again with the first outbox key", moved)
+    return moved
 
 
 def deliveries_wipe_failed(*, now: datetime) -> list[int]:

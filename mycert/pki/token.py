@@ -10,12 +10,18 @@ One PKCS#11 session per process (:class:`Token`), opened on first use. PKCS#11 v
 object that sees a new process id drops the inherited session and calls
 ``C_Finalize``/``C_Initialize`` in the child. A session lost to the token (removed, HSM
 restarted: ``CKR_SESSION_HANDLE_INVALID`` and kin) is reopened once.
+
+A PIN the token refused (``CKR_PIN_INCORRECT``, ``CKR_PIN_LOCKED``) is not tried again by
+the process until the PIN changes: an HSM locks its PIN after 3 to 10 failures, and every
+task, retry and prefork child logging in again with a stale PIN file would lock it within
+minutes. One failed login per process and PIN, then :class:`TokenError` at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import logging
 import os
 import secrets
@@ -45,6 +51,7 @@ __all__ = [
     "TokenError",
     "TokenPrivateKey",
     "TokenRsaPrivateKey",
+    "forget_refused_pins",
     "key_id_for",
 ]
 
@@ -63,6 +70,23 @@ _LOST_SESSION = (
 # Errors after which the session is alive but no longer sees our (private) objects.
 _STALE_OBJECTS = (pkcs11.ObjectHandleInvalid, pkcs11.KeyHandleInvalid)
 
+# Errors that say the token, its module or the device is unavailable for now (an HSM
+# restarting, a network HSM out of reach): TokenError code ``token``, which callers
+# retry later with back-off, like a database or broker outage. Other PKCS#11 errors
+# (a mechanism the key refuses, …) are code ``key``: trying again changes nothing.
+_UNAVAILABLE = (
+    *_LOST_SESSION,
+    pkcs11.DeviceError,
+    pkcs11.DeviceMemory,
+    pkcs11.HostMemory,
+    pkcs11.GeneralError,
+    pkcs11.FunctionFailed,
+    pkcs11.FunctionCancelled,
+    pkcs11.SessionCount,
+    pkcs11.TokenNotRecognised,
+    pkcs11.SlotIDInvalid,
+)
+
 _RSA_MECHANISMS: dict[type[hashes.HashAlgorithm], Mechanism] = {
     hashes.SHA256: Mechanism.SHA256_RSA_PKCS,
     hashes.SHA384: Mechanism.SHA384_RSA_PKCS,
@@ -77,15 +101,35 @@ _CURVES: dict[str, type[ec.EllipticCurve]] = {
 
 # The process that last initialised each PKCS#11 module (to re-initialise after fork).
 _LIBRARY_PIDS: dict[str, int] = {}
+# Modules that could not reach their token: initialised again before the next use, as
+# an HSM client library that lost its device recovers only through C_Finalize and
+# C_Initialize (SoftHSM2 reads its tokens at C_Initialize; so do many vendors' clients).
+_LIBRARY_STALE: set[str] = set()
+
+# Per process, the PIN each token (module, label) refused, as a SHA-256 digest: the PIN
+# itself is not kept here. A forked child inherits it, so it does not try either.
+_REFUSED_PINS: dict[tuple[str, str], bytes] = {}
+
+# Errors after which the token refused this PIN: do not log in with it again.
+_PIN_REFUSED = (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange)
+_PIN_UNUSABLE = (pkcs11.PinLocked, pkcs11.PinExpired)
+
+
+def forget_refused_pins() -> None:
+    """Forget the PINs refused in this process (tests; the next login tries again)."""
+    _REFUSED_PINS.clear()
 
 
 class TokenError(Exception):
     """The token cannot be used; the message says why, without secrets."""
 
-    def __init__(self, message: str, *, code: str = "token") -> None:
+    def __init__(self, message: str, *, code: str = "token", login_refused: bool = False) -> None:
         super().__init__(message)
         #: ``module``, ``token``, ``pin``, ``key``, ``exists`` or ``session``
         self.code = code
+        #: The token refused a login made just now (not a PIN this process declined to
+        #: try again): the one moment to raise an operator alert.
+        self.login_refused = login_refused
 
 
 def key_id_for(public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:
@@ -104,6 +148,8 @@ class Token:
     module: str
     token_label: str
     pin: str = field(repr=False)
+    #: Called with the error when the token refuses a login (the operator must act).
+    on_pin_refused: Callable[[TokenError], None] | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
     _session: Any = field(default=None, init=False, repr=False)
     _pid: int | None = field(default=None, init=False, repr=False)
@@ -117,10 +163,12 @@ class Token:
             lib = pkcs11.lib(self.module)
             pid = os.getpid()
             initialised_in = _LIBRARY_PIDS.setdefault(self.module, pid)
-            if initialised_in != pid:
-                # Inherited across fork: C_Finalize the copied state, C_Initialize anew.
+            if initialised_in != pid or self.module in _LIBRARY_STALE:
+                # Inherited across fork, or the token was out of reach: C_Finalize the
+                # old state, C_Initialize anew (sessions of this process reopen on use).
                 lib.reinitialize()
                 _LIBRARY_PIDS[self.module] = pid
+                _LIBRARY_STALE.discard(self.module)
             return lib
         except (RuntimeError, OSError, pkcs11.PKCS11Error) as exc:
             raise TokenError(
@@ -137,32 +185,48 @@ class Token:
                 f"No PKCS#11 token labelled {self.token_label!r} in {self.module}.", code="token"
             ) from exc
         except pkcs11.PKCS11Error as exc:
+            _LIBRARY_STALE.add(self.module)
             raise TokenError(
                 f"The PKCS#11 token {self.token_label!r} cannot be reached ({type(exc).__name__}).",
                 code="token",
             ) from exc
+        refused_key = (self.module, self.token_label)
+        digest = hashlib.sha256(self.pin.encode()).digest()
+        if _REFUSED_PINS.get(refused_key) == digest:
+            raise TokenError(
+                f"The PKCS#11 token {self.token_label!r} refused this PIN earlier; this "
+                "process does not try it again until the PIN changes (an HSM locks its PIN "
+                "after a few failed logins).",
+                code="pin",
+            )
         try:
             # Read/write: the ceremonies create objects; signing works in either kind.
-            return token.open(rw=True, user_pin=self.pin)
+            session = token.open(rw=True, user_pin=self.pin)
         except pkcs11.UserAlreadyLoggedIn:
             # Login is per application, not per session (PKCS#11 v2.40 §5.6): another
             # session of this process (an older Token object) is logged in already.
-            return token.open(rw=True)
-        except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange) as exc:
-            raise TokenError(
-                f"The PIN of the PKCS#11 token {self.token_label!r} is wrong.", code="pin"
-            ) from exc
-        except (pkcs11.PinLocked, pkcs11.PinExpired) as exc:
-            raise TokenError(
-                f"The PIN of the PKCS#11 token {self.token_label!r} is locked or expired.",
+            session = token.open(rw=True)
+        except (*_PIN_REFUSED, *_PIN_UNUSABLE) as exc:
+            _REFUSED_PINS[refused_key] = digest
+            state = "wrong" if isinstance(exc, _PIN_REFUSED) else "locked or expired"
+            error = TokenError(
+                f"The PIN of the PKCS#11 token {self.token_label!r} is {state} "
+                f"({type(exc).__name__}); this process does not try it again until the PIN "
+                "changes.",
                 code="pin",
-            ) from exc
+                login_refused=True,
+            )
+            if self.on_pin_refused is not None:
+                self.on_pin_refused(error)
+            raise error from exc
         except pkcs11.PKCS11Error as exc:
             raise TokenError(
                 f"Cannot open a session on the PKCS#11 token {self.token_label!r} "
                 f"({type(exc).__name__}).",
                 code="session",
             ) from exc
+        _REFUSED_PINS.pop(refused_key, None)
+        return session
 
     def session(self) -> Any:
         """Return this process's session, opening it on first use."""
@@ -193,7 +257,28 @@ class Token:
             self.generation += 1
 
     def run(self, operation: Callable[[Any], T]) -> T:
-        """Run ``operation(session)``; reopen the session once if the token lost it."""
+        """Run ``operation(session)``; reopen the session once if the token lost it.
+
+        Raises :class:`TokenError` only: ``token`` when the token is unavailable (a
+        temporary outage), ``key`` when it refused the operation.
+        """
+        try:
+            return self._run(operation)
+        except TokenError:
+            raise
+        except _UNAVAILABLE as exc:
+            raise TokenError(
+                f"The PKCS#11 token {self.token_label!r} is unavailable ({type(exc).__name__}).",
+                code="token",
+            ) from exc
+        except pkcs11.PKCS11Error as exc:
+            raise TokenError(
+                f"The PKCS#11 token {self.token_label!r} refused the operation "
+                f"({type(exc).__name__}).",
+                code="key",
+            ) from exc
+
+    def _run(self, operation: Callable[[Any], T]) -> T:
         with self._lock:
             try:
                 return operation(self.session())
@@ -218,6 +303,10 @@ class Token:
                 return session.get_key(object_class=object_class, id=key_id)
             return session.get_key(object_class=object_class, label=label, id=key_id)
         except pkcs11.NoSuchKey as exc:
+            # A token that lost its storage (SoftHSM2's folder gone, an HSM partition
+            # offline) may list no object at all: "no such key" is believed only from a
+            # token that still answers; otherwise it is an outage, to be waited out.
+            self._check_reachable()
             raise TokenError(
                 f"No key with id {key_id.hex()} in the token {self.token_label!r}.", code="key"
             ) from exc
@@ -225,6 +314,22 @@ class Token:
             raise TokenError(
                 f"Several keys with id {key_id.hex()} in the token {self.token_label!r}.",
                 code="key",
+            ) from exc
+
+    def _check_reachable(self) -> None:
+        """Raise TokenError ``token`` unless the module still finds the token."""
+        try:
+            pkcs11.lib(self.module).get_token(token_label=self.token_label)
+        except pkcs11.PKCS11Error as exc:
+            # The session is the lost token's: forget it (no C_CloseSession on a dead
+            # handle); the next use initialises the module again and logs in anew.
+            _LIBRARY_STALE.add(self.module)
+            with self._lock:
+                self._session = None
+                self.generation += 1
+            raise TokenError(
+                f"The PKCS#11 token {self.token_label!r} cannot be reached ({type(exc).__name__}).",
+                code="token",
             ) from exc
 
     def labels(self) -> set[str]:
@@ -238,11 +343,23 @@ class Token:
 
         return self.run(list_labels)
 
+    def has_private_key(self, key_id: bytes) -> bool:
+        """Whether the token holds a private key with CKA_ID ``key_id``."""
+
+        def find(session: Any) -> bool:
+            objects = session.get_objects(
+                {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: key_id}
+            )
+            return any(True for _ in objects)
+
+        return self.run(find)
+
     def private_key(self, key_id: bytes, label: str | None = None) -> TokenPrivateKey:
         """Return the token's key with CKA_ID ``key_id`` (and ``label``) as a pyca key."""
 
         def find(session: Any) -> tuple[P11KeyType, str, Any]:
             private = self._find(session, ObjectClass.PRIVATE_KEY, key_id, label)
+            _refuse_unprotected(private, self.token_label)
             public = self._find(session, ObjectClass.PUBLIC_KEY, key_id, label)
             return private.key_type, str(private.label), _public_key_from_token(public)
 
@@ -308,6 +425,37 @@ class Token:
             return key_id
 
         return self.private_key(self.run(generate), label)
+
+
+def _refuse_unprotected(private: Any, token_label: str) -> None:
+    """Refuse a CA or OCSP key that could leave the token (PKCS#11 v2.40 §4.9).
+
+    Keys MyCert generates are CKA_SENSITIVE and not CKA_EXTRACTABLE; a key imported with
+    the HSM's own tools may be neither, and its value could then be read out or wrapped
+    off the token by whoever holds the PIN: a copy of the CA key outside the HSM.
+    """
+    label = str(private.label)
+    try:
+        sensitive = bool(private[Attribute.SENSITIVE])
+        extractable = bool(private[Attribute.EXTRACTABLE])
+    except pkcs11.AttributeTypeInvalid as exc:
+        raise TokenError(
+            f"The key {label!r} in the token {token_label!r} does not say whether it can "
+            "leave the token (CKA_SENSITIVE, CKA_EXTRACTABLE): refused.",
+            code="key",
+        ) from exc
+    reasons = []
+    if extractable:
+        reasons.append("it is extractable (CKA_EXTRACTABLE true)")
+    if not sensitive:
+        reasons.append("it is not sensitive (CKA_SENSITIVE false)")
+    if reasons:
+        raise TokenError(
+            f"The key {label!r} in the token {token_label!r} is refused: "
+            f"{' and '.join(reasons)}, so its value can leave the token. Generate CA keys "
+            "inside the token (init_ca), or import them as sensitive and non-extractable.",
+            code="key",
+        )
 
 
 def _public_key_from_token(public: Any) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:

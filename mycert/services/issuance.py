@@ -362,7 +362,10 @@ def requests_fail_undeliverable(*, certificate_ids: list[int], now: datetime) ->
     """Fail the requests whose professional e-mail failed for good and has no payload left.
 
     Called once failed payloads are wiped (``MYCERT_FAILED_PAYLOAD_DAYS``): nothing can
-    be sent any more, so the professional is told to request again.
+    be sent any more, so the professional is told to request again. The certificate
+    is revoked, and with it every other row of it is cancelled and wiped (the password
+    e-mail waiting for a keystore that will never leave, a vendor copy): a certificate
+    nobody received must not stay valid, nor its secrets kept (issue 22).
     """
     request_ids = list(
         CertificateRequest.objects.filter(
@@ -375,7 +378,7 @@ def requests_fail_undeliverable(*, certificate_ids: list[int], now: datetime) ->
         .distinct()
         .values_list("pk", flat=True)
     )
-    return [
+    failed = [
         request_id
         for request_id in request_ids
         if request_fail(
@@ -384,6 +387,35 @@ def requests_fail_undeliverable(*, certificate_ids: list[int], now: datetime) ->
             now=now,
         )
     ]
+    for certificate_id in Certificate.objects.filter(request_id__in=failed).values_list(
+        "pk", flat=True
+    ):
+        _revoke_undelivered(certificate_id=certificate_id, now=now)
+    return failed
+
+
+def _revoke_undelivered(*, certificate_id: int, now: datetime) -> None:
+    """Revoke a certificate that never reached its professional (cessationOfOperation).
+
+    RFC 5280 §5.3.1 cessationOfOperation: the certificate is no longer needed for its
+    purpose; its private key existed only in the keystore, whose every copy is now wiped,
+    so nobody can use it. Not superseded: no replacement exists yet (the professional
+    requests again when he likes). Revoking cancels and wipes the certificate's other rows.
+    """
+    from mycert.services.revocation import AlreadyRevoked, certificate_revoke
+
+    try:
+        certificate_revoke(
+            certificate_id=certificate_id,
+            reason=Certificate.RevocationReason.CESSATION_OF_OPERATION,
+            via=Certificate.RevokedVia.UNDELIVERED,
+            actor=None,
+            comment="never delivered: its e-mail to the professional failed for good and its "
+            "payload was wiped",
+            now=now,
+        )
+    except AlreadyRevoked:
+        return
 
 
 def delivery_failure_report(*, delivery_id: int, now: datetime) -> bool:

@@ -11,6 +11,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from mycert.request_proof import RequestUnproven
+from mycert import ca_store
 from mycert.services.issuance import (
     IssuanceRefused,
     request_fail,
@@ -28,6 +29,15 @@ logger = logging.getLogger(__name__)
 #: Errors that say nothing about the request: the database or the CA's storage (a key
 #: file, the HSM) is unreachable for a moment. Anything else fails the request for good.
 TEMPORARY_ERRORS = (OperationalError, InterfaceError, OSError)
+
+
+def _temporary(exc: BaseException) -> bool:
+    """The database, a key file or the HSM is out of reach: the request is not at fault.
+
+    HSM outages (token, session, module errors; a PIN the operator is replacing) are
+    waited out like a database or broker outage (``ca_store.is_temporary``).
+    """
+    return isinstance(exc, TEMPORARY_ERRORS) or ca_store.is_temporary(exc)
 
 
 @shared_task(
@@ -50,7 +60,18 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
             request_id=request_id, reason=f"refused by the profile: {exc}", now=timezone.now()
         )
         return
-    except TEMPORARY_ERRORS as exc:
+    except Exception as exc:
+        if not _temporary(exc):
+            # A bug, or data the checks above did not foresee: ended, the helpdesk told,
+            # and the professional free to submit again, rather than a request stuck
+            # « issuing ».
+            logger.exception("request %s: issuance failed", request_id)
+            request_fail(
+                request_id=request_id,
+                reason=f"internal error: {type(exc).__name__}",
+                now=timezone.now(),
+            )
+            return
         if self.request.retries >= self.max_retries:
             request_fail(
                 request_id=request_id,
@@ -58,19 +79,10 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
                 now=timezone.now(),
             )
             return
-        # A dropped connection or a lock timeout: the request is untouched, try again.
+        # A dropped connection, a lock timeout, the HSM restarting: the request is
+        # untouched, try again.
         logger.warning("request %s: temporary error, retrying (%s)", request_id, type(exc).__name__)
         raise self.retry(exc=exc, countdown=min(5 * 2**self.request.retries, 300)) from exc
-    except Exception as exc:
-        # A bug, or data the checks above did not foresee: ended, the helpdesk told, and
-        # the professional free to submit again, rather than a request stuck « issuing ».
-        logger.exception("request %s: issuance failed", request_id)
-        request_fail(
-            request_id=request_id,
-            reason=f"internal error: {type(exc).__name__}",
-            now=timezone.now(),
-        )
-        return
     # Sent here rather than queued behind every issuance waiting in the broker: the
     # professional's e-mails leave as soon as the certificate exists. A worker lost
     # now leaves unsent rows, which the outbox sweep finds.

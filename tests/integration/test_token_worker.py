@@ -47,6 +47,7 @@ def test_prefork_children_sign_in_the_token(
     settings.MYCERT_CA_BACKEND = "pkcs11"
     settings.MYCERT_PKCS11_MODULE = softhsm.module
     settings.MYCERT_PKCS11_TOKEN_LABEL = label
+    settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL = softhsm.init_token("worker-root")
     settings.MYCERT_PKCS11_PIN = ""
     settings.MYCERT_PKCS11_PIN_FILE = str(pin_file)
     settings.MYCERT_CA_DIR = tmp_path / "ca"

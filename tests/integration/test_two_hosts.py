@@ -88,6 +88,8 @@ def _pkcs11_backend(
     test_settings.MYCERT_CA_BACKEND = "pkcs11"
     test_settings.MYCERT_PKCS11_MODULE = softhsm.module
     test_settings.MYCERT_PKCS11_TOKEN_LABEL = label
+    # The root in its own token, which the worker is never told of (offline).
+    test_settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL = softhsm.init_token("twohosts-root")
     test_settings.MYCERT_PKCS11_PIN = ""
     test_settings.MYCERT_PKCS11_PIN_FILE = str(pin_file)
     test_settings.MYCERT_CA_DIR = ca_dir

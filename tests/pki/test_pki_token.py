@@ -6,12 +6,16 @@ import copy
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.x509 import ocsp
+from pkcs11 import Attribute
+from pkcs11 import KeyType as P11KeyType
+from pkcs11.util.ec import encode_named_curve_parameters
 
 from mycert.pki import (
     CertificateStatus,
@@ -281,3 +285,76 @@ def test_a_second_token_object_shares_the_login(
         key.sign(b"alone", ec.ECDSA(hashes.SHA256())), b"alone", ec.ECDSA(hashes.SHA256())
     )
     other.close()
+
+
+def test_a_token_out_of_reach_is_an_outage_and_comes_back(
+    softhsm: SoftHsm, token: Token, ec_key: TokenEcPrivateKey
+) -> None:
+    """The token's storage gone (an HSM restarting): code ``token``, never "no such key",
+    for a lookup or a signature; back again, the same objects sign with no restart."""
+    token.private_key(ec_key.key_id)
+    away = softhsm.directory.with_name(softhsm.directory.name + "-away")
+    softhsm.directory.rename(away)
+    try:
+        for use in (
+            lambda: token.private_key(ec_key.key_id),
+            lambda: ec_key.sign(b"down", ec.ECDSA(hashes.SHA256())),
+        ):
+            with pytest.raises(TokenError) as caught:
+                use()
+            assert caught.value.code in ("token", "module"), caught.value
+    finally:
+        away.rename(softhsm.directory)
+    codes = []
+    found = None
+    for _ in range(3):  # the first use after the outage may meet the old session once
+        try:
+            found = token.private_key(ec_key.key_id)
+            break
+        except TokenError as exc:
+            codes.append(exc.code)
+    assert found is not None
+    assert set(codes) <= {"token", "module"}
+    signature = ec_key.sign(b"back", ec.ECDSA(hashes.SHA256()))
+    ec_key.public_key().verify(signature, b"back", ec.ECDSA(hashes.SHA256()))
+
+
+@pytest.mark.parametrize(
+    ("sensitive", "extractable", "reason"),
+    [
+        (True, True, r"it is extractable \(CKA_EXTRACTABLE true\)"),
+        (False, False, r"it is not sensitive \(CKA_SENSITIVE false\)"),
+        (False, True, "extractable .* and it is not sensitive"),
+    ],
+)
+def test_a_key_that_can_leave_the_token_is_refused_with_the_reason(
+    token: Token, sensitive: bool, extractable: bool, reason: str
+) -> None:
+    """A key imported with the HSM's own tools, without the attributes init_ca sets."""
+    key_id = os.urandom(20)
+
+    def generate(session: Any) -> None:
+        parameters = session.create_domain_parameters(
+            P11KeyType.EC,
+            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
+        )
+        parameters.generate_keypair(
+            id=key_id,
+            label=f"imported-{sensitive}-{extractable}",
+            store=True,
+            public_template={Attribute.TOKEN: True, Attribute.VERIFY: True},
+            private_template={
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: sensitive,
+                Attribute.EXTRACTABLE: extractable,
+                Attribute.SIGN: True,
+            },
+        )
+
+    token.run(generate)
+    with pytest.raises(TokenError, match=reason) as caught:
+        token.private_key(key_id)
+    assert caught.value.code == "key"
+    assert "can leave the token" in str(caught.value)

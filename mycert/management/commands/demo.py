@@ -185,7 +185,8 @@ class Command(BaseCommand):
         var = Path(settings.VAR_DIR)
         call_command("migrate", verbosity=0)
         if not ca_store.configured_paths().issuing_cert.exists():
-            call_command("init_ca")
+            # As in production, the root key leaves the CA folder the workers read.
+            call_command("init_ca", root_key_out=var / "offline-root" / "root-key.pem")
         call_command("check")
         self._demo_vendors(var)
         self._demo_admin()

@@ -21,7 +21,9 @@ class Command(BaseCommand):
     help = (
         "Create a root CA, an issuing CA and an OCSP responder certificate in MYCERT_CA_DIR, "
         "keys encrypted with MYCERT_CA_KEY_PASSPHRASE, or generated inside the PKCS#11 token "
-        "with MYCERT_CA_BACKEND=pkcs11. Refuses to overwrite an existing CA. "
+        "with MYCERT_CA_BACKEND=pkcs11. The root key goes to its own file and passphrase "
+        "(MYCERT_ROOT_KEY_PASSPHRASE) or its own token (MYCERT_PKCS11_ROOT_TOKEN_LABEL), to "
+        "be taken offline; the command prints how. Refuses to overwrite an existing CA. "
         "With --import, take an existing root and issuing CA from PEM files instead."
     )
     # The checks would only say that there is no CA yet.
@@ -61,6 +63,13 @@ class Command(BaseCommand):
             "number continues above it (it is time-based in any case).",
         )
         parser.add_argument(
+            "--root-key-out",
+            type=Path,
+            default=None,
+            help="File backend: write the root key there (e.g. removable media) instead of "
+            "MYCERT_ROOT_KEY_FILE or MYCERT_CA_DIR/root-key.pem.",
+        )
+        parser.add_argument(
             "--key-passphrase-env",
             default=None,
             help="With --import: name of an environment variable holding the passphrase of the "
@@ -93,6 +102,7 @@ class Command(BaseCommand):
                     country=settings.MYCERT_CERT_COUNTRY,
                     key_type=KeyType(options["key_type"]),
                     now=now,
+                    root_key_path=options["root_key_out"],
                 )
         except ca_store.CaStoreError as exc:
             raise CommandError(str(exc)) from exc
@@ -117,6 +127,35 @@ class Command(BaseCommand):
                 f"valid until {certificate.not_valid_after_utc:%Y-%m-%d}"
             )
         self.stdout.write(f"  CRL #{first_crl.number} published.")
+        self._say_how_the_root_goes_offline(paths, options["root_key_out"])
+
+    def _say_how_the_root_goes_offline(
+        self, paths: ca_store.CaPaths, root_key_out: Path | None
+    ) -> None:
+        """The root key must leave the workers: say how, now, while the operator is here."""
+        if ca_store.root_key_online():
+            self.stdout.write(self.style.WARNING(ca_store.ROOT_ONLINE_MEANING))
+            return
+        if ca_store.uses_token():
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Next step: the root key is in the token "
+                    f"{settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL!r}. Disconnect that token "
+                    "from this host and keep it offline (safe); connect it only for "
+                    "sign_root_crl and renew_issuing_ca. Workers never see it."
+                )
+            )
+            return
+        root_key = root_key_out or ca_store.configured_root_key_path(paths)
+        self.stdout.write(
+            self.style.WARNING(
+                f"Next step: take the root key offline. {root_key} is encrypted with "
+                "MYCERT_ROOT_KEY_PASSPHRASE: copy it to two removable media kept in the safe, "
+                f"then delete it here (shred -u {root_key}). sign_root_crl and "
+                "renew_issuing_ca take it with --root-key; `manage.py check` on a worker "
+                "reports an error while the root key is there."
+            )
+        )
 
     def _import(
         self, paths: ca_store.CaPaths, passphrase: bytes, options: dict[str, Any], now: Any
@@ -154,4 +193,5 @@ class Command(BaseCommand):
             issuing_key_passphrase=source_passphrase,
             now=now,
             previous_root_crl_der=previous_root_crl,
+            root_key_path=options["root_key_out"],
         )

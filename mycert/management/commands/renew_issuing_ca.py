@@ -27,7 +27,8 @@ class Command(BaseCommand):
             "--root-key",
             type=Path,
             default=None,
-            help="The root key file; default MYCERT_CA_DIR/root-key.pem or the root token.",
+            help="The root key file (MYCERT_ROOT_KEY_PASSPHRASE); default MYCERT_ROOT_KEY_FILE, "
+            "MYCERT_CA_DIR/root-key.pem, or the root's token (MYCERT_PKCS11_ROOT_TOKEN_LABEL).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -14,10 +14,11 @@ from mycert import ca_store
 
 class Command(BaseCommand):
     help = (
-        "Re-sign MYCERT_CA_DIR/root.crl with the root key (root-key.pem, --root-key, or the "
-        "root's PKCS#11 token), valid 365 days, with the next cRLNumber, and the root's OCSP "
-        "answers on the issuing CA (root-ocsp/). Needs no database: run it on the offline "
-        "root host, then copy root.crl and root-ocsp/ to the web hosts."
+        "Re-sign MYCERT_CA_DIR/root.crl with the root key (--root-key, MYCERT_ROOT_KEY_FILE, "
+        "root-key.pem, or the root's own PKCS#11 token), valid 365 days, with the next "
+        "cRLNumber, and the root's OCSP answers on the issuing CA (root-ocsp/). Needs no "
+        "database: run it on the offline root host, then copy root.crl and root-ocsp/ to the "
+        "web hosts."
     )
     # The offline root host has no database, broker or issuing key to check.
     requires_system_checks: list[str] = []
@@ -27,8 +28,9 @@ class Command(BaseCommand):
             "--root-key",
             type=Path,
             default=None,
-            help="The root key file (PKCS#8, MYCERT_CA_KEY_PASSPHRASE), e.g. on removable "
-            "media; default MYCERT_CA_DIR/root-key.pem or the root token.",
+            help="The root key file (PKCS#8, MYCERT_ROOT_KEY_PASSPHRASE), e.g. on removable "
+            "media; default MYCERT_ROOT_KEY_FILE, MYCERT_CA_DIR/root-key.pem, or the root's "
+            "token (MYCERT_PKCS11_ROOT_TOKEN_LABEL).",
         )
 
         parser.add_argument(
