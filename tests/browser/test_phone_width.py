@@ -43,6 +43,13 @@ def test_my_certificates_fits_a_phone_without_scrolling_sideways(
     )
     assert overflow
     assert max(overflow) <= 0, overflow
+    # Each value beside its column's name, nothing spilling onto the next line's.
+    spilling = page.evaluate(
+        """() => Array.from(document.querySelectorAll('table.certificates td'))
+                 .filter((td) => td.scrollHeight > td.clientHeight + 1)
+                 .map((td) => td.dataset.label)"""
+    )
+    assert spilling == [], spilling
     for element in (page.locator("code.serial"), revoke):
         box = element.bounding_box()
         assert box is not None

@@ -10,13 +10,19 @@ and the upstream changed), in front of MyCert's web app (the Django live server)
 - the CRLs and CA certificates are served over plain HTTP, never redirected, cached;
 - the main site clears X-MyCert-Client-Cert: a forged header through it gets
   ``no_certificate`` at the self-check;
-- the files start with no [::] listen (a host without IPv6).
+- the files start with no [::] listen (a host without IPv6);
+- the OCSP responder process (granian running the same application, as a web host runs
+  it for /pki/ocsp/; PostgreSQL only: it shares the test's database) gives exactly the
+  web app's answers, a revocation at once, and nginx sends OCSP to it.
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +42,7 @@ from mycert.services.ocsp import ocsp_responses_sign
 from mycert.services.publication import crl_publish
 from mycert.services.revocation import certificate_revoke
 from tests.support import keystores
-from tests.support.tls_servers import REPO, Nginx, free_port, server_certificate
+from tests.support.tls_servers import REPO, Nginx, free_port, server_certificate, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -65,17 +71,15 @@ class Site:
         return requests.get(url, timeout=10, verify=str(self.server_cert), **kwargs)
 
 
-@pytest.fixture
-def site(live_server: Any, settings: Any, ca: ca_store.CaPaths, tmp_path: Path) -> Iterator[Site]:
-    settings.MYCERT_PKI_BASE_URL = live_server.url
-    crl_publish(now=timezone.now())
+def _start_site(tmp_path: Path, web_port: int, ocsp_port: int) -> tuple[Nginx, Site]:
     certificate, key = server_certificate(tmp_path)
     http_port, https_port = free_port(), free_port()
     text = SITE.read_text()
     replacements = {
         "    listen 80;\n": f"    listen 127.0.0.1:{http_port};\n",
         "    listen 443 ssl;\n": f"    listen 127.0.0.1:{https_port} ssl;\n",
-        "server 127.0.0.1:8000;": f"server 127.0.0.1:{urlsplit(live_server.url).port};",
+        "server 127.0.0.1:8001;": f"server 127.0.0.1:{ocsp_port};",
+        "127.0.0.1:8000": f"127.0.0.1:{web_port}",
         "/var/cache/nginx/mycert-pki": str(tmp_path / "cache"),
         "/etc/ssl/mycert/mycert.esante.lu.crt": str(certificate),
         "/etc/ssl/mycert/mycert.esante.lu.key": str(key),
@@ -86,13 +90,23 @@ def site(live_server: Any, settings: Any, ca: ca_store.CaPaths, tmp_path: Path) 
         text = text.replace(old, new)
     nginx = Nginx(tmp_path / "nginx")
     nginx.start(text, https_port)
+    return nginx, Site(
+        f"http://127.0.0.1:{http_port}",
+        f"https://127.0.0.1:{https_port}",
+        certificate,
+        f"http://127.0.0.1:{web_port}",
+    )
+
+
+@pytest.fixture
+def site(live_server: Any, settings: Any, ca: ca_store.CaPaths, tmp_path: Path) -> Iterator[Site]:
+    """nginx before the web app; the OCSP responder process is down (nobody on its port),
+    so /pki/ocsp/ goes to the backup, the web app: the same answers."""
+    settings.MYCERT_PKI_BASE_URL = live_server.url
+    crl_publish(now=timezone.now())
+    nginx, made = _start_site(tmp_path, urlsplit(live_server.url).port or 80, free_port())
     try:
-        yield Site(
-            f"http://127.0.0.1:{http_port}",
-            f"https://127.0.0.1:{https_port}",
-            certificate,
-            live_server.url,
-        )
+        yield made
     finally:
         nginx.stop()
 
@@ -269,3 +283,72 @@ def test_the_shipped_files_start_without_ipv6(name: str) -> None:
     assert not re.search(r"^\s*listen \[::\]", text, re.M)
     assert re.search(r"^\s*# listen \[::\]", text, re.M)
     assert "without IPv6" in text.split("\n\n", 1)[0] + text.split("\n\n", 2)[1]
+
+
+@pytest.fixture
+def ocsp_process(worker_env: dict[str, str], tmp_path: Path) -> Iterator[int]:
+    """The OCSP responder process as docs/deploy.md §3 runs it; return its port."""
+    port = free_port()
+    log = tmp_path / "granian.log"
+    # A web host's environment: no CA passphrase, no outbox key.
+    env = {**worker_env, "MYCERT_CA_KEY_PASSPHRASE": "", "MYCERT_OUTBOX_KEY": ""}
+    command = [
+        sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "1", "--blocking-threads", "1", "--no-ws",
+        "--log-level", "warning", "config.wsgi:application",
+    ]  # fmt: skip
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for_port(port, process=process, log=log)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def test_the_ocsp_responder_process_answers_as_the_web_app(
+    live_server: Any, settings: Any, ca: ca_store.CaPaths, tmp_path: Path, ocsp_process: int
+) -> None:
+    settings.MYCERT_PKI_BASE_URL = live_server.url
+    responder = f"http://127.0.0.1:{ocsp_process}"
+    issued = keystores.issue(professional_id="LU-MED-800400")
+    der = _request_der(issued.certificate)
+    foreign, _ = keystores.foreign()
+    stranger = _request_der(foreign.certificate)
+    for post in (False, True):
+        for request in (der, stranger, b"\x30\x03\x02\x01\x00"):
+            mine = _ask(responder, request, post=post)
+            theirs = _ask(live_server.url, request, post=post)
+            assert mine.status == theirs.status
+    assert _ask(responder, der, post=True).status == "good"
+    # The same bytes as Django's view, headers included.
+    encoded = quote(base64.b64encode(der).decode(), safe="")
+    mine_raw = requests.get(f"{responder}/pki/ocsp/{encoded}", timeout=10)
+    theirs_raw = requests.get(f"{live_server.url}/pki/ocsp/{encoded}", timeout=10)
+    assert mine_raw.content == theirs_raw.content
+    for header in ("Content-Type", "Cache-Control", "ETag", "Expires", "Last-Modified"):
+        assert mine_raw.headers[header] == theirs_raw.headers[header]
+
+    # No cache of its own: tryLater once the revocation commits, revoked once signed.
+    pk = _revoke(issued)
+    assert _ask(responder, der, post=True).status == "tryLater"
+    ocsp_responses_sign(certificate_ids=[pk], now=timezone.now())
+    assert _ask(responder, der, post=False).status == "revoked"
+
+    # nginx sends /pki/ocsp/ to it: with no web app at all (nobody on mycert_web's port,
+    # the backup), OCSP is still answered.
+    nginx, site = _start_site(tmp_path, free_port(), ocsp_process)
+    try:
+        assert _ask(site.http, der, post=True).status == "revoked"
+        assert _ask(site.http, der, post=False).status == "revoked"
+        assert requests.get(f"{site.http}/pki/ca/root.cer", timeout=10).status_code == 502
+    finally:
+        nginx.stop()
