@@ -294,6 +294,8 @@ def check_request_proof(
             )
         )
     return messages
+
+
 def check_audit_head_export(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:

@@ -280,6 +280,8 @@ def test_check_deploy_accepts_an_https_issuer_and_a_loopback_one(tmp_path: Path)
         result = _check_deploy(_minimal_production_env(tmp_path, OIDC_ISSUER=issuer))
         assert "mycert.W060" not in result.stderr, issuer
         assert "mycert.W061" not in result.stderr, issuer
+
+
 def test_check_deploy_names_a_worker_without_an_audit_head_export(settings: Any) -> None:
     """Issue 20 §4: the head (and the pinned first keyed event) must leave the database."""
     from mycert.checks import check_audit_head_export
@@ -293,6 +295,8 @@ def test_check_deploy_names_a_worker_without_an_audit_head_export(settings: Any)
     settings.MYCERT_AUDIT_HEAD_FILE = ""
     settings.MYCERT_CA_KEY_PASSPHRASE = ""
     assert check_audit_head_export() == []
+
+
 @pytest.mark.parametrize("value", ["10000", "1", "0"])
 def test_a_revocation_code_work_factor_that_scrypt_refuses_stops_the_start(
     tmp_path: Path, value: str

@@ -238,6 +238,7 @@ def test_a_certificate_never_delivered_is_revoked_and_every_row_wiped(
         terms_accepted=True,
         language="fr",
         now=timezone.now(),
+        id_token=id_token_for(request.professional),
     )
 
 

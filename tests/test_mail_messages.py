@@ -169,6 +169,7 @@ def test_the_vendors_copy_takes_the_p12_out_without_a_pgp_mail_client(
     then the command that takes the .p12 out of the decrypted message."""
     settings.MYCERT_CHECK_BASE_URL = "https://check.mycert.esante.lu"
     keyring = OpenPgp(gpg_home)
+    keyring.import_public_key(vendor_key.public, now=datetime.now(LUX))
     keystore = b"0\x82 the professional's keystore"
     envelope = Envelope(
         to="support@vendor.example.lu",
@@ -180,9 +181,7 @@ def test_the_vendors_copy_takes_the_p12_out_without_a_pgp_mail_client(
         envelope=envelope,
         facts=_facts(vendor="Logiciel Médical SA"),
         keystore=keystore,
-        encrypt=lambda data, fingerprint: keyring.encrypt(
-            data, fingerprint, now=datetime.now(LUX), armored_key=vendor_key.public
-        ),
+        encrypt=lambda data, fingerprint: keyring.encrypt(data, fingerprint, now=datetime.now(LUX)),
     ).message()
     (attachment,) = [p for p in outer.walk() if p.get_filename() == "encrypted.asc"]
     armored = attachment.get_payload(decode=True)

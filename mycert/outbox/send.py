@@ -447,14 +447,14 @@ def _refuse_waiting_copy(delivery: Delivery, now: datetime) -> None:
     now, so that the copy as a whole ends ``failed``, its sealed password is wiped with
     the failed payloads, and one alert (the keystore copy's) reports the pair.
     """
+    if delivery.vendor_id is None:
+        return
     waiting = list(
-        Delivery.objects.select_for_update()
-        .filter(
+        Delivery.objects.select_for_update().filter(
             after=delivery,
             vendor_id=delivery.vendor_id,
             status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING),
         )
-        .exclude(vendor_id__isnull=True)
     )
     for row in waiting:
         row.status = Delivery.Status.FAILED

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from mycert.request_proof import RequestUnproven
 from mycert import ca_store
+from mycert.request_proof import RequestUnproven
 from mycert.services.issuance import (
     IssuanceRefused,
     request_fail,

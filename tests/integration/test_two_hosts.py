@@ -38,7 +38,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from mycert import ca_store
-from mycert.models import Certificate, CertificateRequest
+from mycert.models import Certificate, CertificateRequest, Professional
 from mycert.services.publication import crl_publish
 from mycert.services.vendors import vendor_add_confirmed
 from tests.support.gpg import GpgKey
@@ -502,21 +502,23 @@ def test_a_revocation_code_revokes_on_the_keyless_web_host(
     web_host: WebHost,
     worker_host: WorkerProcess,
     two_host_worker_env: dict[str, str],
+    oidc_provider: Any,
     smtp_process: SmtpProcess,
 ) -> None:
     """The worker makes and seals the code; the web host, holding no key, checks its hash."""
-    from mycert.services.requests import request_submit
-    from tests.factories import ProfessionalFactory
-
     crl_publish(now=timezone.now())
-    professional = ProfessionalFactory.create(email="jean.weber@cabinet.lu")
-    request_submit(
-        professional=professional,
-        vendor=None,
-        terms_accepted=True,
-        language="fr",
-        now=timezone.now(),
+    # A real login through the provider: the worker issues only on its signed ID token.
+    session = requests.Session()
+    _login(web_host, oidc_provider, session)
+    form_page = session.get(f"{web_host.url}/request/", timeout=10)
+    sent = session.post(
+        f"{web_host.url}/request/",
+        {"vendor": "none", "terms_accepted": "on", "csrfmiddlewaretoken": _csrf(form_page.text)},
+        allow_redirects=True,
+        timeout=10,
     )
+    assert "Demande envoyée." in sent.text, sent.text
+    professional = Professional.objects.get(email="anne.muller@cabinet.lu")
 
     def mails() -> list[Any]:
         return [m for m in smtp_process.outbox_messages() if professional.email in str(m["To"])]
@@ -528,7 +530,7 @@ def test_a_revocation_code_revokes_on_the_keyless_web_host(
     (code,) = CODE_PATTERN.findall(_mail_text(mails()[1]))
     record = Certificate.objects.get(professional=professional)
 
-    session = requests.Session()
+    session = requests.Session()  # the holder, not logged in
     start = session.get(f"{web_host.url}/revoke/", timeout=10)
     checked = session.post(
         f"{web_host.url}/revoke/",

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mycert', '0008_delivery_failure_reported'),
+        ("mycert", "0008_delivery_failure_reported"),
     ]
 
     operations = [

@@ -56,6 +56,6 @@ def drop_trigger(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:  
 
 
 class Migration(migrations.Migration):
-    dependencies = [("mycert", "0008_delivery_failure_reported")]
+    dependencies = [("mycert", "0009_request_proof")]
 
     operations = [migrations.RunPython(create_trigger, drop_trigger)]
