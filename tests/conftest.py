@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,7 +46,7 @@ def _session_ca(tmp_path_factory: pytest.TempPathFactory) -> ca_store.CaPaths:
             key_type=KeyType.EC_P256,
             now=timezone.now(),
             # Offline, as in production: not in the CA folder the workers read.
-            root_passphrase=b"test-root-passphrase-of-its-own",
+            root_passphrase=SESSION_ROOT_KEY_PASSPHRASE.encode(),
             root_key_path=paths.directory.parent / "offline" / "root-key.pem",
         )
     finally:
@@ -88,6 +89,19 @@ def ca(
     ca_store.clear_cache()
     ca_store._loaded.update(_session_ca_opened)
     return _session_ca
+
+
+#: Where the run's CA keeps its root key: offline, beside the CA folder, its own passphrase.
+SESSION_ROOT_KEY_PASSPHRASE = "test-root-passphrase-of-its-own"
+
+
+@pytest.fixture
+def offline_root(settings: Any, ca: ca_store.CaPaths) -> Path:
+    """Bring the run's root key, as a ceremony does (``MYCERT_ROOT_KEY_FILE``)."""
+    path = ca.directory.parent / "offline" / "root-key.pem"
+    settings.MYCERT_ROOT_KEY_FILE = str(path)
+    settings.MYCERT_ROOT_KEY_PASSPHRASE = SESSION_ROOT_KEY_PASSPHRASE
+    return path
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -29,13 +29,19 @@ from django.utils import timezone
 
 from mycert import ca_store
 from mycert.pki import build_crl, create_root_ca
-from mycert.pki.keys import KeyType
+from mycert.pki.keys import KeyType, encrypt_private_key_pem, load_private_key_pem
 from mycert.pki.names import DistinguishedName
 
 
 @pytest.fixture
-def own_ca(settings: Any, tmp_path: Path, ca: ca_store.CaPaths) -> ca_store.CaPaths:
-    """A copy of the run's CA that the ceremonies below may change."""
+def own_ca(
+    settings: Any, tmp_path: Path, ca: ca_store.CaPaths, offline_root: Path
+) -> ca_store.CaPaths:
+    """A copy of the run's CA that the ceremonies below may change.
+
+    The root key stays where the run keeps it, offline beside the CA folder, under its own
+    passphrase: the ceremonies take it from there (tests/conftest.py's session CA).
+    """
     settings.MYCERT_CA_DIR = tmp_path / "ca"
     shutil.copytree(ca.directory, settings.MYCERT_CA_DIR)
     ca_store.clear_cache()
@@ -234,6 +240,14 @@ def test_a_revocation_survives_the_import_into_a_new_folder(
     call_command(
         "sign_root_crl", revoke_issuing=f"{issuing.serial_number:x}", reason="cACompromise"
     )
+    # The import takes both keys under one passphrase: the root's brought from its medium.
+    passphrase = settings.MYCERT_CA_KEY_PASSPHRASE.encode()
+    root_key = load_private_key_pem(
+        Path(settings.MYCERT_ROOT_KEY_FILE).read_bytes(),
+        settings.MYCERT_ROOT_KEY_PASSPHRASE.encode(),
+    )
+    brought = tmp_path / "root-key-brought.pem"
+    brought.write_bytes(encrypt_private_key_pem(root_key, passphrase))
     settings.MYCERT_CA_DIR = tmp_path / "ca-2"
     ca_store.clear_cache()
     os.environ["MYCERT_TEST_IMPORT_PASSPHRASE"] = settings.MYCERT_CA_KEY_PASSPHRASE
@@ -241,7 +255,8 @@ def test_a_revocation_survives_the_import_into_a_new_folder(
         "init_ca",
         import_ca=True,
         root_cert=own_ca.root_cert,
-        root_key=own_ca.root_key,
+        root_key=brought,
+        root_key_out=tmp_path / "offline-2" / "root-key.pem",
         issuing_cert=own_ca.issuing_cert,
         issuing_key=own_ca.issuing_key,
         key_passphrase_env="MYCERT_TEST_IMPORT_PASSPHRASE",

@@ -162,11 +162,13 @@ def test_a_professional_with_a_valid_certificate_lands_on_my_certificates(
 
     from mycert.services.issuance import request_issue
     from tests.factories import CertificateRequestFactory
+    from tests.support.id_tokens import trusting_signing_provider
 
     login_professional(client, oidc_settings, "sub-marie", professional_claims())
     professional = Professional.objects.get()
-    request = CertificateRequestFactory.create(professional=professional)
-    assert request_issue(request_id=request.pk, now=timezone.now()).certificate_id
+    with trusting_signing_provider():
+        request = CertificateRequestFactory.create(professional=professional)
+        assert request_issue(request_id=request.pk, now=timezone.now()).certificate_id
     client.logout()
 
     response = login_professional(client, oidc_settings, "sub-marie", professional_claims())

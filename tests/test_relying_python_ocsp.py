@@ -42,7 +42,7 @@ Answerer = Callable[[ocsp.OCSPRequest], bytes]
 
 
 @pytest.fixture
-def responder() -> Iterator[tuple[str, list[Answerer], list[int]]]:
+def responder(offline_root: Path) -> Iterator[tuple[str, list[Answerer], list[int]]]:
     """A responder whose answer on the leaf the test chooses; the root answers on the CA."""
     answer_leaf: list[Answerer] = []
     asked: list[int] = []

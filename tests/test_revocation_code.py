@@ -33,7 +33,7 @@ from mycert.sealing import unseal
 from mycert.services import revocation_codes
 from mycert.services.revocation import certificate_revoke
 from mycert.services.revocation_codes import CANDIDATES_MAX, revocation_code_hash
-from mycert.services.vendors import vendor_set_pgp_key
+from mycert.services.vendors import vendor_add_confirmed
 from mycert.views import revocation_code as views
 from tests.factories import CertificateRequestFactory, VendorFactory
 from tests.support.gpg import GpgKey, decrypt
@@ -145,9 +145,13 @@ def test_the_professional_gets_the_code_and_the_vendor_only_the_way_to_revoke(
     mycert_gpg_home: Path,
 ) -> None:
     settings.LANGUAGE_CODE = "fr"
-    vendor = VendorFactory.create(name="Logiciel Santé SA")
-    vendor = vendor_set_pgp_key(
-        vendor_id=vendor.pk, pgp_key=vendor_key.public, actor="test", now=timezone.now()
+    # Added on the worker host: confirmed in its keyring, where copies may go.
+    vendor = vendor_add_confirmed(
+        name="Logiciel Santé SA",
+        email=vendor_key.uid_address,
+        pgp_key=vendor_key.public,
+        actor="test",
+        now=timezone.now(),
     )
     certificate = _issue(vendor=vendor, vendor_copy_consent=True)
     professional = certificate.professional
@@ -335,7 +339,10 @@ def test_the_notices_go_to_the_professional_and_the_vendor(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     settings.MYCERT_VENDOR_COPY_REQUIRES_PGP = False
-    vendor = VendorFactory.create()
+    # A vendor without a key, its address confirmed on the worker host (add_vendor).
+    vendor = vendor_add_confirmed(
+        name="Éditeur sans clé", email="support@vendor.example.lu", actor="test", now=timezone.now()
+    )
     certificate = _issue(vendor=vendor, vendor_copy_consent=True, language="en")
     professional = certificate.professional
     (_k, password_mail) = smtp_settings.to(professional.email)
