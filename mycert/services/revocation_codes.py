@@ -149,9 +149,9 @@ def revocation_code_match(*, candidates: list[int], code: str) -> RevocationCode
 def certificate_revoke_with_code(*, certificate_id: int, reason: str, now: datetime) -> Certificate:
     """Revoke a certificate whose code was checked; the code is spent with it.
 
-    Through ``certificate_revoke`` (its audit event says ``via: code``, notices to the professional and the
-    vendor, OCSP and CRL on commit, the helpdesk alerted of a key compromise) with
-    ``via = code``; the stored hash is emptied in the same transaction, so the code
+    Through ``certificate_revoke`` with ``via = code``: its audit event, the notices to
+    the professional and the vendor, OCSP and CRL on commit, the helpdesk alerted of a
+    key compromise. The stored hash is emptied in the same transaction, so the code
     never works twice. ``CodeRevocationRefused`` if the certificate was revoked, or
     expired, or its code spent, since the code was checked (the page's first step).
     """
