@@ -712,3 +712,33 @@ def test_any_text_is_a_clear_400_and_revokes_nothing(
     response = _check(client, identifier, code)
     assert response.status_code == 400
     _unrevoked(certificate)
+
+
+def test_an_error_while_checking_shows_no_code_in_the_report(
+    issued: tuple[Certificate, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    certificate, code = issued
+
+    def broken(self: ScryptPasswordHasher, password: str, encoded: str) -> bool:
+        # Django's own verify(password, encoded) frame would show the code as ``password``.
+        raise RuntimeError("the hasher failed")
+
+    monkeypatch.setattr(revocation_codes._CodeHasher, "verify", broken)
+    try:
+        revocation_codes.revocation_code_match(candidates=[certificate.pk], code=code)
+    except RuntimeError:
+        exc_type, exc, traceback = sys.exc_info()
+    else:
+        raise AssertionError("the broken hasher was not called")
+    assert traceback is not None
+    # From the service's frame on (this test's own frame holds the code, of course).
+    frames = ExceptionReporter(None, exc_type, exc, traceback.tb_next).get_traceback_frames()
+    variables = {
+        (frame["function"], name): str(value) for frame in frames for name, value in frame["vars"]
+    }
+    assert variables[("revocation_code_match", "canonical")] == "*" * 20
+    assert not [key for key, value in variables.items() if code in value]

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import ScryptPasswordHasher
 from django.db import transaction
 from django.db.models import Q
+from django.views.decorators.debug import sensitive_variables
 
 from mycert.models import Certificate
 from mycert.pki import canonical_revocation_code, generate_revocation_code
@@ -69,12 +70,17 @@ class _CodeHasher(ScryptPasswordHasher):
         self.maxmem = 256 * self.block_size * max(self.work_factor, 2**14)
 
 
+# Error reports of a web request (Django's technical 500, AdminEmailHandler) show each
+# frame's variables: these names are hidden here and in the frames called from here
+# (Django's hashers take the code as ``password``).
+@sensitive_variables("code", "password")
 def revocation_code_hash(code: str) -> str:
     """The slow, salted hash stored for ``code`` (``scrypt$N$salt$r$p$hash``)."""
     hasher = _CodeHasher()
     return hasher.encode(code, hasher.salt())
 
 
+@sensitive_variables("code", "password")
 def revocation_code_new() -> tuple[str, str]:
     """A fresh code and its hash: the code for the sealed password e-mail, the hash for the row."""
     code = generate_revocation_code()
@@ -120,6 +126,7 @@ class RevocationCodeMatch:
     certificate_id: int
 
 
+@sensitive_variables("code", "canonical", "password")
 def revocation_code_match(*, candidates: list[int], code: str) -> RevocationCodeMatch | None:
     """The candidate ``code`` revokes, or None; always ``CANDIDATES_MAX`` hashes of work.
 
