@@ -4,6 +4,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.urls import reverse
 
 
 def service(request: HttpRequest) -> dict[str, Any]:  # noqa: ARG001 - Django passes it
@@ -13,4 +14,7 @@ def service(request: HttpRequest) -> dict[str, Any]:  # noqa: ARG001 - Django pa
         "helpdesk_phone": settings.MYCERT_HELPDESK_PHONE,
         # The mutual-TLS self-check's address, when deployed ("Mes certificats" links it).
         "check_url": f"{settings.MYCERT_CHECK_BASE_URL}/" if settings.MYCERT_CHECK_BASE_URL else "",
+        # Absolute: the footer shows it on the self-check's own host too, which serves no
+        # other MyCert page.
+        "revoke_without_login_url": f"{settings.MYCERT_BASE_URL}{reverse('revoke-without-login')}",
     }

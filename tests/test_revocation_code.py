@@ -218,7 +218,7 @@ def test_the_vendor_row_never_holds_the_code(issued: tuple[Certificate, str]) ->
         else:
             assert CODE_PATTERN.fullmatch(sealed_code)
     # Each certificate its own code.
-    assert code not in [password_payload_open(unseal(bytes(r.sealed_payload or b"")))[1] for r in rows.filter(content=Delivery.Content.PASSWORD)]  # fmt: skip
+    assert _code_of(certificate) != code
 
 
 def test_a_password_row_sealed_before_codes_existed_still_sends(
@@ -270,11 +270,15 @@ def test_the_first_step_asks_for_the_serial_and_the_code(client: Client) -> None
     [("fr", "Révoquer sans connexion"), ("de", "Ohne Anmeldung widerrufen"), ("en", "Revoke without logging in")],
 )  # fmt: skip
 def test_the_page_is_linked_from_the_login_page_and_every_footer(
-    client: Client, language: str, title: str
+    client: Client, settings: Any, language: str, title: str
 ) -> None:
     home = client.get("/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
-    assert home.count(f'href="{START}"') == 2  # under « Se connecter », and in the footer
-    assert title in home
+    assert f'href="{START}"' in home  # under « Se connecter avec LuxTrust »
+    # The footer's is absolute: the self-check's host serves no other MyCert page.
+    footer = f'<a href="{settings.MYCERT_BASE_URL}{START}">{title}</a>'
+    assert footer in home
+    check_page = client.get("/check/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    assert footer in check_page
     page = client.get(START, HTTP_ACCEPT_LANGUAGE=language).content.decode()
     assert f"<title>{title}" in page
 
@@ -719,3 +723,33 @@ def test_any_text_is_a_clear_400_and_revokes_nothing(
     response = _check(client, identifier, code)
     assert response.status_code == 400
     _unrevoked(certificate)
+
+
+def test_an_error_while_checking_shows_no_code_in_the_report(
+    issued: tuple[Certificate, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    certificate, code = issued
+
+    def broken(self: ScryptPasswordHasher, password: str, encoded: str) -> bool:
+        # Django's own verify(password, encoded) frame would show the code as ``password``.
+        raise RuntimeError("the hasher failed")
+
+    monkeypatch.setattr(revocation_codes._CodeHasher, "verify", broken)
+    try:
+        revocation_codes.revocation_code_match(candidates=[certificate.pk], code=code)
+    except RuntimeError:
+        exc_type, exc, traceback = sys.exc_info()
+    else:
+        raise AssertionError("the broken hasher was not called")
+    assert traceback is not None
+    # From the service's frame on (this test's own frame holds the code, of course).
+    frames = ExceptionReporter(None, exc_type, exc, traceback.tb_next).get_traceback_frames()
+    variables = {
+        (frame["function"], name): str(value) for frame in frames for name, value in frame["vars"]
+    }
+    assert variables[("revocation_code_match", "canonical")] == "*" * 20
+    assert not [key for key, value in variables.items() if code in value]

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.contrib.auth.hashers import ScryptPasswordHasher
 from django.db import transaction
 from django.db.models import Q
+from django.views.decorators.debug import sensitive_variables
 
 from mycert.models import Certificate
 from mycert.pki import canonical_revocation_code, generate_revocation_code
@@ -69,12 +70,17 @@ class _CodeHasher(ScryptPasswordHasher):
         self.maxmem = 256 * self.block_size * max(self.work_factor, 2**14)
 
 
+# Error reports of a web request (Django's technical 500, AdminEmailHandler) show each
+# frame's variables: these names are hidden here and in the frames called from here
+# (Django's hashers take the code as ``password``).
+@sensitive_variables("code", "password")
 def revocation_code_hash(code: str) -> str:
     """The slow, salted hash stored for ``code`` (``scrypt$N$salt$r$p$hash``)."""
     hasher = _CodeHasher()
     return hasher.encode(code, hasher.salt())
 
 
+@sensitive_variables("code", "password")
 def revocation_code_new() -> tuple[str, str]:
     """A fresh code and its hash: the code for the sealed password e-mail, the hash for the row."""
     code = generate_revocation_code()
@@ -120,6 +126,7 @@ class RevocationCodeMatch:
     certificate_id: int
 
 
+@sensitive_variables("code", "canonical", "password")
 def revocation_code_match(*, candidates: list[int], code: str) -> RevocationCodeMatch | None:
     """The candidate ``code`` revokes, or None; always ``CANDIDATES_MAX`` hashes of work.
 
@@ -149,9 +156,9 @@ def revocation_code_match(*, candidates: list[int], code: str) -> RevocationCode
 def certificate_revoke_with_code(*, certificate_id: int, reason: str, now: datetime) -> Certificate:
     """Revoke a certificate whose code was checked; the code is spent with it.
 
-    Through ``certificate_revoke`` (its audit event says ``via: code``, notices to the professional and the
-    vendor, OCSP and CRL on commit, the helpdesk alerted of a key compromise) with
-    ``via = code``; the stored hash is emptied in the same transaction, so the code
+    Through ``certificate_revoke`` with ``via = code``: its audit event, the notices to
+    the professional and the vendor, OCSP and CRL on commit, the helpdesk alerted of a
+    key compromise. The stored hash is emptied in the same transaction, so the code
     never works twice. ``CodeRevocationRefused`` if the certificate was revoked, or
     expired, or its code spent, since the code was checked (the page's first step).
     """
