@@ -207,7 +207,12 @@ def _provider_keys(*, refresh: bool = False) -> _ProviderKeys:
             fresh = age < METADATA_MAX_AGE_SECONDS
             if fresh and not (refresh and age >= KEY_REFRESH_MIN_SECONDS):
                 return cached
-        loaded = _load_keys(issuer)
+        try:
+            loaded = _load_keys(issuer)
+        except ProofUnavailable as exc:
+            # Requests wait (the task retries); the operator needs to know why.
+            logger.warning("provider keys for request proofs unavailable: %s", exc)
+            raise
         _cache = loaded
         logger.info("provider keys read for request proofs: %s keys", len(loaded.keys.keys))
         return loaded
