@@ -40,7 +40,7 @@ import requests
 from authlib.common.security import is_secure_transport
 from django.conf import settings
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import KeySet
 
 from mycert.oidc import (
@@ -207,7 +207,12 @@ def _provider_keys(*, refresh: bool = False) -> _ProviderKeys:
             fresh = age < METADATA_MAX_AGE_SECONDS
             if fresh and not (refresh and age >= KEY_REFRESH_MIN_SECONDS):
                 return cached
-        loaded = _load_keys(issuer)
+        try:
+            loaded = _load_keys(issuer)
+        except ProofUnavailable as exc:
+            # Requests wait (the task retries); the operator needs to know why.
+            logger.warning("provider keys for request proofs unavailable: %s", exc)
+            raise
         _cache = loaded
         logger.info("provider keys read for request proofs: %s keys", len(loaded.keys.keys))
         return loaded
@@ -217,8 +222,29 @@ def _provider_keys(*, refresh: bool = False) -> _ProviderKeys:
 
 
 def _decode(id_token: str, provider: _ProviderKeys) -> dict[str, Any]:
+    header = _header(id_token)
+    if "kid" not in header and len(provider.keys.keys) > 1:
+        # No kid to choose by (OIDC Core §10.1 allows it): any of the provider's keys
+        # whose signature holds will do.
+        for key in provider.keys.keys:
+            try:
+                return dict(jwt.decode(id_token, key, algorithms=provider.algorithms).claims)
+            except JoseError:
+                continue
+        raise BadSignatureError()
     token = jwt.decode(id_token, provider.keys, algorithms=provider.algorithms)
     return dict(token.claims)
+
+
+def _header(id_token: str) -> dict[str, Any]:
+    segment = id_token.split(".")[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except ValueError as exc:
+        raise RequestUnproven("malformed") from exc
+    if not isinstance(header, dict):
+        raise RequestUnproven("malformed")
+    return header
 
 
 def verify_request_proof(id_token: str, *, now: float) -> ProvenIdentity:

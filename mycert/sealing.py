@@ -25,7 +25,19 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-__all__ = ["SealError", "outbox_key_problem", "outbox_keys", "reseal", "seal", "unseal"]
+__all__ = [
+    "ADDRESS_MISMATCH",
+    "SealError",
+    "outbox_key_problem",
+    "outbox_keys",
+    "reseal",
+    "seal",
+    "unseal",
+]
+
+#: In the error of a payload opened for another address than it was sealed for: the
+#: delivery's row was rewritten, which the security officer must hear of.
+ADDRESS_MISMATCH = "sealed for another address"
 
 
 class SealError(Exception):
@@ -111,7 +123,7 @@ def unseal(token: bytes, *, recipient: str | None = None) -> bytes:
         return plain
     address, _, payload = plain[len(_ADDRESSED) :].partition(b"\n")
     if recipient is not None and address != recipient.strip().lower().encode():
-        raise SealError("The payload was sealed for another address than this row's.")
+        raise SealError(f"The payload was {ADDRESS_MISMATCH} than this row's.")
     return payload
 
 

@@ -1000,6 +1000,9 @@ def test_a_rewritten_address_breaks_the_seal_nothing_leaves(smtp_settings: TestS
     assert delivery_failure_report(delivery_id=keystore.pk, now=now)
     alert = OperatorAlert.objects.get(kind="delivery_failed")
     assert "another address" in alert.body
+    security = OperatorAlert.objects.get(kind="delivery_redirected")
+    assert security.recipient == OperatorAlert.Recipient.SECURITY
+    assert "attacker@evil.example" in security.body
 
 
 def test_a_sealed_payload_copied_into_another_row_does_not_open_there() -> None:

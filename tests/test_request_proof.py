@@ -268,6 +268,27 @@ def test_a_forged_signature_refetches_the_keys_at_most_once_a_minute(
     assert request_proof_issuer.requests_served - before <= 2
 
 
+def test_a_token_without_kid_is_checked_against_each_of_the_providers_keys(
+    request_proof_issuer: SigningProvider,
+) -> None:
+    """Mid-rotation the JWKS holds two keys; a token without ``kid`` still verifies."""
+    professional = ProfessionalFactory.build(oidc_subject="sub-nokid", professional_id="LU-4")
+    next_key = RSAKey.generate_key(2048, parameters={"kid": "test-2"}, private=True)
+    request_proof_issuer.extra_keys = [next_key]
+    request_proof.reset_provider_keys()
+    try:
+        for key in (request_proof_issuer.key, next_key):
+            token = request_proof_issuer.sign(claims_for(professional), key=key, kid=False)
+            assert verify_request_proof(token, now=time.time()).sub == "sub-nokid"
+        forger = RSAKey.generate_key(2048, private=True)
+        forged = request_proof_issuer.sign(claims_for(professional), key=forger, kid=False)
+        with pytest.raises(RequestUnproven, match="signature"):
+            verify_request_proof(forged, now=time.time())
+    finally:
+        request_proof_issuer.extra_keys = []
+        request_proof.reset_provider_keys()
+
+
 def test_keys_are_never_read_over_plain_http_from_a_remote_host(settings) -> None:
     """HTTPS, or http on loopback only (the demo's and the tests' provider)."""
     settings.OIDC_ISSUER = "http://portal.example.lu"

@@ -35,6 +35,7 @@ from mycert.request_proof import (
     token_digest,
     verify_request_proof,
 )
+from mycert.sealing import ADDRESS_MISMATCH
 from mycert.services.alerts import operator_alert_create
 from mycert.services.audit import audit_record
 from mycert.services.ocsp import ocsp_response_sign_at_issuance
@@ -454,6 +455,18 @@ def delivery_failure_report(*, delivery_id: int, now: datetime) -> bool:
                 "error": delivery.last_error,
             },
         )
+        if ADDRESS_MISMATCH in delivery.last_error:
+            # Only a database writer makes a row's address differ from its seal's.
+            operator_alert_create(
+                recipient=OperatorAlert.Recipient.SECURITY,
+                kind="delivery_redirected",
+                context={
+                    "delivery_id": delivery.pk,
+                    "certificate_id": delivery.certificate_id,
+                    "professional_id": delivery.certificate.professional.professional_id,
+                    "to_email": delivery.to_email,
+                },
+            )
         delivery.failure_reported_at = now
         delivery.save(update_fields=["failure_reported_at", "updated_at"])
         return True

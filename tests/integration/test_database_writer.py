@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mycert.business_days import add_business_days
-from mycert.models import Certificate, CertificateRequest, Professional
+from mycert.models import Certificate, CertificateRequest, Delivery, Professional
 from mycert.tasks.issuance import issue_certificate
 from mycert.views.auth import ID_TOKEN_SESSION_KEY
 from tests.support.oidc_provider import login_professional, professional_claims
@@ -44,6 +44,8 @@ def worker(oidc_settings, settings, ca, smtp_process: SmtpProcess, worker_env, t
     # worker_env copied the settings before oidc_settings could matter: be explicit.
     worker_env["OIDC_ISSUER"] = oidc_settings.issuer
     worker_env["OIDC_CLIENT_ID"] = settings.OIDC_CLIENT_ID
+    # Long enough for the test to rewrite a row between a refused e-mail and its retry.
+    worker_env["MYCERT_DELIVERY_BACKOFF_SECONDS"] = "8"
     workers = WorkerProcess(env=worker_env, log_path=tmp_path / "worker.log")
     workers.start("w1")
     try:
@@ -164,4 +166,55 @@ def test_a_database_writer_cannot_issue_in_dr_xs_name(
     for request_id in ended:
         assert f"n° {request_id}" in subjects
     # And nothing ever went to the attacker's address.
+    assert _to(smtp_process.messages(), ATTACKER_EMAIL) == []
+
+
+def test_a_database_writer_cannot_redirect_dr_xs_keystore(
+    worker: WorkerProcess, oidc_settings, smtp_process: SmtpProcess
+) -> None:
+    """Her keystore e-mail waits for a retry (the relay said 451); its row is rewritten."""
+    smtp_process.stop()
+    smtp_process.start(fail_next=1, fail_code=451)
+    client = _login(
+        oidc_settings, "dr-x", professional_id="LU-DR-X", email=DR_X_EMAIL, family_name="Exemple"
+    )
+    response = client.post(
+        reverse("request-certificate"), {"vendor": "none", "terms_accepted": "on"}
+    )
+    assert response.status_code == 302
+
+    def keystore_row() -> Delivery | None:
+        return Delivery.objects.filter(
+            recipient=Delivery.Recipient.PROFESSIONAL, content=Delivery.Content.KEYSTORE
+        ).first()
+
+    try:
+        wait_until(
+            lambda: (row := keystore_row()) is not None and row.status == "retrying",
+            timeout=90,
+            interval=0.05,
+            what="the keystore e-mail to wait for its retry",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- worker log ---\n{worker.logs()[-6000:]}") from exc
+    Delivery.objects.filter(recipient=Delivery.Recipient.PROFESSIONAL).update(
+        to_email=ATTACKER_EMAIL
+    )
+
+    wait_until(
+        lambda: (row := keystore_row()) is not None and row.status == "failed",
+        timeout=60,
+        what="the redirected keystore e-mail to fail",
+    )
+    row = keystore_row()
+    assert row is not None
+    assert "sealed for another address" in row.last_error
+    wait_until(
+        lambda: any(
+            "détourné" in str(make_header(decode_header(str(m["Subject"]))))
+            for m in _to(smtp_process.messages(), settings.MYCERT_SECURITY_EMAIL)
+        ),
+        timeout=60,
+        what="the security officer's alert",
+    )
     assert _to(smtp_process.messages(), ATTACKER_EMAIL) == []

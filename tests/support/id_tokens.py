@@ -54,6 +54,8 @@ class SigningProvider:
     def __init__(self) -> None:
         self.key = RSAKey.generate_key(2048, parameters={"kid": "test-1"}, private=True)
         self.requests_served = 0
+        #: More public keys the JWKS lists (a provider in the middle of a rotation).
+        self.extra_keys: list[RSAKey] = []
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,7 +64,8 @@ class SigningProvider:
                 if self.path == "/.well-known/openid-configuration":
                     body = provider.metadata()
                 elif self.path == "/jwks":
-                    body = {"keys": [provider.key.as_dict(private=False)]}
+                    keys = [provider.key, *provider.extra_keys]
+                    body = {"keys": [key.as_dict(private=False) for key in keys]}
                 else:
                     self.send_error(404)
                     return
@@ -89,10 +92,12 @@ class SigningProvider:
             "id_token_signing_alg_values_supported": ["RS256"],
         }
 
-    def sign(self, claims: dict[str, Any], *, key: RSAKey | None = None) -> str:
+    def sign(self, claims: dict[str, Any], *, key: RSAKey | None = None, kid: bool = True) -> str:
         """Sign ``claims`` as an ID token (RS256), with this provider's key or ``key``."""
         signing_key = key or self.key
-        header = {"alg": "RS256", "kid": signing_key.kid or "test-1"}
+        header: dict[str, Any] = {"alg": "RS256"}
+        if kid:
+            header["kid"] = signing_key.kid or "test-1"
         return jwt.encode(header, claims, signing_key)
 
     def close(self) -> None:
