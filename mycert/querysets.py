@@ -43,12 +43,14 @@ class CertificateQuerySet(models.QuerySet["Certificate"]):
         same professional that is not revoked was delivered (its request « sent »), or
         None. ``certificates_supersede`` revokes this one MYCERT_SUPERSEDE_AFTER_DAYS
         after that moment; :func:`mycert.selectors.replaced_on` says the date."""
+        from mycert.models import CertificateRequest  # models import this module
+
         newer = (
             self.model.objects.filter(
                 professional_id=OuterRef("professional_id"),
                 issued_at__gt=OuterRef("issued_at"),
                 revoked_at__isnull=True,
-                request__status="sent",
+                request__status=CertificateRequest.Status.SENT,
                 request__completed_at__isnull=False,
             )
             .order_by("request__completed_at")

@@ -22,3 +22,16 @@ def test_tests_without_an_smtp_server_send_mail_to_a_refusing_port_of_their_own(
         socket.create_connection((settings.EMAIL_HOST, settings.EMAIL_PORT), timeout=2).close()
     with socket.socket() as other, pytest.raises(OSError):
         other.bind((settings.EMAIL_HOST, settings.EMAIL_PORT))
+
+
+def test_tests_reach_no_openid_provider_but_their_own() -> None:
+    """Not ``make run``'s demo provider on its fixed port either."""
+    from urllib.parse import urlsplit
+
+    issuer = urlsplit(settings.OIDC_ISSUER)
+    demo_provider = Demo().create_parser("manage.py", "demo").parse_args([]).oidc_port
+    assert issuer.port != demo_provider
+    assert issuer.hostname == "127.0.0.1"
+    assert issuer.port is not None
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((issuer.hostname, issuer.port), timeout=2).close()

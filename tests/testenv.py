@@ -39,3 +39,11 @@ _NO_SMTP = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 _NO_SMTP.bind(("127.0.0.1", 0))
 atexit.register(_NO_SMTP.close)
 os.environ.setdefault("EMAIL_URL", f"smtp://127.0.0.1:{_NO_SMTP.getsockname()[1]}")
+
+# The same for the OpenID provider: `make run`'s listens on 9400, the settings' default.
+# Tests that log in start their own (tests/support/oidc_provider.py); the others must not
+# reach the demo's.
+_NO_OIDC = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+_NO_OIDC.bind(("127.0.0.1", 0))
+atexit.register(_NO_OIDC.close)
+os.environ.setdefault("OIDC_ISSUER", f"http://127.0.0.1:{_NO_OIDC.getsockname()[1]}")
