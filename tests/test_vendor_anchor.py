@@ -108,8 +108,9 @@ def test_swapped_address_and_key_get_no_copy_security_is_alerted_the_professiona
     assert copy.recipient_refused
     assert copy.last_error.startswith("refused: ")
     assert "not the address confirmed for vendor" in copy.last_error
-    # The password copy waits for its keystore copy; it never leaves either.
-    assert rows["vendor", "password"].status == Delivery.Status.PENDING
+    # The password copy, waiting for it, ends failed with it: one alert for the pair.
+    assert rows["vendor", "password"].status == Delivery.Status.FAILED
+    assert rows["vendor", "password"].recipient_refused
     assert rows["professional", "keystore"].status == Delivery.Status.SENT
     assert rows["professional", "password"].status == Delivery.Status.SENT
     assert rcpts(smtp_settings) == [certificate.professional.email] * 2
@@ -120,7 +121,7 @@ def test_swapped_address_and_key_get_no_copy_security_is_alerted_the_professiona
     assert f"confirm_vendor {vendor.pk}" in alert.body
     # The security officer's alert, not the helpdesk's "retry it".
     assert not OperatorAlert.objects.filter(kind="delivery_failed").exists()
-    failed = AuditEvent.objects.get(action="delivery.failed")
+    failed = AuditEvent.objects.get(action="delivery.failed", object_id=str(copy.pk))
     assert failed.details["recipient_refused"] is True
     assert failed.details["pinned"] == attacker_key.fingerprint
 

@@ -244,6 +244,24 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
             "vendor copy is never sent in clear; a superuser adds the key first."
         )
     details: dict[str, object] = {"previous_error": delivery.last_error}
+    if delivery.vendor is not None:
+        # The password copy refused with this keystore copy (it was never attempted)
+        # waits for it again.
+        refused_with_it = Delivery.objects.filter(
+            after=delivery,
+            vendor=delivery.vendor,
+            status=Delivery.Status.FAILED,
+            recipient_refused=True,
+        ).update(
+            status=Delivery.Status.PENDING,
+            attempts=0,
+            next_attempt_at=None,
+            last_error="",
+            recipient_refused=False,
+            failure_reported_at=None,
+        )
+        if refused_with_it:
+            details["password_copy_requeued"] = True
     if delivery.vendor is not None and delivery.to_email != delivery.vendor.email:
         # The vendor's address changed since (and was confirmed on the workers, or the
         # copy is refused again): the copy and the password copy waiting for it go there.

@@ -440,6 +440,55 @@ def _record_sent(sent: list[Delivery], now: datetime) -> list[SendOutcome]:
     return outcomes
 
 
+def _refuse_waiting_copy(delivery: Delivery, now: datetime) -> None:
+    """The password copy waiting for a refused keystore copy goes nowhere either.
+
+    Same vendor row, same address and key: it would be refused in turn. Failed with it
+    now, so that the copy as a whole ends ``failed``, its sealed password is wiped with
+    the failed payloads, and one alert (the keystore copy's) reports the pair.
+    """
+    if delivery.vendor_id is None:
+        return
+    waiting = list(
+        Delivery.objects.select_for_update().filter(
+            after=delivery,
+            vendor_id=delivery.vendor_id,
+            status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING),
+        )
+    )
+    for row in waiting:
+        row.status = Delivery.Status.FAILED
+        row.next_attempt_at = None
+        row.last_error = delivery.last_error
+        row.recipient_refused = True
+        row.failure_reported_at = now  # reported with its keystore copy
+        row.save(
+            update_fields=[
+                "status",
+                "next_attempt_at",
+                "last_error",
+                "recipient_refused",
+                "failure_reported_at",
+                "updated_at",
+            ]
+        )
+        audit_record(
+            actor="system",
+            action="delivery.failed",
+            target=row,
+            details={
+                "certificate_id": row.certificate_id,
+                "recipient": row.recipient,
+                "content": row.content,
+                "attempts": row.attempts,
+                "permanent": True,
+                "error": row.last_error,
+                "recipient_refused": True,
+                "with_delivery": delivery.pk,
+            },
+        )
+
+
 def _record_failure(
     delivery: Delivery, now: datetime, error: SendError, *, claimed: bool
 ) -> SendOutcome:
@@ -488,6 +537,7 @@ def _record_failure(
         )
     audit_record(actor="system", action="delivery.failed", target=delivery, details=details)
     if refused:
+        _refuse_waiting_copy(delivery, now)
         # Off the database too (logs are shipped off the host): the row could be
         # rewritten, the log line cannot. Ids only, never the address (DESIGN.md §7).
         logger.error(

@@ -102,7 +102,8 @@ def test_a_database_writer_cannot_redirect_vendor_copies(
     assert copy.status == Delivery.Status.FAILED
     assert copy.recipient_refused
     assert "not the address confirmed for vendor" in copy.last_error
-    assert password_copy.status == Delivery.Status.PENDING, "it waits for its keystore copy"
+    assert password_copy.status == Delivery.Status.FAILED, "refused with its keystore copy"
+    assert password_copy.recipient_refused
     # The security officer is told where the row wanted the copy to go.
     (alert,) = [m for m in to(security) if "refusée" in subject(m)]
     body = alert.get_payload(decode=True).decode()
