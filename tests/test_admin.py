@@ -830,6 +830,17 @@ def test_a_key_added_in_the_admin_waits_for_the_worker_hosts_confirmation(
     assert openpgp().key_in_keyring(vendor_key.fingerprint, now=timezone.now()) is None
 
 
+def test_a_key_without_the_vendors_address_is_flagged_in_the_admin(
+    admin_client_: Client, mycert_gpg_home: Any, vendor_key: GpgKey
+) -> None:
+    response = admin_client_.post(
+        _url("mycert_vendor_add"), _vendor_form(pgp_public_key=vendor_key.public)
+    )
+
+    assert response.status_code == 302
+    assert any("does not carry the address support@medsoft.lu" in m for m in _messages(response))
+
+
 def test_duplicate_vendor_name_is_refused(admin_client_: Client, mycert_gpg_home: Any) -> None:
     _vendor(name="Medsoft")
 

@@ -439,3 +439,22 @@ def test_confirm_vendor_lists_what_this_host_confirmed(
     assert f"#{vendor.pk} 'Logiciel Santé SA': confirmed" in listing
     assert f"#{keyless.pk} 'Sans Clé': NOT confirmed on this host" in listing
     assert f"#{swapped.pk} 'Autre': CHANGED in the database" in listing
+
+
+def test_confirm_vendor_without_a_key_anchors_the_address_only(vendor_key: GpgKey) -> None:
+    keyless = vendor_create(
+        name="Sans Clé", email="It@Sans-Cle.example.lu", actor="t", now=timezone.now()
+    )
+    keyed = vendor_create(
+        name="V", email=VENDOR_EMAIL, pgp_key=vendor_key.public, actor="t", now=timezone.now()
+    )
+
+    output = confirm(str(keyless.pk), "--no-key", "--noinput")
+    with pytest.raises(CommandError, match="has a key on file"):
+        confirm(str(keyed.pk), "--no-key", "--noinput")
+
+    assert "no key (copies in clear)" in output
+    entry = vendor_anchor().get(keyless.pk)
+    assert entry is not None
+    assert (entry.email, entry.fingerprint) == ("it@sans-cle.example.lu", "")
+    assert vendor_anchor().get(keyed.pk) is None

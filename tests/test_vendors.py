@@ -292,6 +292,8 @@ def test_a_changed_address_or_key_is_audited_with_both_fingerprints_and_alerts_s
     assert "elsewhere@attacker.example" in alert.body
     assert vendor_key.fingerprint in alert.body
     assert new_key.fingerprint in alert.body
+    # Only the security officer's confirmation on each worker host makes it count.
+    assert f"python manage.py confirm_vendor {vendor.pk}" in alert.body
 
 
 def test_a_new_vendor_alerts_security() -> None:

@@ -232,6 +232,19 @@ class VendorAdmin(NoDeleteAdmin):
             vendor = vendor_update(vendor_id=obj.pk, actor=actor, now=now, **changes)
         obj.pk = vendor.pk
         obj.refresh_from_db()
+        from mycert.services.vendors import vendor_key_misses_address
+
+        if vendor_key_misses_address(obj, now=now):
+            self.message_user(
+                request,
+                gettext(
+                    "The OpenPGP key does not carry the address %(email)s as a user ID: the "
+                    "workers will not confirm it. Ask the vendor for a key with that address, "
+                    "or correct the address."
+                )
+                % {"email": obj.email},
+                messages.ERROR,
+            )
         if not change or {"email", "pgp_public_key", "is_active"} & set(form.changed_data):
             # The workers believe their own keyring, not this row (issue 20 §3).
             self.message_user(

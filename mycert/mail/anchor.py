@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 
 from mycert.mail.gpg import KeyInfo, OpenPgp, normalize_fingerprint, openpgp
@@ -230,11 +231,6 @@ def vendor_anchor() -> VendorAnchor:
     return _anchor_for(openpgp())
 
 
-_anchors: dict[int, VendorAnchor] = {}
-
-
+@cache
 def _anchor_for(keyring: OpenPgp) -> VendorAnchor:
-    anchor = _anchors.get(id(keyring))
-    if anchor is None or anchor.keyring is not keyring:
-        anchor = _anchors[id(keyring)] = VendorAnchor(keyring)
-    return anchor
+    return VendorAnchor(keyring)

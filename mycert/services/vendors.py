@@ -43,6 +43,7 @@ __all__ = [
     "vendor_confirmation_preview",
     "vendor_create",
     "vendor_key_is_usable",
+    "vendor_key_misses_address",
     "vendor_set_pgp_key",
     "vendor_update",
     "vendors_offered",
@@ -225,6 +226,18 @@ def vendor_key_is_usable(vendor: Vendor, *, now: datetime) -> bool:
     return bool(vendor.pgp_fingerprint) and (
         vendor.pgp_expires_at is None or vendor.pgp_expires_at > now
     )
+
+
+def vendor_key_misses_address(vendor: Vendor, *, now: datetime) -> bool:
+    """Whether the vendor's key on file lacks its address as a user ID: the workers will
+    refuse to confirm it (copies go only to an address of the key they are encrypted to)."""
+    if not vendor.pgp_public_key.strip():
+        return False
+    try:
+        key = openpgp().inspect_public_key(vendor.pgp_public_key, now=now)
+    except (TypeError, ValueError):
+        return False  # judged on entry already; an unusable key is another message
+    return not key.carries(vendor.email)
 
 
 def vendors_offered(*, now: datetime) -> QuerySet[Vendor]:
