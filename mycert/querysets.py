@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.db import models
 from django.db.models import OuterRef, Q, Subquery
@@ -43,14 +43,16 @@ class CertificateQuerySet(models.QuerySet["Certificate"]):
         same professional that is not revoked was delivered (its request « sent »), or
         None. ``certificates_supersede`` revokes this one MYCERT_SUPERSEDE_AFTER_DAYS
         after that moment; :func:`mycert.selectors.replaced_on` says the date."""
-        from mycert.models import CertificateRequest  # models import this module
-
+        # The request model through the relation: models import this module, not the reverse.
+        request_model = cast(
+            "type[CertificateRequest]", self.model._meta.get_field("request").related_model
+        )
         newer = (
             self.model.objects.filter(
                 professional_id=OuterRef("professional_id"),
                 issued_at__gt=OuterRef("issued_at"),
                 revoked_at__isnull=True,
-                request__status=CertificateRequest.Status.SENT,
+                request__status=request_model.Status.SENT,
                 request__completed_at__isnull=False,
             )
             .order_by("request__completed_at")

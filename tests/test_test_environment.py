@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -24,11 +26,18 @@ def test_tests_without_an_smtp_server_send_mail_to_a_refusing_port_of_their_own(
         other.bind((settings.EMAIL_HOST, settings.EMAIL_PORT))
 
 
-def test_tests_reach_no_openid_provider_but_their_own() -> None:
-    """Not ``make run``'s demo provider on its fixed port either."""
+def test_tests_reach_no_openid_provider_but_their_own(settings: Any) -> None:
+    """Not ``make run``'s demo provider on its fixed port either.
+
+    Each test is pointed at the tests' own signing provider (``tests/support/id_tokens``);
+    underneath, the environment's issuer is a refusing port the test process holds.
+    """
     from urllib.parse import urlsplit
 
-    issuer = urlsplit(settings.OIDC_ISSUER)
+    from tests.support.id_tokens import signing_provider
+
+    assert signing_provider().issuer == settings.OIDC_ISSUER
+    issuer = urlsplit(os.environ["OIDC_ISSUER"])
     demo_provider = Demo().create_parser("manage.py", "demo").parse_args([]).oidc_port
     assert issuer.port != demo_provider
     assert issuer.hostname == "127.0.0.1"
