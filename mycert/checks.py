@@ -7,6 +7,7 @@ import ipaddress
 import shutil
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.apps import AppConfig
 from django.conf import settings
@@ -261,3 +262,67 @@ def check_audit_key(
             )
         ]
     return []
+
+
+#: The demo's client secret (config/settings.py default, `make run`): public, in the repository.
+_DEMO_OIDC_CLIENT_SECRET = "mycert-demo-secret"  # noqa: S105 - the value warned about
+
+
+def _url_is_loopback(url: str) -> bool:
+    return _is_loopback(urlsplit(url).hostname or "")
+
+
+@register(Tags.security, deploy=True)
+def check_identity_and_addresses(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The login and the site's own address: values fit for the demo, never for production."""
+    messages: list[CheckMessage] = []
+    if settings.OIDC_CLIENT_SECRET == _DEMO_OIDC_CLIENT_SECRET:
+        messages.append(
+            Warning(
+                "OIDC_CLIENT_SECRET is the demo's secret, published with MyCert's source: "
+                "anyone can present themselves to the provider as MyCert.",
+                hint="Set OIDC_CLIENT_SECRET to the secret the agency's provider issued.",
+                id="mycert.W050",
+            )
+        )
+    issuer: str = settings.OIDC_ISSUER
+    if not issuer.startswith("https://") or _url_is_loopback(issuer):
+        messages.append(
+            Warning(
+                f"OIDC_ISSUER is {issuer}: a plain-http or loopback provider (the demo's "
+                "mock). Logins, their ID tokens and the signing keys would come from it.",
+                hint="Set OIDC_ISSUER to the agency portal's https address.",
+                id="mycert.W051",
+            )
+        )
+    base_url: str = settings.MYCERT_BASE_URL
+    if not base_url.startswith("https://"):
+        messages.append(
+            Warning(
+                f"MYCERT_BASE_URL is {base_url}: the login redirect, links in e-mails and "
+                "secure cookies need the site's https address.",
+                hint="Set MYCERT_BASE_URL=https://<the public host name>.",
+                id="mycert.W052",
+            )
+        )
+    return messages
+
+
+@register(Tags.security, deploy=True)
+def check_pin_source(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The HSM PIN in the environment shows in /proc/<pid>/environ and in every child."""
+    if not settings.MYCERT_PKCS11_PIN:
+        return []
+    return [
+        Warning(
+            "MYCERT_PKCS11_PIN gives the HSM PIN in the environment: every child process "
+            "inherits it and /proc/<pid>/environ shows it.",
+            hint="Put the PIN in a file readable by the worker's user only (mode 0400) and "
+            "set MYCERT_PKCS11_PIN_FILE instead (docs/deploy.md §12).",
+            id="mycert.W053",
+        )
+    ]

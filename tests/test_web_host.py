@@ -72,6 +72,9 @@ def _host_env(tmp_path: Path, ca_dir: Path, **extra: str) -> dict[str, str]:
         "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
         "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
         "CACHE_URL": "redis://127.0.0.1:6379/2",
+        # The agency portal, not the demo's provider (W050, W051).
+        "OIDC_ISSUER": "https://portail.esante.lu/oidc",
+        "OIDC_CLIENT_SECRET": secrets.token_urlsafe(32),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/2",
         "MYCERT_VAR_DIR": str(tmp_path / "var"),
