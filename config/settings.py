@@ -412,6 +412,8 @@ if MYCERT_CHECK_BASE_URL:
 # Older valid certificates are revoked as superseded this many days after the new one was
 # delivered (the vendor's time to install it); 0 revokes them at once.
 MYCERT_SUPERSEDE_AFTER_DAYS = env.int("MYCERT_SUPERSEDE_AFTER_DAYS", default=14)
+# The largest bulk revocation one helpdesk agent may make; above it, a superuser's (issue 22).
+MYCERT_BULK_REVOCATION_MAX = env.int("MYCERT_BULK_REVOCATION_MAX", default=20)
 # A keystore or password e-mail failed for good keeps its sealed payload this long for the
 # helpdesk to retry; then it is wiped and the request fails (the professional requests again).
 MYCERT_FAILED_PAYLOAD_DAYS = env.int("MYCERT_FAILED_PAYLOAD_DAYS", default=7)
