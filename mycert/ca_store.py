@@ -252,6 +252,15 @@ def is_temporary(exc: BaseException) -> bool:
     return False
 
 
+def is_hsm_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the token, its module or the session is out of reach."""
+    if isinstance(exc, CaStoreError):
+        return exc.code == "token"
+    if isinstance(exc, TokenError):
+        return exc.code in {"module", "token", "session"}
+    return False
+
+
 def _pin_refused(label: str) -> Callable[[TokenError], None]:
     def notify(error: TokenError) -> None:
         if not _quiet:

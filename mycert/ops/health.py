@@ -157,7 +157,8 @@ def _check_custody() -> dict[str, str] | None:
     problem = custody_problem()
     if problem is None:
         return None
-    return {"warnings": "hsm_pin_refused", "reason": problem}
+    code, reason = problem
+    return {"warnings": code, "reason": reason}
 
 
 def _check_smtp() -> None:
