@@ -316,6 +316,8 @@ MYCERT_PKCS11_PIN_FILE: str = env.str("MYCERT_PKCS11_PIN_FILE", default="")
 # The root key lives offline (issue 22): its own token, or its own file and passphrase.
 # The root's own token for init_ca and the offline ceremonies (never the workers' token).
 MYCERT_PKCS11_ROOT_TOKEN_LABEL: str = env.str("MYCERT_PKCS11_ROOT_TOKEN_LABEL", default="")
+# The root token's own PIN, in a file (default: the workers' PIN source).
+MYCERT_PKCS11_ROOT_PIN_FILE: str = env.str("MYCERT_PKCS11_ROOT_PIN_FILE", default="")
 # File backend: the root key's own passphrase (never MYCERT_CA_KEY_PASSPHRASE, which
 # workers hold) and where the ceremonies find the key (removable media); default
 # MYCERT_CA_DIR/root-key.pem, where init_ca writes it to be taken offline.

@@ -687,3 +687,23 @@ def test_an_hsm_outage_is_waited_out_and_said_in_words(
     assert Certificate.objects.filter(request=request).count() == 1
     health.clear_cache()
     assert "reason" not in client.get("/healthz").json()["checks"]["custody"]
+
+
+@pytest.mark.django_db
+def test_the_root_token_has_its_own_pin(
+    token_settings: Any, softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    root_pin = tmp_path / "root-pin"
+    root_pin.write_text("the-root-token-pin\n")
+    token_settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL = softhsm.init_token(
+        f"p{tmp_path.name[-20:]}", pin="the-root-token-pin"
+    )
+    token_settings.MYCERT_PKCS11_ROOT_PIN_FILE = str(root_pin)
+    call_command("init_ca", key_type="ec-p256")
+    assert ca_store.configured_token(root=True).labels() == {"mycert-root"}
+    call_command("sign_root_crl")
+    # The workers' PIN does not open the root's token.
+    token_settings.MYCERT_PKCS11_ROOT_PIN_FILE = ""
+    ca_store.clear_cache()
+    with pytest.raises(CommandError, match="PIN of the PKCS#11 token"):
+        call_command("sign_root_crl")
