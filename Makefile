@@ -120,6 +120,9 @@ lint: setup
 	# defaults for everything else.
 	env -u DJANGO_DEBUG DJANGO_SECRET_KEY="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
 	  DJANGO_ALLOWED_HOSTS=mycert.esante.lu \
+	  MYCERT_BASE_URL=https://mycert.esante.lu MYCERT_PKI_BASE_URL=http://mycert.esante.lu \
+	  OIDC_ISSUER=https://portail.esante.lu/oidc \
+	  OIDC_CLIENT_SECRET="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))')" \
 	  MYCERT_AUDIT_KEY="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))')" \
 	  MYCERT_VAR_DIR="$$(mktemp -d)" \
 	  $(BIN)/python manage.py check --deploy --tag security --fail-level WARNING

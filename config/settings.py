@@ -341,6 +341,8 @@ MYCERT_PKCS11_PIN_FILE: str = env.str("MYCERT_PKCS11_PIN_FILE", default="")
 # The root key lives offline (issue 22): its own token, or its own file and passphrase.
 # The root's own token for init_ca and the offline ceremonies (never the workers' token).
 MYCERT_PKCS11_ROOT_TOKEN_LABEL: str = env.str("MYCERT_PKCS11_ROOT_TOKEN_LABEL", default="")
+# The root token's own PIN, in a file (default: the workers' PIN source).
+MYCERT_PKCS11_ROOT_PIN_FILE: str = env.str("MYCERT_PKCS11_ROOT_PIN_FILE", default="")
 # File backend: the root key's own passphrase (never MYCERT_CA_KEY_PASSPHRASE, which
 # workers hold) and where the ceremonies find the key (removable media); default
 # MYCERT_CA_DIR/root-key.pem, where init_ca writes it to be taken offline.
@@ -443,6 +445,8 @@ if MYCERT_CHECK_BASE_URL:
 # Older valid certificates are revoked as superseded this many days after the new one was
 # delivered (the vendor's time to install it); 0 revokes them at once.
 MYCERT_SUPERSEDE_AFTER_DAYS = env.int("MYCERT_SUPERSEDE_AFTER_DAYS", default=14)
+# The largest bulk revocation one helpdesk agent may make; above it, a superuser's (issue 22).
+MYCERT_BULK_REVOCATION_MAX = env.int("MYCERT_BULK_REVOCATION_MAX", default=20)
 # A keystore or password e-mail failed for good keeps its sealed payload this long for the
 # helpdesk to retry; then it is wiped and the request fails (the professional requests again).
 MYCERT_FAILED_PAYLOAD_DAYS = env.int("MYCERT_FAILED_PAYLOAD_DAYS", default=7)

@@ -257,6 +257,15 @@ def is_temporary(exc: BaseException) -> bool:
     return False
 
 
+def is_hsm_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the token, its module or the session is out of reach."""
+    if isinstance(exc, CaStoreError):
+        return exc.code == "token"
+    if isinstance(exc, TokenError):
+        return exc.code in {"module", "token", "session"}
+    return False
+
+
 def _pin_refused(label: str) -> Callable[[TokenError], None]:
     def notify(error: TokenError) -> None:
         if not _quiet:
@@ -265,16 +274,20 @@ def _pin_refused(label: str) -> Callable[[TokenError], None]:
     return notify
 
 
-def _configured_pin() -> str:
+def _configured_pin(*, root: bool = False) -> str:
     pin: str = settings.MYCERT_PKCS11_PIN
     pin_file: str = settings.MYCERT_PKCS11_PIN_FILE
+    setting = "MYCERT_PKCS11_PIN_FILE"
+    if root and settings.MYCERT_PKCS11_ROOT_PIN_FILE:
+        # The root's own token has its own PIN, given at the ceremony only.
+        pin_file, setting = settings.MYCERT_PKCS11_ROOT_PIN_FILE, "MYCERT_PKCS11_ROOT_PIN_FILE"
     if pin_file:
         try:
             # One line; the newline an editor adds is not part of the PIN.
             return Path(pin_file).read_text().rstrip("\r\n")
         except OSError as exc:
             raise CaStoreError(
-                f"MYCERT_PKCS11_PIN_FILE {pin_file} cannot be read: {exc.strerror}.", code="pin"
+                f"{setting} {pin_file} cannot be read: {exc.strerror}.", code="pin"
             ) from exc
     if not pin:
         raise CaStoreError("MYCERT_PKCS11_PIN (or MYCERT_PKCS11_PIN_FILE) is not set.", code="pin")
@@ -290,12 +303,17 @@ def configured_token(*, root: bool = False) -> Token:
             "MYCERT_CA_BACKEND=pkcs11 needs MYCERT_PKCS11_MODULE and MYCERT_PKCS11_TOKEN_LABEL.",
             code="token",
         )
-    pin = _configured_pin()
+    pin = _configured_pin(root=root)
     with _tokens_lock:
         token = _tokens.get((module, label))
         if token is None:
             token = Token(
-                module=module, token_label=label, pin=pin, on_pin_refused=_pin_refused(label)
+                module=module,
+                token_label=label,
+                pin=pin,
+                # The workers' token only: the root's is used at ceremonies, by a person
+                # who sees the refusal, often on a host with no database.
+                on_pin_refused=None if root else _pin_refused(label),
             )
             _tokens[(module, label)] = token
         elif token.pin != pin:

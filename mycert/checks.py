@@ -7,6 +7,7 @@ import ipaddress
 import shutil
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.apps import AppConfig
 from django.conf import settings
@@ -267,20 +268,12 @@ def check_audit_key(
 def check_request_proof(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    """Workers verify each request's ID token with keys they read from the provider."""
-    from urllib.parse import urlsplit
+    """Workers verify each request's ID token; its age is counted from the login.
 
+    (An http or loopback ``OIDC_ISSUER``, from which workers would read the provider's
+    keys, is W051 of :func:`check_identity_and_addresses`.)
+    """
     messages: list[CheckMessage] = []
-    issuer = urlsplit(settings.OIDC_ISSUER)
-    if issuer.scheme != "https" and not _is_loopback(issuer.hostname or ""):
-        messages.append(
-            Warning(
-                "OIDC_ISSUER is not an https address: logins are refused and workers do "
-                "not read the provider's keys over plain http, so requests are not issued.",
-                hint="Set OIDC_ISSUER to the portal's https issuer on web and worker hosts.",
-                id="mycert.W060",
-            )
-        )
     session_max: int = settings.MYCERT_SESSION_MAX_SECONDS
     if session_max and session_max >= settings.MYCERT_REQUEST_PROOF_MAX_AGE:
         messages.append(
@@ -291,6 +284,52 @@ def check_request_proof(
                 hint="Keep MYCERT_REQUEST_PROOF_MAX_AGE a few hours above the session's "
                 "lifetime (default 86400 s against 28800 s).",
                 id="mycert.W061",
+            )
+        )
+    return messages
+
+
+#: The demo's client secret (config/settings.py default, `make run`): public, in the repository.
+_DEMO_OIDC_CLIENT_SECRET = "mycert-demo-secret"  # noqa: S105 - the value warned about
+
+
+def _url_is_loopback(url: str) -> bool:
+    return _is_loopback(urlsplit(url).hostname or "")
+
+
+@register(Tags.security, deploy=True)
+def check_identity_and_addresses(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The login and the site's own address: values fit for the demo, never for production."""
+    messages: list[CheckMessage] = []
+    if settings.OIDC_CLIENT_SECRET == _DEMO_OIDC_CLIENT_SECRET:
+        messages.append(
+            Warning(
+                "OIDC_CLIENT_SECRET is the demo's secret, published with MyCert's source: "
+                "anyone can present themselves to the provider as MyCert.",
+                hint="Set OIDC_CLIENT_SECRET to the secret the agency's provider issued.",
+                id="mycert.W050",
+            )
+        )
+    issuer: str = settings.OIDC_ISSUER
+    if not issuer.startswith("https://") or _url_is_loopback(issuer):
+        messages.append(
+            Warning(
+                f"OIDC_ISSUER is {issuer}: a plain-http or loopback provider (the demo's "
+                "mock). Logins, their ID tokens and the signing keys would come from it.",
+                hint="Set OIDC_ISSUER to the agency portal's https address.",
+                id="mycert.W051",
+            )
+        )
+    base_url: str = settings.MYCERT_BASE_URL
+    if not base_url.startswith("https://"):
+        messages.append(
+            Warning(
+                f"MYCERT_BASE_URL is {base_url}: the login redirect, links in e-mails and "
+                "secure cookies need the site's https address.",
+                hint="Set MYCERT_BASE_URL=https://<the public host name>.",
+                id="mycert.W052",
             )
         )
     return messages
@@ -312,6 +351,24 @@ def check_audit_head_export(
             "the database to compare the chain with.",
             hint="Set MYCERT_AUDIT_HEAD_FILE on the beat worker to an append-only file "
             "that web hosts and the database's users cannot write (docs/deploy.md §15).",
-            id="mycert.W050",
+            id="mycert.W054",
+        )
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_pin_source(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The HSM PIN in the environment shows in /proc/<pid>/environ and in every child."""
+    if not settings.MYCERT_PKCS11_PIN:
+        return []
+    return [
+        Warning(
+            "MYCERT_PKCS11_PIN gives the HSM PIN in the environment: every child process "
+            "inherits it and /proc/<pid>/environ shows it.",
+            hint="Put the PIN in a file readable by the worker's user only (mode 0400) and "
+            "set MYCERT_PKCS11_PIN_FILE instead (docs/deploy.md §12).",
+            id="mycert.W053",
         )
     ]

@@ -389,6 +389,41 @@ def test_bulk_revocation_in_two_steps(
         assert reason == x509.ReasonFlags.key_compromise
 
 
+def test_a_bulk_revocation_above_the_limit_needs_a_superuser(
+    helpdesk: Client,
+    issue: Callable[..., Certificate],
+    settings: Any,
+    eager: None,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """One agent's "select all" cannot revoke the population (issue 22)."""
+    settings.MYCERT_BULK_REVOCATION_MAX = 2
+    certificates = [issue(), issue(), issue()]
+
+    for step in ({}, {"post": "yes", "reason": "unspecified", "comment": "Ticket 4712"}):
+        refused = _revoke_action(helpdesk, certificates, **step)
+        assert refused.status_code == 302
+        message = _messages(refused)[-1]
+        assert "You selected 3 certificates to revoke" in message
+        assert "above 2 at once, a bulk revocation needs a superuser" in message
+    assert not Certificate.objects.revoked().exists()
+    # Up to the limit, the agent may.
+    page = _revoke_action(helpdesk, certificates[:2]).content.decode()
+    assert "2 certificates will be revoked." in page
+
+    admin = User.objects.create_superuser("chief", password=None)
+    chief = _client_for(admin)
+    page = _revoke_action(chief, certificates).content.decode()
+    assert "3 certificates will be revoked." in page
+    assert "This is more than 2: only a superuser may revoke so many at once." in page
+    with django_capture_on_commit_callbacks(execute=True):
+        done = _revoke_action(
+            chief, certificates, post="yes", reason="unspecified", comment="Ticket 4712"
+        )
+    assert any("Revoked 3 certificates" in m for m in _messages(done))
+    assert Certificate.objects.revoked().count() == 3
+
+
 def test_revoke_button_on_the_change_page(
     helpdesk: Client,
     agent: User,

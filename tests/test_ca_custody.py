@@ -32,6 +32,7 @@ from mycert.pki import (
     encrypt_private_key_pem,
     load_private_key_pem,
 )
+from mycert.pki.token import TokenError
 from mycert.services.issuance import request_issue
 from tests.factories import CertificateRequestFactory
 from tests.pki.helpers import run_command
@@ -647,3 +648,65 @@ def test_a_refused_pin_is_tried_once_per_process_alerted_and_explained(
     assert counter.refused == 1
     health.clear_cache()
     assert "reason" not in client.get("/healthz").json()["checks"]["custody"]
+
+
+@pytest.mark.django_db
+def test_an_hsm_outage_is_waited_out_and_said_in_words(
+    token_settings: Any, softhsm: SoftHsm, client: Any, smtp_settings: Any
+) -> None:
+    from mycert.models import CertificateRequest
+    from mycert.tasks.issuance import issue_certificate
+
+    call_command("init_ca", key_type="ec-p256")
+    ca_store.load_ca()  # the worker's session is open, its key found
+    request = CertificateRequestFactory.create()
+    away = softhsm.directory.with_name(softhsm.directory.name + "-away")
+    softhsm.directory.rename(away)
+    try:
+        # Called directly, the task's retry re-raises what it would retry on.
+        with pytest.raises((ca_store.CaStoreError, TokenError)) as caught:
+            issue_certificate(request.pk)
+    finally:
+        away.rename(softhsm.directory)
+    assert ca_store.is_temporary(caught.value)
+    request.refresh_from_db()
+    assert request.status == CertificateRequest.Status.ISSUING  # waiting, not failed
+    assert not OperatorAlert.objects.filter(kind="request_failed").exists()
+    health.clear_cache()
+    custody = client.get("/healthz").json()["checks"]["custody"]
+    assert custody["warnings"] == "hsm_unavailable"
+    assert "could not reach the HSM" in custody["reason"]
+    assert "retried with back-off; nothing is lost" in custody["reason"]
+
+    # The HSM back: the retry issues the certificate, and the words go.
+    met: list[bool] = []
+    for _ in range(3):  # the first use may meet the session of before the outage
+        try:
+            issue_certificate(request.pk)
+            break
+        except (ca_store.CaStoreError, TokenError) as exc:
+            met.append(ca_store.is_temporary(exc))
+    assert all(met)
+    assert Certificate.objects.filter(request=request).count() == 1
+    health.clear_cache()
+    assert "reason" not in client.get("/healthz").json()["checks"]["custody"]
+
+
+@pytest.mark.django_db
+def test_the_root_token_has_its_own_pin(
+    token_settings: Any, softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    root_pin = tmp_path / "root-pin"
+    root_pin.write_text("the-root-token-pin\n")
+    token_settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL = softhsm.init_token(
+        f"p{tmp_path.name[-20:]}", pin="the-root-token-pin"
+    )
+    token_settings.MYCERT_PKCS11_ROOT_PIN_FILE = str(root_pin)
+    call_command("init_ca", key_type="ec-p256")
+    assert ca_store.configured_token(root=True).labels() == {"mycert-root"}
+    call_command("sign_root_crl")
+    # The workers' PIN does not open the root's token.
+    token_settings.MYCERT_PKCS11_ROOT_PIN_FILE = ""
+    ca_store.clear_cache()
+    with pytest.raises(CommandError, match="PIN of the PKCS#11 token"):
+        call_command("sign_root_crl")

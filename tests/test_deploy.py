@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -38,10 +39,13 @@ def _production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "MYCERT_PKI_BASE_URL": "http://mycert.esante.lu",
         "MYCERT_CA_KEY_PASSPHRASE": "x",
         "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
-        # A worker exports the audit head outside the database (deploy.md §15, W050).
+        # A worker exports the audit head outside the database (deploy.md §15, W054).
         "MYCERT_AUDIT_HEAD_FILE": str(tmp_path / "audit-head.jsonl"),
         "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
         "CACHE_URL": "redis://127.0.0.1:6379/2",
+        # The agency portal, not the demo's provider (W050, W051).
+        "OIDC_ISSUER": "https://portail.esante.lu/oidc",
+        "OIDC_CLIENT_SECRET": secrets.token_urlsafe(32),
     }
     env.update(overrides)
     return {name: value for name, value in env.items() if value}
@@ -94,6 +98,38 @@ def test_check_deploy_names_a_per_process_cache_and_an_admin_without_otp(tmp_pat
     assert "mycert.W021" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # Unset: the demo's secret and mock provider, as `make run` uses them.
+        ({"OIDC_CLIENT_SECRET": "", "OIDC_ISSUER": ""}, {"mycert.W050", "mycert.W051"}),
+        ({"OIDC_ISSUER": "http://portail.esante.lu/oidc"}, {"mycert.W051"}),
+        ({"OIDC_ISSUER": "https://127.0.0.1:9400"}, {"mycert.W051"}),
+        ({"OIDC_ISSUER": "https://localhost/oidc"}, {"mycert.W051"}),
+        (
+            {"MYCERT_BASE_URL": "http://mycert.esante.lu", "DJANGO_SECURE_SSL_REDIRECT": "false"},
+            {"mycert.W052"},
+        ),
+        ({"MYCERT_PKCS11_PIN": "4711"}, {"mycert.W053"}),
+    ],
+)
+def test_check_deploy_warns_of_demo_and_unsafe_values(
+    tmp_path: Path, overrides: dict[str, str], expected: set[str]
+) -> None:
+    env = _production_env(tmp_path, **overrides)
+    if overrides.get("OIDC_CLIENT_SECRET") == "":
+        env.pop("OIDC_CLIENT_SECRET", None)
+    if overrides.get("OIDC_ISSUER") == "":
+        env.pop("OIDC_ISSUER", None)
+    result = subprocess.run(
+        [*CHECK_DEPLOY], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0, result.stdout + result.stderr
+    found = set(re.findall(r"mycert\.W\d+", result.stderr))
+    assert found == expected, result.stderr
+    assert "4711" not in result.stderr  # the warning names the setting, never the PIN
+
+
 def test_https_base_url_turns_on_hsts_secure_cookies_redirect_and_manifest(tmp_path: Path) -> None:
     code = SETUP + (
         "import json; print(json.dumps({k: str(getattr(s, k)) for k in ["
@@ -126,8 +162,13 @@ def _minimal_production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "MYCERT_CA_KEY_PASSPHRASE": secrets.token_urlsafe(32),
         "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
         "MYCERT_OUTBOX_KEY": "x" * 43 + "=",
-        # A worker exports the audit head outside the database (deploy.md §15, W050).
+        # A worker exports the audit head outside the database (deploy.md §15, W054).
         "MYCERT_AUDIT_HEAD_FILE": str(tmp_path / "audit-head.jsonl"),
+        # Required in production since issue 22 (W050-W052): the real provider and site.
+        "OIDC_ISSUER": "https://portail.esante.lu/oidc",
+        "OIDC_CLIENT_SECRET": secrets.token_urlsafe(32),
+        "MYCERT_BASE_URL": "https://mycert.esante.lu",
+        "MYCERT_PKI_BASE_URL": "http://mycert.esante.lu",
     }
     env.update(overrides)
     return {name: value for name, value in env.items() if value}
@@ -178,6 +219,7 @@ def test_check_deploy_names_a_plain_relay_an_https_pki_address_and_a_missing_aud
         tmp_path,
         EMAIL_URL="smtp://relay.esante.lu:25",
         MYCERT_BASE_URL="https://mycert.esante.lu",
+        MYCERT_PKI_BASE_URL="",  # unset: the https base URL
         MYCERT_AUDIT_KEY="",
     )
     result = _check_deploy(env)
@@ -264,22 +306,26 @@ def test_demo_refuses_to_run_without_debug(settings: Any) -> None:
 def test_check_deploy_names_a_plain_http_issuer_and_a_proof_age_shorter_than_sessions(
     tmp_path: Path,
 ) -> None:
-    """Issue 20 §1: workers read the provider's keys over HTTPS only (loopback aside)."""
+    """Issue 20 §1: workers read the provider's keys over HTTPS only (W051 names an http
+    or loopback issuer), and a proof must outlive the session that made it (W061)."""
     env = _minimal_production_env(
         tmp_path,
         OIDC_ISSUER="http://portal.esante.lu",
         MYCERT_REQUEST_PROOF_MAX_AGE="3600",
     )
     result = _check_deploy(env)
-    assert "mycert.W060" in result.stderr, result.stderr
+    assert "mycert.W051" in result.stderr, result.stderr
     assert "mycert.W061" in result.stderr, result.stderr
 
 
-def test_check_deploy_accepts_an_https_issuer_and_a_loopback_one(tmp_path: Path) -> None:
-    for issuer in ("https://portal.esante.lu/auth/realms/esante", "http://127.0.0.1:9400"):
-        result = _check_deploy(_minimal_production_env(tmp_path, OIDC_ISSUER=issuer))
-        assert "mycert.W060" not in result.stderr, issuer
-        assert "mycert.W061" not in result.stderr, issuer
+def test_check_deploy_accepts_an_https_issuer_and_a_proof_age_above_sessions(
+    tmp_path: Path,
+) -> None:
+    result = _check_deploy(
+        _minimal_production_env(tmp_path, OIDC_ISSUER="https://portal.esante.lu/auth/realms/esante")
+    )
+    assert "mycert.W051" not in result.stderr, result.stderr
+    assert "mycert.W061" not in result.stderr, result.stderr
 
 
 def test_check_deploy_names_a_worker_without_an_audit_head_export(settings: Any) -> None:
@@ -288,7 +334,7 @@ def test_check_deploy_names_a_worker_without_an_audit_head_export(settings: Any)
 
     settings.MYCERT_CA_KEY_PASSPHRASE = "a-worker-holds-the-ca-passphrase-here"
     settings.MYCERT_AUDIT_HEAD_FILE = ""
-    assert [message.id for message in check_audit_head_export()] == ["mycert.W050"]
+    assert [message.id for message in check_audit_head_export()] == ["mycert.W054"]
     settings.MYCERT_AUDIT_HEAD_FILE = "/srv/mycert-audit/head.jsonl"
     assert check_audit_head_export() == []
     # A web host exports nothing (beat runs on workers): nothing to configure there.

@@ -219,3 +219,33 @@ def test_task_durations_are_measured(eager_tasks: None) -> None:
     before = count()
     sweep_outbox.delay()
     assert count() == before + 1
+
+
+def test_a_web_host_stays_healthy_when_its_copied_responder_certificate_expires(
+    client: Any, settings: Any, tmp_path: Path, smtp_settings: Any
+) -> None:
+    """Web hosts serve stored OCSP answers and never use ocsp.pem: its end is a warning
+    (the copy is stale, or beat is late), never a 503 that drains every web host."""
+    from mycert.pki import KeyType
+
+    settings.MYCERT_CA_DIR = tmp_path / "ca"
+    paths = ca_store.configured_paths()
+    ca_store.create_ca(
+        paths,
+        b"a-passphrase-of-the-old-ca-1234",
+        organization="Agence eSanté",
+        country="LU",
+        key_type=KeyType.EC_P256,
+        now=timezone.now() - timedelta(days=31),  # the 30-day responder has ended
+        root_passphrase=b"the-old-root-s-own-passphrase",
+        root_key_path=tmp_path / "offline" / "root-key.pem",
+    )
+    settings.MYCERT_CA_KEY_PASSPHRASE = ""  # a web host
+    ca_store.clear_cache()
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 200, response.content
+    ca = response.json()["checks"]["ca"]
+    assert ca["status"] == "ok"
+    assert "ocsp_responder_expired" in ca["warnings"].split(",")

@@ -72,6 +72,9 @@ def _host_env(tmp_path: Path, ca_dir: Path, **extra: str) -> dict[str, str]:
         "MYCERT_AUDIT_KEY": secrets.token_urlsafe(32),
         "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
         "CACHE_URL": "redis://127.0.0.1:6379/2",
+        # The agency portal, not the demo's provider (W050, W051).
+        "OIDC_ISSUER": "https://portail.esante.lu/oidc",
+        "OIDC_CLIENT_SECRET": secrets.token_urlsafe(32),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/2",
         "MYCERT_VAR_DIR": str(tmp_path / "var"),
@@ -125,7 +128,7 @@ def test_check_on_a_worker_without_the_outbox_key_fails(ca: Any, tmp_path: Path)
         tmp_path,
         ca.directory,
         MYCERT_CA_KEY_PASSPHRASE=settings.MYCERT_CA_KEY_PASSPHRASE,
-        MYCERT_AUDIT_HEAD_FILE=str(tmp_path / "audit-head.jsonl"),  # a worker's (W050)
+        MYCERT_AUDIT_HEAD_FILE=str(tmp_path / "audit-head.jsonl"),  # a worker's (W054)
     )
     result = _check(env)
     assert result.returncode != 0

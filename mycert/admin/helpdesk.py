@@ -625,6 +625,8 @@ class CertificateAdmin(ReadOnlyAdmin):
         if not to_revoke:
             self._refuse_already_revoked(request, certificates)
             return None
+        if self._bulk_too_large(request, len(to_revoke)):
+            return None
         if request.POST.get("post"):
             form = RevocationForm(request.POST)
             if form.is_valid():
@@ -633,6 +635,29 @@ class CertificateAdmin(ReadOnlyAdmin):
         else:
             form = RevocationForm()
         return self._render_confirmation(request, certificates, form, bulk=True)
+
+    def _bulk_too_large(self, request: HttpRequest, count: int) -> bool:
+        """Refuse an agent's revocation of more than MYCERT_BULK_REVOCATION_MAX at once.
+
+        "Select all" would otherwise revoke the whole population with one agent's click;
+        a superuser (a second, rarer account) makes the large ones.
+        """
+        limit: int = settings.MYCERT_BULK_REVOCATION_MAX
+        if count <= limit or request.user.is_superuser:
+            return False
+        self.message_user(
+            request,
+            ngettext(
+                "You selected %(count)d certificate to revoke; above %(limit)d at once, a "
+                "bulk revocation needs a superuser. Nothing was done.",
+                "You selected %(count)d certificates to revoke; above %(limit)d at once, a "
+                "bulk revocation needs a superuser. Nothing was done.",
+                count,
+            )
+            % {"count": count, "limit": limit},
+            messages.ERROR,
+        )
+        return True
 
     def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The change page's "Revoke" button: the same confirmation, for one certificate."""
@@ -676,6 +701,7 @@ class CertificateAdmin(ReadOnlyAdmin):
             "already_revoked": [c for c in certificates if c.is_revoked],
             "queryset": certificates,
             "bulk": bulk,
+            "bulk_limit": settings.MYCERT_BULK_REVOCATION_MAX,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media + form.media,
         }

@@ -108,6 +108,10 @@ def _check_broker() -> None:
         conn.default_channel  # noqa: B018
 
 
+#: Deadlines of files a web host only holds a copy of and never uses.
+_WARN_ONLY_WHEN_EXPIRED = frozenset({"ocsp_responder"})
+
+
 def _check_ca() -> dict[str, str]:
     """The CA certificates, the responder and the root CRL: public files, no key.
 
@@ -116,7 +120,9 @@ def _check_ca() -> dict[str, str]:
     the responder, which beat renews at 10), the check stays ``ok`` (the service still works;
     a 503 would take every web host out of the load balancer) and adds ``warnings``
     naming it, so the on-call has a month for the ceremony (docs/deploy.md). Past it,
-    the check fails.
+    the check fails, except for the responder: web hosts serve stored answers and never
+    use ``ocsp.pem`` (workers sign with it), so its end is the warning
+    ``ocsp_responder_expired``, never a 503 that would drain every web host.
     """
     deadlines = ca_store.ceremony_deadlines()
     certificates = ca_store.load_ca_certificates()
@@ -125,19 +131,23 @@ def _check_ca() -> dict[str, str]:
         if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
             raise CheckFailed("ca_expired")
     detail = {f"{d.name}_not_after": d.expires.isoformat() for d in deadlines}
+    warnings = []
     for deadline in deadlines:
         if deadline.expires <= now:
-            raise CheckFailed(f"{deadline.name}_expired")
-    expiring = sorted(d.name for d in deadlines if d.due(now))
-    warnings = [f"{name}_expires_soon" for name in expiring]
+            if deadline.name not in _WARN_ONLY_WHEN_EXPIRED:
+                raise CheckFailed(f"{deadline.name}_expired")
+            warnings.append(f"{deadline.name}_expired")
+            logger.warning("the copied %s certificate has expired", deadline.name)
+    expiring = sorted(d.name for d in deadlines if d.due(now) and d.expires > now)
     if expiring:
+        warnings.extend(f"{name}_expires_soon" for name in expiring)
         logger.warning("CA ceremony due within 30 days: %s", ", ".join(expiring))
     if _root_ocsp_missing(certificates.issuing):
         # Whole-chain OCSP clients get "unauthorized" on the issuing CA and refuse everyone.
         warnings.append("root_ocsp_missing")
         logger.warning("No root-signed OCSP answer on the issuing CA: run sign_root_crl")
     if warnings:
-        detail["warnings"] = ",".join(warnings)
+        detail["warnings"] = ",".join(sorted(warnings))
     return detail
 
 
@@ -182,7 +192,8 @@ def _check_custody() -> dict[str, str] | None:
     problem = custody_problem()
     if problem is None:
         return None
-    return {"warnings": "hsm_pin_refused", "reason": problem}
+    code, reason = problem
+    return {"warnings": code, "reason": reason}
 
 
 def _check_smtp() -> None:

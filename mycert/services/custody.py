@@ -1,4 +1,5 @@
-"""Custody faults a person must mend: the HSM refused the workers' PIN.
+"""Custody faults, said in words on ``/healthz``: the HSM refused the workers' PIN (a
+person must mend it), or the HSM is out of reach (requests wait; it may mend itself).
 
 A worker process whose login the token refused stops logging in with that PIN
 (:mod:`mycert.pki.token`), so a stale PIN file cannot lock the HSM; until someone fixes
@@ -22,6 +23,8 @@ from mycert.services.alerts import operator_alert_create
 
 __all__ = [
     "connect_custody_signals",
+    "custody_hsm_back",
+    "custody_hsm_unavailable",
     "custody_pin_refused",
     "custody_problem",
     "custody_token_usable",
@@ -33,6 +36,9 @@ PIN_REFUSED_KEY = "mycert:custody:pin-refused"
 _ALERT_KEY = "mycert:custody:pin-refused-alert"
 #: At most one alert an hour about a refused PIN, whatever the number of processes.
 ALERT_INTERVAL_SECONDS = 3600
+HSM_UNAVAILABLE_KEY = "mycert:custody:hsm-unavailable"
+#: How long an HSM outage a worker met stays on /healthz unless a later one renews it.
+HSM_UNAVAILABLE_SECONDS = 900
 
 
 def custody_pin_refused(*, token_label: str, now: datetime) -> None:
@@ -59,17 +65,42 @@ def custody_token_usable(*, token_label: str) -> None:
         logger.warning("the PKCS#11 token %r accepts the PIN again", token_label)
 
 
-def custody_problem() -> str | None:
-    """What is wrong with custody, in words for ``/healthz`` (None: nothing known)."""
-    refused = cache.get(PIN_REFUSED_KEY)
-    if refused is None:
-        return None
-    return (
-        f"The HSM token {refused['token']!r} refused the workers' PIN at {refused['at']}. "
-        "Each worker process stops logging in until the PIN changes (so the HSM does not "
-        "lock it); until then no certificate, CRL or OCSP answer is signed. Fix "
-        "MYCERT_PKCS11_PIN_FILE on the workers (docs/deploy.md, 'HSM PIN refused')."
+def custody_hsm_unavailable(*, error: str, now: datetime) -> None:
+    """A worker could not reach the HSM (token, session or module error); it retries."""
+    cache.set(
+        HSM_UNAVAILABLE_KEY,
+        {"error": error[:300], "at": now.isoformat()},
+        timeout=HSM_UNAVAILABLE_SECONDS,
     )
+
+
+def custody_hsm_back() -> None:
+    """A worker signed again: the outage it met is over."""
+    if cache.get(HSM_UNAVAILABLE_KEY) is not None:
+        cache.delete(HSM_UNAVAILABLE_KEY)
+        logger.warning("the HSM is reachable again")
+
+
+def custody_problem() -> tuple[str, str] | None:
+    """What is wrong with custody: (code, words) for ``/healthz``; None: nothing known."""
+    refused = cache.get(PIN_REFUSED_KEY)
+    if refused is not None:
+        return (
+            "hsm_pin_refused",
+            f"The HSM token {refused['token']!r} refused the workers' PIN at {refused['at']}. "
+            "Each worker process stops logging in until the PIN changes (so the HSM does not "
+            "lock it); until then no certificate, CRL or OCSP answer is signed. Fix "
+            "MYCERT_PKCS11_PIN_FILE on the workers (docs/deploy.md, 'HSM PIN refused').",
+        )
+    unavailable = cache.get(HSM_UNAVAILABLE_KEY)
+    if unavailable is not None:
+        return (
+            "hsm_unavailable",
+            f"A worker could not reach the HSM at {unavailable['at']}: {unavailable['error']} "
+            "Requests wait and are retried with back-off; nothing is lost. Check the HSM "
+            "and its network (docs/deploy.md, 'HSM outage').",
+        )
+    return None
 
 
 def connect_custody_signals() -> None:
@@ -81,6 +112,7 @@ def connect_custody_signals() -> None:
 
     def on_key_found(token_label: str, **kwargs: Any) -> None:
         custody_token_usable(token_label=token_label)
+        custody_hsm_back()
 
     ca_store.token_pin_refused.connect(
         on_pin_refused, dispatch_uid="mycert.custody.pin_refused", weak=False

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from mycert import ca_store
 from mycert.request_proof import RequestUnproven
+from mycert.services.custody import custody_hsm_back, custody_hsm_unavailable
 from mycert.services.issuance import (
     IssuanceRefused,
     request_fail,
@@ -72,6 +73,9 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
                 now=timezone.now(),
             )
             return
+        if ca_store.is_hsm_outage(exc):
+            # /healthz says it in words on every host sharing the cache.
+            custody_hsm_unavailable(error=str(exc), now=timezone.now())
         if self.request.retries >= self.max_retries:
             request_fail(
                 request_id=request_id,
@@ -83,6 +87,8 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
         # untouched, try again.
         logger.warning("request %s: temporary error, retrying (%s)", request_id, type(exc).__name__)
         raise self.retry(exc=exc, countdown=min(5 * 2**self.request.retries, 300)) from exc
+    if ca_store.uses_token():
+        custody_hsm_back()  # signed: an outage met before is over
     # Sent here rather than queued behind every issuance waiting in the broker: the
     # professional's e-mails leave as soon as the certificate exists. A worker lost
     # now leaves unsent rows, which the outbox sweep finds.

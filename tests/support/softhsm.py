@@ -33,8 +33,8 @@ class SoftHsm:
     directory: Path
     pin: str = PIN
 
-    def init_token(self, label: str) -> str:
-        """Create a fresh token ``label`` in a free slot; return the label."""
+    def init_token(self, label: str, *, pin: str | None = None) -> str:
+        """Create a fresh token ``label`` in a free slot (``pin``: its own); return the label."""
         subprocess.run(
             [
                 "softhsm2-util",
@@ -43,7 +43,7 @@ class SoftHsm:
                 "--label",
                 label,
                 "--pin",
-                self.pin,
+                pin or self.pin,
                 "--so-pin",
                 SO_PIN,
             ],
