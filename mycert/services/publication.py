@@ -18,6 +18,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,7 +64,8 @@ class RevocationEvidence:
 
     number: int
     this_update: datetime | None
-    serials: frozenset[int]
+    #: Never changed once built (a set the publication made, not copied: 100k entries).
+    serials: AbstractSet[int]
     _verified: VerifiedCrl | None = field(default=None, repr=False)
     _signed: list[RevokedEntry] | None = field(default=None, repr=False)
     _by_serial: dict[int, RevokedEntry] | None = field(default=None, repr=False)
@@ -367,7 +369,7 @@ def _publish(ca: ca_store.LoadedCa, issuer: x509.Certificate, now: datetime | No
     signed = RevocationEvidence(
         number=number,
         this_update=this_update,
-        serials=frozenset(listed),
+        serials=listed,
         _signed=entries,
     )
     _evidence_cache.clear()
