@@ -4,15 +4,17 @@ and (``check --deploy``) the production settings that would weaken it."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from mycert import ca_store
+from mycert import ca_store, crl_mark
 from mycert.ca_store import CaStoreError
 from mycert.sealing import outbox_key_problem
 
@@ -246,5 +248,37 @@ def check_audit_head_export(
             hint="Set MYCERT_AUDIT_HEAD_FILE on the beat worker to an append-only file "
             "that web hosts and the database's users cannot write (docs/deploy.md §15).",
             id="mycert.W050",
+        )
+    ]
+
+
+@register("mycert")
+def check_crl_high_water_mark(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """On a worker, the CRL high-water mark must be readable and its directory writable:
+    otherwise the first publication is refused (issue 20 §2, docs/deploy.md §16)."""
+    if not holds_ca_secrets():
+        return []  # web hosts never publish
+    path = Path(settings.MYCERT_CRL_HIGH_WATER_FILE)
+    problem = None
+    try:
+        crl_mark.read_mark("")
+    except crl_mark.CrlMarkError as exc:
+        problem = str(exc)
+    else:
+        directory = path.parent
+        while not directory.exists() and directory != directory.parent:
+            directory = directory.parent
+        if not os.access(directory, os.W_OK):
+            problem = f"The CRL high-water mark's directory {directory} is not writable here."
+    if problem is None:
+        return []
+    return [
+        Error(
+            problem,
+            hint="Point MYCERT_CRL_HIGH_WATER_FILE at a file of the worker's user, on the "
+            "worker's own disk; never delete or lower it (docs/deploy.md §16).",
+            id="mycert.E050",
         )
     ]
