@@ -4,8 +4,10 @@ and (``check --deploy``) the production settings that would weaken it."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,7 +15,7 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from mycert import ca_store
+from mycert import ca_store, crl_mark
 from mycert.ca_store import CaStoreError
 from mycert.sealing import outbox_key_problem
 
@@ -370,5 +372,37 @@ def check_pin_source(
             hint="Put the PIN in a file readable by the worker's user only (mode 0400) and "
             "set MYCERT_PKCS11_PIN_FILE instead (docs/deploy.md §12).",
             id="mycert.W053",
+        )
+    ]
+
+
+@register("mycert")
+def check_crl_high_water_mark(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """On a worker, the CRL high-water mark must be readable and its directory writable:
+    otherwise the first publication is refused (issue 20 §2, docs/deploy.md §16)."""
+    if not holds_ca_secrets():
+        return []  # web hosts never publish
+    path = Path(settings.MYCERT_CRL_HIGH_WATER_FILE)
+    problem = None
+    try:
+        crl_mark.read_mark("")
+    except crl_mark.CrlMarkError as exc:
+        problem = str(exc)
+    else:
+        directory = path.parent
+        while not directory.exists() and directory != directory.parent:
+            directory = directory.parent
+        if not os.access(directory, os.W_OK):
+            problem = f"The CRL high-water mark's directory {directory} is not writable here."
+    if problem is None:
+        return []
+    return [
+        Error(
+            problem,
+            hint="Point MYCERT_CRL_HIGH_WATER_FILE at a file of the worker's user, on the "
+            "worker's own disk; never delete or lower it (docs/deploy.md §16).",
+            id="mycert.E050",
         )
     ]

@@ -350,3 +350,22 @@ def test_a_revocation_code_work_factor_that_scrypt_refuses_stops_the_start(
     result = _python(_production_env(tmp_path, MYCERT_REVOCATION_CODE_SCRYPT_N=value), SETUP)
     assert result.returncode != 0
     assert "MYCERT_REVOCATION_CODE_SCRYPT_N must be a power of two" in result.stderr
+
+
+def test_check_names_an_unusable_crl_high_water_mark_on_a_worker(
+    settings: Any, tmp_path: Path
+) -> None:
+    """Issue 20 §2: a worker that cannot read or write its mark would refuse to publish."""
+    from mycert.checks import check_crl_high_water_mark
+
+    settings.MYCERT_CA_KEY_PASSPHRASE = "a-worker-holds-the-ca-passphrase-here"
+    mark = tmp_path / "state" / "crl-high-water.json"
+    settings.MYCERT_CRL_HIGH_WATER_FILE = str(mark)
+    assert check_crl_high_water_mark() == []  # not there yet: the first CRL writes it
+    mark.parent.mkdir()
+    mark.write_text("not json")
+    [error] = check_crl_high_water_mark()
+    assert error.id == "mycert.E050"
+    assert "cannot be read" in error.msg
+    settings.MYCERT_CA_KEY_PASSPHRASE = ""  # a web host never publishes
+    assert check_crl_high_water_mark() == []

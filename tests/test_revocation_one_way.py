@@ -23,6 +23,7 @@ from django.utils import timezone
 from mycert import ca_store
 from mycert.crl_mark import read_mark
 from mycert.models import Certificate, Crl, OcspResponse, OperatorAlert
+from mycert.pki import KeyType
 from mycert.pki.evidence import EvidenceError, certificate_expired, revoked_answer, verify_crl
 from mycert.services.issuance import request_issue
 from mycert.services.ocsp import ocsp_responses_sign
@@ -261,6 +262,37 @@ def test_the_mark_is_a_file_outside_the_database(ca: Any, settings: Any) -> None
 def _key_id() -> str:
     issuing = ca_store.load_ca_certificates().issuing
     return issuing.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+
+
+def test_a_new_issuing_ca_starts_its_own_series_after_a_rollover(
+    ca: Any, settings: Any, tmp_path: Path
+) -> None:
+    """docs/deploy.md §7: the latest stored CRL is then the previous CA's, signed by a key
+    the new CA cannot verify with; its first CRL carries nothing forward from it and is
+    numbered after it."""
+    record = _issue()
+    _revoke(record)
+    previous = crl_publish()
+    new_ca = ca_store.CaPaths(tmp_path / "ca-2029")
+    ca_store.create_ca(
+        new_ca,
+        settings.MYCERT_CA_KEY_PASSPHRASE.encode(),
+        organization="Agence eSanté",
+        country="LU",
+        key_type=KeyType.EC_P256,
+        now=timezone.now(),
+    )
+    settings.MYCERT_CA_DIR = new_ca.directory
+    ca_store.clear_cache()
+
+    first = crl_publish()
+
+    assert first.number == previous.number + 1
+    assert read_mark(_key_id()) == first.number
+    assert not _security_alerts("crl_publication_refused")
+    # From now on the previous CA's CRL on top is no longer the start of a series.
+    Crl.objects.filter(pk=first.pk).delete()
+    _refused("forged: its signature does not verify")
 
 
 # --- The pure checks (mycert.pki.evidence) ----------------------------------------------------------

@@ -914,6 +914,9 @@ class OperatorAlertAdmin(ReadOnlyAdmin):
 #: (stable, searchable, hashed into the chain); a code missing here is shown as is.
 AUDIT_ACTIONS: dict[str, Any] = {
     "audit.chain_keyed": _("Audit chain keyed (MYCERT_AUDIT_KEY) from here on"),
+    "audit.downgrade_detected": _(
+        "Audit chain rewritten without the key: an unkeyed link after the keyed chain (found here)"
+    ),
     "auth.login": _("Professional logged in"),
     "auth.login_refused": _("Professional login refused"),
     "auth.logout": _("Professional logged out"),

@@ -26,6 +26,7 @@ __all__ = [
     "EvidenceError",
     "VerifiedCrl",
     "certificate_expired",
+    "crl_authority_key_id",
     "revoked_answer",
     "verify_crl",
 ]
@@ -90,6 +91,21 @@ def verify_crl(der: bytes, issuer: x509.Certificate) -> VerifiedCrl:
         crl=crl,
         serials=frozenset(revoked.serial_number for revoked in crl),
     )
+
+
+def crl_authority_key_id(der: bytes) -> bytes | None:
+    """The keyIdentifier of a CRL's AuthorityKeyIdentifier (RFC 5280 §5.2.1), unverified.
+
+    Only to tell which CA a CRL claims to be from (after an issuing-CA rollover the
+    latest stored CRL is the previous CA's); ``None`` if it cannot be read.
+    """
+    try:
+        crl = x509.load_der_x509_crl(der)
+        return crl.extensions.get_extension_for_class(
+            x509.AuthorityKeyIdentifier
+        ).value.key_identifier
+    except (ValueError, x509.ExtensionNotFound):
+        return None
 
 
 def _verify(

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,7 +33,13 @@ from mycert import ca_store
 from mycert.crl_mark import CrlMarkError, raise_mark, read_mark
 from mycert.models import Certificate, Crl, OperatorAlert
 from mycert.pki import RevokedEntry, build_crl
-from mycert.pki.evidence import EvidenceError, VerifiedCrl, certificate_expired, verify_crl
+from mycert.pki.evidence import (
+    EvidenceError,
+    VerifiedCrl,
+    certificate_expired,
+    crl_authority_key_id,
+    verify_crl,
+)
 from mycert.services.alerts import operator_alert_create
 
 __all__ = [
@@ -57,7 +64,8 @@ class RevocationEvidence:
 
     number: int
     this_update: datetime | None
-    serials: frozenset[int]
+    #: Never changed once built (a set the publication made, not copied: 100k entries).
+    serials: AbstractSet[int]
     _verified: VerifiedCrl | None = field(default=None, repr=False)
     _signed: list[RevokedEntry] | None = field(default=None, repr=False)
     _by_serial: dict[int, RevokedEntry] | None = field(default=None, repr=False)
@@ -123,8 +131,19 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
     digest = _stored_digest(crl_id)
     evidence = _evidence_cache.get(digest)
     if evidence is None:
+        der = _stored_der(crl_id)
+        claimed = crl_authority_key_id(der)
+        if mark is None and claimed is not None and claimed.hex() != key_id:
+            # The previous issuing CA's last CRL (a rollover, docs/deploy.md §7): this CA
+            # has signed nothing yet, so there is nothing of its own to carry forward.
+            # Once it has (the mark), another CA's CRL on top is refused below.
+            logger.warning(
+                "CRL #%s is another issuing CA's: the first CRL of this CA starts empty",
+                stored_number,
+            )
+            return RevocationEvidence(number=stored_number, this_update=None, serials=frozenset())
         try:
-            verified = verify_crl(_stored_der(crl_id), issuer)
+            verified = verify_crl(der, issuer)
         except EvidenceError as exc:
             raise PublicationRefused(
                 f"the latest stored CRL #{stored_number} is forged: {exc}"
@@ -350,7 +369,7 @@ def _publish(ca: ca_store.LoadedCa, issuer: x509.Certificate, now: datetime | No
     signed = RevocationEvidence(
         number=number,
         this_update=this_update,
-        serials=frozenset(listed),
+        serials=listed,
         _signed=entries,
     )
     _evidence_cache.clear()
