@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -142,8 +143,12 @@ class NginxServer:
                 "/etc/ssl/service/server.key": str(pki.server_key),
                 "/etc/ssl/mycert/mycert-ca.pem": str(pki.ca_file),
                 "/etc/ssl/mycert/mycert-crls.pem": str(pki.crl_file),
-                SHIPPED_RESPONDER: _responder(pki, ocsp),
                 "ssl_ocsp on;": "ssl_ocsp on;" if ocsp else "ssl_ocsp off;",
+                # The loopback proxy to MyCert's responder.
+                "127.0.0.1:8079": f"127.0.0.1:{free_port()}",
+                "proxy_pass http://mycert.esante.lu;": (
+                    f"proxy_pass {_responder(pki, ocsp).removesuffix('/pki/ocsp/')};"
+                ),
             },
         )
         self.nginx.start(site, port)
@@ -617,3 +622,35 @@ def test_nginx_refuses_a_leaf_of_a_revoked_issuing_ca(
         finally:
             with_crls.stop()
             with_ocsp.stop()
+
+
+# When MyCert's OCSP takes the connection and never answers (a black hole: a hung web
+# host, a dropping firewall): (server) → (valid accepted?, seconds it takes at most).
+WHEN_SILENT = {
+    # nginx's ssl_ocsp has no timeout of its own (without the shipped proxy the handshake
+    # hangs until the client gives up: curl's 20 s); the proxy's proxy_read_timeout 5 s.
+    "nginx": (False, 15.0),
+    "apache": (False, 15.0),  # SSLOCSPResponderTimeout 5, then refused
+    "python-ssl": (False, 15.0),  # --ocsp-timeout 5, then refused
+    "java": (True, 40.0),  # ocsp.timeout 5 s per certificate of the path, then the CRL decides
+}
+
+
+@pytest.mark.parametrize("kind", list(WHEN_SILENT))
+def test_when_mycerts_ocsp_does_not_answer(kind: str, pki: Pki) -> None:
+    valid = keystores.issue()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # the kernel completes the TCP handshake; nobody ever reads
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/pki/ocsp/"
+        server = OCSP_SERVERS[kind](pki, free_port(), url)
+        try:
+            accepted, at_most = WHEN_SILENT[kind]
+            started = time.monotonic()
+            answer = curl(server.url, pki, valid, "valid")
+            took = time.monotonic() - started
+            assert answer.accepted is accepted, answer.output + server.log()[-3000:]
+            assert took <= at_most, f"{kind} took {took:.1f} s"
+            print(f"[{kind}] silent responder: accepted={answer.accepted} after {took:.1f} s")
+        finally:
+            server.stop()
