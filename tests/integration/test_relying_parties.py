@@ -252,7 +252,13 @@ class JavaServer:
     """deploy/clients/MyCertService.java: PKIX, OCSP for the whole path, CRL fallback."""
 
     def __init__(
-        self, pki: Pki, port: int, ocsp: str | bool = True, *, soft_fail: bool = False
+        self,
+        pki: Pki,
+        port: int,
+        ocsp: str | bool = True,
+        *,
+        soft_fail: bool = False,
+        hard_fail: bool = False,
     ) -> None:
         java = shutil.which("java")
         if java is None:
@@ -265,6 +271,7 @@ class JavaServer:
         # Java has no CRL-only switch here: without OCSP it is the platform's plain PKIX.
         options = [_responder(pki, ocsp)] if ocsp else []
         options += ["--soft-fail"] if soft_fail else []
+        options += ["--hard-fail"] if hard_fail else []
         self.process = subprocess.Popen(
             [
                 java, str(DEPLOY / "clients" / "MyCertService.java"), str(port),
@@ -566,6 +573,7 @@ WHEN_DOWN = {
     ("python-ssl", False): (False, False),  # hard fail (the kit's default)
     ("python-ssl", True): (True, False),  # --ocsp-soft-fail: the CRL alone decides
     ("java", False): (True, False),  # OCSP fails over to the CRL file
+    ("java", True): (False, False),  # --hard-fail (NO_FALLBACK): everyone refused
 }
 
 
@@ -577,7 +585,8 @@ def test_when_mycerts_ocsp_cannot_be_reached(kind: str, soft_fail: bool, pki: Pk
     crl_publish(now=timezone.now())
     pki.refresh()  # the installed CRL lists it
     down = f"http://127.0.0.1:{free_port()}/pki/ocsp/"  # nothing listens there
-    options = {"soft_fail": True} if soft_fail else {}
+    # The flag: Python's --ocsp-soft-fail; Java's --hard-fail (its default falls back).
+    options = {("hard_fail" if kind == "java" else "soft_fail"): True} if soft_fail else {}
     server = OCSP_SERVERS[kind](pki, free_port(), down, **options)
     try:
         valid_accepted, revoked_accepted = WHEN_DOWN[kind, soft_fail]
