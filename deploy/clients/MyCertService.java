@@ -2,7 +2,7 @@
 // revocation checking of the whole path, OCSP first and the CRL file as fallback.
 //
 //   java MyCertService.java PORT SERVER_CERT.pem SERVER_KEY.pem MYCERT_CA.pem MYCERT_CRLS.pem \
-//       [OCSP_URL] [--soft-fail]
+//       [OCSP_URL] [--soft-fail | --hard-fail]
 //
 // Java 17 (single-file source launch; the JDK's com.sun.net.httpserver). MYCERT_CA.pem is
 // MyCert's root then issuing CA; MYCERT_CRLS.pem their CRLs, kept fresh by
@@ -17,6 +17,10 @@
 //  - OCSP first; if no answer can be had (responder down, tryLater), the CRL of the file
 //    (no NO_FALLBACK): a revoked certificate listed there is still refused;
 //  - hard fail (no SOFT_FAIL) when neither gives a status; --soft-fail accepts then.
+//  - --hard-fail (NO_FALLBACK): OCSP only, no CRL fallback. While MyCert answers tryLater
+//    (a revocation committed, its answer being signed: normally under a second) the
+//    fallback decides on the installed CRL, which does not list it yet; --hard-fail
+//    refuses instead. The agency recommends it for prescriptions.
 import com.sun.net.httpserver.HttpsConfigurator;
 import com.sun.net.httpserver.HttpsExchange;
 import com.sun.net.httpserver.HttpsParameters;
@@ -66,12 +70,13 @@ import javax.security.auth.x500.X500Principal;
 public class MyCertService {
     public static void main(String[] args) throws Exception {
         if (args.length < 5) {
-            System.err.println("usage: java MyCertService.java PORT SERVER_CERT SERVER_KEY MYCERT_CA MYCERT_CRLS [OCSP_URL] [--soft-fail]");
+            System.err.println("usage: java MyCertService.java PORT SERVER_CERT SERVER_KEY MYCERT_CA MYCERT_CRLS [OCSP_URL] [--soft-fail | --hard-fail]");
             System.exit(2);
         }
         int port = Integer.parseInt(args[0]);
         URI ocsp = args.length > 5 && !args[5].startsWith("--") ? URI.create(args[5]) : null;
         boolean softFail = List.of(args).contains("--soft-fail");
+        boolean noFallback = List.of(args).contains("--hard-fail");
         // A responder that does not answer: fall back to the CRL after 5 s (default 15).
         System.setProperty("com.sun.security.ocsp.timeout", "5");
         // A resumed TLS session is not checked again: no stateless tickets, and session
@@ -79,7 +84,7 @@ public class MyCertService {
         System.setProperty("jdk.tls.server.enableSessionTicketExtension", "false");
 
         SSLContext tls = SSLContext.getInstance("TLS");
-        ReloadingTrustManager trust = new ReloadingTrustManager(Path.of(args[3]), Path.of(args[4]), ocsp, softFail);
+        ReloadingTrustManager trust = new ReloadingTrustManager(Path.of(args[3]), Path.of(args[4]), ocsp, softFail, noFallback);
         tls.init(serverKeys(Path.of(args[1]), Path.of(args[2])), new TrustManager[] {trust}, null);
         tls.getServerSessionContext().setSessionTimeout(60);
 
@@ -137,14 +142,16 @@ public class MyCertService {
         private final Path crlFile;
         private final URI ocsp;
         private final boolean softFail;
+        private final boolean noFallback;
         private volatile long loadedStamp = -1;
         private volatile X509ExtendedTrustManager current;
 
-        ReloadingTrustManager(Path caFile, Path crlFile, URI ocsp, boolean softFail) throws Exception {
+        ReloadingTrustManager(Path caFile, Path crlFile, URI ocsp, boolean softFail, boolean noFallback) throws Exception {
             this.caFile = caFile;
             this.crlFile = crlFile;
             this.ocsp = ocsp;
             this.softFail = softFail;
+            this.noFallback = noFallback;
             current();
         }
 
@@ -194,6 +201,9 @@ public class MyCertService {
             EnumSet<PKIXRevocationChecker.Option> options = EnumSet.noneOf(PKIXRevocationChecker.Option.class);
             if (softFail) {
                 options.add(PKIXRevocationChecker.Option.SOFT_FAIL);
+            }
+            if (noFallback) {
+                options.add(PKIXRevocationChecker.Option.NO_FALLBACK);
             }
             revocation.setOptions(options);
             parameters.addCertPathChecker(revocation);

@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -142,8 +143,12 @@ class NginxServer:
                 "/etc/ssl/service/server.key": str(pki.server_key),
                 "/etc/ssl/mycert/mycert-ca.pem": str(pki.ca_file),
                 "/etc/ssl/mycert/mycert-crls.pem": str(pki.crl_file),
-                SHIPPED_RESPONDER: _responder(pki, ocsp),
                 "ssl_ocsp on;": "ssl_ocsp on;" if ocsp else "ssl_ocsp off;",
+                # The loopback proxy to MyCert's responder.
+                "127.0.0.1:8079": f"127.0.0.1:{free_port()}",
+                "proxy_pass http://mycert.esante.lu;": (
+                    f"proxy_pass {_responder(pki, ocsp).removesuffix('/pki/ocsp/')};"
+                ),
             },
         )
         self.nginx.start(site, port)
@@ -247,7 +252,13 @@ class JavaServer:
     """deploy/clients/MyCertService.java: PKIX, OCSP for the whole path, CRL fallback."""
 
     def __init__(
-        self, pki: Pki, port: int, ocsp: str | bool = True, *, soft_fail: bool = False
+        self,
+        pki: Pki,
+        port: int,
+        ocsp: str | bool = True,
+        *,
+        soft_fail: bool = False,
+        hard_fail: bool = False,
     ) -> None:
         java = shutil.which("java")
         if java is None:
@@ -260,6 +271,7 @@ class JavaServer:
         # Java has no CRL-only switch here: without OCSP it is the platform's plain PKIX.
         options = [_responder(pki, ocsp)] if ocsp else []
         options += ["--soft-fail"] if soft_fail else []
+        options += ["--hard-fail"] if hard_fail else []
         self.process = subprocess.Popen(
             [
                 java, str(DEPLOY / "clients" / "MyCertService.java"), str(port),
@@ -561,6 +573,7 @@ WHEN_DOWN = {
     ("python-ssl", False): (False, False),  # hard fail (the kit's default)
     ("python-ssl", True): (True, False),  # --ocsp-soft-fail: the CRL alone decides
     ("java", False): (True, False),  # OCSP fails over to the CRL file
+    ("java", True): (False, False),  # --hard-fail (NO_FALLBACK): everyone refused
 }
 
 
@@ -572,7 +585,8 @@ def test_when_mycerts_ocsp_cannot_be_reached(kind: str, soft_fail: bool, pki: Pk
     crl_publish(now=timezone.now())
     pki.refresh()  # the installed CRL lists it
     down = f"http://127.0.0.1:{free_port()}/pki/ocsp/"  # nothing listens there
-    options = {"soft_fail": True} if soft_fail else {}
+    # The flag: Python's --ocsp-soft-fail; Java's --hard-fail (its default falls back).
+    options = {("hard_fail" if kind == "java" else "soft_fail"): True} if soft_fail else {}
     server = OCSP_SERVERS[kind](pki, free_port(), down, **options)
     try:
         valid_accepted, revoked_accepted = WHEN_DOWN[kind, soft_fail]
@@ -617,3 +631,35 @@ def test_nginx_refuses_a_leaf_of_a_revoked_issuing_ca(
         finally:
             with_crls.stop()
             with_ocsp.stop()
+
+
+# When MyCert's OCSP takes the connection and never answers (a black hole: a hung web
+# host, a dropping firewall): (server) → (valid accepted?, seconds it takes at most).
+WHEN_SILENT = {
+    # nginx's ssl_ocsp has no timeout of its own (without the shipped proxy the handshake
+    # hangs until the client gives up: curl's 20 s); the proxy's proxy_read_timeout 5 s.
+    "nginx": (False, 15.0),
+    "apache": (False, 15.0),  # SSLOCSPResponderTimeout 5, then refused
+    "python-ssl": (False, 15.0),  # --ocsp-timeout 5, then refused
+    "java": (True, 40.0),  # ocsp.timeout 5 s per certificate of the path, then the CRL decides
+}
+
+
+@pytest.mark.parametrize("kind", list(WHEN_SILENT))
+def test_when_mycerts_ocsp_does_not_answer(kind: str, pki: Pki) -> None:
+    valid = keystores.issue()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # the kernel completes the TCP handshake; nobody ever reads
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/pki/ocsp/"
+        server = OCSP_SERVERS[kind](pki, free_port(), url)
+        try:
+            accepted, at_most = WHEN_SILENT[kind]
+            started = time.monotonic()
+            answer = curl(server.url, pki, valid, "valid")
+            took = time.monotonic() - started
+            assert answer.accepted is accepted, answer.output + server.log()[-3000:]
+            assert took <= at_most, f"{kind} took {took:.1f} s"
+            print(f"[{kind}] silent responder: accepted={answer.accepted} after {took:.1f} s")
+        finally:
+            server.stop()

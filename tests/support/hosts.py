@@ -28,6 +28,9 @@ def public_ca_copy(source: Path, target: Path) -> Path:
     for name in PUBLIC_CA_FILES:
         if (source / name).exists():
             shutil.copyfile(source / name, target / name)
+    # The root's OCSP answers on the issuing CA, copied with root.crl (docs/deploy.md §4).
+    if (source / "root-ocsp").is_dir():
+        shutil.copytree(source / "root-ocsp", target / "root-ocsp", dirs_exist_ok=True)
     return target
 
 
