@@ -1,6 +1,7 @@
 """The reference pipeline: cryptography alone, no MyCert code, no database.
 
-Key generation, the same certificate profile (extensions of DESIGN.md §3) signed by the
+Key generation, the same certificate profile (extensions of docs/architecture.md « The certificate
+profile ») signed by the
 same issuing CA key object, and the same PKCS#12 settings (PBES2 AES-256-CBC, PBKDF2
 10,000 rounds, HMAC-SHA-256 MAC, key + leaf + issuing + root), and the same slow hash of
 a revocation code that MyCert stores for each certificate (scrypt N=2^14, r=8, p=1;

@@ -481,7 +481,8 @@ def run(
     body = folder / "ocsp-request.der"
     body.write_bytes(bytes.fromhex(bodies.read_text().split()[0]))
 
-    # The web host holds no secret (DESIGN.md §8): no CA passphrase, no outbox key.
+    # The web host holds no secret (docs/architecture.md « Hosts and trust boundaries »): no CA
+    # passphrase, no outbox key.
     server = server or Gunicorn(ctx.env, workers=2, worker_class="sync", extra_env=WEB_HOST_ENV)
     responder = OcspResponder(ctx.env, workers=2, extra_env=WEB_HOST_ENV)
     connections = 8

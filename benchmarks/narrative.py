@@ -385,7 +385,8 @@ def remains(data: dict[str, Any]) -> list[str]:
         "- *OCSP*: answers are stored and served as bytes (§3); what remains per request is "
         "gunicorn's Python HTTP parsing and one PostgreSQL round trip. An in-process cache "
         'of answers would remove the round trip but could serve "good" after a committed '
-        "revocation (DESIGN §5), so it was not done."
+        "revocation (docs/architecture.md « Publication: the CRL and pre-signed OCSP »), so it "
+        "was not done."
     )
     crl_missed = any(f["key"] == "crl.100000.crl_publish" for f in missed)
     if crl100 and crl_missed:

@@ -1,6 +1,6 @@
 """MyCert settings: one entry point, read from the environment with django-environ.
 
-Every operator-facing name is listed in DESIGN.md §2 and the README. Embedded defaults
+Every operator-facing name is listed in the README (« Configuration »). Embedded defaults
 (SQLite, a filesystem Celery broker, state under ``var/``) let the service run with no
 server; production sets ``DATABASE_URL``, ``CELERY_BROKER_URL`` and ``EMAIL_URL``.
 """
@@ -374,7 +374,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
-    # Retry back-off stays far below Redis's visibility timeout (DESIGN.md §7).
+    # Retry back-off stays far below Redis's visibility timeout (docs/architecture.md « Known
+    # pitfalls »).
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -43,7 +43,8 @@ _CA_HINTS = {
 def holds_ca_secrets() -> bool:
     """Whether this host is given a secret to open CA keys: a worker, not a web host.
 
-    Web hosts hold only the public CA files (DESIGN.md §8); their checks stop there, so
+    Web hosts hold only the public CA files (docs/architecture.md « Hosts and trust boundaries »);
+    their checks stop there, so
     `check --deploy` passes on them without a passphrase, PIN or outbox key.
     """
     return any(

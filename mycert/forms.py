@@ -1,4 +1,4 @@
-"""The request form (DESIGN.md §1), in the agency's own words."""
+"""The request form (docs/architecture.md « The request's life »), in the agency's own words."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ through Authlib's Django client. Authlib verifies the ID token's signature, ``ex
 only indirectly (through ``azp``), so both are pinned here to the configured issuer and
 client id (OIDC Core §3.1.3.7 steps 2–3), once in Authlib's claim options and once again
 explicitly. Who may log in (``acr``, the professional identifier) is decided from the
-signed ID token alone, never from userinfo (DESIGN.md §2).
+signed ID token alone, never from userinfo (docs/architecture.md « Roles »).
 
 Nothing here writes to the database: ``mycert.services.professionals`` does that.
 """

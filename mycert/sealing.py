@@ -1,8 +1,10 @@
 """Seal the outbox's secret payloads (keystore, password) at rest.
 
 They wait in the database only until their e-mail is accepted, then are wiped
-(ETSI EN 319 411-1, DESIGN.md §4). Fernet (AES-128-CBC + HMAC-SHA256) with the key in
-``MYCERT_OUTBOX_KEY``, which only workers hold (DESIGN.md §8): web hosts neither seal
+(ETSI EN 319 411-1, docs/architecture.md « Delivery: the outbox »). Fernet (AES-128-CBC +
+HMAC-SHA256) with the key in
+``MYCERT_OUTBOX_KEY``, which only workers hold (docs/architecture.md « Hosts and trust boundaries
+»): web hosts neither seal
 nor unseal (issuance and sending run on workers), so they start and serve without it.
 
 Outside ``DJANGO_DEBUG`` the key is required at first use; it is never derived from

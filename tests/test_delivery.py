@@ -461,7 +461,8 @@ def relay_connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
 
 
 def test_partial_refusal_is_a_failure(smtp_settings: TestSmtpServer) -> None:
-    """Django's backend would report success here (DESIGN.md §7); MyCert does not."""
+    """Django's backend would report success here (docs/architecture.md « Known pitfalls »); MyCert
+    does not."""
     smtp_settings.refuse_recipient("refused@example.lu", code=550)
     message = _keystore_mail(to="accepted@example.lu", message_id="<p1@esante.lu>")
     message.to.append("refused@example.lu")

@@ -80,7 +80,8 @@ def test_healthz_never_needs_nor_shows_the_passphrase(
 ) -> None:
     text = client.get("/healthz").content.decode()
     assert settings.MYCERT_CA_KEY_PASSPHRASE not in text
-    # Web hosts hold no key (DESIGN.md §8): their CA check reads public files only.
+    # Web hosts hold no key (docs/architecture.md « Hosts and trust boundaries »): their CA check
+    # reads public files only.
     wrong = "wrong-" + secrets.token_hex(8)
     settings.MYCERT_CA_KEY_PASSPHRASE = wrong
     ca_store.clear_cache()

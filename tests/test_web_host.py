@@ -1,4 +1,5 @@
-"""A web host holds no secret (DESIGN.md §8): it starts, checks clean and seals nothing.
+"""A web host holds no secret (docs/architecture.md « Hosts and trust boundaries »): it starts,
+checks clean and seals nothing.
 
 Workers alone hold the CA keys' secrets and the outbox key; the outbox key is required
 outside debug and never derived from DJANGO_SECRET_KEY, which every web host holds.

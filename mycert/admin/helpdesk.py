@@ -1,4 +1,4 @@
-"""The helpdesk's admin (DESIGN.md §2, §5, §6).
+"""The helpdesk's admin (docs/architecture.md « Roles », « Revocation », « The audit trail »).
 
 Nothing is ever deleted, by anyone: no delete permission on any MyCert model, and the
 site-wide ``delete_selected`` action is gone. Crypto and status fields are read-only;
@@ -179,7 +179,7 @@ class VendorAdmin(NoDeleteAdmin):
     """Vendors: the helpdesk views them; only superusers add or change them.
 
     A vendor decides where copies of keystores and passwords go, so a change is not a
-    helpdesk task whatever permissions a group holds (DESIGN.md §2). Saving goes
+    helpdesk task whatever permissions a group holds (docs/architecture.md « Roles »). Saving goes
     through the vendor services, which pin the key, write the audit trail and alert the
     security officer.
     """
@@ -401,7 +401,8 @@ class RevocationForm(forms.Form):
         ),
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
-    # Who asked is part of the revocation's record (DESIGN.md §5: who, when, why).
+    # Who asked is part of the revocation's record (docs/architecture.md « Revocation »: who, when,
+    # why).
     comment = forms.CharField(
         label=_("Comment"),
         max_length=2000,

@@ -1,6 +1,7 @@
 """OpenPGP through GnuPG (python-gnupg): check a vendor's public key, encrypt to it.
 
-The only module that imports ``gnupg`` (DESIGN.md §7: depend on ``python-gnupg``, never
+The only module that imports ``gnupg`` (docs/architecture.md « Known pitfalls »: depend on
+``python-gnupg``, never
 on the unrelated PyPI package of the same import name). :class:`OpenPgp` reads no Django
 setting: the caller passes the GnuPG home, the binary and the time. :func:`openpgp` is
 the one place that reads them (``MYCERT_GNUPG_HOME``, ``MYCERT_GPG_BINARY``), for the

@@ -1,7 +1,8 @@
 """Hand one e-mail to the SMTP relay and classify what went wrong.
 
 Django's SMTP backend reports success when the relay refuses only some recipients
-(``smtplib.SMTP.sendmail`` returns them instead of raising; DESIGN.md §7), so the
+(``smtplib.SMTP.sendmail`` returns them instead of raising; docs/architecture.md « Known pitfalls
+»), so the
 message is sent here on the backend's connection and the refusals are checked.
 Reply codes follow RFC 5321 §4.2.1: 4yz is a transient failure (try again later), 5yz
 a permanent one.

@@ -12,7 +12,8 @@ HELPDESK_PERMISSIONS = [
     ("mycert", "view_delivery"),
     ("mycert", "change_delivery"),  # the "retry" action
     # View only: a vendor decides where copies of keystores go, so only superusers add
-    # or change vendors (DESIGN.md §2). Databases migrated while this list still held
+    # or change vendors (docs/architecture.md « Roles »). Databases migrated while this list still
+    # held
     # add_vendor and change_vendor lose them in 0007_security_hardening.
     ("mycert", "view_vendor"),
     ("mycert", "view_professional"),

@@ -1,6 +1,7 @@
 """Security hardening: vendors are view-only for the helpdesk; audit links name their scheme.
 
-- The ``Helpdesk`` group loses ``add_vendor`` and ``change_vendor`` (DESIGN.md §2 gives it
+- The ``Helpdesk`` group loses ``add_vendor`` and ``change_vendor`` (docs/architecture.md « Roles »
+gives it
   view only): a vendor decides where copies of keystores go, so only superusers change
   vendors, through ``mycert.services.vendors``.
 - ``AuditEvent.hash_scheme``: every event already written is a plain SHA-256 link; new

@@ -1,4 +1,5 @@
-"""The transactional outbox: one ``Delivery`` row per e-mail (DESIGN.md §4).
+"""The transactional outbox: one ``Delivery`` row per e-mail (docs/architecture.md « Delivery: the
+outbox »).
 
 Rows are written in the issuer's transaction, so a certificate never exists without
 its e-mails nor the reverse. Only row ids cross the broker; the keystore and the

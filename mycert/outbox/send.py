@@ -30,7 +30,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Exponential back-off after a temporary failure: 30 s, 1 min, 2 min … capped at
-#: 30 min, far below Redis's 1 h visibility timeout (DESIGN.md §7), so a retry task
+#: 30 min, far below Redis's 1 h visibility timeout (docs/architecture.md « Known pitfalls »), so a
+#: retry task
 #: is never redelivered by the broker while it waits. The base is the setting
 #: ``MYCERT_DELIVERY_BACKOFF_SECONDS`` (30; fault tests shorten it); this is its default.
 BACKOFF_BASE = timedelta(seconds=30)
@@ -206,7 +207,8 @@ def _clear_copy_refusal(delivery: Delivery) -> str:
     """Why this vendor copy may not leave unencrypted (empty: it may leave).
 
     A copy in clear puts the keystore and its password in the same mailbox, which
-    undoes the two-e-mail split (DESIGN.md §1). The form offers keyless vendors only
+    undoes the two-e-mail split (docs/architecture.md « The request's life »). The form offers
+    keyless vendors only
     with the policy off, but a request made before the policy, or before an upgrade,
     reaches the outbox with no key pinned: it is judged by today's policy, here.
     """
@@ -539,7 +541,8 @@ def _record_failure(
     if refused:
         _refuse_waiting_copy(delivery, now)
         # Off the database too (logs are shipped off the host): the row could be
-        # rewritten, the log line cannot. Ids only, never the address (DESIGN.md §7).
+        # rewritten, the log line cannot. Ids only, never the address (docs/architecture.md « Known
+        # pitfalls »).
         logger.error(
             "delivery %s REFUSED: its vendor %s address or OpenPGP key is not the one "
             "confirmed on this worker host",

@@ -130,7 +130,8 @@ def build_crl(
     revoked = [_revoked_certificate(entry) for entry in listed]
 
     # The whole list goes to the constructor: add_revoked_certificate() copies the
-    # list each call, which is quadratic (~8 s for 100k entries, DESIGN.md §7).
+    # list each call, which is quadratic (~8 s for 100k entries, docs/architecture.md « Known
+    # pitfalls »).
     builder = x509.CertificateRevocationListBuilder(
         issuer_name=issuer.certificate.subject,
         last_update=this_update,

@@ -41,7 +41,7 @@ _RSA_PUBLIC_EXPONENT = 65537
 
 
 class KeyType(StrEnum):
-    """Key algorithms MyCert issues (DESIGN.md §3)."""
+    """Key algorithms MyCert issues (docs/architecture.md « The certificate profile »)."""
 
     RSA_2048 = "rsa-2048"
     RSA_3072 = "rsa-3072"

@@ -29,7 +29,8 @@ KEYSTORE_PASSWORD_ALPHABET = "".join(
 )
 _GROUP_LENGTH = 4
 _GROUPS = 6
-# 24 symbols x log2(56) = 139 bits: above the 128-bit floor (DESIGN.md §3), with
+# 24 symbols x log2(56) = 139 bits: above the 128-bit floor (docs/architecture.md « The certificate
+# profile »), with
 # whole groups of four for reading aloud or copying from the second e-mail.
 KEYSTORE_PASSWORD_ENTROPY_BITS = math.floor(
     _GROUPS * _GROUP_LENGTH * math.log2(len(KEYSTORE_PASSWORD_ALPHABET))

@@ -1,4 +1,5 @@
-"""The professional's client certificate profile (DESIGN.md §3, RFC 5280 §4.2)."""
+"""The professional's client certificate profile (docs/architecture.md « The certificate profile »,
+RFC 5280 §4.2)."""
 
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def _require_public_key(public_key: object) -> PublicKey:
 
 def _subject(identity: ProfessionalIdentity, profile: ProfessionalProfile) -> x509.Name:
     # The subject names the person and their professional identifier, never the
-    # national identification number (DESIGN.md §3).
+    # national identification number (docs/architecture.md « The certificate profile »).
     return x509.Name(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, profile.country),

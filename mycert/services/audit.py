@@ -1,4 +1,4 @@
-"""The append-only, chained audit trail (DESIGN.md §6).
+"""The append-only, chained audit trail (docs/architecture.md « The audit trail »).
 
 Each event carries the hash of the one before it. Two schemes coexist in one chain:
 

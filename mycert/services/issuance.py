@@ -57,7 +57,7 @@ class IssueOutcome:
 
 
 def professional_profile() -> ProfessionalProfile:
-    """The certificate profile from settings (DESIGN.md §3)."""
+    """The certificate profile from settings (docs/architecture.md « The certificate profile »)."""
     return ProfessionalProfile(
         organization=settings.MYCERT_CERT_ORGANIZATION,
         country=settings.MYCERT_CERT_COUNTRY,

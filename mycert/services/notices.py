@@ -1,4 +1,5 @@
-"""Notices to professionals and vendors: revocation and expiry reminders (DESIGN.md §5).
+"""Notices to professionals and vendors: revocation and expiry reminders (docs/architecture.md «
+Revocation »).
 
 Both are outbox rows (``mycert.outbox``) with an idempotency key, so a
 notice exists at most once whatever runs twice: ``revocation:<certificate>:<recipient>``

@@ -1,6 +1,7 @@
 """OCSP answers signed ahead by workers, served as stored bytes by web hosts (RFC 5019).
 
-Web hosts hold no key (DESIGN.md §8): they cannot sign an answer on demand, so every
+Web hosts hold no key (docs/architecture.md « Hosts and trust boundaries »): they cannot sign an
+answer on demand, so every
 certificate's answer is signed before anyone asks, for each CertID hash algorithm
 clients use (``PRESIGNED_HASHES``), and stored in ``OcspResponse``:
 

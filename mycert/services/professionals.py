@@ -77,7 +77,8 @@ def _profile_from_claims(claims: Mapping[str, Any], *, sub: str) -> _Profile:
     for claim in ("given_name", "family_name"):
         value = claims.get(claim)
         if not isinstance(value, str) or not value.strip() or len(value.strip()) > _NAME_MAX_LENGTH:
-            # Both names go into the certificate's subject (DESIGN.md §3).
+            # Both names go into the certificate's subject (docs/architecture.md « The certificate
+            # profile »).
             raise LoginRefused(RefusalCode.INVALID_PROFILE, claim, sub=sub)
         names.append(" ".join(value.split()))
     return _Profile(given_name=names[0], family_name=names[1], email=email)

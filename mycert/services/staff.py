@@ -1,6 +1,7 @@
 """The helpdesk's own accounts in the audit trail: sign-ins, failed sign-ins, admin changes.
 
-DESIGN.md §6 asks for every admin change. MyCert's own models are audited by their
+docs/architecture.md « The audit trail » asks for every admin change. MyCert's own models are
+audited by their
 services; what Django and django-otp's admin pages change (users, groups, TOTP devices)
 is taken from the admin's ``LogEntry``, written in the same transaction as the change
 with the staff member who made it and the names of the changed fields (never their

@@ -1,11 +1,13 @@
-"""Vendors ("éditeurs") and their OpenPGP keys (DESIGN.md §2, §4).
+"""Vendors ("éditeurs") and their OpenPGP keys (docs/architecture.md « Roles », « Delivery: the
+outbox »).
 
 A key is checked when it is entered (one public key, not expired or revoked, able to
 encrypt) and its fingerprint pinned; the vendor's deliveries are encrypted to that
 fingerprint only. The admin form and ``manage.py add_vendor`` both come here.
 
 Vendors decide where copies of keystores and passwords go: only superusers add or
-change them (the helpdesk only views them, DESIGN.md §2), every change is audited, and
+change them (the helpdesk only views them, docs/architecture.md « Roles »), every change is
+audited, and
 the agency's security officer gets an e-mail (``MYCERT_SECURITY_EMAIL``).
 
 A row is only a proposal to the workers (issue 20 §3): they send a vendor's copies only
@@ -241,7 +243,7 @@ def vendor_key_misses_address(vendor: Vendor, *, now: datetime) -> bool:
 
 
 def vendors_offered(*, now: datetime) -> QuerySet[Vendor]:
-    """Vendors a professional may choose on the form (DESIGN.md §1).
+    """Vendors a professional may choose on the form (docs/architecture.md « The request's life »).
 
     With ``MYCERT_VENDOR_COPY_REQUIRES_PGP`` (the default), only vendors whose copies
     can be encrypted: a copy in clear would put the keystore and its password in the

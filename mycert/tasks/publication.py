@@ -14,7 +14,7 @@ __all__ = ["publish_crl", "refresh_ocsp_responses", "renew_ocsp_responder", "sig
 
 # A revocation's CRL must not wait for the hourly run because of a passing failure (a
 # database restart, a lock timeout): retried with back-off, well below the broker's
-# visibility timeout (DESIGN.md §7).
+# visibility timeout (docs/architecture.md « Known pitfalls »).
 @shared_task(
     name="mycert.tasks.publish_crl",
     acks_late=True,

@@ -130,7 +130,7 @@ def test_revoke_click_reaches_crl_and_ocsp(
     assert done.status_code == 302
 
     # A worker signs the revoked answer once the revocation commits; until it is stored
-    # the web answers tryLater, never "good" (DESIGN.md §5).
+    # the web answers tryLater, never "good" (docs/architecture.md « Revocation »).
     revoked = _poll_until_revoked(ocsp_url, certificate)
     ocsp_seconds = revoked - clicked
     answer = _ocsp_status(ocsp_url, leaf, ca_dir)

@@ -1,4 +1,5 @@
-"""Two "hosts" (DESIGN.md §8): a web server holding no secret, a worker holding the keys.
+"""Two "hosts" (docs/architecture.md « Hosts and trust boundaries »): a web server holding no
+secret, a worker holding the keys.
 
 The web is gunicorn, started from an environment built from nothing: the database, the
 broker, DJANGO_SECRET_KEY and a CA folder with the public files only (root.pem,

@@ -1,4 +1,5 @@
-"""mycert.pki.profile: the professional's client certificate (DESIGN.md §3)."""
+"""mycert.pki.profile: the professional's client certificate (docs/architecture.md « The
+certificate profile »)."""
 
 from __future__ import annotations
 

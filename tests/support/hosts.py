@@ -1,4 +1,5 @@
-"""The two host roles of DESIGN.md §8 as environments: a web host holds no secret.
+"""The two host roles of docs/architecture.md « Hosts and trust boundaries » as environments: a web
+host holds no secret.
 
 One place builds each role's environment, so a test can run the same journey with the
 worker's keys in files or (``MYCERT_CA_BACKEND=pkcs11``) in a token.
@@ -12,7 +13,7 @@ from pathlib import Path
 #: The CA files a web host gets: certificates and the root's CRL, never a key.
 PUBLIC_CA_FILES = ("root.pem", "issuing.pem", "ocsp.pem", "root.crl")
 
-#: Variables only workers may hold (DESIGN.md §8).
+#: Variables only workers may hold (docs/architecture.md « Hosts and trust boundaries »).
 WORKER_SECRETS = (
     "MYCERT_CA_KEY_PASSPHRASE",
     "MYCERT_OCSP_KEY_PASSPHRASE",

@@ -27,8 +27,8 @@ _HEAD = re.compile(
 
 class Command(BaseCommand):
     help = (
-        "Verify the audit trail (DESIGN.md §6): every link, keyed (HMAC with "
-        "MYCERT_AUDIT_KEY) or, for events written before the key, plain SHA-256; then "
+        "Verify the audit trail (docs/architecture.md « The audit trail »): every link, "
+        "keyed (HMAC with MYCERT_AUDIT_KEY) or, for events written before the key, plain SHA-256; then "
         "that the chain still reaches the last head exported outside the database "
         "(MYCERT_AUDIT_HEAD_FILE, --head-file, or --head from the log), so a cut tail "
         "is reported, and that the first keyed event pinned there is still keyed, so a "
