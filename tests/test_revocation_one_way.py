@@ -281,6 +281,9 @@ def test_a_new_issuing_ca_starts_its_own_series_after_a_rollover(
         country="LU",
         key_type=KeyType.EC_P256,
         now=timezone.now(),
+        # The root key offline, under its own passphrase, as every test CA's.
+        root_passphrase=b"the-new-root-s-own-passphrase",
+        root_key_path=tmp_path / "offline-2029" / "root-key.pem",
     )
     settings.MYCERT_CA_DIR = new_ca.directory
     ca_store.clear_cache()
