@@ -186,11 +186,11 @@ def create_ca(key_type: str = "rsa-3072") -> None:
     from django.conf import settings
     from django.utils import timezone
 
-    from mycert import ca_store
+    from mycert import custody
     from mycert.pki import KeyType
 
-    ca_store.create_ca(
-        ca_store.configured_paths(),
+    custody.ca_create(
+        custody.ca_paths(),
         settings.MYCERT_CA_KEY_PASSPHRASE.encode(),
         organization=settings.MYCERT_CERT_ORGANIZATION,
         country=settings.MYCERT_CERT_COUNTRY,

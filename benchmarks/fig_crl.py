@@ -101,9 +101,9 @@ def _openssl_setup(folder: Path) -> Path:
     """An ``openssl ca`` configuration over the issuing CA of the run."""
     from cryptography.hazmat.primitives import serialization
 
-    from mycert import ca_store
+    from mycert import custody
 
-    ca = ca_store.load_ca()
+    ca = custody.ca_load()
     folder.mkdir(parents=True, exist_ok=True)
     key = folder / "issuing-key.pem"
     key.touch(mode=0o600)
@@ -149,7 +149,7 @@ def _openssl_gencrl(config: Path, out: Path) -> bytes:
 def _verify(der: bytes, folder: Path, name: str, serials: set[int]) -> dict[str, Any]:
     from cryptography import x509
 
-    from mycert import ca_store
+    from mycert import custody
 
     path = folder / f"{name}.der"
     path.write_bytes(der)
@@ -170,7 +170,7 @@ def _verify(der: bytes, folder: Path, name: str, serials: set[int]) -> dict[str,
         check=False,
     )
     crl = x509.load_der_x509_crl(der)
-    issuing = ca_store.load_ca().issuing.certificate
+    issuing = custody.ca_load().issuing.certificate
     listed = {entry.serial_number for entry in crl}
     return {
         "openssl_verify_ok": checked.returncode == 0 and "verify OK" in checked.stderr,
@@ -186,7 +186,7 @@ def run(ctx: Context, sizes: tuple[int, ...], runs: int) -> dict[str, Any]:
     from cryptography.hazmat.primitives import hashes, serialization
     from django.utils import timezone
 
-    from mycert import ca_store
+    from mycert import custody
     from mycert.models import Certificate
     from mycert.pki import RevokedEntry, build_crl
     from mycert.pki.ca import authority_key_identifier
@@ -195,7 +195,7 @@ def run(ctx: Context, sizes: tuple[int, ...], runs: int) -> dict[str, Any]:
 
     folder = ctx.env.root / "crl"
     config = _openssl_setup(folder)
-    ca = ca_store.load_ca()
+    ca = custody.ca_load()
     now = timezone.now().replace(microsecond=0)
     existing = Certificate.objects.for_crl(now).count()
     if existing:

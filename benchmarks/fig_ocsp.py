@@ -145,10 +145,10 @@ def _openssl_files(ctx: Context, folder: Path, certificates) -> dict[str, Path]:
 
     from cryptography.hazmat.primitives import serialization
 
-    from mycert import ca_store
+    from mycert import custody
 
-    responder = ca_store.load_ocsp_responder()
-    ca = ca_store.load_ca_certificates()
+    responder = custody.ocsp_responder_load()
+    ca = custody.ca_certificates_load()
     files = {
         "rsigner": folder / "ocsp.pem",
         "rkey": folder / "ocsp-key.pem",
@@ -470,13 +470,13 @@ def _check_nginx(port: int, body: bytes) -> None:
 def run(
     ctx: Context, runs: int, seconds: float, *, server: Gunicorn | None = None
 ) -> dict[str, Any]:
-    from mycert import ca_store
+    from mycert import custody
 
     folder = ctx.env.root / "ocsp"
     folder.mkdir(exist_ok=True)
     ctx.say(f"OCSP: issuing {CERTIFICATES} certificates to ask about")
     certificates = _certificates(ctx, CERTIFICATES)
-    issuer = ca_store.load_ca_certificates().issuing
+    issuer = custody.ca_certificates_load().issuing
     bodies = _requests_file(folder, certificates, issuer)
     body = folder / "ocsp-request.der"
     body.write_bytes(bytes.fromhex(bodies.read_text().split()[0]))
@@ -718,11 +718,11 @@ def _revocation_latencies(ctx: Context, count: int) -> list[float]:
     from django.utils import timezone
 
     from benchmarks.procs import Workers
-    from mycert import ca_store
+    from mycert import custody
     from mycert.models import Certificate
     from mycert.services.revocation import certificate_revoke
 
-    issuer = ca_store.load_ca_certificates().issuing
+    issuer = custody.ca_certificates_load().issuing
     fresh = [c for c, revoked in _certificates(ctx, count + 1) if not revoked]
     workers = Workers(ctx.env, count=1, concurrency=1, pool="solo")
     workers.start()

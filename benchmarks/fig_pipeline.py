@@ -56,9 +56,9 @@ def _requests(count: int, key_type: str, vendor) -> list[int]:
 
 
 def bare_issuer(base_url: str) -> bare.BareIssuer:
-    from mycert import ca_store
+    from mycert import custody
 
-    ca = ca_store.load_ca()
+    ca = custody.ca_load()
     return bare.BareIssuer(
         certificate=ca.issuing.certificate,
         private_key=ca.issuing.private_key,

@@ -30,9 +30,9 @@ def bare_two_processes(ctx: Context, key_type: str, per_process: int) -> float:
     from cryptography.hazmat.primitives import serialization
 
     from benchmarks.env import BASE_DIR
-    from mycert import ca_store
+    from mycert import custody
 
-    ca = ca_store.load_ca()
+    ca = custody.ca_load()
     folder = ctx.env.root / "bare"
     folder.mkdir(exist_ok=True)
     key = folder / "issuing-key.pem"

@@ -41,7 +41,7 @@ def run(ctx: Context, count: int) -> dict[str, Any]:
     from django.utils import timezone
 
     from benchmarks.procs import Gunicorn, Workers
-    from mycert import ca_store
+    from mycert import custody
     from mycert.services.publication import crl_publish
     from mycert.services.revocation import certificate_revoke
     from tests.integration.test_relying_parties import (
@@ -65,7 +65,7 @@ def run(ctx: Context, count: int) -> dict[str, Any]:
     directory.chmod(0o755)
     servers: dict[str, Any] = {}
     try:
-        paths = ca_store.configured_paths()
+        paths = custody.ca_paths()
         ca_file = directory / "mycert-ca.pem"
         ca_file.write_bytes(paths.root_cert.read_bytes() + paths.issuing_cert.read_bytes())
         server_cert, server_key = server_certificate(directory)

@@ -163,13 +163,13 @@ def _standalone(requests: int, show: bool) -> dict[str, dict[str, float]]:
     from django.utils import timezone
 
     from benchmarks.env import gpg
-    from mycert import ca_store
+    from mycert import custody
     from mycert.mail.sink import MailSink
     from mycert.pki import KeyType
     from mycert.services.vendors import vendor_add_confirmed
 
-    ca_store.create_ca(
-        ca_store.configured_paths(),
+    custody.ca_create(
+        custody.ca_paths(),
         settings.MYCERT_CA_KEY_PASSPHRASE.encode(),
         organization="Agence eSanté",
         country="LU",

@@ -33,7 +33,7 @@ urlpatterns = [
     path("oidc/callback/", auth.callback, name="oidc-callback"),
     path("oidc/logout/", auth.logout, name="oidc-logout"),
     path("login/refused/<slug:reason>/", auth.refused, name="login-refused"),
-    # The addresses written into certificates (mycert.ca_store): CRL DP and AIA.
+    # The addresses written into certificates (mycert.custody.addresses): CRL DP and AIA.
     path("pki/crl/issuing.crl", pki.crl, name="pki-crl"),
     path("pki/crl/root.crl", pki.root_crl, name="pki-root-crl"),
     re_path(

@@ -18,12 +18,12 @@ class MyCertConfig(AppConfig):
 
     def ready(self) -> None:
         # ``checks`` registers the system checks on import.
-        from mycert import ca_store, checks  # noqa: F401
+        from mycert import checks, custody  # noqa: F401
         from mycert.admin import helpdesk  # noqa: F401  (registers the ModelAdmins)
         from mycert.ops import metrics
 
         metrics.connect_task_signals()
-        ca_store.connect_worker_signals()
+        custody.worker_signals_connect()
         from mycert.services.custody import connect_custody_signals
 
         connect_custody_signals()

@@ -15,8 +15,8 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from mycert import ca_store, crl_mark
-from mycert.ca_store import CaStoreError
+from mycert import crl_mark, custody
+from mycert.custody import CustodyError
 from mycert.sealing import outbox_key_problem
 
 _CA_CHECK_IDS = {
@@ -56,23 +56,23 @@ def holds_ca_secrets() -> bool:
 @register("mycert")
 def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """Report a missing CA (warning: fresh install) or a broken one (error)."""
-    weak = ca_store.weak_passphrases()
+    weak = custody.weak_passphrases()
     if weak and not settings.DEBUG:
         return [
             Error(
-                f"{', '.join(weak)} is shorter than {ca_store.MIN_PASSPHRASE_LENGTH} characters.",
+                f"{', '.join(weak)} is shorter than {custody.MIN_PASSPHRASE_LENGTH} characters.",
                 hint="Use a long random passphrase (e.g. `openssl rand -base64 24`), then "
                 "re-encrypt the key files (docs/deploy.md, 'Key custody').",
                 id="mycert.E009",
             )
         ]
-    probe: ca_store.Probe | None = None
+    probe: custody.Probe | None = None
     try:
         if holds_ca_secrets():
-            probe = ca_store.probe_ca()
+            probe = custody.ca_probe()
         else:
-            ca_store.load_ca_certificates()
-    except CaStoreError as exc:
+            custody.ca_certificates_load()
+    except CustodyError as exc:
         if exc.code == "missing":
             return [
                 Warning(
@@ -94,9 +94,9 @@ def check_ca(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> l
     return _root_key_with_the_workers(probe) if probe is not None else []
 
 
-def _root_key_with_the_workers(probe: ca_store.Probe) -> list[CheckMessage]:
+def _root_key_with_the_workers(probe: custody.Probe) -> list[CheckMessage]:
     """A worker must not hold the root key: with it, a compromised worker signs CAs."""
-    if ca_store.root_key_online():
+    if custody.root_key_online():
         return []
     messages: list[CheckMessage] = []
     if probe.root_key_in_token:
@@ -119,7 +119,7 @@ def _root_key_with_the_workers(probe: ca_store.Probe) -> list[CheckMessage]:
             "--root-key (docs/deploy.md, 'The root key offline').",
             id="mycert.E013",
         )
-        for path in ca_store.root_key_files_online(ca_store.configured_paths())
+        for path in custody.root_key_files_online(custody.ca_paths())
     )
     return messages
 

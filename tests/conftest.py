@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from mycert import ca_store
+from mycert import custody
+from mycert.custody import loading
 
 pytest_plugins = [
     "tests.support.oidc_provider",
@@ -27,18 +28,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def _session_ca(tmp_path_factory: pytest.TempPathFactory) -> ca_store.CaPaths:
+def _session_ca(tmp_path_factory: pytest.TempPathFactory) -> custody.CaPaths:
     """Create one CA for the whole run (RSA keys are slow to make)."""
     from django.conf import settings
     from django.utils import timezone
 
     from mycert.pki import KeyType
 
-    paths = ca_store.CaPaths(tmp_path_factory.mktemp("ca") / "ca")
+    paths = custody.CaPaths(tmp_path_factory.mktemp("ca") / "ca")
     original = settings.MYCERT_CA_DIR
     settings.MYCERT_CA_DIR = paths.directory
     try:
-        ca_store.create_ca(
+        custody.ca_create(
             paths,
             settings.MYCERT_CA_KEY_PASSPHRASE.encode(),
             organization="Agence eSanté",
@@ -55,8 +56,8 @@ def _session_ca(tmp_path_factory: pytest.TempPathFactory) -> ca_store.CaPaths:
 
 
 @pytest.fixture(scope="session")
-def _session_ca_opened(_session_ca: ca_store.CaPaths) -> dict[tuple[str, str], object]:
-    """The run's CA as ``ca_store`` caches it once opened.
+def _session_ca_opened(_session_ca: custody.CaPaths) -> dict[tuple[str, str], object]:
+    """The run's CA as ``mycert.custody.loading`` caches it once opened.
 
     Opening a key file costs its 600,000 PBKDF2 rounds (~60 ms, issue 11); every test
     that issues would pay it again after ``clear_cache()``. The entries are keyed by path
@@ -67,27 +68,27 @@ def _session_ca_opened(_session_ca: ca_store.CaPaths) -> dict[tuple[str, str], o
     original = settings.MYCERT_CA_DIR
     settings.MYCERT_CA_DIR = _session_ca.directory
     try:
-        ca_store.clear_cache()
-        ca_store.load_ca()
-        ca_store.load_ca_certificates()
-        ca_store.load_ocsp_responder()
-        return dict(ca_store._loaded)
+        custody.cache_clear()
+        custody.ca_load()
+        custody.ca_certificates_load()
+        custody.ocsp_responder_load()
+        return dict(loading._loaded)
     finally:
-        ca_store.clear_cache()
+        custody.cache_clear()
         settings.MYCERT_CA_DIR = original
 
 
 @pytest.fixture
 def ca(
     settings: Any,
-    _session_ca: ca_store.CaPaths,
+    _session_ca: custody.CaPaths,
     _session_ca_opened: dict[tuple[str, str], object],
-) -> ca_store.CaPaths:
+) -> custody.CaPaths:
     """Point MYCERT_CA_DIR at the run's CA, already opened (a test that changes the
-    passphrase or the backend calls ``ca_store.clear_cache()`` and opens it afresh)."""
+    passphrase or the backend calls ``custody.cache_clear()`` and opens it afresh)."""
     settings.MYCERT_CA_DIR = _session_ca.directory
-    ca_store.clear_cache()
-    ca_store._loaded.update(_session_ca_opened)
+    custody.cache_clear()
+    loading._loaded.update(_session_ca_opened)
     return _session_ca
 
 
@@ -96,7 +97,7 @@ SESSION_ROOT_KEY_PASSPHRASE = "test-root-passphrase-of-its-own"
 
 
 @pytest.fixture
-def offline_root(settings: Any, ca: ca_store.CaPaths) -> Path:
+def offline_root(settings: Any, ca: custody.CaPaths) -> Path:
     """Bring the run's root key, as a ceremony does (``MYCERT_ROOT_KEY_FILE``)."""
     path = ca.directory.parent / "offline" / "root-key.pem"
     settings.MYCERT_ROOT_KEY_FILE = str(path)

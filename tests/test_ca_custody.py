@@ -20,7 +20,7 @@ from django.core.management.base import CommandError, SystemCheckError
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from mycert import ca_store, checks
+from mycert import checks, custody
 from mycert.models import Certificate, OperatorAlert
 from mycert.ops import health
 from mycert.pki import (
@@ -55,8 +55,8 @@ def openssl() -> str:
 @pytest.fixture(scope="module")
 def _file_ca_made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One CA made for the module: each key file costs its 600,000 PBKDF2 rounds."""
-    paths = ca_store.CaPaths(tmp_path_factory.mktemp("file-ca") / "ca")
-    ca_store.create_ca(
+    paths = custody.CaPaths(tmp_path_factory.mktemp("file-ca") / "ca")
+    custody.ca_create(
         paths,
         STRONG.encode(),
         organization="Agence eSanté",
@@ -69,14 +69,14 @@ def _file_ca_made(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def file_ca(settings: Any, tmp_path: Path, _file_ca_made: Path) -> ca_store.CaPaths:
+def file_ca(settings: Any, tmp_path: Path, _file_ca_made: Path) -> custody.CaPaths:
     """A CA of our own in a temporary folder (the ceremonies change it): a copy, modes kept."""
     settings.MYCERT_CA_DIR = tmp_path / "ca"
     settings.MYCERT_CA_KEY_PASSPHRASE = STRONG
     settings.MYCERT_ROOT_KEY_PASSPHRASE = ROOT
     shutil.copytree(_file_ca_made, settings.MYCERT_CA_DIR)
-    ca_store.clear_cache()
-    return ca_store.configured_paths()
+    custody.cache_clear()
+    return custody.ca_paths()
 
 
 @pytest.fixture
@@ -91,15 +91,15 @@ def token_settings(settings: Any, tmp_path: Path, softhsm: SoftHsm) -> Any:
     settings.MYCERT_PKCS11_PIN = softhsm.pin
     settings.MYCERT_CA_DIR = tmp_path / "ca"
     settings.MYCERT_CA_KEY_PASSPHRASE = ""
-    ca_store.clear_cache()
+    custody.cache_clear()
     yield settings
-    ca_store.clear_cache()
+    custody.cache_clear()
 
 
 # --- File keys ----------------------------------------------------------------------------
 
 
-def test_ca_key_files_use_600000_pbkdf2_rounds(file_ca: ca_store.CaPaths, openssl: str) -> None:
+def test_ca_key_files_use_600000_pbkdf2_rounds(file_ca: custody.CaPaths, openssl: str) -> None:
     for path in (file_ca.root_key, file_ca.issuing_key, file_ca.ocsp_key):
         dump = subprocess.run(
             [openssl, "asn1parse", "-in", str(path)], capture_output=True, text=True, check=True
@@ -121,18 +121,18 @@ def test_short_passphrase_refused_in_production(settings: Any, tmp_path: Path) -
     assert not (tmp_path / "ca").exists()
 
 
-def test_ocsp_key_has_its_own_passphrase(settings: Any, file_ca: ca_store.CaPaths) -> None:
+def test_ocsp_key_has_its_own_passphrase(settings: Any, file_ca: custody.CaPaths) -> None:
     settings.MYCERT_OCSP_KEY_PASSPHRASE = "the-responder-s-own-passphrase"
-    ca_store.clear_cache()
+    custody.cache_clear()
     # The existing responder key was written with the CA's passphrase: renewing writes
     # a new key with the responder's own.
     call_command("renew_ocsp_responder")
-    responder = ca_store.load_ocsp_responder()
+    responder = custody.ocsp_responder_load()
     settings.MYCERT_CA_KEY_PASSPHRASE = "not-the-ca-passphrase-anymore!!"
-    ca_store.clear_cache()
-    assert ca_store.load_ocsp_responder().certificate == responder.certificate
-    with pytest.raises(ca_store.CaStoreError):
-        ca_store.load_ca()
+    custody.cache_clear()
+    assert custody.ocsp_responder_load().certificate == responder.certificate
+    with pytest.raises(custody.CustodyError):
+        custody.ca_load()
 
 
 # --- The issuing CA's profile (issue 13) --------------------------------------------------
@@ -140,9 +140,9 @@ def test_ocsp_key_has_its_own_passphrase(settings: Any, file_ca: ca_store.CaPath
 
 @pytest.mark.django_db
 def test_new_issuing_ca_has_policy_and_ca_issuers(
-    client: Any, settings: Any, file_ca: ca_store.CaPaths
+    client: Any, settings: Any, file_ca: custody.CaPaths
 ) -> None:
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     policies = issuing.extensions.get_extension_for_class(x509.CertificatePolicies).value
     assert [p.policy_identifier.dotted_string for p in policies] == [
         settings.MYCERT_CERT_POLICY_OID
@@ -154,7 +154,7 @@ def test_new_issuing_ca_has_policy_and_ca_issuers(
     response = client.get(urls[0].removeprefix(settings.MYCERT_PKI_BASE_URL))
     assert response.status_code == 200
     assert response["Content-Type"] == "application/pkix-cert"
-    assert x509.load_der_x509_certificate(response.content) == ca_store.load_ca_certificates().root
+    assert x509.load_der_x509_certificate(response.content) == custody.ca_certificates_load().root
 
 
 @pytest.mark.django_db
@@ -165,7 +165,7 @@ def test_renew_issuing_ca_gives_an_old_ca_the_profile(
     settings.MYCERT_CA_DIR = tmp_path / "ca"
     settings.MYCERT_CA_KEY_PASSPHRASE = STRONG
     settings.MYCERT_ROOT_KEY_PASSPHRASE = ROOT
-    paths = ca_store.configured_paths()
+    paths = custody.ca_paths()
     paths.directory.mkdir()
     now = timezone.now()
     root = create_root_ca(
@@ -201,13 +201,13 @@ def test_renew_issuing_ca_gives_an_old_ca_the_profile(
     leaf_id = request_issue(request_id=request.pk, now=timezone.now()).certificate_id
     assert leaf_id is not None
     leaf = x509.load_pem_x509_certificate(Certificate.objects.get(pk=leaf_id).pem.encode())
-    before = ca_store.load_ca_certificates().issuing
+    before = custody.ca_certificates_load().issuing
     with pytest.raises(x509.ExtensionNotFound):
         before.extensions.get_extension_for_class(x509.CertificatePolicies)
 
     call_command("renew_issuing_ca")
 
-    after = ca_store.load_ca_certificates().issuing
+    after = custody.ca_certificates_load().issuing
     assert after.public_key() == before.public_key()
     assert after.extensions.get_extension_for_class(x509.CertificatePolicies)
     assert after.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
@@ -235,13 +235,13 @@ def test_renew_issuing_ca_gives_an_old_ca_the_profile(
         capture_output=True,
     )
     # A later issuance loads the renewed certificate with the same key.
-    assert ca_store.load_ca().issuing.certificate == after
+    assert custody.ca_load().issuing.certificate == after
 
 
 # --- The root CRL ---------------------------------------------------------------------------
 
 
-def _root_crl(paths: ca_store.CaPaths) -> x509.CertificateRevocationList:
+def _root_crl(paths: custody.CaPaths) -> x509.CertificateRevocationList:
     return x509.load_der_x509_crl(paths.root_crl.read_bytes())
 
 
@@ -249,7 +249,7 @@ def _number(crl: x509.CertificateRevocationList) -> int:
     return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
 
 
-def test_sign_root_crl_increases_the_number(file_ca: ca_store.CaPaths) -> None:
+def test_sign_root_crl_increases_the_number(file_ca: custody.CaPaths) -> None:
     first = _root_crl(file_ca)
     call_command("sign_root_crl")
     second = _root_crl(file_ca)
@@ -263,7 +263,7 @@ def test_sign_root_crl_increases_the_number(file_ca: ca_store.CaPaths) -> None:
 
 
 def test_sign_root_crl_with_the_root_key_elsewhere(
-    file_ca: ca_store.CaPaths, tmp_path: Path
+    file_ca: custody.CaPaths, tmp_path: Path
 ) -> None:
     """The root key lives offline: on removable media, not in MYCERT_CA_DIR."""
     offline = tmp_path / "usb-root-key.pem"
@@ -277,7 +277,7 @@ def test_sign_root_crl_with_the_root_key_elsewhere(
 
 @pytest.mark.django_db
 def test_root_crl_number_grows_across_import(
-    settings: Any, file_ca: ca_store.CaPaths, tmp_path: Path
+    settings: Any, file_ca: custody.CaPaths, tmp_path: Path
 ) -> None:
     """Re-importing the root elsewhere never goes back to a lower cRLNumber."""
     call_command("sign_root_crl")
@@ -287,10 +287,10 @@ def test_root_crl_number_grows_across_import(
     # The root key is exported as it was sent: under the import's one passphrase.
     exported_root_key = tmp_path / "export-root-key.pem"
     exported_root_key.write_bytes(
-        encrypt_private_key_pem(ca_store.load_root().private_key, STRONG.encode())
+        encrypt_private_key_pem(custody.root_load().private_key, STRONG.encode())
     )
     settings.MYCERT_CA_DIR = tmp_path / "imported"
-    ca_store.clear_cache()
+    custody.cache_clear()
     call_command(
         "init_ca",
         import_ca=True,
@@ -301,12 +301,12 @@ def test_root_crl_number_grows_across_import(
         key_passphrase_env="MYCERT_TEST_IMPORT_PASSPHRASE",
         root_crl=file_ca.root_crl,
     )
-    imported = ca_store.configured_paths()
+    imported = custody.ca_paths()
     assert _number(_root_crl(imported)) > previous
     # Without the previous CRL the number is the time: above any earlier sequential one.
     now = timezone.now()
-    assert ca_store.next_root_crl_number(0, now=now) == int(now.timestamp())
-    assert ca_store.next_root_crl_number(int(now.timestamp()) + 5, now=now) == (
+    assert custody.root_crl_number_next(0, now=now) == int(now.timestamp())
+    assert custody.root_crl_number_next(int(now.timestamp()) + 5, now=now) == (
         int(now.timestamp()) + 6
     )
 
@@ -316,7 +316,7 @@ def test_root_crl_number_grows_across_import(
 
 @pytest.mark.django_db
 def test_healthz_and_metrics_warn_before_a_ceremony_is_due(
-    client: Any, settings: Any, file_ca: ca_store.CaPaths, tmp_path: Path, smtp_settings: Any
+    client: Any, settings: Any, file_ca: custody.CaPaths, tmp_path: Path, smtp_settings: Any
 ) -> None:
     health.clear_cache()
     response = client.get("/healthz")
@@ -328,9 +328,9 @@ def test_healthz_and_metrics_warn_before_a_ceremony_is_due(
     # A CA made 22 days ago: its responder runs out in 8 days (beat missed the renewal
     # at 10), and a root CRL re-signed to run out in 29 days.
     settings.MYCERT_CA_DIR = tmp_path / "older-ca"
-    paths = ca_store.configured_paths()
+    paths = custody.ca_paths()
     now = timezone.now()
-    ca_store.create_ca(
+    custody.ca_create(
         paths,
         STRONG.encode(),
         organization="Agence eSanté",
@@ -338,7 +338,7 @@ def test_healthz_and_metrics_warn_before_a_ceremony_is_due(
         key_type=KeyType.EC_P256,
         now=now - timedelta(days=22),
     )
-    root = ca_store.load_root()
+    root = custody.root_load()
     paths.root_crl.write_bytes(
         build_crl(
             issuer=root,
@@ -348,7 +348,7 @@ def test_healthz_and_metrics_warn_before_a_ceremony_is_due(
             next_update=now + timedelta(days=29),
         ).public_bytes(Encoding.DER)
     )
-    ca_store.clear_cache()
+    custody.cache_clear()
     response = client.get("/healthz")
     ca = response.json()["checks"]["ca"]
     # A warning, not an outage: the load balancer keeps the host.
@@ -372,7 +372,7 @@ def test_healthz_and_metrics_warn_before_a_ceremony_is_due(
 @pytest.mark.django_db
 def test_init_ca_in_the_token_leaves_no_key_file(token_settings: Any) -> None:
     call_command("init_ca", key_type="ec-p256")
-    paths = ca_store.configured_paths()
+    paths = custody.ca_paths()
     assert sorted(p.name for p in paths.directory.iterdir()) == [
         "issuing.pem",
         "ocsp.pem",
@@ -383,9 +383,9 @@ def test_init_ca_in_the_token_leaves_no_key_file(token_settings: Any) -> None:
     for path in paths.directory.rglob("*"):
         assert path.is_dir() or b"PRIVATE KEY" not in path.read_bytes()
     # The root key in its own token, never in the workers'.
-    assert ca_store.configured_token().labels() == {"mycert-issuing", "mycert-ocsp"}
-    assert ca_store.configured_token(root=True).labels() == {"mycert-root"}
-    loaded = ca_store.load_ca()
+    assert custody.ca_token().labels() == {"mycert-issuing", "mycert-ocsp"}
+    assert custody.ca_token(root=True).labels() == {"mycert-root"}
+    loaded = custody.ca_load()
     assert type(loaded.issuing.private_key).__name__ == "TokenEcPrivateKey"
     assert checks.check_ca() == []
 
@@ -394,7 +394,7 @@ def test_init_ca_in_the_token_leaves_no_key_file(token_settings: Any) -> None:
 def test_init_ca_refuses_to_overwrite_token_keys(token_settings: Any, tmp_path: Path) -> None:
     call_command("init_ca", key_type="ec-p256")
     token_settings.MYCERT_CA_DIR = tmp_path / "another-ca"
-    ca_store.clear_cache()
+    custody.cache_clear()
     with pytest.raises(
         CommandError, match="already holds mycert-issuing, mycert-ocsp, mycert-root"
     ):
@@ -421,7 +421,7 @@ def test_issuance_pipeline_with_token_keys(
         capture_output=True,
     ).stdout
     (tmp_path / "leaf.pem").write_bytes(leaf_pem)
-    paths = ca_store.configured_paths()
+    paths = custody.ca_paths()
     run_command(
         [
             openssl,
@@ -460,7 +460,7 @@ def test_check_explains_token_problems(
     call_command("init_ca", key_type="ec-p256")
     for name, value in change.items():
         setattr(token_settings, name, value)
-    ca_store.clear_cache()
+    custody.cache_clear()
     messages = checks.check_ca()
     assert [m.id for m in messages] == [check_id]
     assert message in messages[0].msg
@@ -478,9 +478,9 @@ def fresh_file_settings(settings: Any, tmp_path: Path) -> Any:
     settings.MYCERT_CA_DIR = tmp_path / "ca"
     settings.MYCERT_CA_KEY_PASSPHRASE = STRONG
     settings.MYCERT_ROOT_KEY_PASSPHRASE = ROOT
-    ca_store.clear_cache()
+    custody.cache_clear()
     yield settings
-    ca_store.clear_cache()
+    custody.cache_clear()
 
 
 @pytest.mark.django_db
@@ -489,7 +489,7 @@ def test_init_ca_writes_the_root_key_under_its_own_passphrase_and_says_how_to_ta
 ) -> None:
     out = io.StringIO()
     call_command("init_ca", key_type="ec-p256", stdout=out)
-    paths = ca_store.configured_paths()
+    paths = custody.ca_paths()
     assert "Next step: take the root key offline" in out.getvalue()
     assert f"shred -u {paths.root_key}" in out.getvalue()
     # The workers' passphrase does not open the root key; the root's own does.
@@ -531,7 +531,7 @@ def test_init_ca_refuses_the_root_key_under_the_workers_passphrase(
     fresh_file_settings.MYCERT_ROOT_KEY_PASSPHRASE = root_passphrase
     with pytest.raises(CommandError, match=message):
         call_command("init_ca", key_type="ec-p256")
-    assert not ca_store.configured_paths().directory.exists()
+    assert not custody.ca_paths().directory.exists()
 
 
 @pytest.mark.django_db
@@ -542,8 +542,8 @@ def test_init_ca_refuses_the_root_key_in_the_workers_token(token_settings: Any) 
     token_settings.MYCERT_PKCS11_ROOT_TOKEN_LABEL = token_settings.MYCERT_PKCS11_TOKEN_LABEL
     with pytest.raises(CommandError, match="is the workers' token"):
         call_command("init_ca", key_type="ec-p256")
-    assert ca_store.configured_token().labels() == set()
-    assert not ca_store.configured_paths().directory.exists()
+    assert custody.ca_token().labels() == set()
+    assert not custody.ca_paths().directory.exists()
 
 
 @pytest.mark.django_db
@@ -553,11 +553,11 @@ def test_the_root_key_online_takes_a_flag_that_says_what_it_means(token_settings
     out = io.StringIO()
     call_command("init_ca", key_type="ec-p256", stdout=out)
     assert "whoever compromises a worker can sign a new issuing CA" in out.getvalue()
-    assert "mycert-root" in ca_store.configured_token().labels()
+    assert "mycert-root" in custody.ca_token().labels()
     assert checks.check_ca() == []
     # Without the flag, `check` on the worker says that its token holds the root key.
     token_settings.MYCERT_ROOT_KEY_ONLINE = False
-    ca_store.clear_cache()
+    custody.cache_clear()
     messages = checks.check_ca()
     assert [m.id for m in messages] == ["mycert.E012"]
     assert "holds the root CA key" in messages[0].msg
@@ -612,19 +612,19 @@ def test_a_refused_pin_is_tried_once_per_process_alerted_and_explained(
     pin_file.write_text("a-stale-pin\n")
     token_settings.MYCERT_PKCS11_PIN = ""
     token_settings.MYCERT_PKCS11_PIN_FILE = str(pin_file)
-    ca_store.clear_cache()
+    custody.cache_clear()
     counter = _LoginCounter(pkcs11.lib)
     monkeypatch.setattr(pkcs11, "lib", counter.lib)
 
     # Ten rounds of what a worker does: a child's session at start, an issuance, the
     # OCSP refresh, the CRL task's retry after a cache reset.
     for _ in range(10):
-        ca_store.open_token_session()
-        for use in (ca_store.load_ca, ca_store.load_ocsp_responder):
-            with pytest.raises(ca_store.CaStoreError) as caught:
+        custody.token_session_open()
+        for use in (custody.ca_load, custody.ocsp_responder_load):
+            with pytest.raises(custody.CustodyError) as caught:
                 use()
             assert caught.value.code == "pin"
-        ca_store.clear_cache()
+        custody.cache_clear()
     assert counter.refused == 1
     assert "until the PIN changes" in str(caught.value)
 
@@ -633,10 +633,10 @@ def test_a_refused_pin_is_tried_once_per_process_alerted_and_explained(
     assert alerts.count() == 1
     assert alerts.get().recipient == OperatorAlert.Recipient.SECURITY
     health.clear_cache()
-    custody = client.get("/healthz").json()["checks"]["custody"]
-    assert custody["warnings"] == "hsm_pin_refused"
-    assert "refused the workers' PIN" in custody["reason"]
-    assert "stops logging in until the PIN changes" in custody["reason"]
+    custody_check = client.get("/healthz").json()["checks"]["custody"]
+    assert custody_check["warnings"] == "hsm_pin_refused"
+    assert "refused the workers' PIN" in custody_check["reason"]
+    assert "stops logging in until the PIN changes" in custody_check["reason"]
     messages = checks.check_ca()
     assert [m.id for m in messages] == ["mycert.E007"]
     assert "refused this PIN earlier" in messages[0].msg
@@ -644,7 +644,7 @@ def test_a_refused_pin_is_tried_once_per_process_alerted_and_explained(
 
     # The PIN file fixed: the next use logs in (once), signs, and the mark goes.
     pin_file.write_text(SOFTHSM_PIN + "\n")
-    assert ca_store.load_ca().issuing.certificate
+    assert custody.ca_load().issuing.certificate
     assert counter.refused == 1
     health.clear_cache()
     assert "reason" not in client.get("/healthz").json()["checks"]["custody"]
@@ -658,25 +658,25 @@ def test_an_hsm_outage_is_waited_out_and_said_in_words(
     from mycert.tasks.issuance import issue_certificate
 
     call_command("init_ca", key_type="ec-p256")
-    ca_store.load_ca()  # the worker's session is open, its key found
+    custody.ca_load()  # the worker's session is open, its key found
     request = CertificateRequestFactory.create()
     away = softhsm.directory.with_name(softhsm.directory.name + "-away")
     softhsm.directory.rename(away)
     try:
         # Called directly, the task's retry re-raises what it would retry on.
-        with pytest.raises((ca_store.CaStoreError, TokenError)) as caught:
+        with pytest.raises((custody.CustodyError, TokenError)) as caught:
             issue_certificate(request.pk)
     finally:
         away.rename(softhsm.directory)
-    assert ca_store.is_temporary(caught.value)
+    assert custody.is_temporary(caught.value)
     request.refresh_from_db()
     assert request.status == CertificateRequest.Status.ISSUING  # waiting, not failed
     assert not OperatorAlert.objects.filter(kind="request_failed").exists()
     health.clear_cache()
-    custody = client.get("/healthz").json()["checks"]["custody"]
-    assert custody["warnings"] == "hsm_unavailable"
-    assert "could not reach the HSM" in custody["reason"]
-    assert "retried with back-off; nothing is lost" in custody["reason"]
+    custody_check = client.get("/healthz").json()["checks"]["custody"]
+    assert custody_check["warnings"] == "hsm_unavailable"
+    assert "could not reach the HSM" in custody_check["reason"]
+    assert "retried with back-off; nothing is lost" in custody_check["reason"]
 
     # The HSM back: the retry issues the certificate, and the words go.
     met: list[bool] = []
@@ -684,8 +684,8 @@ def test_an_hsm_outage_is_waited_out_and_said_in_words(
         try:
             issue_certificate(request.pk)
             break
-        except (ca_store.CaStoreError, TokenError) as exc:
-            met.append(ca_store.is_temporary(exc))
+        except (custody.CustodyError, TokenError) as exc:
+            met.append(custody.is_temporary(exc))
     assert all(met)
     assert Certificate.objects.filter(request=request).count() == 1
     health.clear_cache()
@@ -703,10 +703,10 @@ def test_the_root_token_has_its_own_pin(
     )
     token_settings.MYCERT_PKCS11_ROOT_PIN_FILE = str(root_pin)
     call_command("init_ca", key_type="ec-p256")
-    assert ca_store.configured_token(root=True).labels() == {"mycert-root"}
+    assert custody.ca_token(root=True).labels() == {"mycert-root"}
     call_command("sign_root_crl")
     # The workers' PIN does not open the root's token.
     token_settings.MYCERT_PKCS11_ROOT_PIN_FILE = ""
-    ca_store.clear_cache()
+    custody.cache_clear()
     with pytest.raises(CommandError, match="PIN of the PKCS#11 token"):
         call_command("sign_root_crl")

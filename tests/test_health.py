@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate, CertificateRequest, Delivery
 from mycert.ops import health
 from mycert.ops.metrics import TASK_REGISTRY
@@ -64,7 +64,7 @@ def test_healthz_503_when_the_ca_is_missing(
     client: Any, settings: Any, smtp_settings: Any, tmp_path: Path
 ) -> None:
     settings.MYCERT_CA_DIR = tmp_path / "no-ca"
-    ca_store.clear_cache()
+    custody.cache_clear()
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["ca"] == {
@@ -84,7 +84,7 @@ def test_healthz_never_needs_nor_shows_the_passphrase(
     # reads public files only.
     wrong = "wrong-" + secrets.token_hex(8)
     settings.MYCERT_CA_KEY_PASSPHRASE = wrong
-    ca_store.clear_cache()
+    custody.cache_clear()
     # The CA check reads public files only (a web host holds no key, issue 11): a wrong
     # passphrase is `manage.py check`'s and the workers' business, and never shown here.
     response = client.get("/healthz")
@@ -96,7 +96,7 @@ def test_healthz_reports_a_missing_ca_by_code(
     client: Any, settings: Any, smtp_settings: Any, tmp_path: Path
 ) -> None:
     settings.MYCERT_CA_DIR = tmp_path / "nothing"
-    ca_store.clear_cache()
+    custody.cache_clear()
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["ca"]["error"] == "ca_missing"
@@ -230,8 +230,8 @@ def test_a_web_host_stays_healthy_when_its_copied_responder_certificate_expires(
     from mycert.pki import KeyType
 
     settings.MYCERT_CA_DIR = tmp_path / "ca"
-    paths = ca_store.configured_paths()
-    ca_store.create_ca(
+    paths = custody.ca_paths()
+    custody.ca_create(
         paths,
         b"a-passphrase-of-the-old-ca-1234",
         organization="Agence eSanté",
@@ -242,7 +242,7 @@ def test_a_web_host_stays_healthy_when_its_copied_responder_certificate_expires(
         root_key_path=tmp_path / "offline" / "root-key.pem",
     )
     settings.MYCERT_CA_KEY_PASSPHRASE = ""  # a web host
-    ca_store.clear_cache()
+    custody.cache_clear()
 
     response = client.get("/healthz")
 

@@ -34,7 +34,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate, CertificateRequest, Delivery
 from mycert.services.issuance import request_issue
 from tests.factories import CertificateRequestFactory, ProfessionalFactory, VendorFactory
@@ -252,7 +252,7 @@ def test_ocsp_with_a_lying_content_length_is_not_a_500(client: Client, ca, lengt
 @cache
 def _valid_requests() -> tuple[bytes, ...]:
     """Well-formed requests for a certificate of our issuing CA (SHA-1 and SHA-256, nonce)."""
-    issuing = ca_store.load_ca().issuing
+    issuing = custody.ca_load().issuing
     now = timezone.now()
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     leaf = (

@@ -193,3 +193,40 @@ def test_the_outbox_queues_the_send_task_by_its_registered_name() -> None:
     from mycert.tasks.delivery import send_delivery
 
     assert send_delivery.name == SEND_TASK_NAME
+
+
+# The order of mycert/custody/'s modules (docs/architecture.md, « Custody »): each
+# imports only those before it, and nothing of MyCert but pki/.
+CUSTODY_ORDER = [
+    "errors",
+    "files",
+    "keys",
+    "addresses",
+    "loading",
+    "responder",
+    "ceremonies",
+    "creation",
+    "deadlines",
+    "probe",
+]
+
+
+def test_custody_imports_nothing_of_mycert_but_pki() -> None:
+    foreign = [
+        f"{e.source}:{e.line} → {e.target}"
+        for e in _graph()
+        if _room(e.source) == "custody" and _room(e.target) not in {"custody", "pki"}
+    ]
+    assert not foreign
+
+
+def test_custody_modules_import_only_those_before_them() -> None:
+    modules = {name for name in _modules() if name.startswith("mycert.custody.")}
+    assert modules == {f"mycert.custody.{name}" for name in CUSTODY_ORDER}
+    rank = {f"mycert.custody.{name}": i for i, name in enumerate(CUSTODY_ORDER)}
+    upward = [
+        f"{e.source}:{e.line} → {e.target}"
+        for e in _graph()
+        if e.source in rank and e.target in rank and rank[e.target] >= rank[e.source]
+    ]
+    assert not upward

@@ -27,7 +27,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.pki import build_crl, create_root_ca
 from mycert.pki.keys import KeyType, encrypt_private_key_pem, load_private_key_pem
 from mycert.pki.names import DistinguishedName
@@ -35,8 +35,8 @@ from mycert.pki.names import DistinguishedName
 
 @pytest.fixture
 def own_ca(
-    settings: Any, tmp_path: Path, ca: ca_store.CaPaths, offline_root: Path
-) -> ca_store.CaPaths:
+    settings: Any, tmp_path: Path, ca: custody.CaPaths, offline_root: Path
+) -> custody.CaPaths:
     """A copy of the run's CA that the ceremonies below may change.
 
     The root key stays where the run keeps it, offline beside the CA folder, under its own
@@ -44,11 +44,11 @@ def own_ca(
     """
     settings.MYCERT_CA_DIR = tmp_path / "ca"
     shutil.copytree(ca.directory, settings.MYCERT_CA_DIR)
-    ca_store.clear_cache()
-    return ca_store.configured_paths()
+    custody.cache_clear()
+    return custody.ca_paths()
 
 
-def _certificates(paths: ca_store.CaPaths) -> tuple[x509.Certificate, x509.Certificate]:
+def _certificates(paths: custody.CaPaths) -> tuple[x509.Certificate, x509.Certificate]:
     root = x509.load_pem_x509_certificate(paths.root_cert.read_bytes())
     issuing = x509.load_pem_x509_certificate(paths.issuing_cert.read_bytes())
     return root, issuing
@@ -71,7 +71,7 @@ def _ask(
 @pytest.mark.django_db
 @pytest.mark.parametrize("algorithm", [hashes.SHA1(), hashes.SHA256()], ids=["sha1", "sha256"])  # noqa: S303 - CertID
 def test_the_responder_answers_for_the_issuing_ca_signed_by_the_root(
-    client: Client, ca: ca_store.CaPaths, algorithm: Any
+    client: Client, ca: custody.CaPaths, algorithm: Any
 ) -> None:
     """Before: ``unauthorized``, so every whole-chain client refused every professional."""
     root, issuing = _certificates(ca)
@@ -107,7 +107,7 @@ def test_the_responder_answers_for_the_issuing_ca_signed_by_the_root(
 
 @pytest.mark.django_db
 def test_openssl_verifies_the_roots_answer(
-    client: Client, ca: ca_store.CaPaths, live_server: Any
+    client: Client, ca: custody.CaPaths, live_server: Any
 ) -> None:
     result = subprocess.run(
         ["openssl", "ocsp", "-url", f"{live_server.url}/pki/ocsp/", "-issuer", str(ca.root_cert),
@@ -121,7 +121,7 @@ def test_openssl_verifies_the_roots_answer(
 
 @pytest.mark.django_db
 def test_a_serial_the_root_never_issued_is_unauthorized(
-    client: Client, ca: ca_store.CaPaths
+    client: Client, ca: custody.CaPaths
 ) -> None:
     root, issuing = _certificates(ca)
     other = x509.CertificateBuilder(
@@ -138,7 +138,7 @@ def test_a_serial_the_root_never_issued_is_unauthorized(
 
 @pytest.mark.django_db
 def test_sign_root_crl_revokes_the_issuing_ca_in_the_crl_and_in_ocsp(
-    client: Client, own_ca: ca_store.CaPaths
+    client: Client, own_ca: custody.CaPaths
 ) -> None:
     root, issuing = _certificates(own_ca)
     call_command(
@@ -167,7 +167,7 @@ def test_sign_root_crl_revokes_the_issuing_ca_in_the_crl_and_in_ocsp(
     assert "certificate revoked" in _openssl_verify_issuing(own_ca)
 
 
-def _openssl_verify_issuing(paths: ca_store.CaPaths) -> str:
+def _openssl_verify_issuing(paths: custody.CaPaths) -> str:
     crl_pem = paths.directory / "root-crl.pem"
     crl_pem.write_bytes(
         x509.load_der_x509_crl(paths.root_crl.read_bytes()).public_bytes(serialization.Encoding.PEM)
@@ -190,7 +190,7 @@ def _openssl_verify_issuing(paths: ca_store.CaPaths) -> str:
     ],
 )
 def test_sign_root_crl_refuses_a_wrong_revocation_and_changes_nothing(
-    own_ca: ca_store.CaPaths, options: dict[str, str], message: str
+    own_ca: custody.CaPaths, options: dict[str, str], message: str
 ) -> None:
     before = own_ca.root_crl.read_bytes()
     with pytest.raises(CommandError, match=message):
@@ -199,7 +199,7 @@ def test_sign_root_crl_refuses_a_wrong_revocation_and_changes_nothing(
 
 
 def test_a_root_crl_not_signed_by_the_root_is_not_carried_over(
-    own_ca: ca_store.CaPaths,
+    own_ca: custody.CaPaths,
 ) -> None:
     """A forged root.crl on the root host must not un-revoke (or revoke) anything."""
     now = timezone.now()
@@ -221,7 +221,7 @@ def test_a_root_crl_not_signed_by_the_root_is_not_carried_over(
 
 
 @pytest.mark.django_db
-def test_a_renewed_issuing_ca_is_answered_for_too(client: Client, own_ca: ca_store.CaPaths) -> None:
+def test_a_renewed_issuing_ca_is_answered_for_too(client: Client, own_ca: custody.CaPaths) -> None:
     root, old = _certificates(own_ca)
     call_command("renew_issuing_ca")
     _, renewed = _certificates(own_ca)
@@ -233,7 +233,7 @@ def test_a_renewed_issuing_ca_is_answered_for_too(client: Client, own_ca: ca_sto
 
 @pytest.mark.django_db
 def test_a_revocation_survives_the_import_into_a_new_folder(
-    settings: Any, client: Client, own_ca: ca_store.CaPaths, tmp_path: Path
+    settings: Any, client: Client, own_ca: custody.CaPaths, tmp_path: Path
 ) -> None:
     """The compromise runbook moves to a new folder (init_ca --import --root-crl …)."""
     root, issuing = _certificates(own_ca)
@@ -249,7 +249,7 @@ def test_a_revocation_survives_the_import_into_a_new_folder(
     brought = tmp_path / "root-key-brought.pem"
     brought.write_bytes(encrypt_private_key_pem(root_key, passphrase))
     settings.MYCERT_CA_DIR = tmp_path / "ca-2"
-    ca_store.clear_cache()
+    custody.cache_clear()
     os.environ["MYCERT_TEST_IMPORT_PASSPHRASE"] = settings.MYCERT_CA_KEY_PASSPHRASE
     call_command(
         "init_ca",
@@ -262,7 +262,7 @@ def test_a_revocation_survives_the_import_into_a_new_folder(
         key_passphrase_env="MYCERT_TEST_IMPORT_PASSPHRASE",
         root_crl=own_ca.root_crl,
     )
-    moved = ca_store.configured_paths()
+    moved = custody.ca_paths()
     crl = x509.load_der_x509_crl(moved.root_crl.read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(issuing.serial_number) is not None
     answer = _ask(client, issuing, root, hashes.SHA256())
@@ -271,7 +271,7 @@ def test_a_revocation_survives_the_import_into_a_new_folder(
 
 @pytest.mark.django_db
 def test_healthz_warns_when_the_roots_answer_is_missing(
-    client: Client, own_ca: ca_store.CaPaths
+    client: Client, own_ca: custody.CaPaths
 ) -> None:
     """An upgrade without a ceremony since: whole-chain clients would refuse everyone."""
     from mycert.ops import health
@@ -280,7 +280,7 @@ def test_healthz_warns_when_the_roots_answer_is_missing(
     assert "root_ocsp_missing" not in client.get("/healthz").json()["checks"]["ca"].get(
         "warnings", ""
     )
-    shutil.rmtree(own_ca.directory / ca_store.ROOT_OCSP_DIRECTORY)
+    shutil.rmtree(own_ca.directory / custody.ROOT_OCSP_DIRECTORY)
     check = client.get("/healthz").json()["checks"]["ca"]
     assert check["status"] == "ok"  # the service works; relying services need the ceremony
     assert "root_ocsp_missing" in check["warnings"]

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate, OcspResponse
 from mycert.services.issuance import request_issue
 from mycert.services.ocsp import (
@@ -43,7 +43,7 @@ def _issue() -> Certificate:
 
 def _request_der(record: Certificate, algorithm: hashes.HashAlgorithm | None = None) -> bytes:
     leaf = x509.load_pem_x509_certificate(record.pem.encode())
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     return (
         ocsp.OCSPRequestBuilder()
         .add_certificate(leaf, issuing, algorithm or hashes.SHA1())  # noqa: S303 - CertID
@@ -88,7 +88,7 @@ def test_the_web_answers_without_any_key(client: Client, ca: Any, settings: Any)
     """The OCSP view reads stored bytes: a host whose passphrase opens nothing still answers."""
     record = _issue()
     settings.MYCERT_CA_KEY_PASSPHRASE = "not-the-passphrase-" + secrets.token_hex(8)
-    ca_store.clear_cache()
+    custody.cache_clear()
     answer = _ask(client, record)
     assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
     assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD

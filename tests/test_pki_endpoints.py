@@ -18,7 +18,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate
 from mycert.services.issuance import request_issue
 from mycert.services.publication import crl_publish
@@ -90,7 +90,7 @@ def test_ocsp_good_then_revoked_at_the_certificates_own_address(
 ) -> None:
     record, certificate = _issue()
     leaf = _write_pem(certificate, tmp_path / "leaf.pem")
-    ca_dir = ca_store.configured_paths().directory
+    ca_dir = custody.ca_paths().directory
     ocsp_url = _aia(certificate, x509.oid.AuthorityInformationAccessOID.OCSP)
     assert ocsp_url.startswith(pki_site)
 
@@ -122,7 +122,7 @@ def test_ocsp_never_issued_serial_is_unauthorized(pki_site: str, tmp_path: Path)
     """RFC 5019 §2.2.3: a pre-signing responder answers "unauthorized" for a serial it
     never issued (it has no signed "unknown" to give, and must not say "good")."""
     _, _certificate = _issue()
-    ca_dir = ca_store.configured_paths().directory
+    ca_dir = custody.ca_paths().directory
     result = subprocess.run(
         [
             "openssl",
@@ -146,7 +146,7 @@ def test_ocsp_never_issued_serial_is_unauthorized(pki_site: str, tmp_path: Path)
 
 def test_ocsp_get_sha256_is_the_stored_answer_with_rfc5019_caching(pki_site: str) -> None:
     _, certificate = _issue()
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     request = (
         ocsp.OCSPRequestBuilder()
         .add_certificate(certificate, issuing, hashes.SHA256())
@@ -228,7 +228,7 @@ def test_crl_at_the_certificates_address_lists_the_revocation(
     assert response.headers["Content-Type"] == "application/pkix-crl"
     crl_path = tmp_path / "issuing.crl"
     crl_path.write_bytes(response.content)
-    ca_dir = ca_store.configured_paths().directory
+    ca_dir = custody.ca_paths().directory
     text = subprocess.run(
         [
             "openssl",
@@ -274,14 +274,12 @@ def test_revoking_twice_is_refused(ca) -> None:
 def test_ca_certificates_are_published_in_der(client: Client, ca) -> None:
     issuing = client.get("/pki/ca/issuing.cer")
     assert issuing["Content-Type"] == "application/pkix-cert"
-    assert (
-        x509.load_der_x509_certificate(issuing.content) == ca_store.load_ca_certificates().issuing
-    )
+    assert x509.load_der_x509_certificate(issuing.content) == custody.ca_certificates_load().issuing
     assert client.get("/pki/ca/other.cer").status_code == 404
     root_crl = client.get("/pki/crl/root.crl")
     assert (
         x509.load_der_x509_crl(root_crl.content).issuer
-        == ca_store.load_ca_certificates().root.subject
+        == custody.ca_certificates_load().root.subject
     )
 
 
@@ -289,7 +287,7 @@ def test_ocsp_asks_again_on_a_new_connection_when_the_kept_one_broke(client: Cli
     if connection.vendor != "postgresql":
         pytest.skip("kept connections are a PostgreSQL matter (SQLite opens one per request)")
     _, leaf = _issue()
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     body = (
         ocsp.OCSPRequestBuilder()
         .add_certificate(leaf, issuing, hashes.SHA1())  # noqa: S303 - what clients send

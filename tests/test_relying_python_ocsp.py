@@ -21,7 +21,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.pki import CertificateStatus, StatusAnswer
 from mycert.pki.ocsp_presigned import sign_ca_status_responses, sign_presigned_response
 
@@ -54,7 +54,7 @@ def responder(offline_root: Path) -> Iterator[tuple[str, list[Answerer], list[in
             asked.append(request.serial_number)
             der = (
                 _root_answer(request.serial_number)
-                if request.serial_number == ca_store.load_ca_certificates().issuing.serial_number
+                if request.serial_number == custody.ca_certificates_load().issuing.serial_number
                 else answer_leaf[0](request)
             )
             self.send_response(200)
@@ -77,7 +77,7 @@ def responder(offline_root: Path) -> Iterator[tuple[str, list[Answerer], list[in
 
 
 def _root_answer(serial: int) -> bytes:
-    root = ca_store.load_root()
+    root = custody.root_load()
     now = timezone.now().replace(microsecond=0)
     return sign_ca_status_responses(
         root=root,
@@ -89,7 +89,7 @@ def _root_answer(serial: int) -> bytes:
 
 
 def _leaf() -> x509.Certificate:
-    issuing = ca_store.load_ca().issuing
+    issuing = custody.ca_load().issuing
     key = ec.generate_private_key(ec.SECP256R1())
     now = timezone.now()
     return (
@@ -112,8 +112,8 @@ def _mycert(
         revoked = status is CertificateStatus.REVOKED
         return sign_presigned_response(
             serial_number=request.serial_number + serial_delta,
-            issuer_certificate=ca_store.load_ca_certificates().issuing,
-            responder=ca_store.load_ocsp_responder(),
+            issuer_certificate=custody.ca_certificates_load().issuing,
+            responder=custody.ocsp_responder_load(),
             answer=StatusAnswer(status, revoked_at=now if revoked else None),
             hash_name="sha1",
             this_update=now,
@@ -126,7 +126,7 @@ def _mycert(
 def _forged(request: ocsp.OCSPRequest) -> bytes:
     """ "good", signed by a key of its own with a responder certificate it made itself."""
     key = ec.generate_private_key(ec.SECP256R1())
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     now = timezone.now()
     impostor = (
         x509.CertificateBuilder()
@@ -163,7 +163,7 @@ def _forged(request: ocsp.OCSPRequest) -> bytes:
 
 def _stale(request: ocsp.OCSPRequest) -> bytes:
     """MyCert's own responder, an answer past its nextUpdate (a replayed old one)."""
-    responder = ca_store.load_ocsp_responder()
+    responder = custody.ocsp_responder_load()
     now = timezone.now()
     return (
         ocsp.OCSPResponseBuilder()
@@ -192,7 +192,7 @@ def _try_later(request: ocsp.OCSPRequest) -> bytes:
 
 
 @pytest.fixture
-def checker(kit: ModuleType, ca: ca_store.CaPaths, responder: Any, tmp_path: Path) -> Any:
+def checker(kit: ModuleType, ca: custody.CaPaths, responder: Any, tmp_path: Path) -> Any:
     url, _, _ = responder
     ca_file = tmp_path / "mycert-ca.pem"
     ca_file.write_bytes(ca.root_cert.read_bytes() + ca.issuing_cert.read_bytes())
@@ -209,7 +209,7 @@ def test_good_for_the_whole_chain_is_accepted_and_kept_30_s(checker: Any, respon
     answer_leaf.append(_mycert())
     leaf = _leaf()
     assert _refusal(checker, leaf) is None
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     assert asked == [leaf.serial_number, issuing.serial_number]  # the whole chain
     assert _refusal(checker, leaf) is None
     assert len(asked) == 2  # from the cache
@@ -245,7 +245,7 @@ def test_what_a_careful_client_refuses(
 
 
 def test_an_unreachable_responder_hard_fails_or_soft_fails(
-    kit: ModuleType, ca: ca_store.CaPaths, tmp_path: Path
+    kit: ModuleType, ca: custody.CaPaths, tmp_path: Path
 ) -> None:
     from tests.support.tls_servers import free_port
 

@@ -20,7 +20,7 @@ from cryptography.x509 import ocsp
 from django.db import connection
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.crl_mark import read_mark
 from mycert.models import Certificate, Crl, OcspResponse, OperatorAlert
 from mycert.pki import KeyType
@@ -260,7 +260,7 @@ def test_the_mark_is_a_file_outside_the_database(ca: Any, settings: Any) -> None
 
 
 def _key_id() -> str:
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     return issuing.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
 
 
@@ -273,8 +273,8 @@ def test_a_new_issuing_ca_starts_its_own_series_after_a_rollover(
     record = _issue()
     _revoke(record)
     previous = crl_publish()
-    new_ca = ca_store.CaPaths(tmp_path / "ca-2029")
-    ca_store.create_ca(
+    new_ca = custody.CaPaths(tmp_path / "ca-2029")
+    custody.ca_create(
         new_ca,
         settings.MYCERT_CA_KEY_PASSPHRASE.encode(),
         organization="Agence eSanté",
@@ -286,7 +286,7 @@ def test_a_new_issuing_ca_starts_its_own_series_after_a_rollover(
         root_key_path=tmp_path / "offline-2029" / "root-key.pem",
     )
     settings.MYCERT_CA_DIR = new_ca.directory
-    ca_store.clear_cache()
+    custody.cache_clear()
 
     first = crl_publish()
 
@@ -303,7 +303,7 @@ def test_a_new_issuing_ca_starts_its_own_series_after_a_rollover(
 
 def test_verify_crl_accepts_only_the_issuers_signature(ca: Any) -> None:
     crl = crl_publish()
-    certificates = ca_store.load_ca_certificates()
+    certificates = custody.ca_certificates_load()
     verified = verify_crl(bytes(crl.der), certificates.issuing)
     assert verified.number == crl.number
     with pytest.raises(EvidenceError, match="another issuer"):
@@ -314,7 +314,7 @@ def test_verify_crl_accepts_only_the_issuers_signature(ca: Any) -> None:
 
 def test_revoked_answer_needs_a_verified_revoked_answer_for_that_serial(ca: Any) -> None:
     record = _issue()
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     good = bytes(OcspResponse.objects.get(certificate=record).der_sha256)
     assert revoked_answer(good, issuing, record.serial_number) is None
     _revoke(record)
@@ -330,7 +330,7 @@ def test_revoked_answer_needs_a_verified_revoked_answer_for_that_serial(ca: Any)
 
 def test_certificate_expired_trusts_only_the_cas_certificate(ca: Any) -> None:
     record = _issue()
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     later = record.not_after + timedelta(seconds=1)
     assert certificate_expired(record.pem, issuing, record.serial_number, later)
     assert not certificate_expired(record.pem, issuing, record.serial_number, timezone.now())

@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import AuditEvent, Certificate, Crl, Delivery, Professional
 from mycert.services.issuance import request_issue
 from mycert.services.revocation import certificate_revoke
@@ -73,7 +73,7 @@ def unchanged(certificate: Certificate) -> None:
 
 
 def ocsp_status(client: Client, certificate: Certificate) -> ocsp.OCSPResponse:
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     leaf = x509.load_pem_x509_certificate(certificate.pem.encode())
     request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuing, hashes.SHA256()).build()
     response = client.post(

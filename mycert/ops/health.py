@@ -1,7 +1,7 @@
 """Health of what MyCert depends on, for ``/healthz`` (load balancers, probes, on-call).
 
 Each check answers ``ok`` or ``error`` with its latency. An error names the exception's
-type or the CA store's code, never its message: messages may carry URLs with passwords,
+type or the custody error's code, never its message: messages may carry URLs with passwords,
 paths or addresses. The database is asked on every call (one ``SELECT 1``); the SMTP
 relay and the broker cost a connection each, so their answers are reused for
 ``MYCERT_HEALTH_CACHE_SECONDS`` within the process and a 10 s probe stays cheap.
@@ -22,7 +22,7 @@ from cryptography import x509
 from django.conf import settings
 from django.db import connection
 
-from mycert import ca_store
+from mycert import custody
 
 __all__ = ["CheckResult", "check_all", "clear_cache"]
 
@@ -69,7 +69,7 @@ def _run(check: Callable[[], dict[str, str] | None]) -> CheckResult:
     started = time.perf_counter()
     try:
         detail = check()
-    except ca_store.CaStoreError as exc:
+    except custody.CustodyError as exc:
         error = f"ca_{exc.code}"
     except CheckFailed as exc:
         error = str(exc)
@@ -124,8 +124,8 @@ def _check_ca() -> dict[str, str]:
     use ``ocsp.pem`` (workers sign with it), so its end is the warning
     ``ocsp_responder_expired``, never a 503 that would drain every web host.
     """
-    deadlines = ca_store.ceremony_deadlines()
-    certificates = ca_store.load_ca_certificates()
+    deadlines = custody.ceremony_deadlines()
+    certificates = custody.ca_certificates_load()
     now = datetime.now(tz=UTC)
     for certificate in (certificates.issuing,):
         if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:

@@ -121,7 +121,7 @@ def _ceremony_metrics(now: Any) -> Iterator[Metric]:
     30 days before the root CRL's nextUpdate and the issuing CA's notAfter; 9 days before
     the OCSP responder's (beat renews it at 10: the warning means beat is late).
     """
-    from mycert import ca_store
+    from mycert import custody
 
     expiry = GaugeMetricFamily(
         "mycert_ca_expiry_timestamp_seconds",
@@ -134,8 +134,8 @@ def _ceremony_metrics(now: Any) -> Iterator[Metric]:
         labels=["item"],
     )
     try:
-        deadlines = ca_store.ceremony_deadlines()
-    except ca_store.CaStoreError:
+        deadlines = custody.ceremony_deadlines()
+    except custody.CustodyError:
         deadlines = []  # no CA yet: /healthz says so
     for deadline in deadlines:
         expiry.add_metric([deadline.name], deadline.expires.timestamp())

@@ -104,8 +104,8 @@ def custody_problem() -> tuple[str, str] | None:
 
 
 def connect_custody_signals() -> None:
-    """Wire the CA store's token events to the records above (``AppConfig.ready``)."""
-    from mycert import ca_store
+    """Wire the token events of ``mycert.custody`` to the records above (``AppConfig.ready``)."""
+    from mycert import custody
 
     def on_pin_refused(token_label: str, **kwargs: Any) -> None:
         custody_pin_refused(token_label=token_label, now=timezone.now())
@@ -114,9 +114,9 @@ def connect_custody_signals() -> None:
         custody_token_usable(token_label=token_label)
         custody_hsm_back()
 
-    ca_store.token_pin_refused.connect(
+    custody.token_pin_refused.connect(
         on_pin_refused, dispatch_uid="mycert.custody.pin_refused", weak=False
     )
-    ca_store.token_key_found.connect(
+    custody.token_key_found.connect(
         on_key_found, dispatch_uid="mycert.custody.key_found", weak=False
     )

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from django.conf import settings
 from django.db import transaction
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate, CertificateRequest, Delivery, OperatorAlert
 from mycert.outbox import delivery_create_for_certificate
 from mycert.pki import (
@@ -63,9 +63,9 @@ def professional_profile() -> ProfessionalProfile:
         country=settings.MYCERT_CERT_COUNTRY,
         validity_days=settings.MYCERT_CERT_VALIDITY_DAYS,
         policy_oid=settings.MYCERT_CERT_POLICY_OID,
-        crl_url=ca_store.crl_url(),
-        ocsp_url=ca_store.ocsp_url(),
-        ca_issuers_url=ca_store.ca_issuers_url(),
+        crl_url=custody.crl_url(),
+        ocsp_url=custody.ocsp_url(),
+        ca_issuers_url=custody.ca_issuers_url(),
     )
 
 
@@ -76,7 +76,7 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
     task (another worker, a restart) waits and then finds the certificate. The
     one-to-one link from certificate to request is the database's guarantee.
     """
-    ca = ca_store.load_ca()
+    ca = custody.ca_load()
     # Made before the lock: its slow hash need not hold the request row. The code goes
     # out only sealed, in the professional's password e-mail; the row keeps the hash.
     revocation_code, revocation_code_digest = revocation_code_new()

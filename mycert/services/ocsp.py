@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate, OcspResponse
 from mycert.pki import CertificateStatus, StatusAnswer
 from mycert.pki.evidence import revoked_answer
@@ -94,8 +94,8 @@ def _signed(
     *, certificate_id: int, serial: str, answer: StatusAnswer, now: datetime
 ) -> OcspResponse:
     """The certificate's answer signed for every CertID hash (an unsaved row)."""
-    responder = ca_store.load_ocsp_responder()  # once per process (ca_store's cache)
-    issuer = ca_store.load_ca_certificates().issuing
+    responder = custody.ocsp_responder_load()  # once per process (custody's cache)
+    issuer = custody.ca_certificates_load().issuing
     this_update = now.astimezone(UTC).replace(microsecond=0)  # what the DER carries
     next_update = this_update + settings.MYCERT_OCSP_VALIDITY
     signed = {
@@ -132,7 +132,7 @@ def _answer_from_evidence(
     serial_number = int(serial, 16)
     entry = evidence.entry(serial_number)
     if entry is None and stored_der is not None:
-        entry = revoked_answer(stored_der, ca_store.load_ca_certificates().issuing, serial_number)
+        entry = revoked_answer(stored_der, custody.ca_certificates_load().issuing, serial_number)
     if entry is None:
         return None
     return StatusAnswer(CertificateStatus.REVOKED, revoked_at=entry.revoked_at, reason=entry.reason)
@@ -199,7 +199,7 @@ class _Evidence:
         if not self.loaded:
             self.loaded = True
             try:
-                self.value = revocation_evidence(ca_store.load_ca_certificates().issuing)
+                self.value = revocation_evidence(custody.ca_certificates_load().issuing)
             except PublicationRefused as exc:
                 logger.error('OCSP: no "good" answer is signed: %s', exc)
                 revocation_alert("crl_publication_refused", {"problem": str(exc)}, now=self.now)
@@ -214,7 +214,7 @@ def ocsp_responses_sign(*, certificate_ids: Sequence[int], now: datetime) -> int
     revoked keeps the revoked answer the CA signed before (``_answer_from_evidence``;
     security is alerted). Without usable evidence (the latest CRL missing, forged or
     older than the high-water mark) only "revoked" answers are signed. The responder is
-    loaded once per process (``ca_store``); rows go in chunks of ``CHUNK``, one
+    loaded once per process (``mycert.custody``); rows go in chunks of ``CHUNK``, one
     transaction each.
     """
     ids = sorted(set(certificate_ids))
@@ -270,7 +270,7 @@ def ocsp_response_sign_at_issuance(*, certificate: Certificate, now: datetime) -
             answer=StatusAnswer(CertificateStatus.GOOD),
             now=now,
         )
-    except (ca_store.CaStoreError, ValueError):
+    except (custody.CustodyError, ValueError):
         logger.exception("OCSP: certificate %s issued without an answer", certificate.pk)
         return
     response.save(force_insert=True)
@@ -418,7 +418,7 @@ def ocsp_response_lookup(*, serial_number: int, hash_name: str, now: datetime) -
 
 @dataclass(frozen=True)
 class CaStatusAnswer:
-    """The root's stored answer on one issuing CA certificate (``ca_store.root_ocsp_path``)."""
+    """The root's stored answer on one issuing CA certificate (``custody.root_ocsp_path``)."""
 
     der: bytes
     this_update: datetime
@@ -434,7 +434,7 @@ def ca_status_lookup(*, serial_number: int, hash_name: str) -> CaStatusAnswer | 
     Signed at the root's ceremony (``sign_root_crl``) and copied to web hosts with the
     root CRL: a file, no database. Read once per process and file version.
     """
-    path = ca_store.root_ocsp_path(ca_store.configured_paths(), serial_number, hash_name)
+    path = custody.root_ocsp_path(custody.ca_paths(), serial_number, hash_name)
     try:
         stamp = path.stat().st_mtime_ns
     except OSError:

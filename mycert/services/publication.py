@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.crl_mark import CrlMarkError, raise_mark, read_mark
 from mycert.models import Certificate, Crl, OperatorAlert
 from mycert.pki import RevokedEntry, build_crl
@@ -300,7 +300,7 @@ def crl_publish(*, now: datetime | None = None) -> Crl:
     :class:`PublicationRefused` when it is missing, forged or older than the mark, after
     alerting security.
     """
-    ca = ca_store.load_ca()
+    ca = custody.ca_load()
     issuer = ca.issuing.certificate
     try:
         return _publish(ca, issuer, now)
@@ -312,7 +312,7 @@ def crl_publish(*, now: datetime | None = None) -> Crl:
         raise
 
 
-def _publish(ca: ca_store.LoadedCa, issuer: x509.Certificate, now: datetime | None) -> Crl:
+def _publish(ca: custody.LoadedCa, issuer: x509.Certificate, now: datetime | None) -> Crl:
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:

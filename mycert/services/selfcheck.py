@@ -43,7 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from django.db import transaction
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate
 from mycert.services.audit import audit_record
 
@@ -130,7 +130,7 @@ def check_certificate(*, certificate: x509.Certificate | None, now: datetime) ->
     if certificate is None:
         return CheckResult(CheckStatus.NO_CERTIFICATE)
     serial = format(certificate.serial_number, "x")
-    loaded = ca_store.load_ca_certificates()
+    loaded = custody.ca_certificates_load()
     try:
         certificate.verify_directly_issued_by(loaded.issuing)
     except (ValueError, TypeError, InvalidSignature):

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.request_proof import RequestUnproven
 from mycert.services.custody import custody_hsm_back, custody_hsm_unavailable
 from mycert.services.issuance import (
@@ -36,9 +36,9 @@ def _temporary(exc: BaseException) -> bool:
     """The database, a key file or the HSM is out of reach: the request is not at fault.
 
     HSM outages (token, session, module errors; a PIN the operator is replacing) are
-    waited out like a database or broker outage (``ca_store.is_temporary``).
+    waited out like a database or broker outage (``custody.is_temporary``).
     """
-    return isinstance(exc, TEMPORARY_ERRORS) or ca_store.is_temporary(exc)
+    return isinstance(exc, TEMPORARY_ERRORS) or custody.is_temporary(exc)
 
 
 @shared_task(
@@ -73,7 +73,7 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
                 now=timezone.now(),
             )
             return
-        if ca_store.is_hsm_outage(exc):
+        if custody.is_hsm_outage(exc):
             # /healthz says it in words on every host sharing the cache.
             custody_hsm_unavailable(error=str(exc), now=timezone.now())
         if self.request.retries >= self.max_retries:
@@ -87,7 +87,7 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
         # untouched, try again.
         logger.warning("request %s: temporary error, retrying (%s)", request_id, type(exc).__name__)
         raise self.retry(exc=exc, countdown=min(5 * 2**self.request.retries, 300)) from exc
-    if ca_store.uses_token():
+    if custody.uses_token():
         custody_hsm_back()  # signed: an outage met before is over
     # Sent here rather than queued behind every issuance waiting in the broker: the
     # professional's e-mails leave as soon as the certificate exists. A worker lost

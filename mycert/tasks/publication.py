@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from mycert.ca_store import renew_ocsp_responder_if_due
+from mycert.custody import ocsp_responder_renew
 from mycert.services.ocsp import ocsp_responses_refresh, ocsp_responses_sign
 from mycert.services.publication import PublicationRefused, crl_publish
 
@@ -39,7 +39,7 @@ def publish_crl() -> int | None:
 @shared_task(name="mycert.tasks.renew_ocsp_responder", acks_late=True)
 def renew_ocsp_responder() -> bool:
     """Give the OCSP responder a fresh certificate before the current one ends."""
-    return renew_ocsp_responder_if_due(now=timezone.now())
+    return ocsp_responder_renew(now=timezone.now())
 
 
 @shared_task(name="mycert.tasks.sign_ocsp_responses", acks_late=True, ignore_result=True)
@@ -68,4 +68,4 @@ def publish_crl_previous_name() -> int | None:
 @shared_task(name="mycert.tasks.publication.renew_ocsp_responder", acks_late=True)
 def renew_ocsp_responder_previous_name() -> bool:
     """``renew_ocsp_responder`` under its former name."""
-    return renew_ocsp_responder_if_due(now=timezone.now())
+    return ocsp_responder_renew(now=timezone.now())

@@ -24,7 +24,7 @@ from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Crl, OcspResponse
 from mycert.pki import error_response, issued_by, parse_ocsp_request
 from mycert.pki.ocsp_presigned import PRESIGNED_HASHES
@@ -61,7 +61,7 @@ def crl(request: HttpRequest) -> HttpResponse:
 def root_crl(request: HttpRequest) -> HttpResponse:
     """The root's CRL over the issuing CA."""
     try:
-        data = ca_store.configured_paths().root_crl.read_bytes()
+        data = custody.ca_paths().root_crl.read_bytes()
     except OSError:
         return HttpResponse("No root CRL is available.", status=503, content_type="text/plain")
     return HttpResponse(data, content_type="application/pkix-crl")
@@ -70,7 +70,7 @@ def root_crl(request: HttpRequest) -> HttpResponse:
 @require_GET
 def ca_certificate(request: HttpRequest, which: str) -> HttpResponse:
     """The issuing or root CA certificate in DER (AIA caIssuers, RFC 5280 §4.2.2.1)."""
-    loaded = ca_store.load_ca_certificates()
+    loaded = custody.ca_certificates_load()
     certificate = loaded.issuing if which == "issuing" else loaded.root
     return HttpResponse(
         certificate.public_bytes(serialization.Encoding.DER), content_type="application/pkix-cert"
@@ -93,8 +93,8 @@ def _stored_answer(der: bytes, *, now: datetime) -> tuple[bytes, dict[str, str]]
         return _ocsp_error_body(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     hash_name = query.hash_algorithm.name
     try:
-        certificates = ca_store.load_ca_certificates()
-    except ca_store.CaStoreError:
+        certificates = custody.ca_certificates_load()
+    except custody.CustodyError:
         logger.exception("OCSP: the CA certificates cannot be read")
         return _ocsp_error_body(ocsp.OCSPResponseStatus.TRY_LATER)
     if hash_name in PRESIGNED_HASHES and issued_by(query, certificates.root):

@@ -36,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Crl
 from mycert.pki import CertificateAuthority, KeyType, build_crl, generate_private_key
 from mycert.services.publication import crl_publish
@@ -104,7 +104,7 @@ class Refresh:
 
 
 @pytest.fixture
-def refresh(live_server: Any, settings: Any, ca: ca_store.CaPaths) -> Iterator[Refresh]:
+def refresh(live_server: Any, settings: Any, ca: custody.CaPaths) -> Iterator[Refresh]:
     settings.MYCERT_PKI_BASE_URL = live_server.url
     directory = Path(tempfile.mkdtemp(prefix="mycert-crl-refresh-", dir="/tmp"))
     ca_file = directory / "mycert-ca.pem"
@@ -150,7 +150,7 @@ def _revoke_and_install(refresh: Refresh) -> Revoked:
     return Revoked(serial, bytes(before.der))
 
 
-def _root_crl(ca: ca_store.CaPaths) -> bytes:
+def _root_crl(ca: custody.CaPaths) -> bytes:
     return ca.root_crl.read_bytes()
 
 
@@ -160,7 +160,7 @@ def _refused(result: subprocess.CompletedProcess[str], refresh: Refresh, kept: b
     assert "keeping the installed issuing CRL" in result.stderr
 
 
-def test_a_replayed_older_crl_is_refused(refresh: Refresh, ca: ca_store.CaPaths) -> None:
+def test_a_replayed_older_crl_is_refused(refresh: Refresh, ca: custody.CaPaths) -> None:
     revoked = _revoke_and_install(refresh)
     kept = refresh.crl_file.read_bytes()
     result = refresh.through_path(revoked.before, _root_crl(ca))
@@ -170,14 +170,14 @@ def test_a_replayed_older_crl_is_refused(refresh: Refresh, ca: ca_store.CaPaths)
     assert revoked.serial in refresh.installed_serials()
 
 
-def test_an_expired_crl_is_refused(refresh: Refresh, ca: ca_store.CaPaths) -> None:
+def test_an_expired_crl_is_refused(refresh: Refresh, ca: custody.CaPaths) -> None:
     revoked = _revoke_and_install(refresh)
     kept = refresh.crl_file.read_bytes()
     now = timezone.now()
     # Genuinely signed by the issuing CA and numbered above the installed one: only its
     # nextUpdate is wrong.
     expired = build_crl(
-        issuer=ca_store.load_ca().issuing,
+        issuer=custody.ca_load().issuing,
         entries=[],
         crl_number=10**6,
         this_update=now - timedelta(days=2),
@@ -190,7 +190,7 @@ def test_an_expired_crl_is_refused(refresh: Refresh, ca: ca_store.CaPaths) -> No
 
 
 def test_the_roots_crl_in_the_issuing_cas_place_is_refused(
-    refresh: Refresh, ca: ca_store.CaPaths
+    refresh: Refresh, ca: custody.CaPaths
 ) -> None:
     revoked = _revoke_and_install(refresh)
     kept = refresh.crl_file.read_bytes()
@@ -207,13 +207,13 @@ def test_the_roots_crl_in_the_issuing_cas_place_is_refused(
 
 
 def test_a_crl_under_the_issuing_cas_name_signed_by_another_key_is_refused(
-    refresh: Refresh, ca: ca_store.CaPaths
+    refresh: Refresh, ca: custody.CaPaths
 ) -> None:
     _revoke_and_install(refresh)
     kept = refresh.crl_file.read_bytes()
     now = timezone.now()
     forged = build_crl(
-        issuer=_impostor(ca_store.load_ca().issuing.certificate),
+        issuer=_impostor(custody.ca_load().issuing.certificate),
         entries=[],
         crl_number=10**6,
         this_update=now,
@@ -241,7 +241,7 @@ def _impostor(genuine: x509.Certificate) -> CertificateAuthority:
     return CertificateAuthority(builder.sign(key, hashes.SHA256()), key)
 
 
-def test_a_truncated_download_is_refused(refresh: Refresh, ca: ca_store.CaPaths) -> None:
+def test_a_truncated_download_is_refused(refresh: Refresh, ca: custody.CaPaths) -> None:
     _revoke_and_install(refresh)
     kept = refresh.crl_file.read_bytes()
     crl_publish(now=timezone.now())  # a newer genuine CRL, cut short on the way
@@ -253,7 +253,7 @@ def test_a_truncated_download_is_refused(refresh: Refresh, ca: ca_store.CaPaths)
 
 
 def test_a_refused_root_crl_keeps_the_installed_root_crl_and_takes_the_new_issuing_one(
-    refresh: Refresh, ca: ca_store.CaPaths
+    refresh: Refresh, ca: custody.CaPaths
 ) -> None:
     """Per CA: a newer issuing CRL is still installed when the root's is refused."""
     revoked = _revoke_and_install(refresh)

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.services.ocsp import ocsp_responses_sign
 from mycert.services.publication import crl_publish
 from mycert.services.revocation import certificate_revoke
@@ -99,7 +99,7 @@ def _start_site(tmp_path: Path, web_port: int, ocsp_port: int) -> tuple[Nginx, S
 
 
 @pytest.fixture
-def site(live_server: Any, settings: Any, ca: ca_store.CaPaths, tmp_path: Path) -> Iterator[Site]:
+def site(live_server: Any, settings: Any, ca: custody.CaPaths, tmp_path: Path) -> Iterator[Site]:
     """nginx before the web app; the OCSP responder process is down (nobody on its port),
     so /pki/ocsp/ goes to the backup, the web app: the same answers."""
     settings.MYCERT_PKI_BASE_URL = live_server.url
@@ -112,7 +112,7 @@ def site(live_server: Any, settings: Any, ca: ca_store.CaPaths, tmp_path: Path) 
 
 
 def _request_der(certificate: x509.Certificate) -> bytes:
-    issuer = ca_store.load_ca_certificates().issuing
+    issuer = custody.ca_certificates_load().issuing
     return (
         ocsp.OCSPRequestBuilder()
         .add_certificate(certificate, issuer, hashes.SHA1())  # noqa: S303 - CertID as sent
@@ -315,7 +315,7 @@ def ocsp_process(worker_env: dict[str, str], tmp_path: Path) -> Iterator[int]:
 
 
 def test_the_ocsp_responder_process_answers_as_the_web_app(
-    live_server: Any, settings: Any, ca: ca_store.CaPaths, tmp_path: Path, ocsp_process: int
+    live_server: Any, settings: Any, ca: custody.CaPaths, tmp_path: Path, ocsp_process: int
 ) -> None:
     settings.MYCERT_PKI_BASE_URL = live_server.url
     responder = f"http://127.0.0.1:{ocsp_process}"

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from django.core.management import call_command
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.pki import build_crl
 from mycert.services.publication import crl_publish
 from mycert.services.revocation import certificate_revoke
@@ -78,7 +78,7 @@ class Pki:
 
 
 @contextlib.contextmanager
-def _relying_pki(live_server: Any, settings: Any, ca: ca_store.CaPaths) -> Iterator[Pki]:
+def _relying_pki(live_server: Any, settings: Any, ca: custody.CaPaths) -> Iterator[Pki]:
     settings.MYCERT_PKI_BASE_URL = live_server.url
     crl_publish(now=timezone.now())
     # World-readable: Apache's children run as nobody when the tests run as root.
@@ -98,7 +98,7 @@ def _relying_pki(live_server: Any, settings: Any, ca: ca_store.CaPaths) -> Itera
 
 
 @pytest.fixture
-def pki(live_server: Any, settings: Any, ca: ca_store.CaPaths) -> Iterator[Pki]:
+def pki(live_server: Any, settings: Any, ca: custody.CaPaths) -> Iterator[Pki]:
     with _relying_pki(live_server, settings, ca) as made:
         yield made
 
@@ -500,7 +500,7 @@ def test_an_expired_crl_refuses_every_client(pki: Pki, nginx_service: NginxServe
     assert curl(nginx_service.url, pki, valid, "valid").accepted
     now = timezone.now()
     stale = build_crl(
-        issuer=ca_store.load_ca().issuing,
+        issuer=custody.ca_load().issuing,
         entries=[],
         crl_number=10**6,
         this_update=now - timedelta(days=2),
@@ -598,13 +598,13 @@ def test_when_mycerts_ocsp_cannot_be_reached(kind: str, soft_fail: bool, pki: Pk
 
 
 def test_nginx_refuses_a_leaf_of_a_revoked_issuing_ca(
-    live_server: Any, settings: Any, ca: ca_store.CaPaths, tmp_path: Path
+    live_server: Any, settings: Any, ca: custody.CaPaths, tmp_path: Path
 ) -> None:
     """Issue 22: after ``sign_root_crl --revoke-issuing``, with CRLs and with OCSP."""
     settings.MYCERT_CA_DIR = tmp_path / "ca"
     shutil.copytree(ca.directory, settings.MYCERT_CA_DIR)
-    ca_store.clear_cache()
-    own = ca_store.configured_paths()
+    custody.cache_clear()
+    own = custody.ca_paths()
     with _relying_pki(live_server, settings, own) as relying:
         leaf = keystores.issue(professional_id="LU-MED-520100")
         with_crls = NginxServer(relying, free_port(), False)
@@ -612,7 +612,7 @@ def test_nginx_refuses_a_leaf_of_a_revoked_issuing_ca(
         try:
             for server in (with_crls, with_ocsp):
                 assert curl(server.url, relying, leaf, "leaf").accepted
-            issuing = ca_store.load_ca_certificates().issuing
+            issuing = custody.ca_certificates_load().issuing
             call_command(
                 "sign_root_crl",
                 revoke_issuing=f"{issuing.serial_number:x}",

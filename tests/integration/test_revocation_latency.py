@@ -18,7 +18,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate
 from mycert.services.issuance import request_issue
 from mycert.services.publication import crl_publish
@@ -65,7 +65,7 @@ def _ocsp_status(url: str, leaf: Path, ca_dir: Path) -> str:
 
 def _poll_until_revoked(url: str, certificate: x509.Certificate, timeout: float = 30) -> float:
     """Ask until the answer is "revoked"; return when it was. Fails on any "good"."""
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     body = (
         ocsp.OCSPRequestBuilder()
         .add_certificate(certificate, issuing, hashes.SHA1())  # noqa: S303 - as clients send
@@ -104,7 +104,7 @@ def test_revoke_click_reaches_crl_and_ocsp(
     certificate = x509.load_pem_x509_certificate(record.pem.encode())
     leaf = tmp_path / "leaf.pem"
     leaf.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    ca_dir = ca_store.configured_paths().directory
+    ca_dir = custody.ca_paths().directory
     aia = certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     ocsp_url = next(
         str(d.access_location.value)

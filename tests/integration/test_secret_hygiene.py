@@ -35,7 +35,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import CertificateRequest
 from mycert.services.vendors import vendor_add_confirmed
 from tests.factories import ProfessionalFactory
@@ -313,7 +313,7 @@ def test_no_secret_in_database_logs_or_broker(
     passphrase = django_settings.MYCERT_CA_KEY_PASSPHRASE.encode()
     secrets["CA passphrase"] = _encodings(passphrase)
     secrets["issuing CA key"] = [
-        e for m in _key_material(ca_store.load_ca().issuing.private_key) for e in _encodings(m)
+        e for m in _key_material(custody.ca_load().issuing.private_key) for e in _encodings(m)
     ]
     secrets["Django secret key (seals the outbox)"] = [django_settings.SECRET_KEY.encode()]
 

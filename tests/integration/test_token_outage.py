@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate, CertificateRequest, OperatorAlert
 from tests.support.smtp_server import SmtpProcess
 from tests.support.softhsm import SoftHsm
@@ -57,9 +57,9 @@ def test_token_down_during_a_batch_every_request_issued_once(
     settings.EMAIL_HOST = smtp_process.host
     settings.EMAIL_PORT = smtp_process.port
     settings.MYCERT_CERT_KEY_TYPE = "ec-p256"
-    ca_store.clear_cache()
+    custody.cache_clear()
     call_command("init_ca", key_type="ec-p256")
-    ca_store.clear_cache()
+    custody.cache_clear()
 
     fast_fault_env(worker_env, email_url=f"smtp://{smtp_process.host}:{smtp_process.port}")
     worker_env.pop("MYCERT_CA_KEY_PASSPHRASE", None)
@@ -116,7 +116,7 @@ def test_token_down_during_a_batch_every_request_issued_once(
         if away.exists():
             away.rename(softhsm.directory)
         workers.stop_all()
-        ca_store.clear_cache()
+        custody.cache_clear()
 
     retries = workers.logs().count("temporary error, retrying")
     with capsys.disabled():

@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from django.core.management import call_command
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate
 from tests.support.smtp_server import SmtpProcess
 from tests.support.softhsm import SoftHsm
@@ -54,9 +54,9 @@ def test_prefork_children_sign_in_the_token(
     settings.EMAIL_HOST = smtp_process.host
     settings.EMAIL_PORT = smtp_process.port
     settings.MYCERT_CERT_KEY_TYPE = "ec-p256"
-    ca_store.clear_cache()
+    custody.cache_clear()
     call_command("init_ca", key_type="ec-p256")
-    ca_store.clear_cache()  # this process's session closes: the worker's are its own
+    custody.cache_clear()  # this process's session closes: the worker's are its own
 
     fast_fault_env(worker_env, email_url=f"smtp://{smtp_process.host}:{smtp_process.port}")
     worker_env.pop("MYCERT_CA_KEY_PASSPHRASE", None)
@@ -96,7 +96,7 @@ def test_prefork_children_sign_in_the_token(
     in_pool = {int(pid) for pid in re.findall(r"/ForkPoolWorker-\d+\] " + pattern, logs)}
     assert len(in_pool) == 2, logs[-4000:]
     assert len(opened - in_pool) == 1, "the check's probe child"
-    issuing = ca_store.load_ca_certificates().issuing
+    issuing = custody.ca_certificates_load().issuing
     for certificate in Certificate.objects.filter(request_id__in=ids):
         x509.load_pem_x509_certificate(certificate.pem.encode()).verify_directly_issued_by(issuing)
     for path in Path(settings.MYCERT_CA_DIR).rglob("*"):

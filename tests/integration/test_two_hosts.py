@@ -38,7 +38,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management import call_command
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate, CertificateRequest, Professional
 from mycert.services.publication import crl_publish
 from mycert.services.vendors import vendor_add_confirmed
@@ -94,9 +94,9 @@ def _pkcs11_backend(
     test_settings.MYCERT_PKCS11_PIN = ""
     test_settings.MYCERT_PKCS11_PIN_FILE = str(pin_file)
     test_settings.MYCERT_CA_DIR = ca_dir
-    ca_store.clear_cache()
+    custody.cache_clear()
     call_command("init_ca", key_type="ec-p256")
-    ca_store.clear_cache()
+    custody.cache_clear()
     worker = {k: v for k, v in env.items() if k != "MYCERT_CA_KEY_PASSPHRASE"}
     worker.update(
         {

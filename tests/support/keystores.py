@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Certificate, CertificateRequest, Delivery
 from mycert.outbox.content import password_payload_open
 from mycert.pki import (
@@ -111,7 +111,7 @@ def variant(
     A new serial, the same key; with ``record`` the copy is stored like an issued one (so
     that only the named defect tells it apart in the self-check).
     """
-    ca = ca_store.load_ca()
+    ca = custody.ca_load()
     source = original.certificate
     builder = (
         x509.CertificateBuilder()
@@ -160,7 +160,7 @@ def expired(original: Keystore) -> Keystore:
     Its validity starts with the issuing CA's: the test CA is minutes old, and a MyCert
     certificate is always valid inside its issuer's validity.
     """
-    issuing = ca_store.load_ca().issuing.certificate
+    issuing = custody.ca_load().issuing.certificate
     now = timezone.now()
     return variant(
         original, not_before=issuing.not_valid_before_utc, not_after=now - timedelta(seconds=1)

@@ -31,7 +31,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
-from mycert import ca_store
+from mycert import custody
 from mycert.models import Vendor
 
 DEMO_PROFESSIONALS = [
@@ -184,7 +184,7 @@ class Command(BaseCommand):
             raise CommandError("demo runs only with DJANGO_DEBUG=true; it changed nothing.")
         var = Path(settings.VAR_DIR)
         call_command("migrate", verbosity=0)
-        if not ca_store.configured_paths().issuing_cert.exists():
+        if not custody.ca_paths().issuing_cert.exists():
             # As in production, the root key leaves the CA folder the workers read.
             call_command("init_ca", root_key_out=var / "offline-root" / "root-key.pem")
         call_command("check")

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 from mycert.pki import KeyType
 from mycert.services.audit import audit_record
 from mycert.services.publication import crl_publish
@@ -77,17 +77,17 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        paths = ca_store.configured_paths()
+        paths = custody.ca_paths()
         passphrase = b""
-        if not ca_store.uses_token():
+        if not custody.uses_token():
             try:
-                passphrase = ca_store.configured_passphrase()
-            except ca_store.CaStoreError as exc:
+                passphrase = custody.ca_passphrase()
+            except custody.CustodyError as exc:
                 raise CommandError(str(exc)) from exc
-            weak = ca_store.weak_passphrases()
+            weak = custody.weak_passphrases()
             if weak and not settings.DEBUG:
                 raise CommandError(
-                    f"{', '.join(weak)} must be at least {ca_store.MIN_PASSPHRASE_LENGTH} "
+                    f"{', '.join(weak)} must be at least {custody.MIN_PASSPHRASE_LENGTH} "
                     "characters in production; refusing to write CA keys with it."
                 )
         now = timezone.now()
@@ -95,7 +95,7 @@ class Command(BaseCommand):
             if options["import_ca"]:
                 self._import(paths, passphrase, options, now)
             else:
-                ca_store.create_ca(
+                custody.ca_create(
                     paths,
                     passphrase,
                     organization=options["organization"] or settings.MYCERT_CERT_ORGANIZATION,
@@ -104,9 +104,9 @@ class Command(BaseCommand):
                     now=now,
                     root_key_path=options["root_key_out"],
                 )
-        except ca_store.CaStoreError as exc:
+        except custody.CustodyError as exc:
             raise CommandError(str(exc)) from exc
-        loaded = ca_store.load_ca()
+        loaded = custody.ca_load()
         audit_record(
             actor="system",
             action="ca.imported" if options["import_ca"] else "ca.created",
@@ -130,13 +130,13 @@ class Command(BaseCommand):
         self._say_how_the_root_goes_offline(paths, options["root_key_out"])
 
     def _say_how_the_root_goes_offline(
-        self, paths: ca_store.CaPaths, root_key_out: Path | None
+        self, paths: custody.CaPaths, root_key_out: Path | None
     ) -> None:
         """The root key must leave the workers: say how, now, while the operator is here."""
-        if ca_store.root_key_online():
-            self.stdout.write(self.style.WARNING(ca_store.ROOT_ONLINE_MEANING))
+        if custody.root_key_online():
+            self.stdout.write(self.style.WARNING(custody.ROOT_ONLINE_MEANING))
             return
-        if ca_store.uses_token():
+        if custody.uses_token():
             self.stdout.write(
                 self.style.WARNING(
                     f"Next step: the root key is in the token "
@@ -146,7 +146,7 @@ class Command(BaseCommand):
                 )
             )
             return
-        root_key = root_key_out or ca_store.configured_root_key_path(paths)
+        root_key = root_key_out or custody.root_key_default_path(paths)
         self.stdout.write(
             self.style.WARNING(
                 f"Next step: take the root key offline. {root_key} is encrypted with "
@@ -158,7 +158,7 @@ class Command(BaseCommand):
         )
 
     def _import(
-        self, paths: ca_store.CaPaths, passphrase: bytes, options: dict[str, Any], now: Any
+        self, paths: custody.CaPaths, passphrase: bytes, options: dict[str, Any], now: Any
     ) -> None:
         files = {
             name: options[name] for name in ("root_cert", "root_key", "issuing_cert", "issuing_key")
@@ -182,7 +182,7 @@ class Command(BaseCommand):
             source_passphrase = os.environ.get(options["key_passphrase_env"], "").encode()
         else:
             source_passphrase = getpass.getpass("Passphrase of the imported keys: ").encode()
-        ca_store.import_ca(
+        custody.ca_import(
             paths,
             passphrase,
             root_cert_pem=contents["root_cert"],

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 
 
 class Command(BaseCommand):
@@ -33,13 +33,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            certificate = ca_store.renew_issuing_ca(
+            certificate = custody.issuing_ca_renew(
                 now=timezone.now(), root_key_path=options["root_key"]
             )
-        except (ca_store.CaStoreError, ValueError) as exc:
+        except (custody.CustodyError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         finally:
-            ca_store.close_tokens()
+            custody.tokens_close()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Issuing CA re-issued: serial {certificate.serial_number:x}, valid until "

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 
 
 class Command(BaseCommand):
@@ -20,9 +20,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            ca_store.renew_ocsp_responder_if_due(now=timezone.now(), force=True)
-            responder = ca_store.load_ocsp_responder()
-        except ca_store.CaStoreError as exc:
+            custody.ocsp_responder_renew(now=timezone.now(), force=True)
+            responder = custody.ocsp_responder_load()
+        except custody.CustodyError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             self.style.SUCCESS(

@@ -9,7 +9,7 @@ from cryptography import x509
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from mycert import ca_store
+from mycert import custody
 
 
 class Command(BaseCommand):
@@ -56,14 +56,14 @@ class Command(BaseCommand):
         try:
             if revoke is not None:
                 _require_known_issuing(revoke[0])
-            number = ca_store.sign_root_crl(
+            number = custody.root_crl_sign(
                 now=now, root_key_path=options["root_key"], revoke_issuing=revoke
             )
-        except ca_store.CaStoreError as exc:
+        except custody.CustodyError as exc:
             raise CommandError(str(exc)) from exc
         finally:
-            ca_store.close_tokens()
-        paths = ca_store.configured_paths()
+            custody.tokens_close()
+        paths = custody.ca_paths()
         if revoke is not None:
             self.stdout.write(
                 self.style.WARNING(
@@ -74,8 +74,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"{paths.root_crl}: CRL #{number}, next update "
-                f"{now + ca_store.ROOT_CRL_VALIDITY:%Y-%m-%d}. Copy it and "
-                f"{ca_store.ROOT_OCSP_DIRECTORY}/ to every web host."
+                f"{now + custody.ROOT_CRL_VALIDITY:%Y-%m-%d}. Copy it and "
+                f"{custody.ROOT_OCSP_DIRECTORY}/ to every web host."
             )
         )
 
@@ -110,9 +110,9 @@ def _revocation(serial: str | None, reason: str | None) -> tuple[int, x509.Reaso
 
 def _require_known_issuing(serial: int) -> None:
     """Refuse a serial that names none of this root's issuing CA certificates (a typo)."""
-    paths = ca_store.configured_paths()
-    root = ca_store.load_ca_certificates().root
-    known = {c.serial_number for c in ca_store.issuing_certificates(paths, root)}
+    paths = custody.ca_paths()
+    root = custody.ca_certificates_load().root
+    known = {c.serial_number for c in custody.issuing_certificates(paths, root)}
     if serial not in known:
         listed = ", ".join(f"{n:x}" for n in sorted(known)) or "none"
         raise CommandError(
