@@ -12,7 +12,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
 
-from mycert.models import Certificate, CertificateRequest, OperatorAlert
+from mycert.models import AuditEvent, Certificate, CertificateRequest, OperatorAlert
 from mycert.outbox import deliveries_cancel_for_certificate
 from mycert.services.alerts import operator_alert_create
 from mycert.services.audit import actor_label, audit_record
@@ -71,7 +71,7 @@ def certificate_revoke(
         )
         audit_record(
             actor=actor_label(actor),
-            action="certificate.revoked",
+            action=AuditEvent.Action.CERTIFICATE_REVOKED,
             target=certificate,
             details={
                 "serial": certificate.serial,
@@ -96,7 +96,7 @@ def certificate_revoke(
             professional = certificate.professional
             operator_alert_create(
                 recipient=OperatorAlert.Recipient.HELPDESK,
-                kind="key_compromise_reported",
+                kind=OperatorAlert.Kind.KEY_COMPROMISE_REPORTED,
                 context={
                     "certificate_id": certificate.pk,
                     "serial": certificate.serial,
