@@ -186,3 +186,13 @@ def test_an_admin_change_is_recorded_under_its_name(client: Client) -> None:
             action_flag=flag,
         )
         assert AuditEvent.objects.filter(action=action.value).count() == 1
+
+
+def test_an_admin_change_without_a_name_is_still_recorded_under_its_code(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A model registered later without its names: audited all the same, and said so."""
+    action = admin_change_action("permission", "changed")
+
+    assert action == "admin.permission_changed"
+    assert "admin.permission_changed has no name" in caplog.text
