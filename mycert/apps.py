@@ -19,7 +19,18 @@ class MyCertConfig(AppConfig):
     def ready(self) -> None:
         # ``checks`` registers the system checks on import.
         from mycert import checks, custody  # noqa: F401
-        from mycert.admin import helpdesk  # noqa: F401  (registers the ModelAdmins)
+
+        # Each module registers its ModelAdmins on the configured site.
+        from mycert.admin import (  # noqa: F401
+            alerts,
+            audit,
+            certificates,
+            deliveries,
+            professionals,
+            publication,
+            requests,
+            vendors,
+        )
         from mycert.ops import metrics
 
         metrics.connect_task_signals()

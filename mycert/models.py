@@ -407,9 +407,82 @@ class AuditEvent(models.Model):
         SHA256 = "sha256", _("SHA-256 (unkeyed)")
         HMAC_SHA256 = "hmac-sha256", _("HMAC-SHA-256 (keyed)")
 
+    class Action(models.TextChoices):
+        """Every event the trail records, named once (tests/test_event_names.py).
+
+        The codes are data: stable, searchable and hashed into the chain, so a code is
+        never renamed; only its label, in the reader's language, may change.
+        """
+
+        # The chain itself (mycert.services.audit).
+        AUDIT_CHAIN_KEYED = (
+            "audit.chain_keyed",
+            _("Audit chain keyed (MYCERT_AUDIT_KEY) from here on"),
+        )
+        AUDIT_DOWNGRADE_DETECTED = (
+            "audit.downgrade_detected",
+            _(
+                "Audit chain rewritten without the key: an unkeyed link after the keyed chain (found here)"
+            ),
+        )
+        # Professionals (mycert.services.professionals).
+        AUTH_LOGIN = "auth.login", _("Professional logged in")
+        AUTH_LOGIN_REFUSED = "auth.login_refused", _("Professional login refused")
+        AUTH_LOGOUT = "auth.logout", _("Professional logged out")
+        # Staff (mycert.services.staff). The admin.<model>_<verb> codes are made from the
+        # admin's log entries, one per model the admin shows of the audited apps.
+        STAFF_LOGIN = "staff.login", _("Staff member signed in to the admin")
+        STAFF_LOGIN_FAILED = "staff.login_failed", _("Failed sign-in to the admin")
+        ADMIN_USER_ADDED = "admin.user_added", _("User account added")
+        ADMIN_USER_CHANGED = "admin.user_changed", _("User account changed")
+        ADMIN_USER_DELETED = "admin.user_deleted", _("User account deleted")
+        ADMIN_GROUP_ADDED = "admin.group_added", _("Group added")
+        ADMIN_GROUP_CHANGED = "admin.group_changed", _("Group changed")
+        ADMIN_GROUP_DELETED = "admin.group_deleted", _("Group deleted")
+        ADMIN_TOTPDEVICE_ADDED = "admin.totpdevice_added", _("TOTP device added")
+        ADMIN_TOTPDEVICE_CHANGED = "admin.totpdevice_changed", _("TOTP device changed")
+        ADMIN_TOTPDEVICE_DELETED = "admin.totpdevice_deleted", _("TOTP device deleted")
+        ADMIN_TOTP_DEVICE_CREATED = "admin.totp_device_created", _("TOTP device created (command)")
+        # The CA (manage.py init_ca).
+        CA_CREATED = "ca.created", _("CA created")
+        CA_IMPORTED = "ca.imported", _("CA imported")
+        # Requests and certificates (mycert.services).
+        REQUEST_SUBMITTED = "request.submitted", _("Certificate request submitted")
+        REQUEST_UNPROVEN = (
+            "request.unproven",
+            _("Certificate request refused: its proof of login does not verify"),
+        )
+        REQUEST_SENT = "request.sent", _("Certificate request completed")
+        REQUEST_FAILED = "request.failed", _("Certificate request failed")
+        CERTIFICATE_ISSUED = "certificate.issued", _("Certificate issued")
+        CERTIFICATE_REVOKED = "certificate.revoked", _("Certificate revoked")
+        # The outbox (mycert.outbox).
+        DELIVERY_SENT = "delivery.sent", _("E-mail sent")
+        DELIVERY_FAILED = "delivery.failed", _("E-mail failed")
+        DELIVERY_RETRIED = "delivery.retried", _("E-mail queued again")
+        DELIVERY_CANCELLED = "delivery.cancelled", _("E-mail cancelled before it was sent")
+        DELIVERY_PAYLOAD_WIPED = (
+            "delivery.payload_wiped",
+            _("Sealed keystores and passwords of failed e-mails wiped"),
+        )
+        OUTBOX_RESEALED = (
+            "outbox.resealed",
+            _("Waiting e-mails sealed again with the new outbox key"),
+        )
+        # Vendors (mycert.services.vendors).
+        VENDOR_CREATED = "vendor.created", _("Vendor added")
+        VENDOR_CHANGED = "vendor.changed", _("Vendor changed")
+        VENDOR_CONFIRMED = "vendor.confirmed", _("Vendor confirmed on a worker host")
+        VENDOR_WITHDRAWN = "vendor.withdrawn", _("Vendor withdrawn from a worker host")
+        # The relying parties' self-check (mycert.services.selfcheck).
+        SELFCHECK_CHECKED = (
+            "selfcheck.checked",
+            _("Certificate checked on « Does my certificate work? »"),
+        )
+
     created_at = models.DateTimeField(_("time"))
     actor = models.CharField(_("actor"), max_length=150)
-    action = models.CharField(_("action"), max_length=64)
+    action = models.CharField(_("action"), max_length=64, choices=Action.choices)
     object_type = models.CharField(_("object type"), max_length=64, blank=True)
     object_id = models.CharField(_("object id"), max_length=64, blank=True)
     details = models.JSONField(_("details"), default=dict, blank=True)
@@ -449,8 +522,36 @@ class OperatorAlert(models.Model):
         HELPDESK = "helpdesk", _("helpdesk")
         SECURITY = "security", _("security")
 
+    class Kind(models.TextChoices):
+        """Every alert, named once; each has ``templates/emails/alerts/<kind>_subject.txt``
+        and ``<kind>.txt`` (tests/test_event_names.py)."""
+
+        AUDIT_TAMPERED = "audit_tampered", _("Audit trail tampered with")
+        CRL_PUBLICATION_REFUSED = "crl_publication_refused", _("CRL publication stopped")
+        DELIVERY_FAILED = "delivery_failed", _("Certificate e-mail failed for good")
+        DELIVERY_REDIRECTED = (
+            "delivery_redirected",
+            _("Certificate e-mail redirected to another address, not sent"),
+        )
+        HSM_PIN_REFUSED = "hsm_pin_refused", _("HSM refuses the workers' PIN")
+        KEY_COMPROMISE_REPORTED = (
+            "key_compromise_reported",
+            _("Key compromise reported by the professional"),
+        )
+        REQUEST_FAILED = "request_failed", _("Certificate request failed")
+        REQUEST_UNPROVEN = (
+            "request_unproven",
+            _("Certificate request refused: its proof of login does not verify"),
+        )
+        REVOCATION_CLEARED = "revocation_cleared", _("Revocation cleared in the database")
+        VENDOR_CHANGED = "vendor_changed", _("Vendor added or changed")
+        VENDOR_COPY_REFUSED = (
+            "vendor_copy_refused",
+            _("Vendor copy refused: address or key not confirmed"),
+        )
+
     recipient = models.CharField(_("recipient"), max_length=16, choices=Recipient.choices)
-    kind = models.CharField(_("kind"), max_length=64)
+    kind = models.CharField(_("kind"), max_length=64, choices=Kind.choices)
     subject = models.CharField(_("subject"), max_length=255)
     body = models.TextField(_("body"))
     created_at = models.DateTimeField(_("created"), auto_now_add=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.header import decode_header, make_header
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.db import transaction
@@ -22,6 +22,8 @@ from tests.support.smtp_server import TestSmtpServer
 pytestmark = pytest.mark.django_db
 
 TEST_TEMPLATES = Path(__file__).parent / "templates"
+#: A test-only kind, with templates in tests/templates/, outside ``OperatorAlert.Kind``.
+PROBE = cast(OperatorAlert.Kind, "test_probe")
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def raise_probe(django_capture_on_commit_callbacks: Any) -> Any:
     def raise_(recipient: OperatorAlert.Recipient = OperatorAlert.Recipient.HELPDESK) -> int:
         with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
             alert = operator_alert_create(
-                recipient=recipient, kind="test_probe", context={"request_id": 7, "name": "Anne"}
+                recipient=recipient, kind=PROBE, context={"request_id": 7, "name": "Anne"}
             )
         return alert.pk
 
@@ -77,7 +79,7 @@ def test_an_alert_rolled_back_with_its_event_never_exists(smtp_settings: TestSmt
         with transaction.atomic():
             operator_alert_create(
                 recipient=OperatorAlert.Recipient.HELPDESK,
-                kind="test_probe",
+                kind=PROBE,
                 context={"request_id": 1, "name": "x"},
             )
             raise RuntimeError("the event failed")

@@ -31,9 +31,15 @@ pytestmark = pytest.mark.django_db
 def _three_events() -> list[AuditEvent]:
     vendor = VendorFactory.create()
     return [
-        audit_record(actor="system", action="vendor.created", target=vendor, details={"n": 1}),
-        audit_record(actor="user:7", action="request.submitted", details={"é": "ü"}),
-        audit_record(actor="system", action="certificate.issued", details={"serial": "ab"}),
+        audit_record(
+            actor="system", action=AuditEvent.Action.VENDOR_CREATED, target=vendor, details={"n": 1}
+        ),
+        audit_record(
+            actor="user:7", action=AuditEvent.Action.REQUEST_SUBMITTED, details={"é": "ü"}
+        ),
+        audit_record(
+            actor="system", action=AuditEvent.Action.CERTIFICATE_ISSUED, details={"serial": "ab"}
+        ),
     ]
 
 
@@ -153,7 +159,9 @@ def test_the_key_arrives_on_an_existing_chain_with_a_recorded_switch_over(settin
     old = _three_events()
     settings.MYCERT_AUDIT_KEY = AUDIT_KEY
 
-    new = audit_record(actor="system", action="certificate.issued", details={"serial": "ef"})
+    new = audit_record(
+        actor="system", action=AuditEvent.Action.CERTIFICATE_ISSUED, details={"serial": "ef"}
+    )
 
     switch = AuditEvent.objects.get(action="audit.chain_keyed")
     assert switch.previous_hash == old[-1].hash
@@ -161,7 +169,10 @@ def test_the_key_arrives_on_an_existing_chain_with_a_recorded_switch_over(settin
     assert switch.hash_scheme == new.hash_scheme == AuditEvent.HashScheme.HMAC_SHA256
     assert new.previous_hash == switch.hash
     assert audit_verify_chain() == (5, None)
-    assert audit_record(actor="system", action="x.y").previous_hash == new.hash  # one switch only
+    assert (
+        audit_record(actor="system", action=AuditEvent.Action.CERTIFICATE_ISSUED).previous_hash
+        == new.hash
+    )  # one switch only
     assert AuditEvent.objects.filter(action="audit.chain_keyed").count() == 1
 
 
@@ -190,7 +201,7 @@ def test_beat_exports_the_head_to_the_log_and_an_append_only_file(
     caplog.set_level("INFO", logger="mycert.services.audit")
 
     assert export_audit_head.apply().get() == third.pk
-    fourth = audit_record(actor="system", action="certificate.issued")
+    fourth = audit_record(actor="system", action=AuditEvent.Action.CERTIFICATE_ISSUED)
     export_audit_head.apply().get()
 
     assert f"audit head: event={third.pk} hash={third.hash}" in caplog.text
@@ -265,7 +276,7 @@ def test_the_exported_head_pins_the_first_keyed_event_and_the_keys_fingerprint(
     first, _, third = _three_events()
 
     audit_export_head(now=timezone.now())
-    audit_record(actor="system", action="certificate.issued")
+    audit_record(actor="system", action=AuditEvent.Action.CERTIFICATE_ISSUED)
     audit_export_head(now=timezone.now())
 
     lines = [json.loads(line) for line in head_file.read_text().splitlines()]
@@ -296,7 +307,9 @@ def test_a_full_unkeyed_rewrite_fails_verify_audit_and_is_never_laundered(
     assert audit_verify_chain() == (3, None)  # a valid chain, only plain links
 
     # The next write (a worker: the pin is readable here) is not a switch-over.
-    audit_record(actor="system", action="certificate.issued", details={"serial": "ef"})
+    audit_record(
+        actor="system", action=AuditEvent.Action.CERTIFICATE_ISSUED, details={"serial": "ef"}
+    )
     assert not AuditEvent.objects.filter(action="audit.chain_keyed").exists()
     detected = AuditEvent.objects.get(action="audit.downgrade_detected")
     assert detected.details == {
@@ -346,10 +359,12 @@ def test_a_process_that_saw_the_keyed_chain_never_re_keys_it(settings: Any) -> N
     """A web host cannot read the head file: its own memory of a keyed link is the pin."""
     settings.MYCERT_AUDIT_KEY = AUDIT_KEY
     _three_events()
-    audit_record(actor="system", action="x.y")  # this process sees the keyed end
+    audit_record(
+        actor="system", action=AuditEvent.Action.CERTIFICATE_ISSUED
+    )  # this process sees the keyed end
     _rewrite_all_unkeyed()
 
-    audit_record(actor="system", action="certificate.issued")
+    audit_record(actor="system", action=AuditEvent.Action.CERTIFICATE_ISSUED)
 
     assert not AuditEvent.objects.filter(action="audit.chain_keyed").exists()
     assert AuditEvent.objects.filter(action="audit.downgrade_detected").count() == 1

@@ -24,6 +24,7 @@ from mycert.outbox import SendResult, delivery_retry, delivery_send
 from mycert.services.notices import revocation_notices_create
 from mycert.services.vendors import vendor_add_confirmed, vendor_create, vendor_update
 from mycert.tasks.delivery import send_deliveries_now, sweep_outbox
+from tests.factories import ConfirmedVendorFactory
 from tests.support.gpg import GpgKey, confirm_on_worker, decrypt
 from tests.support.smtp_server import TestSmtpServer
 from tests.test_delivery import KEYSTORE, attachments, create, make_certificate
@@ -458,3 +459,18 @@ def test_confirm_vendor_without_a_key_anchors_the_address_only(vendor_key: GpgKe
     assert entry is not None
     assert (entry.email, entry.fingerprint) == ("it@sans-cle.example.lu", "")
     assert vendor_anchor().get(keyed.pk) is None
+
+
+def test_the_integration_tests_vendor_factory_adds_and_confirms_as_add_vendor_does(
+    vendor_key: GpgKey,
+) -> None:
+    """``ConfirmedVendorFactory``, shared by the integration tests, goes through the service."""
+    vendor = ConfirmedVendorFactory.create(key=vendor_key)
+
+    assert (vendor.email, vendor.pgp_fingerprint) == (VENDOR_EMAIL, vendor_key.fingerprint)
+    entry = vendor_anchor().get(vendor.pk)
+    assert entry is not None
+    assert (entry.email, entry.fingerprint) == (VENDOR_EMAIL, vendor_key.fingerprint)
+    assert AuditEvent.objects.filter(
+        action=AuditEvent.Action.VENDOR_CONFIRMED, object_id=str(vendor.pk)
+    ).exists()

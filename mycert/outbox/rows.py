@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from mycert.models import Certificate, Delivery, Vendor
+from mycert.models import AuditEvent, Certificate, Delivery, Vendor
 from mycert.outbox.content import password_payload_with_code
 from mycert.sealing import reseal, seal
 from mycert.services.audit import audit_record
@@ -188,7 +188,7 @@ def deliveries_cancel_for_certificate(*, certificate_id: int, why: str) -> list[
         )
         audit_record(
             actor="system",
-            action="delivery.cancelled",
+            action=AuditEvent.Action.DELIVERY_CANCELLED,
             details={"certificate_id": certificate_id, "deliveries": rows, "why": why},
         )
     return rows
@@ -221,7 +221,11 @@ def deliveries_reseal(*, batch_size: int = 200) -> int:
             moved += len(rows)
     if moved:
         with transaction.atomic():
-            audit_record(actor="system", action="outbox.resealed", details={"deliveries": moved})
+            audit_record(
+                actor="system",
+                action=AuditEvent.Action.OUTBOX_RESEALED,
+                details={"deliveries": moved},
+            )
     logger.info("sealed %s waiting payloads again with the first outbox key", moved)
     return moved
 
@@ -248,7 +252,7 @@ def deliveries_wipe_failed(*, now: datetime) -> list[int]:
         Delivery.objects.filter(pk__in=[pk for pk, _ in rows]).update(sealed_payload=None)
         audit_record(
             actor="system",
-            action="delivery.payload_wiped",
+            action=AuditEvent.Action.DELIVERY_PAYLOAD_WIPED,
             details={"deliveries": [pk for pk, _ in rows]},
         )
     logger.info("wiped the payloads of %s failed deliveries", len(rows))
@@ -367,7 +371,9 @@ def delivery_retry(*, delivery_id: int, actor: str) -> None:
             "updated_at",
         ]
     )
-    audit_record(actor=actor, action="delivery.retried", target=delivery, details=details)
+    audit_record(
+        actor=actor, action=AuditEvent.Action.DELIVERY_RETRIED, target=delivery, details=details
+    )
     logger.info("delivery %s queued again by %s", delivery.pk, actor)
     transaction.on_commit(partial(_enqueue, delivery.pk), robust=True)
 

@@ -12,7 +12,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 
 from mycert.mail.transport import SendError, send_message
-from mycert.models import Delivery
+from mycert.models import AuditEvent, Delivery
 from mycert.outbox.content import Claim, RecipientRefused, build, claim_of
 from mycert.outbox.rows import ISSUANCE_CONTENTS, clear_copy_forbidden
 from mycert.services.audit import audit_record
@@ -230,7 +230,7 @@ def _cancel(delivery: Delivery, why: str) -> SendOutcome:
     )
     audit_record(
         actor="system",
-        action="delivery.cancelled",
+        action=AuditEvent.Action.DELIVERY_CANCELLED,
         target=delivery,
         details={"certificate_id": delivery.certificate_id, "why": why},
     )
@@ -409,7 +409,7 @@ def _record_sent(sent: list[Delivery], now: datetime) -> list[SendOutcome]:
     for delivery in sent:
         audit_record(
             actor="system",
-            action="delivery.sent",
+            action=AuditEvent.Action.DELIVERY_SENT,
             target=delivery,
             details={
                 "certificate_id": delivery.certificate_id,
@@ -476,7 +476,7 @@ def _refuse_waiting_copy(delivery: Delivery, now: datetime) -> None:
         )
         audit_record(
             actor="system",
-            action="delivery.failed",
+            action=AuditEvent.Action.DELIVERY_FAILED,
             target=row,
             details={
                 "certificate_id": row.certificate_id,
@@ -537,7 +537,9 @@ def _record_failure(
         details.update(
             recipient_refused=True, vendor_id=delivery.vendor_id, pinned=delivery.pgp_fingerprint
         )
-    audit_record(actor="system", action="delivery.failed", target=delivery, details=details)
+    audit_record(
+        actor="system", action=AuditEvent.Action.DELIVERY_FAILED, target=delivery, details=details
+    )
     if refused:
         _refuse_waiting_copy(delivery, now)
         # Off the database too (logs are shipped off the host): the row could be

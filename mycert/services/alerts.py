@@ -50,7 +50,7 @@ def _address(recipient: str) -> str:
 
 @transaction.atomic(savepoint=False)
 def operator_alert_create(
-    *, recipient: OperatorAlert.Recipient, kind: str, context: dict[str, Any]
+    *, recipient: OperatorAlert.Recipient, kind: OperatorAlert.Kind, context: dict[str, Any]
 ) -> OperatorAlert:
     """Store an alert in the caller's transaction; send it once that commits."""
     with translation.override(settings.LANGUAGE_CODE):

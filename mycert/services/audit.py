@@ -197,7 +197,7 @@ def _append(
 def audit_record(
     *,
     actor: str,
-    action: str,
+    action: AuditEvent.Action,
     target: models.Model | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
@@ -225,7 +225,7 @@ def audit_record(
                     scheme=scheme,
                     key=key,
                     actor="system",
-                    action="audit.chain_keyed",
+                    action=AuditEvent.Action.AUDIT_CHAIN_KEYED,
                     object_type="",
                     object_id="",
                     details={"last_unkeyed_event": last[0]},
@@ -288,7 +288,7 @@ def _downgrade_detected(
         details["pinned_first_keyed_event"] = pin.event_id
     operator_alert_create(
         recipient=OperatorAlert.Recipient.SECURITY,
-        kind="audit_tampered",
+        kind=OperatorAlert.Kind.AUDIT_TAMPERED,
         context={
             "problem": f"event #{last_unkeyed_event} is an unkeyed link written after the "
             "chain was keyed: someone without MYCERT_AUDIT_KEY rewrote it",
@@ -299,7 +299,7 @@ def _downgrade_detected(
         scheme=SCHEME_HMAC,
         key=key,
         actor="system",
-        action="audit.downgrade_detected",
+        action=AuditEvent.Action.AUDIT_DOWNGRADE_DETECTED,
         object_type="",
         object_id="",
         details=details,
@@ -532,12 +532,12 @@ def _report_tampering(problem: str, *, now: datetime) -> None:
 
     logger.error("audit chain %s; the exported head is left as it was", problem)
     recent = OperatorAlert.objects.filter(
-        kind="audit_tampered", created_at__gte=now - timedelta(days=1)
+        kind=OperatorAlert.Kind.AUDIT_TAMPERED, created_at__gte=now - timedelta(days=1)
     )
     with transaction.atomic():
         alert = operator_alert_create(
             recipient=OperatorAlert.Recipient.SECURITY,
-            kind="audit_tampered",
+            kind=OperatorAlert.Kind.AUDIT_TAMPERED,
             context={"problem": problem},
         )
         if recent.filter(body=alert.body).exclude(pk=alert.pk).exists():

@@ -52,7 +52,7 @@ def custody_pin_refused(*, token_label: str, now: datetime) -> None:
     if cache.add(_ALERT_KEY, now.isoformat(), timeout=ALERT_INTERVAL_SECONDS):
         operator_alert_create(
             recipient=OperatorAlert.Recipient.SECURITY,
-            kind="hsm_pin_refused",
+            kind=OperatorAlert.Kind.HSM_PIN_REFUSED,
             context={"token_label": token_label, "at": now},
         )
 

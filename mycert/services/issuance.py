@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 
 from mycert import custody
-from mycert.models import Certificate, CertificateRequest, Delivery, OperatorAlert
+from mycert.models import AuditEvent, Certificate, CertificateRequest, Delivery, OperatorAlert
 from mycert.outbox import delivery_create_for_certificate
 from mycert.pki import (
     KeystoreEncryption,
@@ -169,7 +169,7 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
         ocsp_response_sign_at_issuance(certificate=record, now=now)
         audit_record(
             actor="system",
-            action="certificate.issued",
+            action=AuditEvent.Action.CERTIFICATE_ISSUED,
             target=record,
             details={
                 "request_id": request.pk,
@@ -230,13 +230,13 @@ def request_fail_unproven(*, request_id: int, check: str, now: datetime) -> bool
         request_fail(request_id=request_id, reason=f"unproven: {check}", now=now)
         audit_record(
             actor="system",
-            action="request.unproven",
+            action=AuditEvent.Action.REQUEST_UNPROVEN,
             target=request,
             details={"check": check, "proof": digest},
         )
         operator_alert_create(
             recipient=OperatorAlert.Recipient.SECURITY,
-            kind="request_unproven",
+            kind=OperatorAlert.Kind.REQUEST_UNPROVEN,
             context={
                 "request_id": request.pk,
                 "professional_id": request.professional.professional_id,
@@ -294,7 +294,7 @@ def request_mark_sent(*, certificate_id: int, now: datetime) -> bool:
         request.status = CertificateRequest.Status.SENT
         request.completed_at = now
         request.save(update_fields=["status", "completed_at"])
-        audit_record(actor="system", action="request.sent", target=request)
+        audit_record(actor="system", action=AuditEvent.Action.REQUEST_SENT, target=request)
     logger.info("request %s sent", request.pk, extra={"request_id": request.pk})
     return True
 
@@ -341,13 +341,13 @@ def request_fail(*, request_id: int, reason: str, now: datetime) -> bool:
         request.save(update_fields=["status", "completed_at", "last_error", "id_token"])
         audit_record(
             actor="system",
-            action="request.failed",
+            action=AuditEvent.Action.REQUEST_FAILED,
             target=request,
             details={"reason": request.last_error},
         )
         operator_alert_create(
             recipient=OperatorAlert.Recipient.HELPDESK,
-            kind="request_failed",
+            kind=OperatorAlert.Kind.REQUEST_FAILED,
             context={
                 "request_id": request.pk,
                 "professional_id": request.professional.professional_id,
@@ -444,7 +444,7 @@ def delivery_failure_report(*, delivery_id: int, now: datetime) -> bool:
             return True
         operator_alert_create(
             recipient=OperatorAlert.Recipient.HELPDESK,
-            kind="delivery_failed",
+            kind=OperatorAlert.Kind.DELIVERY_FAILED,
             context={
                 "delivery_id": delivery.pk,
                 "certificate_id": delivery.certificate_id,
@@ -459,7 +459,7 @@ def delivery_failure_report(*, delivery_id: int, now: datetime) -> bool:
             # Only a database writer makes a row's address differ from its seal's.
             operator_alert_create(
                 recipient=OperatorAlert.Recipient.SECURITY,
-                kind="delivery_redirected",
+                kind=OperatorAlert.Kind.DELIVERY_REDIRECTED,
                 context={
                     "delivery_id": delivery.pk,
                     "certificate_id": delivery.certificate_id,
@@ -475,7 +475,7 @@ def delivery_failure_report(*, delivery_id: int, now: datetime) -> bool:
 def _report_refused_copy(delivery: Delivery) -> None:
     operator_alert_create(
         recipient=OperatorAlert.Recipient.SECURITY,
-        kind="vendor_copy_refused",
+        kind=OperatorAlert.Kind.VENDOR_COPY_REFUSED,
         context={
             "delivery_id": delivery.pk,
             "certificate_id": delivery.certificate_id,

@@ -32,7 +32,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 
 from mycert import custody
-from mycert.models import Certificate, OcspResponse
+from mycert.models import Certificate, OcspResponse, OperatorAlert
 from mycert.pki import CertificateStatus, StatusAnswer
 from mycert.pki.evidence import revoked_answer
 from mycert.pki.ocsp_presigned import PRESIGNED_HASHES, sign_presigned_response
@@ -202,7 +202,9 @@ class _Evidence:
                 self.value = revocation_evidence(custody.ca_certificates_load().issuing)
             except PublicationRefused as exc:
                 logger.error('OCSP: no "good" answer is signed: %s', exc)
-                revocation_alert("crl_publication_refused", {"problem": str(exc)}, now=self.now)
+                revocation_alert(
+                    OperatorAlert.Kind.CRL_PUBLICATION_REFUSED, {"problem": str(exc)}, now=self.now
+                )
         return self.value
 
 
@@ -228,7 +230,9 @@ def ocsp_responses_sign(*, certificate_ids: Sequence[int], now: datetime) -> int
             ids[start : start + CHUNK], now=now, evidence=evidence, cleared=cleared
         )
     if cleared:
-        revocation_alert("revocation_cleared", {"serials": cleared, "crl_number": None}, now=now)
+        revocation_alert(
+            OperatorAlert.Kind.REVOCATION_CLEARED, {"serials": cleared, "crl_number": None}, now=now
+        )
     return signed
 
 

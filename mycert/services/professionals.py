@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
-from mycert.models import Professional
+from mycert.models import AuditEvent, Professional
 from mycert.oidc import LoginRefused, RefusalCode, sub_hash, validate_id_token_claims
 from mycert.pki import ProfessionalIdentity
 from mycert.pki.names import UB_COMMON_NAME
@@ -181,7 +181,7 @@ def professional_login(*, claims: Mapping[str, Any], language: str = "") -> Prof
 
     audit_record(
         actor=actor_label(professional.user),
-        action="auth.login",
+        action=AuditEvent.Action.AUTH_LOGIN,
         target=professional,
         details={"acr": identity.acr, "created": created},
     )
@@ -263,7 +263,7 @@ def professional_login_refused(
     """
     audit_record(
         actor="anonymous",
-        action="auth.login_refused",
+        action=AuditEvent.Action.AUTH_LOGIN_REFUSED,
         details={"reason": str(code), "sub": sub or ""},
     )
     logger.warning("login refused: reason=%s detail=%s sub#%s", code, detail, sub_hash(sub))
@@ -274,5 +274,5 @@ def professional_logout(*, user: AbstractBaseUser | AnonymousUser) -> None:
     if not user.is_authenticated:
         return
     professional = Professional.objects.filter(user_id=user.pk).first()
-    audit_record(actor=actor_label(user), action="auth.logout", target=professional)
+    audit_record(actor=actor_label(user), action=AuditEvent.Action.AUTH_LOGOUT, target=professional)
     logger.info("logout: user=%s", user.pk)

@@ -180,7 +180,7 @@ def _raise_mark(key_id: str, number: int) -> None:
         logger.exception("CRL #%s: the high-water mark could not be raised", number)
 
 
-def revocation_alert(kind: str, context: dict[str, Any], *, now: datetime) -> None:
+def revocation_alert(kind: OperatorAlert.Kind, context: dict[str, Any], *, now: datetime) -> None:
     """E-mail security about tampered revocation state, once a day per message.
 
     In the caller's transaction when there is one (the CRL that lists a cleared serial
@@ -307,7 +307,9 @@ def crl_publish(*, now: datetime | None = None) -> Crl:
     except PublicationRefused as exc:
         logger.error("CRL not published: %s", exc)
         revocation_alert(
-            "crl_publication_refused", {"problem": str(exc)}, now=now or timezone.now()
+            OperatorAlert.Kind.CRL_PUBLICATION_REFUSED,
+            {"problem": str(exc)},
+            now=now or timezone.now(),
         )
         raise
 
@@ -361,7 +363,7 @@ def _publish(ca: custody.LoadedCa, issuer: x509.Certificate, now: datetime | Non
             record.der = der
         if carried:
             revocation_alert(
-                "revocation_cleared",
+                OperatorAlert.Kind.REVOCATION_CLEARED,
                 {"serials": carried, "crl_number": number, "previous_number": evidence.number},
                 now=now,
             )

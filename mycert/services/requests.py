@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext
 
 from mycert.business_days import add_business_days
-from mycert.models import CertificateRequest, Professional, Vendor
+from mycert.models import AuditEvent, CertificateRequest, Professional, Vendor
 from mycert.request_proof import token_digest
 from mycert.services.audit import audit_record
 
@@ -77,7 +77,7 @@ def request_submit(
             )
             audit_record(
                 actor=f"user:{professional.user_id}",
-                action="request.submitted",
+                action=AuditEvent.Action.REQUEST_SUBMITTED,
                 target=certificate_request,
                 details={
                     "vendor_id": vendor.pk if vendor else None,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
 
-from mycert.models import Certificate, CertificateRequest, OperatorAlert
+from mycert.models import AuditEvent, Certificate, CertificateRequest, OperatorAlert
 from mycert.outbox import deliveries_cancel_for_certificate
 from mycert.services.alerts import operator_alert_create
 from mycert.services.audit import actor_label, audit_record
@@ -69,7 +71,7 @@ def certificate_revoke(
         )
         audit_record(
             actor=actor_label(actor),
-            action="certificate.revoked",
+            action=AuditEvent.Action.CERTIFICATE_REVOKED,
             target=certificate,
             details={
                 "serial": certificate.serial,
@@ -94,7 +96,7 @@ def certificate_revoke(
             professional = certificate.professional
             operator_alert_create(
                 recipient=OperatorAlert.Recipient.HELPDESK,
-                kind="key_compromise_reported",
+                kind=OperatorAlert.Kind.KEY_COMPROMISE_REPORTED,
                 context={
                     "certificate_id": certificate.pk,
                     "serial": certificate.serial,
@@ -108,6 +110,51 @@ def certificate_revoke(
         _publish_once_after_commit()
     logger.info("certificate %s revoked (%s, via %s)", certificate.pk, reason, via)
     return certificate
+
+
+class Revocations(NamedTuple):
+    """What a revocation of several certificates did."""
+
+    revoked: list[Certificate]
+    #: Already revoked, meanwhile or before: left unchanged (a revocation is never changed).
+    skipped: int
+
+
+def certificates_revoke(
+    *,
+    certificate_ids: Sequence[int],
+    reason: str,
+    via: str,
+    actor: AbstractBaseUser | None,
+    now: datetime,
+    compromised_at: datetime | None = None,
+    comment: str = "",
+) -> Revocations:
+    """Revoke several certificates with one reason, all of them or none.
+
+    One transaction for the batch: an error on any row rolls the whole batch back, and
+    the CRL is re-signed once for it on commit, not once per certificate. A certificate
+    already revoked (before, or meanwhile by someone else) is only skipped.
+    """
+    revoked: list[Certificate] = []
+    skipped = 0
+    with transaction.atomic():
+        for certificate_id in certificate_ids:
+            try:
+                revoked.append(
+                    certificate_revoke(
+                        certificate_id=certificate_id,
+                        reason=reason,
+                        via=via,
+                        actor=actor,
+                        now=now,
+                        compromised_at=compromised_at,
+                        comment=comment,
+                    )
+                )
+            except AlreadyRevoked:
+                skipped += 1
+    return Revocations(revoked=revoked, skipped=skipped)
 
 
 def _request_end_unsent(certificate: Certificate, *, now: datetime) -> None:

@@ -44,7 +44,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from django.db import transaction
 
 from mycert import custody
-from mycert.models import Certificate
+from mycert.models import AuditEvent, Certificate
 from mycert.services.audit import audit_record
 
 __all__ = [
@@ -198,7 +198,7 @@ def selfcheck_record(*, result: CheckResult) -> None:
     target = Certificate(pk=result.certificate_id) if result.certificate_id is not None else None
     audit_record(
         actor="anonymous",
-        action="selfcheck.checked",
+        action=AuditEvent.Action.SELFCHECK_CHECKED,
         target=target,
         details={"serial": result.serial, "result": result.status.value},
     )

@@ -32,7 +32,7 @@ from django.db.models import Q, QuerySet
 
 from mycert.mail.anchor import AnchoredVendor, vendor_anchor
 from mycert.mail.gpg import KeyInfo, openpgp
-from mycert.models import OperatorAlert, Vendor
+from mycert.models import AuditEvent, OperatorAlert, Vendor
 from mycert.services.alerts import operator_alert_create
 from mycert.services.audit import actor_display, audit_record
 
@@ -111,7 +111,7 @@ def vendor_create(
     )
     audit_record(
         actor=actor,
-        action="vendor.created",
+        action=AuditEvent.Action.VENDOR_CREATED,
         target=vendor,
         details={
             "name": vendor.name,
@@ -212,7 +212,9 @@ def vendor_update(
         }
     if key_info is not None:
         details.update(_key_details(key_info))
-    audit_record(actor=actor, action="vendor.changed", target=vendor, details=details)
+    audit_record(
+        actor=actor, action=AuditEvent.Action.VENDOR_CHANGED, target=vendor, details=details
+    )
     if any(field in changed for field in _SENSITIVE_FIELDS):
         _alert_security(vendor=vendor, actor=actor, change="changed", changed=changed)
     return vendor
@@ -262,7 +264,7 @@ def _alert_security(
 ) -> None:
     operator_alert_create(
         recipient=OperatorAlert.Recipient.SECURITY,
-        kind="vendor_changed",
+        kind=OperatorAlert.Kind.VENDOR_CHANGED,
         context={
             "vendor_id": vendor.pk,
             "vendor_name": vendor.name,
@@ -377,7 +379,7 @@ def vendor_confirm(
         withdrawn = anchor.forget(vendor_id=vendor.pk)
         audit_record(
             actor=actor,
-            action="vendor.withdrawn",
+            action=AuditEvent.Action.VENDOR_WITHDRAWN,
             target=vendor,
             details={
                 "host": host,
@@ -395,7 +397,7 @@ def vendor_confirm(
     # The audit event first: if the anchor refuses, the transaction takes it back.
     audit_record(
         actor=actor,
-        action="vendor.confirmed",
+        action=AuditEvent.Action.VENDOR_CONFIRMED,
         target=vendor,
         details={
             "host": host,

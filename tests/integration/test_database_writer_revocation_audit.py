@@ -173,8 +173,8 @@ def test_a_database_writer_cannot_downgrade_the_audit_trail(
     workers.start("w1")
     try:
         vendor = VendorFactory.create()
-        first = audit_record(actor="system", action="vendor.created", target=vendor)
-        audit_record(actor="user:7", action="request.submitted", details={"n": 1})
+        first = audit_record(actor="system", action=AuditEvent.Action.VENDOR_CREATED, target=vendor)
+        audit_record(actor="user:7", action=AuditEvent.Action.REQUEST_SUBMITTED, details={"n": 1})
         export_audit_head.delay()  # beat, every 15 minutes
         wait_until(head_file.exists, timeout=60, what="the first exported head")
         exported = head_file.read_text()
@@ -193,7 +193,9 @@ def test_a_database_writer_cannot_downgrade_the_audit_trail(
         assert head_file.read_text() == exported
 
         # The next write is not a switch-over that would make the rewrite look normal.
-        audit_record(actor="system", action="certificate.issued", details={"serial": "ab"})
+        audit_record(
+            actor="system", action=AuditEvent.Action.CERTIFICATE_ISSUED, details={"serial": "ab"}
+        )
         assert not AuditEvent.objects.filter(action="audit.chain_keyed").exists()
         assert AuditEvent.objects.filter(action="audit.downgrade_detected").exists()
 

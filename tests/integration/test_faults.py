@@ -25,10 +25,9 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 from django.db.models import Max, Sum
-from django.utils import timezone
 
 from mycert.models import Certificate, CertificateRequest, Delivery, Vendor
-from mycert.services.vendors import vendor_add_confirmed
+from tests.factories import ConfirmedVendorFactory
 from tests.support.gpg import GpgKey
 from tests.support.smtp_server import SmtpProcess
 from tests.support.worker import (
@@ -69,14 +68,7 @@ def rig(
     settings.EMAIL_PORT = smtp_process.port
     settings.MYCERT_CERT_KEY_TYPE = "ec-p256"  # requests record the key type when submitted
     fast_fault_env(worker_env, email_url=f"smtp://{smtp_process.host}:{smtp_process.port}")
-    vendor = vendor_add_confirmed(  # add_vendor on the worker host
-        name="Logiciel Médical SA",
-        email=vendor_key.uid_address,
-        pgp_key=vendor_key.public,
-        legacy_keystore=False,
-        actor="system",
-        now=timezone.now(),
-    )
+    vendor = ConfirmedVendorFactory.create(key=vendor_key)  # add_vendor on the worker host
     workers = WorkerProcess(env=worker_env, log_path=tmp_path / "worker.log")
     try:
         yield Rig(workers=workers, smtp=smtp_process, vendor=vendor)

@@ -19,10 +19,9 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from mycert.models import Certificate, CertificateRequest, Delivery
-from mycert.services.vendors import vendor_add_confirmed
+from tests.factories import ConfirmedVendorFactory
 from tests.support.gpg import GpgKey, decrypt
 from tests.support.oidc_provider import login_professional, professional_claims
 from tests.support.smtp_server import SmtpProcess
@@ -179,14 +178,7 @@ def test_professional_receives_keystore_and_password_vendor_gets_encrypted_copy(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    vendor = vendor_add_confirmed(  # add_vendor on the worker host
-        name="Logiciel Médical SA",
-        email=vendor_key.uid_address,
-        pgp_key=vendor_key.public,
-        legacy_keystore=False,
-        actor="system",
-        now=timezone.now(),
-    )
+    vendor = ConfirmedVendorFactory.create(key=vendor_key)  # add_vendor on the worker host
     client = Client()
     claims = professional_claims(
         email="anne.muller@cabinet.lu", given_name="Anne", family_name="Muller"

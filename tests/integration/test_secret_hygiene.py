@@ -33,12 +33,10 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from mycert import custody
 from mycert.models import CertificateRequest
-from mycert.services.vendors import vendor_add_confirmed
-from tests.factories import ProfessionalFactory
+from tests.factories import ConfirmedVendorFactory, ProfessionalFactory
 from tests.support.gpg import GpgKey, decrypt
 from tests.support.id_tokens import force_login_with_proof
 from tests.support.smtp_server import SmtpProcess
@@ -217,14 +215,7 @@ def test_no_secret_in_database_logs_or_broker(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    vendor = vendor_add_confirmed(  # add_vendor on the worker host
-        name="Logiciel Médical SA",
-        email=vendor_key.uid_address,
-        pgp_key=vendor_key.public,
-        legacy_keystore=False,
-        actor="system",
-        now=timezone.now(),
-    )
+    vendor = ConfirmedVendorFactory.create(key=vendor_key)  # add_vendor on the worker host
     started = time.monotonic()
     with RedisRecorder(django_settings.CELERY_BROKER_URL) as broker:
         # Four professionals through the web form, eight more through the service.

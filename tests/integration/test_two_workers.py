@@ -13,10 +13,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from django.utils import timezone
 
 from mycert.models import AuditEvent, Certificate
-from mycert.services.vendors import vendor_add_confirmed
+from tests.factories import ConfirmedVendorFactory
 from tests.support.gpg import GpgKey
 from tests.support.smtp_server import SmtpProcess
 from tests.support.worker import (
@@ -54,14 +53,7 @@ def test_two_workers_share_a_batch_without_duplicates(
     settings.EMAIL_PORT = smtp_process.port
     settings.MYCERT_CERT_KEY_TYPE = "ec-p256"
     fast_fault_env(worker_env, email_url=f"smtp://{smtp_process.host}:{smtp_process.port}")
-    vendor = vendor_add_confirmed(  # add_vendor on the worker host
-        name="Logiciel Médical SA",
-        email=vendor_key.uid_address,
-        pgp_key=vendor_key.public,
-        legacy_keystore=False,
-        actor="system",
-        now=timezone.now(),
-    )
+    vendor = ConfirmedVendorFactory.create(key=vendor_key)  # add_vendor on the worker host
     workers = WorkerProcess(env=worker_env, log_path=tmp_path / "worker.log")
     try:
         started = time.monotonic()

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from mycert.mail.gpg import openpgp
 from mycert.models import AuditEvent, CertificateRequest, Delivery
-from mycert.services.vendors import vendor_add_confirmed
+from tests.factories import ConfirmedVendorFactory
 from tests.support.gpg import GpgKey
 from tests.support.smtp_server import SmtpProcess
 from tests.support.worker import WorkerProcess, fast_fault_env, submit_batch, wait_until
@@ -49,13 +49,7 @@ def test_a_database_writer_cannot_redirect_vendor_copies(
     settings.EMAIL_HOST, settings.EMAIL_PORT = smtp_process.host, smtp_process.port
     settings.MYCERT_CERT_KEY_TYPE = "ec-p256"
     fast_fault_env(worker_env, email_url=f"smtp://{smtp_process.host}:{smtp_process.port}")
-    vendor = vendor_add_confirmed(  # add_vendor, on the worker host
-        name="Logiciel Médical SA",
-        email=vendor_key.uid_address,
-        pgp_key=vendor_key.public,
-        actor="command:add_vendor",
-        now=timezone.now(),
-    )
+    vendor = ConfirmedVendorFactory.create(key=vendor_key)  # add_vendor on the worker host
     attacker: GpgKey = key_factory(f"Logiciel Médical SA <{ATTACKER}>")
     # The database writer: one UPDATE, no service, no audit event, no alert.
     with connection.cursor() as cursor:

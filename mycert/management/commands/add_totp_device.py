@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from mycert.models import AuditEvent
 from mycert.services.audit import audit_record
 
 
@@ -53,7 +54,7 @@ class Command(BaseCommand):
             device = TOTPDevice.objects.create(user=user, name=options["name"], confirmed=True)
             audit_record(
                 actor="system",
-                action="admin.totp_device_created",
+                action=AuditEvent.Action.ADMIN_TOTP_DEVICE_CREATED,
                 target=user,
                 details={"device_id": device.pk, "replaced": bool(options["replace"])},
             )

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from mycert import custody
+from mycert.models import AuditEvent
 from mycert.pki import KeyType
 from mycert.services.audit import audit_record
 from mycert.services.publication import crl_publish
@@ -109,7 +110,11 @@ class Command(BaseCommand):
         loaded = custody.ca_load()
         audit_record(
             actor="system",
-            action="ca.imported" if options["import_ca"] else "ca.created",
+            action=(
+                AuditEvent.Action.CA_IMPORTED
+                if options["import_ca"]
+                else AuditEvent.Action.CA_CREATED
+            ),
             details={
                 "issuing_ca": loaded.issuing.certificate.subject.rfc4514_string(),
                 "issuing_ca_serial": format(loaded.issuing.certificate.serial_number, "x"),

@@ -1,9 +1,8 @@
-"""The helpdesk's admin (docs/architecture.md « Roles », « Revocation », « The audit trail »).
+"""The certificates' pages: search by serial in any spelling, the PEM, and revocation.
 
-Nothing is ever deleted, by anyone: no delete permission on any MyCert model, and the
-site-wide ``delete_selected`` action is gone. Crypto and status fields are read-only;
-they change only through the services (revocation, delivery retry, vendor keys), which
-write the audit trail. The outbox's sealed payload appears on no page and in no form.
+Revocation (docs/architecture.md « Revocation ») asks for the reason on a confirmation
+page, for the bulk action and the change page's button alike, then goes through the
+revocation service, which writes the audit trail and re-signs the CRL.
 """
 
 from __future__ import annotations
@@ -19,20 +18,8 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
-from django.db.models import (
-    BooleanField,
-    CharField,
-    ExpressionWrapper,
-    OuterRef,
-    Q,
-    QuerySet,
-    Subquery,
-    Value,
-)
-from django.db.models.functions import Cast, Concat
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -43,57 +30,11 @@ from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from mycert.models import (
-    AuditEvent,
-    Certificate,
-    CertificateRequest,
-    Crl,
-    Delivery,
-    OperatorAlert,
-    Professional,
-    Vendor,
-)
-from mycert.outbox import delivery_retry
-from mycert.querysets import CertificateQuerySet, CertificateRequestQuerySet
+from mycert.admin.base import ReadOnlyAdmin
+from mycert.models import Certificate
+from mycert.querysets import CertificateQuerySet
 from mycert.selectors import replaced_on
-from mycert.services.audit import actor_label
-from mycert.services.revocation import AlreadyRevoked, certificate_revoke
-from mycert.services.vendors import clean_pgp_key, vendor_create, vendor_update
-
-
-class NoDeleteAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Deleting is refused to everyone, superusers included."""
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class ReadOnlyAdmin(NoDeleteAdmin):
-    """View only: these rows change through services, never through a form."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-# --- List filters --------------------------------------------------------------------------
-
-
-class OverdueFilter(admin.SimpleListFilter):
-    """Requests still in progress past their due date (5 Luxembourg business days)."""
-
-    title = _("service level")
-    parameter_name = "overdue"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [("yes", _("overdue"))]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        if self.value() == "yes":
-            return cast(CertificateRequestQuerySet, queryset).overdue(timezone.now())
-        return queryset
+from mycert.services.revocation import certificates_revoke
 
 
 class ExpiringSoonFilter(admin.SimpleListFilter):
@@ -139,182 +80,6 @@ class CertificateStateFilter(admin.SimpleListFilter):
             case "expired":
                 return certificates.expired(now)
         return queryset
-
-
-# --- Vendors -------------------------------------------------------------------------------
-
-
-class VendorForm(forms.ModelForm):  # type: ignore[type-arg]
-    """A vendor; its OpenPGP key is checked on entry (one usable public key, not expired)."""
-
-    class Meta:
-        model = Vendor
-        fields = ["name", "email", "pgp_public_key", "legacy_keystore", "is_active"]
-
-    def clean_name(self) -> str:
-        name = str(self.cleaned_data["name"]).strip()
-        others = Vendor.objects.filter(name__iexact=name)
-        if self.instance.pk is not None:
-            others = others.exclude(pk=self.instance.pk)
-        if others.exists():
-            raise ValidationError(_("A vendor with this name already exists."), code="unique")
-        return name
-
-    def clean_pgp_public_key(self) -> str:
-        armored = str(self.cleaned_data.get("pgp_public_key") or "").strip()
-        if armored:
-            try:
-                clean_pgp_key(armored, now=timezone.now())
-            except ValidationError as exc:
-                raise ValidationError(
-                    _("This OpenPGP key cannot be used: %(reason)s"),
-                    code="invalid_pgp_key",
-                    params={"reason": " ".join(exc.messages)},
-                ) from exc
-        return armored
-
-
-@admin.register(Vendor)
-class VendorAdmin(NoDeleteAdmin):
-    """Vendors: the helpdesk views them; only superusers add or change them.
-
-    A vendor decides where copies of keystores and passwords go, so a change is not a
-    helpdesk task whatever permissions a group holds (docs/architecture.md « Roles »). Saving goes
-    through the vendor services, which pin the key, write the audit trail and alert the
-    security officer.
-    """
-
-    form = VendorForm
-    list_display = [
-        "name",
-        "email",
-        "pgp_fingerprint",
-        "pgp_expires_at",
-        "legacy_keystore",
-        "is_active",
-    ]
-    list_filter = ["is_active", "legacy_keystore"]
-    search_fields = ["name", "email", "pgp_fingerprint"]
-    readonly_fields = ["pgp_fingerprint", "pgp_expires_at", "created_at"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_active and request.user.is_superuser)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_active and request.user.is_superuser)
-
-    def save_model(self, request: HttpRequest, obj: Vendor, form: Any, change: bool) -> None:
-        """Save through the vendor services, which pin the key and write the audit trail."""
-        actor = actor_label(request.user)
-        now = timezone.now()
-        data = form.cleaned_data
-        if not change:
-            vendor = vendor_create(
-                name=data["name"],
-                email=data["email"],
-                pgp_key=data.get("pgp_public_key") or "",
-                legacy_keystore=data["legacy_keystore"],
-                is_active=data["is_active"],
-                actor=actor,
-                now=now,
-            )
-        else:
-            arguments = {
-                "name": "name",
-                "email": "email",
-                "pgp_public_key": "pgp_key",
-                "legacy_keystore": "legacy_keystore",
-                "is_active": "is_active",
-            }
-            changes: dict[str, Any] = {
-                arguments[name]: data[name] for name in form.changed_data if name in arguments
-            }
-            vendor = vendor_update(vendor_id=obj.pk, actor=actor, now=now, **changes)
-        obj.pk = vendor.pk
-        obj.refresh_from_db()
-        from mycert.services.vendors import vendor_key_misses_address
-
-        if vendor_key_misses_address(obj, now=now):
-            self.message_user(
-                request,
-                gettext(
-                    "The OpenPGP key does not carry the address %(email)s as a user ID: the "
-                    "workers will not confirm it. Ask the vendor for a key with that address, "
-                    "or correct the address."
-                )
-                % {"email": obj.email},
-                messages.ERROR,
-            )
-        if not change or {"email", "pgp_public_key", "is_active"} & set(form.changed_data):
-            # The workers believe their own keyring, not this row (issue 20 §3).
-            self.message_user(
-                request,
-                gettext(
-                    "The workers send this vendor's copies only where a security officer "
-                    "confirmed them: on each worker host, run python manage.py "
-                    "confirm_vendor %(id)s and compare the fingerprint with the vendor's."
-                )
-                % {"id": obj.pk},
-                messages.WARNING,
-            )
-        if obj.pgp_fingerprint:
-            self.message_user(
-                request,
-                gettext("OpenPGP key %(fingerprint)s, expires %(expires)s.")
-                % {
-                    "fingerprint": obj.pgp_fingerprint,
-                    "expires": obj.pgp_expires_at.isoformat()
-                    if obj.pgp_expires_at
-                    else gettext("never"),
-                },
-                messages.INFO,
-            )
-        elif settings.MYCERT_VENDOR_COPY_REQUIRES_PGP:
-            self.message_user(
-                request,
-                gettext(
-                    "This vendor has no OpenPGP key: professionals cannot choose it until "
-                    "it has one (MYCERT_VENDOR_COPY_REQUIRES_PGP)."
-                ),
-                messages.WARNING,
-            )
-
-
-# --- Professionals and requests ------------------------------------------------------------
-
-
-@admin.register(Professional)
-class ProfessionalAdmin(ReadOnlyAdmin):
-    list_display = ["family_name", "given_name", "professional_id", "email", "created_at"]
-    search_fields = ["family_name", "given_name", "professional_id", "email", "oidc_subject"]
-    exclude = ["user"]
-
-
-@admin.register(CertificateRequest)
-class CertificateRequestAdmin(ReadOnlyAdmin):
-    list_display = [
-        "pk",
-        "professional",
-        "vendor",
-        "status",
-        "submitted_at",
-        "due_at",
-        "is_overdue",
-        "completed_at",
-    ]
-    list_filter = [OverdueFilter, "status", "vendor"]
-    list_select_related = ["professional", "vendor"]
-    search_fields = [
-        "professional__family_name",
-        "professional__given_name",
-        "professional__professional_id",
-        "professional__email",
-    ]
-    date_hierarchy = "submitted_at"
-
-    @admin.display(boolean=True, description=_("overdue"))
-    def is_overdue(self, obj: CertificateRequest) -> bool:
-        return obj.is_in_progress and obj.due_at < timezone.now()
 
 
 # --- Certificates and revocation -----------------------------------------------------------
@@ -718,25 +483,16 @@ class CertificateAdmin(ReadOnlyAdmin):
         skipped: int = 0,
     ) -> None:
         """Revoke through the service (audit and CRL included); report the counts."""
-        revoked: list[Certificate] = []
-        now = timezone.now()
-        # One transaction: the whole batch or none of it (a refusal only skips its row).
-        with transaction.atomic():
-            for certificate in certificates:
-                try:
-                    revoked.append(
-                        certificate_revoke(
-                            certificate_id=certificate.pk,
-                            reason=form.cleaned_data["reason"],
-                            via=Certificate.RevokedVia.HELPDESK,
-                            actor=request.user,  # type: ignore[arg-type]
-                            now=now,
-                            compromised_at=form.cleaned_data["compromised_at"],
-                            comment=form.cleaned_data["comment"],
-                        )
-                    )
-                except AlreadyRevoked:  # revoked meanwhile, by someone else
-                    skipped += 1
+        revoked, skipped_meanwhile = certificates_revoke(
+            certificate_ids=[certificate.pk for certificate in certificates],
+            reason=form.cleaned_data["reason"],
+            via=Certificate.RevokedVia.HELPDESK,
+            actor=request.user,  # type: ignore[arg-type]
+            now=timezone.now(),
+            compromised_at=form.cleaned_data["compromised_at"],
+            comment=form.cleaned_data["comment"],
+        )
+        skipped += skipped_meanwhile  # revoked meanwhile, by someone else
         for certificate in revoked:
             self.log_change(request, certificate, gettext("Revoked."))
         if revoked:
@@ -778,215 +534,3 @@ class CertificateAdmin(ReadOnlyAdmin):
             % {"serials": ", ".join(c.serial for c in certificates)},
             messages.ERROR,
         )
-
-
-# --- Deliveries (the outbox) ---------------------------------------------------------------
-
-
-@admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdmin):
-    list_display = [
-        "pk",
-        "certificate",
-        "recipient",
-        "content",
-        "to_email",
-        "status",
-        "attempts",
-        "short_last_error",
-        "next_attempt_at",
-        "sent_at",
-    ]
-    list_filter = ["status", "recipient", "content", "recipient_refused"]
-    list_select_related = ["certificate"]
-    search_fields = [
-        "to_email",
-        "certificate__serial",
-        "certificate__professional__family_name",
-        "certificate__professional__professional_id",
-    ]
-    # Explicit: ``sealed_payload`` (the keystore or password, sealed) is never shown.
-    fields = readonly_fields = (
-        "certificate",
-        "recipient",
-        "content",
-        "to_email",
-        "vendor",
-        "language",
-        "pgp_fingerprint",
-        "after",
-        "status",
-        "attempts",
-        "last_error",
-        "recipient_refused",
-        "next_attempt_at",
-        "message_id",
-        "payload_held",
-        "created_at",
-        "updated_at",
-        "sent_at",
-    )
-    actions = ["retry_failed"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
-        # The payload is never loaded for display; only whether one is still held.
-        queryset: QuerySet[Delivery] = (
-            super()
-            .get_queryset(request)
-            .defer("sealed_payload")
-            .annotate(
-                has_payload=ExpressionWrapper(
-                    Q(sealed_payload__isnull=False), output_field=BooleanField()
-                )
-            )
-        )
-        return queryset
-
-    @admin.display(description=_("last error"))
-    def short_last_error(self, obj: Delivery) -> str:
-        return obj.last_error if len(obj.last_error) <= 120 else obj.last_error[:119] + "…"
-
-    @admin.display(boolean=True, description=_("payload still held (sealed)"))
-    def payload_held(self, obj: Delivery) -> bool:
-        return bool(getattr(obj, "has_payload", False))
-
-    def has_retry_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("mycert.change_delivery")
-
-    @admin.action(permissions=["retry"], description=_("Retry selected failed deliveries"))
-    def retry_failed(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        """Queue failed deliveries again; any other selected row is skipped."""
-        actor = actor_label(request.user)
-        queued = 0
-        skipped = 0
-        for delivery_id, status in queryset.order_by("pk").values_list("pk", "status"):
-            if status != Delivery.Status.FAILED:
-                skipped += 1
-                continue
-            try:
-                delivery_retry(delivery_id=delivery_id, actor=actor)
-            except ValueError as exc:
-                self.message_user(request, str(exc), messages.WARNING)
-                skipped += 1
-            else:
-                queued += 1
-        if queued:
-            self.message_user(
-                request,
-                ngettext(
-                    "%(count)d delivery queued again.",
-                    "%(count)d deliveries queued again.",
-                    queued,
-                )
-                % {"count": queued},
-                messages.SUCCESS,
-            )
-        if skipped:
-            self.message_user(
-                request,
-                ngettext(
-                    "%(count)d delivery skipped: only failed deliveries with their payload can be retried.",
-                    "%(count)d deliveries skipped: only failed deliveries with their payload can be retried.",
-                    skipped,
-                )
-                % {"count": skipped},
-                messages.WARNING,
-            )
-
-
-# --- Published CRLs and the audit trail ----------------------------------------------------
-
-
-@admin.register(Crl)
-class CrlAdmin(ReadOnlyAdmin):
-    list_display = ["number", "this_update", "next_update", "entries", "created_at"]
-    exclude = ["der"]
-
-
-@admin.register(OperatorAlert)
-class OperatorAlertAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "recipient", "kind", "subject", "sent_at", "attempts"]
-    list_filter = ["recipient", "kind", ("sent_at", admin.EmptyFieldListFilter)]
-    search_fields = ["subject"]
-    date_hierarchy = "created_at"
-
-
-#: What each audit code means, in the reader's language. The codes stay in the data
-#: (stable, searchable, hashed into the chain); a code missing here is shown as is.
-AUDIT_ACTIONS: dict[str, Any] = {
-    "audit.chain_keyed": _("Audit chain keyed (MYCERT_AUDIT_KEY) from here on"),
-    "audit.downgrade_detected": _(
-        "Audit chain rewritten without the key: an unkeyed link after the keyed chain (found here)"
-    ),
-    "auth.login": _("Professional logged in"),
-    "auth.login_refused": _("Professional login refused"),
-    "auth.logout": _("Professional logged out"),
-    "staff.login": _("Staff member signed in to the admin"),
-    "staff.login_failed": _("Failed sign-in to the admin"),
-    "admin.user_added": _("User account added"),
-    "admin.user_changed": _("User account changed"),
-    "admin.user_deleted": _("User account deleted"),
-    "admin.group_added": _("Group added"),
-    "admin.group_changed": _("Group changed"),
-    "admin.group_deleted": _("Group deleted"),
-    "admin.totpdevice_added": _("TOTP device added"),
-    "admin.totpdevice_changed": _("TOTP device changed"),
-    "admin.totpdevice_deleted": _("TOTP device deleted"),
-    "admin.totp_device_created": _("TOTP device created (command)"),
-    "ca.created": _("CA created"),
-    "ca.imported": _("CA imported"),
-    "request.submitted": _("Certificate request submitted"),
-    "request.sent": _("Certificate request completed"),
-    "certificate.issued": _("Certificate issued"),
-    "certificate.revoked": _("Certificate revoked"),
-    "delivery.sent": _("E-mail sent"),
-    "delivery.failed": _("E-mail failed"),
-    "delivery.retried": _("E-mail queued again"),
-    "vendor.created": _("Vendor added"),
-    "vendor.changed": _("Vendor changed"),
-    "vendor.confirmed": _("Vendor confirmed on a worker host"),
-    "vendor.withdrawn": _("Vendor withdrawn from a worker host"),
-}
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "actor_name", "description", "object_type", "object_id"]
-    list_filter = ["action", "object_type"]
-    search_fields = ["actor", "action", "object_id"]
-    date_hierarchy = "created_at"
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEvent]:
-        # The actor is stored as "user:<pk>" (never a name: names change, the chain must
-        # not); the name is looked up for display, in the same query.
-        users = get_user_model()._default_manager.annotate(
-            label=Concat(Value("user:"), Cast("pk", CharField()))
-        )
-        person = users.filter(label=OuterRef("actor"))
-        queryset: QuerySet[AuditEvent] = (
-            super()
-            .get_queryset(request)
-            .annotate(
-                actor_username=Subquery(person.values("username")[:1]),
-                actor_first_name=Subquery(person.values("first_name")[:1]),
-                actor_last_name=Subquery(person.values("last_name")[:1]),
-            )
-        )
-        return queryset
-
-    @admin.display(description=_("actor"), ordering="actor")
-    def actor_name(self, obj: AuditEvent) -> str:
-        username = getattr(obj, "actor_username", None)
-        if not username:
-            return obj.actor
-        full_name = " ".join(
-            part
-            for part in (getattr(obj, "actor_first_name", ""), getattr(obj, "actor_last_name", ""))
-            if part
-        )
-        return f"{full_name} ({username})" if full_name else str(username)
-
-    @admin.display(description=_("action"), ordering="action")
-    def description(self, obj: AuditEvent) -> str:
-        label = AUDIT_ACTIONS.get(obj.action)
-        return str(label) if label is not None else obj.action
