@@ -598,7 +598,7 @@ def test_when_mycerts_ocsp_cannot_be_reached(kind: str, soft_fail: bool, pki: Pk
 
 
 def test_nginx_refuses_a_leaf_of_a_revoked_issuing_ca(
-    live_server: Any, settings: Any, ca: custody.CaPaths, tmp_path: Path
+    live_server: Any, settings: Any, ca: custody.CaPaths, offline_root: Path, tmp_path: Path
 ) -> None:
     """Issue 22: after ``sign_root_crl --revoke-issuing``, with CRLs and with OCSP."""
     settings.MYCERT_CA_DIR = tmp_path / "ca"
