@@ -3,10 +3,11 @@
 The four servers of the kit run as shipped (deploy/: nginx, Apache httpd, the Python
 server, the Java service), each asking MyCert's OCSP responder (gunicorn, as deployed)
 about the whole chain at every new connection. For each of N certificates: every server
-accepts it (a professional at work: any cache is warm), then it is revoked through
-``certificate_revoke`` (what the admin's revoke action calls) and the clock runs until
-each server refuses a new connection (curl with the keystore, a new TLS handshake each
-time); a Celery worker signs the revoked answer as in production. Keys
+accepts it (a professional at work: any cache is warm), then a helpdesk agent revokes it
+in the admin (the revoke action's confirmation POST, as the browser sends it) and the
+clock runs until each server refuses a new connection (curl with the keystore, a new TLS
+handshake each time); a Celery worker signs the revoked answer as in production (and
+sends the e-mails to an SMTP sink). Keys
 ``revocation.relying.<server>.p99`` (seconds), goal ≤ 60 s.
 
 Alone: ``.venv/bin/python -m benchmarks.fig_relying [--n 20]`` (its own database
@@ -38,12 +39,14 @@ LABELS = {"nginx": "nginx", "apache": "Apache httpd", "python": "Python server",
 
 def run(ctx: Context, count: int) -> dict[str, Any]:
     from django.conf import settings
+    from django.contrib.auth.models import Group, User
+    from django.test import Client, override_settings
+    from django.urls import reverse
     from django.utils import timezone
 
-    from benchmarks.procs import Gunicorn, Workers
+    from benchmarks.procs import Gunicorn, Sink, Workers
     from mycert import custody
     from mycert.services.publication import crl_publish
-    from mycert.services.revocation import certificate_revoke
     from tests.integration.test_relying_parties import (
         ApacheServer,
         JavaServer,
@@ -58,8 +61,18 @@ def run(ctx: Context, count: int) -> dict[str, Any]:
     ctx.say(f"relying parties: {count} revocations, nginx, Apache, Python, Java with OCSP")
     web = Gunicorn(ctx.env)
     workers = Workers(ctx.env, count=1, concurrency=1, pool="solo")
+    sink = Sink(ctx.env, ctx.env.root / "relying-mail")
+    sink.start()
     web.start()
     workers.start()
+    # The helpdesk agent (the admin's second factor is the login's, not this measure's).
+    agent, _ = User.objects.get_or_create(username="bench-helpdesk", is_staff=True)
+    agent.groups.add(Group.objects.get(name="Helpdesk"))
+    helpdesk = Client(HTTP_HOST="127.0.0.1", HTTP_ACCEPT_LANGUAGE="en")
+    no_otp = override_settings(MYCERT_ADMIN_REQUIRE_OTP=False)
+    no_otp.enable()
+    helpdesk.force_login(agent)
+    changelist = reverse("admin:mycert_certificate_changelist")
     # World-readable: Apache's children run as nobody when the benchmark runs as root.
     directory = Path(tempfile.mkdtemp(prefix="mcb-rp-", dir="/tmp"))
     directory.chmod(0o755)
@@ -93,14 +106,16 @@ def run(ctx: Context, count: int) -> dict[str, Any]:
                     raise RuntimeError(f"{name} refused a valid certificate: {answer.output}")
             if target.record is None:
                 raise RuntimeError("an issued keystore without its certificate row")
-            started = time.monotonic()
-            certificate_revoke(
-                certificate_id=target.record.pk,
-                reason="keyCompromise",
-                via="helpdesk",
-                actor=None,
-                now=timezone.now(),
+            form = {"action": "revoke_selected", "_selected_action": [target.record.pk]}
+            if helpdesk.post(changelist, form).status_code != 200:  # the confirmation page
+                raise RuntimeError("the admin did not offer the revocation")
+            started = time.monotonic()  # the agent's click on « revoke »
+            done = helpdesk.post(
+                changelist,
+                {**form, "post": "yes", "reason": "keyCompromise", "comment": "benchmark"},
             )
+            if done.status_code != 302:
+                raise RuntimeError(f"the admin's revocation answered {done.status_code}")
 
             def until_refused(
                 name: str, target: Any = target, started: float = started, label: str = label
@@ -121,10 +136,12 @@ def run(ctx: Context, count: int) -> dict[str, Any]:
                 + ", ".join(f"{name} {samples[name][-1]:.2f} s" for name in servers)
             )
     finally:
+        no_otp.disable()
         for server in servers.values():
             server.stop()
         workers.stop()
         web.stop()
+        sink.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
     result: dict[str, Any] = {"count": count, "poll_seconds": POLL_SECONDS, "servers": {}}

@@ -3,7 +3,9 @@
 ``make benchmarks`` or ``.venv/bin/python -m benchmarks.run [--quick] [--only …]``.
 
 It needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Redis on
-127.0.0.1:6379; it creates and drops the database ``mycert_bench`` and uses Redis db 9.
+127.0.0.1:6379; it creates and drops the database ``mycert_bench`` and uses Redis db 9
+(``MYCERT_BENCH_DATABASE=mycert_bench_…`` and ``MYCERT_BENCH_REDIS_DB`` for a second run
+on the same machine).
 Every figure is printed as it is measured (median of its runs, reference measured in
 the same run, ratio, goal), then docs/benchmarks.{md,json} and docs/benchmarks/*.png
 are written (``--quick`` writes under /tmp instead, unless ``--out`` says otherwise).
