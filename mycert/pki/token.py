@@ -15,6 +15,10 @@ A PIN the token refused (``CKR_PIN_INCORRECT``, ``CKR_PIN_LOCKED``) is not tried
 the process until the PIN changes: an HSM locks its PIN after 3 to 10 failures, and every
 task, retry and prefork child logging in again with a stale PIN file would lock it within
 minutes. One failed login per process and PIN, then :class:`TokenError` at once.
+
+Why one module of over 600 lines: the session, its fork and outage handling, the PIN
+refusal and the two key classes share one lock and one session's state; split, each part
+would reach into the others' privates. The key classes are the small end of it.
 """
 
 from __future__ import annotations
