@@ -112,3 +112,25 @@ def test_the_sweep_sends_what_a_down_relay_left_and_a_claimed_alert_is_not_sent_
     # Sent is final: a late duplicate task does nothing.
     assert operator_alert_send(alert_id=alert_id, now=timezone.now()) is False
     assert len(smtp_settings.messages) == 1
+
+
+def test_a_failed_alert_waits_as_long_as_a_delivery_would(
+    smtp_settings: TestSmtpServer, probe_templates: None
+) -> None:
+    """Alerts share the outbox's back-off (docs/architecture.md « Staff alerts »)."""
+    from mycert.mail.transport import SendError
+    from mycert.outbox import backoff_delay
+
+    with transaction.atomic():
+        alert = operator_alert_create(
+            recipient=OperatorAlert.Recipient.HELPDESK, kind=PROBE, context={"request_id": 7}
+        )
+    smtp_settings.stop()
+    for attempt in (1, 2, 3):
+        now = timezone.now()
+        OperatorAlert.objects.filter(pk=alert.pk).update(next_attempt_at=None)
+        with pytest.raises(SendError):
+            operator_alert_send(alert_id=alert.pk, now=now)
+        waiting = OperatorAlert.objects.get(pk=alert.pk)
+        assert waiting.attempts == attempt
+        assert waiting.next_attempt_at == now + backoff_delay(attempt)

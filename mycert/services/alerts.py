@@ -27,6 +27,7 @@ from django.utils import translation
 
 from mycert.mail.transport import SendError, send_message
 from mycert.models import OperatorAlert
+from mycert.outbox import backoff_delay
 
 __all__ = [
     "ALERT_LEASE",
@@ -100,7 +101,11 @@ def operator_alert_send(*, alert_id: int, now: datetime) -> bool:
     try:
         send_message(message)
     except SendError as exc:
-        OperatorAlert.objects.filter(pk=alert_id).update(last_error=exc.reason)
+        # The outbox's back-off (30 s doubling, capped at 30 min): the sweep waits as long
+        # as a delivery would before trying this alert again.
+        OperatorAlert.objects.filter(pk=alert_id).update(
+            last_error=exc.reason, next_attempt_at=now + backoff_delay(alert.attempts)
+        )
         logger.warning("staff alert %s not sent: %s", alert_id, exc.reason)
         if exc.temporary:
             raise

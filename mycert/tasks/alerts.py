@@ -8,6 +8,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from mycert.mail.transport import SendError
+from mycert.outbox import BACKOFF_BASE, BACKOFF_CAP
 from mycert.services.alerts import operator_alert_send, operator_alerts_due_ids
 
 __all__ = ["send_operator_alert", "sweep_operator_alerts"]
@@ -20,8 +21,9 @@ logger = logging.getLogger(__name__)
     acks_late=True,
     ignore_result=True,
     autoretry_for=(SendError,),
-    retry_backoff=30,
-    retry_backoff_max=1800,
+    # The outbox's back-off: the first wait BACKOFF_BASE, doubling, capped at BACKOFF_CAP.
+    retry_backoff=int(BACKOFF_BASE.total_seconds()),
+    retry_backoff_max=int(BACKOFF_CAP.total_seconds()),
     max_retries=8,
 )
 def send_operator_alert(alert_id: int) -> bool:
