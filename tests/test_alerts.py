@@ -118,8 +118,7 @@ def test_a_failed_alert_waits_as_long_as_a_delivery_would(
     smtp_settings: TestSmtpServer, probe_templates: None
 ) -> None:
     """Alerts share the outbox's back-off (docs/architecture.md « Staff alerts »)."""
-    from mycert.mail.transport import SendError
-    from mycert.outbox import backoff_delay
+    from mycert.mail.transport import SendError, backoff_delay
 
     with transaction.atomic():
         alert = operator_alert_create(

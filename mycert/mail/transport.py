@@ -24,6 +24,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMessage
@@ -32,7 +33,16 @@ from django.core.mail.message import sanitize_address
 
 from mycert.mail.messages import as_wire_bytes
 
-__all__ = ["KEEP_OPEN_SECONDS", "SendError", "classify_smtp_error", "close_relay", "send_message"]
+__all__ = [
+    "BACKOFF_BASE",
+    "BACKOFF_CAP",
+    "KEEP_OPEN_SECONDS",
+    "SendError",
+    "backoff_delay",
+    "classify_smtp_error",
+    "close_relay",
+    "send_message",
+]
 
 #: Idle time after which a kept relay connection is closed instead of reused: well
 #: under the 5 minutes a relay may wait for the next command (RFC 5321 §4.5.3.2.7), and
@@ -42,6 +52,25 @@ KEEP_OPEN_SECONDS = 15.0
 
 _ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>]+>?")
 _MAX_ERROR = 300
+
+
+#: Exponential back-off after a temporary failure (RFC 5321 §4.5.4.1: retry, and wait
+#: longer each time): 30 s, 1 min, 2 min … capped at 30 min, far below Redis's 1 h
+#: visibility timeout (docs/architecture.md « Known pitfalls »), so a retry task is never
+#: redelivered by the broker while it waits. The base is the setting
+#: ``MYCERT_DELIVERY_BACKOFF_SECONDS`` (30; fault tests shorten it); this is its default.
+#: The outbox's deliveries and the staff alerts both wait this way.
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_CAP = timedelta(minutes=30)
+
+
+def backoff_delay(attempts: int) -> timedelta:
+    """The wait after the ``attempts``-th failed attempt (1-based)."""
+    exponent = max(attempts - 1, 0)
+    if exponent >= 16:  # 30 s · 2^16 is far past the cap; avoid huge numbers
+        return BACKOFF_CAP
+    base = timedelta(seconds=settings.MYCERT_DELIVERY_BACKOFF_SECONDS)
+    return min(base * (1 << exponent), BACKOFF_CAP)
 
 
 class SendError(Exception):

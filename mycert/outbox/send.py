@@ -11,7 +11,13 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 
-from mycert.mail.transport import SendError, send_message
+from mycert.mail.transport import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    SendError,
+    backoff_delay,
+    send_message,
+)
 from mycert.models import AuditEvent, Delivery
 from mycert.outbox.content import Claim, RecipientRefused, build, claim_of
 from mycert.outbox.rows import ISSUANCE_CONTENTS, clear_copy_forbidden
@@ -28,14 +34,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Exponential back-off after a temporary failure: 30 s, 1 min, 2 min … capped at
-#: 30 min, far below Redis's 1 h visibility timeout (docs/architecture.md « Known pitfalls »), so a
-#: retry task
-#: is never redelivered by the broker while it waits. The base is the setting
-#: ``MYCERT_DELIVERY_BACKOFF_SECONDS`` (30; fault tests shorten it); this is its default.
-BACKOFF_BASE = timedelta(seconds=30)
-BACKOFF_CAP = timedelta(minutes=30)
 
 _DONE = (Delivery.Status.SENT, Delivery.Status.FAILED, Delivery.Status.CANCELLED)
 
@@ -85,15 +83,6 @@ class SendOutcome:
         return self.failed_issuance_mail or (
             self.result is SendResult.FAILED and self.recipient_refused
         )
-
-
-def backoff_delay(attempts: int) -> timedelta:
-    """The wait after the ``attempts``-th failed attempt (1-based)."""
-    exponent = max(attempts - 1, 0)
-    if exponent >= 16:  # 30 s · 2^16 is far past the cap; avoid huge numbers
-        return BACKOFF_CAP
-    base = timedelta(seconds=settings.MYCERT_DELIVERY_BACKOFF_SECONDS)
-    return min(base * (1 << exponent), BACKOFF_CAP)
 
 
 def _lease() -> timedelta:

@@ -25,9 +25,8 @@ from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import translation
 
-from mycert.mail.transport import SendError, send_message
+from mycert.mail.transport import SendError, backoff_delay, send_message
 from mycert.models import OperatorAlert
-from mycert.outbox import backoff_delay
 
 __all__ = [
     "ALERT_LEASE",

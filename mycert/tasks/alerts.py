@@ -7,8 +7,7 @@ import logging
 from celery import shared_task
 from django.utils import timezone
 
-from mycert.mail.transport import SendError
-from mycert.outbox import BACKOFF_BASE, BACKOFF_CAP
+from mycert.mail.transport import BACKOFF_BASE, BACKOFF_CAP, SendError
 from mycert.services.alerts import operator_alert_send, operator_alerts_due_ids
 
 __all__ = ["send_operator_alert", "sweep_operator_alerts"]
