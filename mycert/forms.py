@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from mycert.models import Certificate, Vendor
 from mycert.pki import canonical_revocation_code
-from mycert.services.vendors import vendors_offered
+from mycert.selectors import vendors_offered
 
 NO_VENDOR = "none"
 

@@ -1,4 +1,4 @@
-"""Reads for the professional's pages: only their own rows, ever."""
+"""Reads for the professional's pages: only their own rows, ever, and the vendors offered."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Q, QuerySet
 from django.utils.functional import Promise
 from django.utils.translation import pgettext_lazy
 
-from mycert.models import Certificate, CertificateRequest, Delivery, Professional
+from mycert.models import Certificate, CertificateRequest, Delivery, Professional, Vendor
 from mycert.querysets import DeliveryQuerySet
 
 # "request state" context: French agrees these with « la demande » (envoyée, révoquée…).
@@ -177,3 +178,18 @@ def request_progress(professional: Professional, *, now: datetime) -> list[Reque
             )
         )
     return rows
+
+
+def vendors_offered(*, now: datetime) -> QuerySet[Vendor]:
+    """Vendors a professional may choose on the form (docs/architecture.md « The request's life »).
+
+    With ``MYCERT_VENDOR_COPY_REQUIRES_PGP`` (the default), only vendors whose copies
+    can be encrypted: a copy in clear would put the keystore and its password in the
+    same mailbox, which undoes the two-e-mail split.
+    """
+    vendors = Vendor.objects.filter(is_active=True)
+    if settings.MYCERT_VENDOR_COPY_REQUIRES_PGP:
+        vendors = vendors.exclude(pgp_fingerprint="").filter(
+            Q(pgp_expires_at__isnull=True) | Q(pgp_expires_at__gt=now)
+        )
+    return vendors.order_by("name")

@@ -16,12 +16,12 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from mycert.models import AuditEvent, OperatorAlert, Vendor
+from mycert.selectors import vendors_offered
 from mycert.services.vendors import (
     clean_pgp_key,
     vendor_create,
     vendor_set_pgp_key,
     vendor_update,
-    vendors_offered,
 )
 from tests.support.gpg import GpgKey
 

@@ -24,11 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Q, QuerySet
 
 from mycert.mail.anchor import AnchoredVendor, vendor_anchor
 from mycert.mail.gpg import KeyInfo, openpgp
@@ -48,7 +46,6 @@ __all__ = [
     "vendor_key_misses_address",
     "vendor_set_pgp_key",
     "vendor_update",
-    "vendors_offered",
 ]
 
 
@@ -242,21 +239,6 @@ def vendor_key_misses_address(vendor: Vendor, *, now: datetime) -> bool:
     except (TypeError, ValueError):
         return False  # judged on entry already; an unusable key is another message
     return not key.carries(vendor.email)
-
-
-def vendors_offered(*, now: datetime) -> QuerySet[Vendor]:
-    """Vendors a professional may choose on the form (docs/architecture.md « The request's life »).
-
-    With ``MYCERT_VENDOR_COPY_REQUIRES_PGP`` (the default), only vendors whose copies
-    can be encrypted: a copy in clear would put the keystore and its password in the
-    same mailbox, which undoes the two-e-mail split.
-    """
-    vendors = Vendor.objects.filter(is_active=True)
-    if settings.MYCERT_VENDOR_COPY_REQUIRES_PGP:
-        vendors = vendors.exclude(pgp_fingerprint="").filter(
-            Q(pgp_expires_at__isnull=True) | Q(pgp_expires_at__gt=now)
-        )
-    return vendors.order_by("name")
 
 
 def _alert_security(
