@@ -288,7 +288,8 @@ def _commit() -> str:
         ).stdout.strip()
 
     commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # The run's own output (docs/benchmarks*) is not a change to what was measured.
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/benchmarks*")
     return f"{commit}-dirty" if commit and dirty else commit or "unknown"
 
 
