@@ -211,6 +211,15 @@ def _proof_of(request: CertificateRequest, *, now: datetime) -> ProvenIdentity:
     return proven
 
 
+def _request_locked(request_id: int) -> CertificateRequest:
+    """The request row, locked for this transaction, with its professional."""
+    return (
+        CertificateRequest.objects.select_for_update(of=("self",))
+        .select_related("professional")
+        .get(pk=request_id)
+    )
+
+
 def request_fail_unproven(*, request_id: int, check: str, now: datetime) -> bool:
     """End a request whose proof of login fails: ``failed``, "unproven", security alerted.
 
@@ -219,11 +228,7 @@ def request_fail_unproven(*, request_id: int, check: str, now: datetime) -> bool
     Returns whether this call failed it.
     """
     with transaction.atomic():
-        request = (
-            CertificateRequest.objects.select_for_update(of=("self",))
-            .select_related("professional")
-            .get(pk=request_id)
-        )
+        request = _request_locked(request_id)
         if not request.is_in_progress:
             return False
         digest = token_digest(request.id_token)
@@ -326,11 +331,7 @@ def request_fail(*, request_id: int, reason: str, now: datetime) -> bool:
     went wrong, never a secret.
     """
     with transaction.atomic():
-        request = (
-            CertificateRequest.objects.select_for_update(of=("self",))
-            .select_related("professional")
-            .get(pk=request_id)
-        )
+        request = _request_locked(request_id)
         if not request.is_in_progress:
             return False
         request.status = CertificateRequest.Status.FAILED
