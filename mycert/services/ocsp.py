@@ -21,9 +21,11 @@ stored the web answers ``tryLater``.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509 import ocsp as x509_ocsp
@@ -325,22 +327,22 @@ class StoredOcsp:
     der: bytes | None
 
 
-_LOOKUP_SQL: dict[str, str] = {}
+_LOOKUP_SQL: dict[tuple[str, str], str] = {}
 
 
-def _lookup_sql(hash_name: str) -> str:
+def _lookup_sql(hash_name: str, placeholder: str = "%s") -> str:
     # Raw SQL, built once: this is the hottest path of the service, and compiling the
     # same ORM query on every request costs more than the database's answer.
-    if hash_name not in _LOOKUP_SQL:
+    if (hash_name, placeholder) not in _LOOKUP_SQL:
         certificates = Certificate._meta.db_table
         responses = OcspResponse._meta.db_table
         column = {"sha1": "der_sha1", "sha256": "der_sha256"}[hash_name]
-        _LOOKUP_SQL[hash_name] = (
+        _LOOKUP_SQL[hash_name, placeholder] = (
             f"SELECT c.revoked_at, c.not_after, o.status, o.this_update, o.next_update, o.{column} "  # noqa: S608 - names from the models
             f"FROM {certificates} c LEFT JOIN {responses} o ON o.certificate_id = c.id "
-            "WHERE c.serial = %s"
+            f"WHERE c.serial = {placeholder}"
         )
-    return _LOOKUP_SQL[hash_name]
+    return _LOOKUP_SQL[hash_name, placeholder]
 
 
 def _aware(value: datetime | str | None) -> datetime | None:
@@ -352,6 +354,70 @@ def _aware(value: datetime | str | None) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+#: The lookup's prepared statements on each psycopg connection (they live as long as the
+#: server session: a ROLLBACK keeps them, a new connection has none, a pooler's DISCARD
+#: ALL between transactions drops them).
+_prepared_on: weakref.WeakKeyDictionary[Any, set[bytes]] = weakref.WeakKeyDictionary()
+# SQLSTATE invalid_sql_statement_name: the session lost it (DISCARD ALL by a pooler).
+_NO_SUCH_STATEMENT = "26000"
+
+
+def _postgresql_row(hash_name: str, serial: str) -> tuple[object, ...] | None:
+    """The lookup's row, through libpq's PQexecPrepared on Django's own connection.
+
+    A server-side prepared statement (PostgreSQL neither parses nor plans it again) run
+    by one libpq call with binary results, loaded by psycopg's C loaders. Not through a
+    psycopg cursor: its Python generators and wait loop cost ~4x the query's own client
+    time here (issue 21 §3), and Django opens connections with ``prepare_threshold=None``
+    (no preparing), which its own queries keep.
+    """
+    from psycopg import errors, pq
+    from psycopg.adapt import Transformer
+
+    connection.ensure_connection()
+    raw = connection.connection
+    name = f"mycert_ocsp_lookup_{hash_name}".encode()
+    with connection.wrap_database_errors, raw.lock:
+        pgconn = raw.pgconn
+        prepared = _prepared_on.setdefault(raw, set())
+        for attempt in (1, 2):
+            if name not in prepared:
+                done = pgconn.prepare(name, _lookup_sql(hash_name, "$1").encode())
+                if done.status != pq.ExecStatus.COMMAND_OK:
+                    raise _query_error(done, pgconn)
+                prepared.add(name)
+            result = pgconn.exec_prepared(name, [serial.encode()], result_format=pq.Format.BINARY)
+            if result.status == pq.ExecStatus.TUPLES_OK:
+                break
+            error = _query_error(result, pgconn)
+            if (
+                attempt == 1
+                and isinstance(error, errors.InvalidSqlStatementName)
+                and pgconn.transaction_status == pq.TransactionStatus.IDLE
+            ):
+                # Outside a transaction (the responder's case) nothing was aborted.
+                prepared.discard(name)
+                continue
+            raise error
+        if result.ntuples == 0:
+            return None
+        loader = Transformer(raw)
+        loader.set_pgresult(result)
+        row: tuple[object, ...] = loader.load_row(0, tuple)
+        return row
+
+
+def _query_error(result: Any, pgconn: Any) -> Exception:
+    """The psycopg error a failed libpq call stands for (Django wraps it as its own)."""
+    import psycopg
+    from psycopg import errors, pq
+
+    if pgconn.status == pq.ConnStatus.BAD:
+        message = pgconn.error_message.decode(errors="replace")
+        return psycopg.OperationalError(f"the connection is broken: {message}")
+    return errors.error_from_result(result)
+
+
 def ocsp_response_lookup(*, serial_number: int, hash_name: str, now: datetime) -> StoredOcsp | None:
     """The certificate's revocation state and stored answer; None if MyCert never issued it.
 
@@ -360,36 +426,14 @@ def ocsp_response_lookup(*, serial_number: int, hash_name: str, now: datetime) -
     many round trips again) and asks once more on a fresh connection if the kept one
     turns out to be broken (a restarted or failed-over database).
     """
-    sql = _lookup_sql(hash_name)
-    params = [format(serial_number, "x")]
+    serial = format(serial_number, "x")
 
     def ask() -> tuple[object, ...] | None:
-        row: tuple[object, ...] | None
         if connection.vendor == "postgresql":
-            # A server-side prepared statement with binary results: the server neither
-            # parses nor plans the query again, and psycopg reads the timestamps and
-            # bytes with its C loaders (Django's cursors bind on the client, as text).
-            import psycopg
-
-            connection.ensure_connection()
-            raw = connection.connection
-            # Django opens psycopg connections with prepare_threshold=None, which turns
-            # preparing off, prepare=True included: the server would parse and plan the
-            # query on every request (~6x its execution, issue 21). Enabled for this one
-            # statement only; the prepared statement stays in psycopg's per-connection
-            # cache while Django's own queries stay unprepared.
-            threshold = raw.prepare_threshold
-            raw.prepare_threshold = 0
-            # Django's error classes, as its own cursors raise them.
-            try:
-                with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-                    cursor.execute(sql, params, prepare=True, binary=True)
-                    row = cursor.fetchone()
-            finally:
-                raw.prepare_threshold = threshold
-            return row
+            return _postgresql_row(hash_name, serial)
+        row: tuple[object, ...] | None
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(_lookup_sql(hash_name), [serial])
             row = cursor.fetchone()
         return row
 
