@@ -277,3 +277,30 @@ def test_the_wsgi_fast_path_gives_the_views_answers(client: Client, ca: Any) -> 
     # Everything else is Django's.
     status, _, _ = _wsgi("GET", "/pki/ca/issuing.cer")
     assert status == "200 OK"
+
+
+def test_a_re_signed_answer_is_served_with_its_own_etag_and_dates(client: Client, ca: Any) -> None:
+    # The headers of a stored answer are formatted once per answer: a re-signed one
+    # (beat's refresh, a revocation) must never carry the previous answer's.
+    import hashlib
+    from email.utils import parsedate_to_datetime
+
+    record = _issue()
+    der = _request_der(record)
+    first = client.post("/pki/ocsp/", der, content_type="application/ocsp-request")
+    _revoke(record)
+    ocsp_responses_sign(certificate_ids=[record.pk], now=timezone.now() + timedelta(seconds=2))
+    for response in (
+        first,
+        client.post("/pki/ocsp/", der, content_type="application/ocsp-request"),
+    ):
+        answer = ocsp.load_der_ocsp_response(response.content)
+        assert (
+            response["ETag"] == f'"{hashlib.blake2b(response.content, digest_size=16).hexdigest()}"'
+        )
+        assert parsedate_to_datetime(response["Last-Modified"]) == answer.this_update_utc
+        assert parsedate_to_datetime(response["Expires"]) == answer.next_update_utc
+    assert ocsp.load_der_ocsp_response(response.content).certificate_status == (
+        ocsp.OCSPCertStatus.REVOKED
+    )
+    assert response["ETag"] != first["ETag"]
