@@ -7,6 +7,7 @@ atomically, so a reader sees the old file or the new one, whole.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,33 +36,35 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CaPaths:
+    # Each path built once (cached_property): the OCSP responder checks the issuing
+    # certificate's file on every request.
     directory: Path
 
-    @property
+    @functools.cached_property
     def root_cert(self) -> Path:
         return self.directory / "root.pem"
 
-    @property
+    @functools.cached_property
     def root_key(self) -> Path:
         return self.directory / "root-key.pem"
 
-    @property
+    @functools.cached_property
     def issuing_cert(self) -> Path:
         return self.directory / "issuing.pem"
 
-    @property
+    @functools.cached_property
     def issuing_key(self) -> Path:
         return self.directory / "issuing-key.pem"
 
-    @property
+    @functools.cached_property
     def ocsp_cert(self) -> Path:
         return self.directory / "ocsp.pem"
 
-    @property
+    @functools.cached_property
     def ocsp_key(self) -> Path:
         return self.directory / "ocsp-key.pem"
 
-    @property
+    @functools.cached_property
     def root_crl(self) -> Path:
         return self.directory / "root.crl"
 
@@ -78,7 +81,12 @@ class CaPaths:
 
 
 def ca_paths() -> CaPaths:
-    return CaPaths(Path(settings.MYCERT_CA_DIR))
+    return _ca_paths(settings.MYCERT_CA_DIR)
+
+
+@functools.lru_cache(maxsize=8)
+def _ca_paths(directory: str | Path) -> CaPaths:
+    return CaPaths(Path(directory))
 
 
 def root_key_default_path(paths: CaPaths) -> Path:
