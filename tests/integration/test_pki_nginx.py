@@ -294,7 +294,7 @@ def ocsp_process(worker_env: dict[str, str], tmp_path: Path) -> Iterator[int]:
     env = {**worker_env, "MYCERT_CA_KEY_PASSPHRASE": "", "MYCERT_OUTBOX_KEY": ""}
     command = [
         sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1",
-        "--port", str(port), "--workers", "1", "--blocking-threads", "1", "--no-ws",
+        "--port", str(port), "--workers", "1", "--blocking-threads", "2", "--no-ws",
         "--log-level", "warning", "config.wsgi:application",
     ]  # fmt: skip
     with log.open("ab") as output:
