@@ -508,7 +508,12 @@ def _relying(relying: dict[str, Any]) -> list[str]:
         f"The revocations overlap, one every {stagger:g} s while the earlier ones are still "
         "probed: the Python server keeps an answer 30 s, so one after the other they took "
         f"about {relying['count']} × 30 s; overlapped, about 30 s + {relying['count']} × "
-        f"{stagger:g} s. Each sample is still one certificate's own time. "
+        f"{stagger:g} s. Each sample is still one certificate's own time; the cost is "
+        f"load: up to about {30 / stagger:.0f} certificates are probed at once (mostly "
+        "waiting out the Python server's cache), about "
+        f"{30 / stagger / relying.get('poll_seconds', 0.25):.0f} TLS handshakes a second "
+        "on the cores the servers use, so the other servers' times under overlap include "
+        "that contention. "
         if stagger
         else ""
     )
