@@ -27,6 +27,7 @@ Then, with the rows in place:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import time
@@ -156,6 +157,7 @@ def load(count: int, now: datetime, answers_as_of: datetime) -> dict[str, Any]:
     from django.contrib.auth.hashers import make_password
 
     from mycert.models import Vendor
+    from mycert.services.notices import EXPIRY_REMINDER_DAYS
     from mycert.services.ocsp import _refresh_age
 
     started = time.perf_counter()
@@ -271,6 +273,13 @@ def load(count: int, now: datetime, answers_as_of: datetime) -> dict[str, Any]:
     def revoked(i: int) -> bool:
         return i % REVOKED_EVERY == 1
 
+    def reminders_sent(not_after: datetime) -> str:
+        # As the daily reminders leave them: each threshold crossed before yesterday sent
+        # (the day's run then has ~1/1,000 of the certificates to remind, not 1/18).
+        left = not_after - now
+        sent = [days for days in EXPIRY_REMINDER_DAYS if left < timedelta(days=days - 1)]
+        return json.dumps(sent)
+
     _copy(
         "mycert_certificate",
         [
@@ -317,7 +326,7 @@ def load(count: int, now: datetime, answers_as_of: datetime) -> dict[str, Any]:
                 "Perte de la carte" if revoked(i) else "",
                 None,
                 "helpdesk" if revoked(i) else "",
-                "[]",
+                reminders_sent(issued_at(i) + timedelta(days=3 * 365)),
                 # An scrypt hash's length: the column's real size.
                 "scrypt$16384$8$1$" + secrets.token_hex(48),
             )
@@ -421,14 +430,17 @@ def load(count: int, now: datetime, answers_as_of: datetime) -> dict[str, Any]:
 
     # The steady state beat keeps: every unexpired certificate's answer between 0 and
     # the refresh age old (a revoked one answered "revoked": the DER is reused, its
-    # size is what matters here, and the refresh is not asked to re-sign it early).
+    # size is what matters here, and the refresh is not asked to re-sign it early);
+    # an expired certificate keeps the last answer signed before its end (rows are
+    # never deleted).
     def ocsp_rows() -> Iterable[Sequence[object]]:
         for i in range(count):
+            spread = refresh_age * ((i * 7919) % count) / count
             if i % EXPIRED_EVERY == 0:
-                continue
-            this_update = (answers_as_of - refresh_age * ((i * 7919) % count) / count).replace(
-                microsecond=0
-            )
+                this_update = issued_at(i) + timedelta(days=3 * 365) - spread
+            else:
+                this_update = answers_as_of - spread
+            this_update = this_update.replace(microsecond=0)
             sha1, sha256 = answers[i % len(answers)]
             yield (
                 certificate0 + i,

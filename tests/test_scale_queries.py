@@ -1,0 +1,120 @@
+"""Beat's frequent queries and the admin's list read what they need, not whole tables.
+
+Issue 24 §5: at 100,000 certificates, a query that reads every certificate (PEMs
+included) every few minutes is a defect. On the real PostgreSQL only: the plans are
+PostgreSQL's. The planner is told not to use sequential scans, so a plan still reading
+every row has no index path; the rows each plan reads from the certificates' table are
+counted (``EXPLAIN (ANALYZE, FORMAT JSON)``), which does not depend on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from mycert.models import Certificate, OcspResponse
+from mycert.services.ocsp import ocsp_responses_due_ids
+from tests.factories import CertificateRequestFactory
+
+pytestmark = pytest.mark.django_db
+
+CERTIFICATES = 60
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("query plans are PostgreSQL's (DATABASE_URL=postgres://…)")
+
+
+def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def rows_read_from(table: str, run: Callable[[], object]) -> int:
+    """Rows of ``table`` that ``run``'s statements read from the heap (index-only reads
+    of a primary key excluded), sequential scans disabled."""
+    with CaptureQueriesContext(connection) as captured:
+        run()
+    read = 0
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        try:
+            for query in captured.captured_queries:
+                cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {query['sql']}")
+                document = cursor.fetchone()[0]
+                plan = (json.loads(document) if isinstance(document, str) else document)[0]
+                for node in _plan_nodes(plan["Plan"]):
+                    if node.get("Relation Name") != table or node["Node Type"] == (
+                        "Index Only Scan"
+                    ):
+                        continue
+                    read += (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * (
+                        node["Actual Loops"]
+                    )
+        finally:
+            cursor.execute("RESET enable_seqscan")
+    return read
+
+
+def _certificates(count: int) -> list[Certificate]:
+    """Certificates with a fresh stored answer each (rows only: no signing needed)."""
+    now = timezone.now()
+    made = []
+    for _ in range(count):
+        request = CertificateRequestFactory.create(status="sent")
+        serial = format(secrets.randbits(159) | (1 << 158), "x")
+        made.append(
+            Certificate.objects.create(
+                request=request,
+                professional=request.professional,
+                serial=serial,
+                subject="CN=Test",
+                issuer="CN=Test CA",
+                key_type="ec-p256",
+                not_before=now - timedelta(days=1),
+                not_after=now + timedelta(days=700),
+                fingerprint_sha256=format(int(serial, 16), "064x"),
+                pem="-----BEGIN CERTIFICATE-----\n" + "A" * 1500,
+            )
+        )
+    OcspResponse.objects.bulk_create(
+        OcspResponse(
+            certificate=certificate,
+            status=OcspResponse.Status.GOOD,
+            this_update=now,
+            next_update=now + timedelta(hours=4),
+            der_sha1=b"answer",
+            der_sha256=b"answer",
+        )
+        for certificate in made
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE mycert_certificate")
+        cursor.execute("ANALYZE mycert_ocspresponse")
+    return made
+
+
+def test_the_ocsp_refresh_reads_the_certificates_due_not_all_of_them() -> None:
+    certificates = _certificates(CERTIFICATES)
+    ageing, unanswered = certificates[0], certificates[1]
+    OcspResponse.objects.filter(certificate=ageing).update(
+        this_update=timezone.now() - timedelta(hours=3)
+    )
+    OcspResponse.objects.filter(certificate=unanswered).delete()
+    now = timezone.now()
+
+    assert ocsp_responses_due_ids(now=now) == sorted([ageing.pk, unanswered.pk])
+    # Each due certificate is read once or twice (found, then checked for its end date);
+    # before issue 24 one OR across the join read all of them.
+    assert rows_read_from("mycert_certificate", lambda: ocsp_responses_due_ids(now=now)) <= 4
