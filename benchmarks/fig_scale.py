@@ -66,11 +66,11 @@ def _copy(table: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) 
 
     connection.ensure_connection()
     count = 0
-    with connection.connection.cursor() as cursor:
-        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-                count += 1
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    with connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+            count += 1
     return count
 
 
@@ -340,7 +340,7 @@ def load(count: int, now: datetime, answers_as_of: datetime) -> dict[str, Any]:
             contents = [("professional", "keystore"), ("professional", "password")]
             if i % VENDOR_EVERY == 0:
                 contents += [("vendor", "keystore"), ("vendor", "password")]
-            keystore_id = None
+            keystore_id: int | None = None
             for recipient, content in contents:
                 after = keystore_id if content == "password" else None
                 yield (
@@ -611,7 +611,7 @@ def measure_beat(ctx: Context) -> dict[str, Any]:
             try:
                 run()
                 error = ""
-            except Exception as exc:  # noqa: BLE001 - reported, the other tasks still run
+            except Exception as exc:  # reported; the other tasks still run
                 error = f"{type(exc).__name__}: {exc}"[:200]
             wall_ms = (time.perf_counter() - started) * 1000
         explained = explain_statements(captured.captured_queries)
@@ -689,7 +689,7 @@ def measure_admin(ctx: Context, requests: int) -> dict[str, Any]:
             Certificate.objects.count() // 2
         ]
     )
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for label, url in admin_pages(*sample).items():
         times = []
         client.get(url)  # warm (templates, translations)

@@ -249,20 +249,32 @@ def ocsp_responses_due_ids(*, now: datetime) -> list[int]:
       found then checked for their end date.
     """
     threshold = now - _refresh_age(settings.MYCERT_OCSP_VALIDITY)
-    ageing = OcspResponse.objects.filter(
-        this_update__lte=threshold, certificate__not_after__gt=now
-    ).order_by().values_list("certificate_id", flat=True)
-    revoked_answered_good = Certificate.objects.filter(
-        revoked_at__isnull=False,
-        not_after__gt=now,
-        ocsp_response__status=OcspResponse.Status.GOOD,
-    ).order_by().values_list("pk", flat=True)
-    unanswered = Certificate.objects.filter(
-        pk__in=Certificate.objects.filter(
-            ~Exists(OcspResponse.objects.filter(certificate_id=OuterRef("pk")))
-        ).order_by().values("pk"),
-        not_after__gt=now,
-    ).order_by().values_list("pk", flat=True)
+    ageing = (
+        OcspResponse.objects.filter(this_update__lte=threshold, certificate__not_after__gt=now)
+        .order_by()
+        .values_list("certificate_id", flat=True)
+    )
+    revoked_answered_good = (
+        Certificate.objects.filter(
+            revoked_at__isnull=False,
+            not_after__gt=now,
+            ocsp_response__status=OcspResponse.Status.GOOD,
+        )
+        .order_by()
+        .values_list("pk", flat=True)
+    )
+    unanswered = (
+        Certificate.objects.filter(
+            pk__in=Certificate.objects.filter(
+                ~Exists(OcspResponse.objects.filter(certificate_id=OuterRef("pk")))
+            )
+            .order_by()
+            .values("pk"),
+            not_after__gt=now,
+        )
+        .order_by()
+        .values_list("pk", flat=True)
+    )
     return sorted({*ageing, *revoked_answered_good, *unanswered})
 
 
