@@ -237,7 +237,12 @@ class Certificate(models.Model):
         verbose_name_plural = _("certificates")
         ordering = ["-issued_at"]
         permissions = [("revoke_certificate", _("Can revoke certificates"))]
-        indexes = [models.Index(fields=["revoked_at"]), models.Index(fields=["not_after"])]
+        indexes = [
+            models.Index(fields=["revoked_at"]),
+            models.Index(fields=["not_after"]),
+            # The admin's list, newest first (migration 0016 adds its search's indexes).
+            models.Index(fields=["issued_at", "id"], name="certificate_issued_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.serial[:16]}… ({self.professional_id})"
