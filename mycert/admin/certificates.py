@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -36,6 +36,9 @@ from mycert.models import Certificate, CertificateRequest, Professional
 from mycert.querysets import CertificateQuerySet
 from mycert.selectors import replaced_on
 from mycert.services.revocation import certificates_revoke
+
+if TYPE_CHECKING:
+    from django.utils.functional import _StrPromise as StrPromise
 
 
 class ExpiringSoonFilter(admin.SimpleListFilter):
@@ -93,11 +96,11 @@ class VendorFilter(admin.RelatedFieldListFilter):
 
     def field_choices(
         self, field: Any, request: HttpRequest, model_admin: Any
-    ) -> list[tuple[Any, str]]:
-        with_certificates = Exists(CertificateRequest.objects.filter(vendor_id=OuterRef("pk")))
+    ) -> list[tuple[str, str | StrPromise]]:
+        chosen = Exists(CertificateRequest.objects.filter(vendor_id=OuterRef("pk")))
         ordering = self.field_admin_ordering(field, request, model_admin)
-        choices: list[tuple[Any, str]] = field.get_choices(
-            include_blank=False, limit_choices_to=Q(with_certificates), ordering=ordering
+        choices: list[tuple[str, str | StrPromise]] = field.get_choices(
+            include_blank=False, limit_choices_to=Q(chosen), ordering=ordering
         )
         return choices
 
