@@ -161,23 +161,34 @@ def _search_words(search_term: str) -> list[str]:
     return words
 
 
-def _word_matches(word: str) -> QuerySet[Any]:
-    """Primary keys of the certificates one search word finds, each way through an index."""
-    professionals = Professional.objects.order_by().filter(
+def _professional_q(word: str) -> Q:
+    return (
         Q(family_name__icontains=word)
         | Q(given_name__icontains=word)
         | Q(professional_id__icontains=word)
         | Q(email__icontains=word)
     )
-    certificates = Certificate.objects.order_by()
-    parts = [certificates.filter(professional_id__in=professionals.values("pk")).values("pk")]
-    serial = serial_search_q(word)
-    if serial is not None:
-        parts.append(certificates.filter(serial).values("pk"))
+
+
+def _certificate_q(word: str) -> Q | None:
+    """What a word may spell of the certificate itself: a serial, a whole fingerprint."""
+    matches = serial_search_q(word)
     fingerprint = _SERIAL_SEPARATORS.sub("", word).lower()
     if _FINGERPRINT.fullmatch(fingerprint):
-        parts.append(certificates.filter(fingerprint_sha256=fingerprint).values("pk"))
-    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        by_fingerprint = Q(fingerprint_sha256=fingerprint)
+        matches = by_fingerprint if matches is None else matches | by_fingerprint
+    return matches
+
+
+def _word_matches(word: str) -> QuerySet[Any]:
+    """Primary keys of the certificates one search word finds, each way through an index."""
+    professionals = Professional.objects.order_by().filter(_professional_q(word))
+    certificates = Certificate.objects.order_by()
+    by_professional = certificates.filter(professional_id__in=professionals.values("pk"))
+    own = _certificate_q(word)
+    if own is None:
+        return by_professional.values("pk")
+    return by_professional.values("pk").union(certificates.filter(own).values("pk"))
 
 
 # RFC 4519 / X.520 short names that cryptography prints as dotted OIDs (RFC 4514 §2.3
@@ -410,6 +421,17 @@ class CertificateAdmin(ReadOnlyAdmin):
         words = _search_words(search_term)
         if not words:
             return queryset, False
+        if all(_certificate_q(word) is None for word in words):
+            # Names only (« marie schmit »): the professionals who match every word, in
+            # one query, rather than every Marie and every Schmit intersected.
+            professionals = Professional.objects.order_by()
+            for word in words:
+                professionals = professionals.filter(_professional_q(word))
+            # Their ids read first: given a subquery, PostgreSQL guesses thousands of
+            # matches and walks the whole list newest first to fill a page of a few;
+            # given the ids, it fetches those certificates and sorts them.
+            found = list(professionals.values_list("pk", flat=True))
+            return queryset.filter(professional_id__in=found), False
         found = Certificate.objects.order_by()
         for word in words:
             found = found.filter(pk__in=_word_matches(word))
