@@ -478,11 +478,21 @@ def load(count: int, now: datetime, answers_as_of: datetime) -> dict[str, Any]:
                 this_update + settings.MYCERT_OCSP_VALIDITY,
                 sha1,
                 sha256,
+                # Marked by beat's refresh once past their end (ocsp_responses_retire_expired).
+                i % EXPIRED_EVERY == 0,
             )
 
     answer_count = _copy(
         "mycert_ocspresponse",
-        ["certificate_id", "status", "this_update", "next_update", "der_sha1", "der_sha256"],
+        [
+            "certificate_id",
+            "status",
+            "this_update",
+            "next_update",
+            "der_sha1",
+            "der_sha256",
+            "certificate_expired",
+        ],
         ocsp_rows(),
     )
     _reset_sequences(

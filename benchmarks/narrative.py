@@ -359,11 +359,16 @@ def scale(data: dict[str, Any]) -> list[str]:
         "`refresh-ocsp-responses` asked for the due answers with one OR across the join of "
         "certificates and answers, which PostgreSQL can only answer by reading every "
         "certificate row, its PEM included, every five minutes. It now asks three "
-        "questions, each through an index (answers by `this_update`, revoked certificates "
-        "by `revoked_at`, certificates without an answer by an anti-join of the two "
-        "primary keys), and `tests/test_scale_queries.py` counts the certificate rows the "
-        "plans read. `supersede-certificates` (hourly) reads the valid certificates by "
-        "nature; `send-expiry-reminders` (daily) writes one transaction per reminder.",
+        "questions, each through an index (live answers by `this_update`, revoked "
+        "certificates by `revoked_at`, certificates without an answer by an anti-join of "
+        "the two primary keys), and `tests/test_scale_queries.py` counts the certificate "
+        "rows the plans read. The answers of certificates past their end are no longer "
+        "re-signed but stay stored: marked once (`certificate_expired`, migration 0017) "
+        "they leave the refresh's partial index, which would otherwise grow by every "
+        "certificate that ever expired (~a third of the population a year). The "
+        "anti-join still reads both primary keys whole (index-only, ~2 MB each at "
+        "100,000, no row). `supersede-certificates` (hourly) reads the valid certificates "
+        "by nature; `send-expiry-reminders` (daily) writes one transaction per reminder.",
         "",
         "### The admin's certificate list and search",
         "",

@@ -394,11 +394,24 @@ class OcspResponse(models.Model):
     next_update = models.DateTimeField(_("next update"))
     der_sha1 = models.BinaryField(_("DER (SHA-1 CertID)"))
     der_sha256 = models.BinaryField(_("DER (SHA-256 CertID)"))
+    #: The certificate has passed its end: the web answers "unauthorized" whatever is
+    #: stored, and beat no longer re-signs it. Set once by beat's refresh, so that the
+    #: refresh's index holds the live answers only (issue 24 §5).
+    certificate_expired = models.BooleanField(
+        _("certificate expired"), default=False, editable=False
+    )
 
     class Meta:
         verbose_name = _("OCSP response")
         verbose_name_plural = _("OCSP responses")
-        indexes = [models.Index(fields=["this_update"])]
+        indexes = [
+            models.Index(fields=["this_update"]),
+            models.Index(
+                fields=["this_update"],
+                name="ocsp_live_this_update_idx",
+                condition=Q(certificate_expired=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"OCSP {self.status} for certificate {self.certificate_id}"

@@ -430,8 +430,8 @@ class CertificateAdmin(ReadOnlyAdmin):
             # Their ids read first: given a subquery, PostgreSQL guesses thousands of
             # matches and walks the whole list newest first to fill a page of a few;
             # given the ids, it fetches those certificates and sorts them.
-            found = list(professionals.values_list("pk", flat=True))
-            return queryset.filter(professional_id__in=found), False
+            professional_ids = list(professionals.values_list("pk", flat=True))
+            return queryset.filter(professional_id__in=professional_ids), False
         found = Certificate.objects.order_by()
         for word in words:
             found = found.filter(pk__in=_word_matches(word))

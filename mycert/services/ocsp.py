@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.x509 import ocsp as x509_ocsp
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 
 from mycert import custody
 from mycert.models import Certificate, OcspResponse, OperatorAlert
@@ -54,6 +54,7 @@ __all__ = [
     "ocsp_response_sign_on_commit",
     "ocsp_responses_due_ids",
     "ocsp_responses_refresh",
+    "ocsp_responses_retire_expired",
     "ocsp_responses_sign",
 ]
 
@@ -243,16 +244,20 @@ def ocsp_responses_due_ids(*, now: datetime) -> list[int]:
     through an index, so a run reads the rows that are due and not every certificate
     (issue 24 §5; one OR across the join read the whole table, PEMs included):
 
-    - ageing: the answers' ``this_update`` index;
+    - ageing: the live answers' ``this_update`` index (``ocsp_responses_retire_expired``
+      takes the answers of certificates past their end out of it);
     - revoked, still answered "good": the certificates' ``revoked_at`` index;
     - no answer at all: an anti-join of the two primary keys (index-only), the few
       found then checked for their end date.
     """
     threshold = now - _refresh_age(settings.MYCERT_OCSP_VALIDITY)
+    # Read first, then checked for their end date by primary key: the ageing answers are
+    # few, and the join would let the planner read the certificates the other way round.
+    ageing_ids = list(_live_ageing(threshold).values_list("certificate_id", flat=True))
     ageing = (
-        OcspResponse.objects.filter(this_update__lte=threshold, certificate__not_after__gt=now)
+        Certificate.objects.filter(pk__in=ageing_ids, not_after__gt=now)
         .order_by()
-        .values_list("certificate_id", flat=True)
+        .values_list("pk", flat=True)
     )
     revoked_answered_good = (
         Certificate.objects.filter(
@@ -278,8 +283,28 @@ def ocsp_responses_due_ids(*, now: datetime) -> list[int]:
     return sorted({*ageing, *revoked_answered_good, *unanswered})
 
 
+def _live_ageing(threshold: datetime) -> QuerySet[OcspResponse]:
+    return OcspResponse.objects.filter(certificate_expired=False, this_update__lte=threshold)
+
+
+def ocsp_responses_retire_expired(*, now: datetime) -> int:
+    """Mark the ageing answers of certificates past their end; return how many.
+
+    Beat stops re-signing them, so without the mark they would stay in the ageing range
+    of the refresh's index for good, ~a third of the population every year. Each is
+    marked once, when it first ages after its certificate's end.
+    """
+    threshold = now - _refresh_age(settings.MYCERT_OCSP_VALIDITY)
+    return (
+        _live_ageing(threshold)
+        .filter(certificate__not_after__lte=now)
+        .update(certificate_expired=True)
+    )
+
+
 def ocsp_responses_refresh(*, now: datetime) -> int:
     """Re-sign every answer that is due (beat); return how many were signed."""
+    ocsp_responses_retire_expired(now=now)
     due = ocsp_responses_due_ids(now=now)
     signed = ocsp_responses_sign(certificate_ids=due, now=now)
     if signed:
