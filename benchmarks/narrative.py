@@ -365,7 +365,10 @@ def scale(data: dict[str, Any]) -> list[str]:
         "rows the plans read. The answers of certificates past their end are no longer "
         "re-signed but stay stored: marked once (`certificate_expired`, migration 0017) "
         "they leave the refresh's partial index, which would otherwise grow by every "
-        "certificate that ever expired (~a third of the population a year). The "
+        "certificate that ever expired (~a third of the population a year). The health "
+        "probe and /metrics, which ask every few seconds for the nearest nextUpdate, "
+        "joined every answer to its certificate; they now walk the live answers' "
+        "`next_update` index from the nearest. The "
         "anti-join still reads both primary keys whole (index-only, ~2 MB each at "
         "100,000, no row). `supersede-certificates` (hourly) reads the valid certificates "
         "by nature; `send-expiry-reminders` (daily) writes one transaction per reminder.",

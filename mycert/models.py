@@ -411,6 +411,12 @@ class OcspResponse(models.Model):
                 name="ocsp_live_this_update_idx",
                 condition=Q(certificate_expired=False),
             ),
+            # The health probe's nearest nextUpdate (ocsp_answers_earliest_next_update).
+            models.Index(
+                fields=["next_update"],
+                name="ocsp_live_next_update_idx",
+                condition=Q(certificate_expired=False),
+            ),
         ]
 
     def __str__(self) -> str:

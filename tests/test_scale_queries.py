@@ -24,7 +24,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mycert.models import Certificate, OcspResponse, Professional
-from mycert.services.ocsp import ocsp_responses_due_ids, ocsp_responses_retire_expired
+from mycert.services.ocsp import (
+    ocsp_answers_earliest_next_update,
+    ocsp_responses_due_ids,
+    ocsp_responses_retire_expired,
+)
 from tests.factories import CertificateRequestFactory
 
 pytestmark = pytest.mark.django_db
@@ -148,6 +152,25 @@ def test_the_ocsp_refresh_reads_the_certificates_due_not_all_of_them() -> None:
     # before issue 24 one OR across the join read all of them, and the answers of every
     # certificate that ever ended stayed in the ageing range.
     assert rows_read_from("mycert_certificate", lambda: ocsp_responses_due_ids(now=now)) <= 4
+
+
+def test_the_health_probe_reads_the_nearest_answer_not_all_of_them() -> None:
+    certificates = _certificates(CERTIFICATES)
+    ended = _certificates(CERTIFICATES // 2, ended=True)
+    nearest = certificates[3]
+    OcspResponse.objects.filter(certificate=nearest).update(
+        next_update=timezone.now() + timedelta(minutes=90)
+    )
+    now = timezone.now()
+    ocsp_responses_retire_expired(now=now)
+    _analyze()
+
+    expected = OcspResponse.objects.get(certificate=nearest).next_update
+    assert ocsp_answers_earliest_next_update(now=now) == expected
+    # The probe runs every few seconds: before issue 24 it joined every answer to its
+    # certificate; now it reads the nearest live answer's certificate.
+    read = rows_read_from("mycert_certificate", lambda: ocsp_answers_earliest_next_update(now=now))
+    assert read <= 5 < len(ended)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Beat stops re-signing an answer once its certificate has ended; the answer stays (rows
 are never deleted) and, marked ``certificate_expired``, leaves the partial index the
-refresh reads, which otherwise would grow by every certificate that ever expired.
+refresh reads, which otherwise would grow by every certificate that ever expired, and
+the one the health probe reads for the nearest nextUpdate.
 """
 
 from django.db import migrations, models
@@ -31,6 +32,14 @@ class Migration(migrations.Migration):
                 condition=models.Q(("certificate_expired", False)),
                 fields=["this_update"],
                 name="ocsp_live_this_update_idx",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="ocspresponse",
+            index=models.Index(
+                condition=models.Q(("certificate_expired", False)),
+                fields=["next_update"],
+                name="ocsp_live_next_update_idx",
             ),
         ),
         migrations.RunPython(_mark_expired, migrations.RunPython.noop),

@@ -536,11 +536,15 @@ def ocsp_answers_earliest_next_update(*, now: datetime) -> datetime | None:
     """The nearest nextUpdate among the stored answers MyCert must keep serving.
 
     Unexpired certificates only (a certificate past its end is answered unauthorized);
-    None when none has an answer. One aggregate query.
+    None when none has an answer. The health probe and /metrics ask every few seconds:
+    the live answers' ``next_update`` index is walked from the nearest, each checked for
+    its certificate's end by primary key, until one still counts (only the few ended in
+    the last hours, not yet marked ``certificate_expired``, come before it).
     """
-    from django.db.models import Min
-
-    earliest: datetime | None = OcspResponse.objects.filter(
-        certificate__not_after__gt=now
-    ).aggregate(earliest=Min("next_update"))["earliest"]
+    earliest: datetime | None = (
+        OcspResponse.objects.filter(certificate_expired=False, certificate__not_after__gt=now)
+        .order_by("next_update")
+        .values_list("next_update", flat=True)
+        .first()
+    )
     return earliest
