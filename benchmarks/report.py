@@ -314,11 +314,34 @@ def write(ctx: Context, out: Path, *, quick: bool) -> None:
         "ocsp": raw.get("ocsp"),
         "relying": raw.get("relying"),
         "web": {k: v for k, v in (raw.get("web") or {}).items() if k in ("summary", "clients", "think_seconds", "server")},
+        "scale": _scale_data(raw.get("scale")),
         "log": ctx.log_lines,
     }  # fmt: skip
     (out / "benchmarks.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     md = _markdown(ctx, plots, data)
     (out / "benchmarks.md").write_text(md)
+
+
+def _scale_data(scale: dict[str, Any] | None) -> dict[str, Any] | None:
+    """benchmarks/fig_scale.py's results, each statement cut to its first 300 characters
+    and its plan left out (the log has the figures, the JSON the shapes)."""
+    if not scale:
+        return None
+
+    def statements(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"sql": s["sql"][:300], "ms": s["ms"], "seq_scans": s["seq_scans"]} for s in found]
+
+    return {
+        **scale,
+        "beat": {
+            name: {**task, "statements": statements(task["statements"])}
+            for name, task in scale["beat"].items()
+        },
+        "admin": {
+            name: {**page, "slowest": statements(page["slowest"])}
+            for name, page in scale["admin"].items()
+        },
+    }
 
 
 def _markdown(ctx: Context, plots: list[str], data: dict[str, Any]) -> str:
@@ -377,6 +400,7 @@ def rebuild(path: Path) -> None:
         "ocsp": data["ocsp"],
         "web": data["web"],
         "relying": data.get("relying"),
+        "scale": data.get("scale"),
     }
     ctx.log_lines = data.get("log", [])
     plots = _plots(ctx, path.parent / "benchmarks")

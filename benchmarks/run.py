@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks import env as bench_env
 
-FIGURES = ("pipeline", "population", "crl", "ocsp", "web", "relying")
+FIGURES = ("pipeline", "population", "crl", "ocsp", "web", "relying", "scale")
 
 
 def _plans(quick: bool) -> dict[str, object]:
@@ -36,6 +36,7 @@ def _plans(quick: bool) -> dict[str, object]:
             "web_runs": 2,
             "web_seconds": 2.0,
             "relying_count": 3,
+            **_scale_plan(quick=True),
         }
     return {
         # RSA-3072: 180 bare pipelines for the population's reference (its keygen varies a lot).
@@ -49,6 +50,18 @@ def _plans(quick: bool) -> dict[str, object]:
         "web_seconds": 5.0,
         # Revocations timed at the kit's four servers (issue 21: at least 20).
         "relying_count": 20,
+        **_scale_plan(quick=False),
+    }
+
+
+def _scale_plan(*, quick: bool) -> dict[str, object]:
+    """Issue 24 §5: 100,000 certificates (benchmarks/fig_scale.py)."""
+    return {
+        "scale": {
+            "certificates": 5_000 if quick else 100_000,
+            "refresh_runs": 2 if quick else 3,
+            "admin_requests": 20,
+        }
     }
 
 
@@ -126,6 +139,12 @@ def main() -> None:
             from benchmarks import fig_relying
 
             ctx.raw["relying"] = fig_relying.run(ctx, plans["relying_count"])  # type: ignore[arg-type]
+            bench_env.flush_broker()
+        if "scale" in only:
+            # Last: it leaves 100,000 certificates in the database.
+            from benchmarks import fig_scale
+
+            ctx.raw["scale"] = fig_scale.run(ctx, plans["scale"])  # type: ignore[arg-type]
             bench_env.flush_broker()
     finally:
         ctx.raw["machine_after"] = machine.describe()

@@ -237,7 +237,12 @@ class Certificate(models.Model):
         verbose_name_plural = _("certificates")
         ordering = ["-issued_at"]
         permissions = [("revoke_certificate", _("Can revoke certificates"))]
-        indexes = [models.Index(fields=["revoked_at"]), models.Index(fields=["not_after"])]
+        indexes = [
+            models.Index(fields=["revoked_at"]),
+            models.Index(fields=["not_after"]),
+            # The admin's list, newest first (migration 0016 adds its search's indexes).
+            models.Index(fields=["issued_at", "id"], name="certificate_issued_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.serial[:16]}… ({self.professional_id})"
@@ -389,11 +394,30 @@ class OcspResponse(models.Model):
     next_update = models.DateTimeField(_("next update"))
     der_sha1 = models.BinaryField(_("DER (SHA-1 CertID)"))
     der_sha256 = models.BinaryField(_("DER (SHA-256 CertID)"))
+    #: The certificate has passed its end: the web answers "unauthorized" whatever is
+    #: stored, and beat no longer re-signs it. Set once by beat's refresh, so that the
+    #: refresh's index holds the live answers only (issue 24 §5).
+    certificate_expired = models.BooleanField(
+        _("certificate expired"), default=False, editable=False
+    )
 
     class Meta:
         verbose_name = _("OCSP response")
         verbose_name_plural = _("OCSP responses")
-        indexes = [models.Index(fields=["this_update"])]
+        indexes = [
+            models.Index(fields=["this_update"]),
+            models.Index(
+                fields=["this_update"],
+                name="ocsp_live_this_update_idx",
+                condition=Q(certificate_expired=False),
+            ),
+            # The health probe's nearest nextUpdate (ocsp_answers_earliest_next_update).
+            models.Index(
+                fields=["next_update"],
+                name="ocsp_live_next_update_idx",
+                condition=Q(certificate_expired=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"OCSP {self.status} for certificate {self.certificate_id}"

@@ -37,7 +37,7 @@ from django.db import (
     connections,
     transaction,
 )
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, QuerySet
 
 from mycert import custody
 from mycert.models import Certificate, OcspResponse, OperatorAlert
@@ -62,6 +62,7 @@ __all__ = [
     "ocsp_response_sign_on_commit",
     "ocsp_responses_due_ids",
     "ocsp_responses_refresh",
+    "ocsp_responses_retire_expired",
     "ocsp_responses_sign",
 ]
 
@@ -245,22 +246,73 @@ def ocsp_responses_sign(*, certificate_ids: Sequence[int], now: datetime) -> int
 
 
 def ocsp_responses_due_ids(*, now: datetime) -> list[int]:
-    """Unexpired certificates whose stored answer is missing, ageing, or not yet revoked."""
+    """Unexpired certificates whose stored answer is missing, ageing, or not yet revoked.
+
+    Beat asks every ``REFRESH_EVERY``: each of the three cases is its own query, read
+    through an index, so a run reads the rows that are due and not every certificate
+    (issue 24 §5; one OR across the join read the whole table, PEMs included):
+
+    - ageing: the live answers' ``this_update`` index (``ocsp_responses_retire_expired``
+      takes the answers of certificates past their end out of it);
+    - revoked, still answered "good": the certificates' ``revoked_at`` index;
+    - no answer at all: an anti-join of the two primary keys (index-only), the few
+      found then checked for their end date.
+    """
     threshold = now - _refresh_age(settings.MYCERT_OCSP_VALIDITY)
-    return list(
-        Certificate.objects.filter(not_after__gt=now)
-        .filter(
-            Q(ocsp_response__isnull=True)
-            | Q(ocsp_response__this_update__lte=threshold)
-            | Q(revoked_at__isnull=False, ocsp_response__status=OcspResponse.Status.GOOD)
-        )
-        .order_by("pk")
+    # Read first, then checked for their end date by primary key: the ageing answers are
+    # few, and the join would let the planner read the certificates the other way round.
+    ageing_ids = list(_live_ageing(threshold).values_list("certificate_id", flat=True))
+    ageing = (
+        Certificate.objects.filter(pk__in=ageing_ids, not_after__gt=now)
+        .order_by()
         .values_list("pk", flat=True)
+    )
+    revoked_answered_good = (
+        Certificate.objects.filter(
+            revoked_at__isnull=False,
+            not_after__gt=now,
+            ocsp_response__status=OcspResponse.Status.GOOD,
+        )
+        .order_by()
+        .values_list("pk", flat=True)
+    )
+    unanswered = (
+        Certificate.objects.filter(
+            pk__in=Certificate.objects.filter(
+                ~Exists(OcspResponse.objects.filter(certificate_id=OuterRef("pk")))
+            )
+            .order_by()
+            .values("pk"),
+            not_after__gt=now,
+        )
+        .order_by()
+        .values_list("pk", flat=True)
+    )
+    return sorted({*ageing, *revoked_answered_good, *unanswered})
+
+
+def _live_ageing(threshold: datetime) -> QuerySet[OcspResponse]:
+    return OcspResponse.objects.filter(certificate_expired=False, this_update__lte=threshold)
+
+
+def ocsp_responses_retire_expired(*, now: datetime) -> int:
+    """Mark the ageing answers of certificates past their end; return how many.
+
+    Beat stops re-signing them, so without the mark they would stay in the ageing range
+    of the refresh's index for good, ~a third of the population every year. Each is
+    marked once, when it first ages after its certificate's end.
+    """
+    threshold = now - _refresh_age(settings.MYCERT_OCSP_VALIDITY)
+    return (
+        _live_ageing(threshold)
+        .filter(certificate__not_after__lte=now)
+        .update(certificate_expired=True)
     )
 
 
 def ocsp_responses_refresh(*, now: datetime) -> int:
     """Re-sign every answer that is due (beat); return how many were signed."""
+    ocsp_responses_retire_expired(now=now)
     due = ocsp_responses_due_ids(now=now)
     signed = ocsp_responses_sign(certificate_ids=due, now=now)
     if signed:
@@ -537,11 +589,15 @@ def ocsp_answers_earliest_next_update(*, now: datetime) -> datetime | None:
     """The nearest nextUpdate among the stored answers MyCert must keep serving.
 
     Unexpired certificates only (a certificate past its end is answered unauthorized);
-    None when none has an answer. One aggregate query.
+    None when none has an answer. The health probe and /metrics ask every few seconds:
+    the live answers' ``next_update`` index is walked from the nearest, each checked for
+    its certificate's end by primary key, until one still counts (only the few ended in
+    the last hours, not yet marked ``certificate_expired``, come before it).
     """
-    from django.db.models import Min
-
-    earliest: datetime | None = OcspResponse.objects.filter(
-        certificate__not_after__gt=now
-    ).aggregate(earliest=Min("next_update"))["earliest"]
+    earliest: datetime | None = (
+        OcspResponse.objects.filter(certificate_expired=False, certificate__not_after__gt=now)
+        .order_by("next_update")
+        .values_list("next_update", flat=True)
+        .first()
+    )
     return earliest
