@@ -250,6 +250,14 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
 # --- Markdown ----------------------------------------------------------------------------------
 
 
+def _ratio(figure: Figure) -> str:
+    """The ratio, with the spread of its runs when there were several (issue 24 §2)."""
+    low, high = figure.details.get("ratio_min"), figure.details.get("ratio_max")
+    if low is None or high is None:
+        return f"{figure.ratio:.2f}×"
+    return f"{figure.ratio:.2f}× (median of {figure.runs}; {low:.2f}–{high:.2f}×)"
+
+
 def _table(figures: list[Figure]) -> list[str]:
     lines = [
         "| figure | value | reference | ratio | goal | met |",
@@ -258,7 +266,7 @@ def _table(figures: list[Figure]) -> list[str]:
     for f in figures:
         lines.append(
             f"| {f.title} | {_fmt(f.value)} {f.unit} | {_fmt(f.reference)} {f.unit} "
-            f"({f.reference_label}) | {f.ratio:.2f}× | {f.goal} | {_met(f)} |"
+            f"({f.reference_label}) | {_ratio(f)} | {f.goal} | {_met(f)} |"
         )
     return lines
 
@@ -309,6 +317,8 @@ def write(ctx: Context, out: Path, *, quick: bool) -> None:
         "figures": [f.as_dict() for f in ctx.figures],
         "pipeline": {k: {kk: v[kk] for kk in ("median", "mean_bare_total_ms", "mean_mycert_total_ms", "paired_runs", "independent_runs")} for k, v in (raw.get("pipeline") or {}).items()},
         "population": {k: {**{kk: vv for kk, vv in v.items() if kk != "timeline"}, "timeline": _downsample(v["timeline"])} for k, v in population.items()},
+        "population_floor": raw.get("population_floor"),
+        "population_growth": raw.get("population_growth"),
         "roundtrips": raw.get("roundtrips"),
         "crl": raw.get("crl"),
         "ocsp": raw.get("ocsp"),
@@ -372,6 +382,8 @@ def rebuild(path: Path) -> None:
         "total_seconds": data["total_seconds"],
         "pipeline": data["pipeline"],
         "population": data["population"],
+        "population_floor": data.get("population_floor"),
+        "population_growth": data.get("population_growth"),
         "roundtrips": data.get("roundtrips"),
         "crl": data["crl"],
         "ocsp": data["ocsp"],
