@@ -9,7 +9,8 @@ fingerprint, proof digest, Message-ID, idempotency key, identifiers) and the aud
 chained onto the chain's head with ``mycert.services.audit.event_hash`` (so
 ``audit_verify_chain`` still holds). Same columns, same sizes, same statuses, same
 indexes to maintain: only the certificate bytes are copies of a real one's (a database
-never parses them on the issuance path).
+never parses them on the issuance path). Then the tables are ANALYZEd, as autovacuum
+would have done many times over while they grew.
 
 Run it while no worker writes (between two population runs): it appends to the audit
 chain outside ``audit_record``'s lock.
@@ -185,6 +186,21 @@ def clone_issuances(
         ):
             written[name] += len(rows)
         done += len(chunk)
+    # A database that grew over months has had its statistics refreshed by autovacuum
+    # many times; after a bulk load they are stale until it next runs: refresh them now.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for model in (
+            user_model,
+            Professional,
+            CertificateRequest,
+            Certificate,
+            Delivery,
+            OcspResponse,
+            AuditEvent,
+        ):
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
     return written
 
 
