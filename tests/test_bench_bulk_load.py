@@ -21,6 +21,7 @@ pytestmark = pytest.mark.django_db
 
 def test_copies_have_the_rows_of_an_issuance_and_the_chain_holds(ca: Any) -> None:
     template = issue(legacy=True).record  # with a vendor: four deliveries, two waiting
+    assert template is not None
     events = list(AuditEvent.objects.values_list("pk", flat=True))
     deliveries = list(Delivery.objects.filter(certificate=template).order_by("pk"))
     answers = OcspResponse.objects.filter(certificate=template).count()
