@@ -467,7 +467,9 @@ def run(
         "bulk_load_seconds": load_seconds,
         "grown_certificates_before": Certificate.objects.count() - n,
         "grown_seconds": grown["elapsed_seconds"],
-        "grown": {k: v for k, v in grown.items() if k not in ("timeline", "request_ids")},
+        "grown": {
+            k: v for k, v in grown.items() if k not in ("timeline", "request_ids", "maildir")
+        },
     }
     ctx.raw["population_growth"] = growth
     per_start = ec["elapsed_seconds"] / n
