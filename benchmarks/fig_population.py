@@ -113,6 +113,7 @@ def _cpu(workers: Workers, sink: Sink) -> dict[str, float]:
 def measure(
     ctx: Context, *, key_type: str, count: int, vendor, workers: Workers, timeout: float
 ) -> dict[str, Any]:
+    import redis
     from django.conf import settings
     from django.utils import timezone
 
@@ -128,12 +129,16 @@ def measure(
     while maildir.exists():
         maildir = maildir.with_name(maildir.name + "+")
     sink = Sink(ctx.env, maildir)
-    sink.start()
-    workers.start()
     timeline: list[tuple[float, int]] = [(0.0, 0)]
     failed = 0
-    run_id = _redis_run_id()
     try:
+        # Started inside the try: a Redis down at the start must not leave them running.
+        sink.start()
+        try:
+            run_id = _redis_run_id()
+            workers.start()
+        except redis.exceptions.ConnectionError as exc:
+            raise BrokerRestarted("Redis was down at the start") from exc
         cpu_before = _cpu(workers, sink)
         start = time.perf_counter()
         ids = []
