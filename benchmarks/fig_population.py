@@ -250,7 +250,7 @@ def _population(
                 count=count,
                 vendor=vendor,
                 workers=workers,
-                timeout=max(10 * estimate, 120),
+                timeout=max(20 * estimate, 300),
             )
             result["attempts"] = attempt
             return result
