@@ -53,6 +53,23 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
         index = [f.details["goal_index"] for f in ordered]
         colors = [COLORS["met"] if f.met else COLORS["missed"] for f in ordered]
         ax.barh(range(len(ordered)), index, color=colors)
+        # The spread of a figure measured in several runs (issue 24 §2): min to max.
+        for row, f in enumerate(ordered):
+            low, high = f.details.get("ratio_min"), f.details.get("ratio_max")
+            if low is not None and high is not None and f.ratio:
+                scale = f.details["goal_index"] / f.ratio
+                ax.errorbar(
+                    f.details["goal_index"],
+                    row,
+                    xerr=[
+                        [f.details["goal_index"] - low * scale],
+                        [high * scale - f.details["goal_index"]],
+                    ],
+                    fmt="none",
+                    ecolor="black",
+                    capsize=4,
+                    linewidth=1,
+                )
         ax.axvline(1, color="black", linewidth=1)
         ax.set_xscale("log")
         ax.set_xlim(min(0.1, min(index) / 2), max(10, max(index) * 1.5))
@@ -62,7 +79,7 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
         right.set_ylim(ax.get_ylim())
         right.set_yticks(
             range(len(ordered)),
-            [textwrap.fill(f"{_fmt(f.value)} {f.unit} — goal {f.goal}", width=48) for f in ordered],
+            [textwrap.fill(_goal_label(f), width=48) for f in ordered],
         )
         for tick, f in zip(right.get_yticklabels(), ordered, strict=True):
             tick.set_color(COLORS["met"] if f.met else COLORS["missed"])
@@ -250,6 +267,23 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
 # --- Markdown ----------------------------------------------------------------------------------
 
 
+def _goal_label(figure: Figure) -> str:
+    """The summary plot's right-hand label: value, goal, and the spread of several runs."""
+    label = f"{_fmt(figure.value)} {figure.unit} — goal {figure.goal}"
+    low, high = figure.details.get("ratio_min"), figure.details.get("ratio_max")
+    if low is not None and high is not None:
+        label += f" ({figure.runs} runs: {low:.2f}–{high:.2f}×)"
+    return label
+
+
+def _ratio(figure: Figure) -> str:
+    """The ratio, with the spread of its runs when there were several (issue 24 §2)."""
+    low, high = figure.details.get("ratio_min"), figure.details.get("ratio_max")
+    if low is None or high is None:
+        return f"{figure.ratio:.2f}×"
+    return f"{figure.ratio:.2f}× (median of {figure.runs}; {low:.2f}–{high:.2f}×)"
+
+
 def _table(figures: list[Figure]) -> list[str]:
     lines = [
         "| figure | value | reference | ratio | goal | met |",
@@ -258,7 +292,7 @@ def _table(figures: list[Figure]) -> list[str]:
     for f in figures:
         lines.append(
             f"| {f.title} | {_fmt(f.value)} {f.unit} | {_fmt(f.reference)} {f.unit} "
-            f"({f.reference_label}) | {f.ratio:.2f}× | {f.goal} | {_met(f)} |"
+            f"({f.reference_label}) | {_ratio(f)} | {f.goal} | {_met(f)} |"
         )
     return lines
 
@@ -309,6 +343,8 @@ def write(ctx: Context, out: Path, *, quick: bool) -> None:
         "figures": [f.as_dict() for f in ctx.figures],
         "pipeline": {k: {kk: v[kk] for kk in ("median", "mean_bare_total_ms", "mean_mycert_total_ms", "paired_runs", "independent_runs")} for k, v in (raw.get("pipeline") or {}).items()},
         "population": {k: {**{kk: vv for kk, vv in v.items() if kk != "timeline"}, "timeline": _downsample(v["timeline"])} for k, v in population.items()},
+        "population_floor": raw.get("population_floor"),
+        "population_growth": raw.get("population_growth"),
         "roundtrips": raw.get("roundtrips"),
         "crl": raw.get("crl"),
         "ocsp": raw.get("ocsp"),
@@ -395,6 +431,8 @@ def rebuild(path: Path) -> None:
         "total_seconds": data["total_seconds"],
         "pipeline": data["pipeline"],
         "population": data["population"],
+        "population_floor": data.get("population_floor"),
+        "population_growth": data.get("population_growth"),
         "roundtrips": data.get("roundtrips"),
         "crl": data["crl"],
         "ocsp": data["ocsp"],
