@@ -756,6 +756,33 @@ def test_issuance_task_sends_all_four_mails_on_one_relay_session(
     assert len(queries) <= 72, "\n".join(q["sql"][:120] for q in queries.captured_queries)
 
 
+def test_a_batch_is_claimed_and_recorded_with_one_plain_update_each(
+    smtp_settings: TestSmtpServer, vendor_with_key: Vendor
+) -> None:
+    """Four rows, one lease and one record: no CASE per row and field (bulk_update's).
+
+    Building such an UPDATE cost a worker more CPU than the database spent on it.
+    """
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from mycert.outbox import deliveries_send
+
+    rows = create(make_certificate(vendor=vendor_with_key), vendor=vendor_with_key)
+    keystores = [rows["professional", "keystore"].pk, rows["vendor", "keystore"].pk]
+
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = deliveries_send(delivery_ids=keystores, now=timezone.now())
+
+    assert {o.result for o in outcomes} == {SendResult.SENT}
+    assert len(smtp_settings.messages) == 4
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(updates) == 2, updates
+    assert not any("CASE WHEN" in sql for sql in updates), updates
+    for row in Delivery.objects.filter(pk__in=[r.pk for r in rows.values()]):
+        assert (row.status, row.attempts, row.sealed_payload) == (Delivery.Status.SENT, 1, None)
+
+
 def test_relay_connection_is_kept_and_reopened_when_dropped(
     smtp_settings: TestSmtpServer, relay_connections: list[tuple[str, int]]
 ) -> None:
