@@ -33,6 +33,7 @@ from mycert.outbox import (
     delivery_send,
 )
 from mycert.sealing import SealError, unseal
+from mycert.services.audit import audit_verify_chain
 from mycert.services.issuance import delivery_failure_report
 from mycert.services.vendors import vendor_set_pgp_key
 from tests.factories import CertificateRequestFactory, VendorFactory
@@ -756,12 +757,14 @@ def test_issuance_task_sends_all_four_mails_on_one_relay_session(
     assert len(queries) <= 72, "\n".join(q["sql"][:120] for q in queries.captured_queries)
 
 
-def test_a_batch_is_claimed_and_recorded_with_one_plain_update_each(
+def test_a_batch_is_claimed_recorded_and_audited_with_one_statement_each(
     smtp_settings: TestSmtpServer, vendor_with_key: Vendor
 ) -> None:
-    """Four rows, one lease and one record: no CASE per row and field (bulk_update's).
+    """Four rows, one lease, one record, one INSERT of their audit events.
 
-    Building such an UPDATE cost a worker more CPU than the database spent on it.
+    No CASE per row and field (bulk_update's): building such an UPDATE cost a worker
+    more CPU than the database spent on it; nor an audit INSERT (and chain lock and
+    read) per e-mail.
     """
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -779,6 +782,16 @@ def test_a_batch_is_claimed_and_recorded_with_one_plain_update_each(
     updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
     assert len(updates) == 2, updates
     assert not any("CASE WHEN" in sql for sql in updates), updates
+    # The four « sent » events: one INSERT, chained in the rows' order.
+    audit_inserts = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('INSERT INTO "mycert_auditevent"')
+    ]
+    assert len(audit_inserts) == 1, audit_inserts
+    sent_events = AuditEvent.objects.filter(action="delivery.sent").order_by("pk")
+    assert len(sent_events) == 4
+    assert audit_verify_chain()[1] is None
     for row in Delivery.objects.filter(pk__in=[r.pk for r in rows.values()]):
         assert (row.status, row.attempts, row.sealed_payload) == (Delivery.Status.SENT, 1, None)
 

@@ -21,7 +21,7 @@ from mycert.mail.transport import (
 from mycert.models import AuditEvent, Delivery
 from mycert.outbox.content import Claim, RecipientRefused, build, claim_of
 from mycert.outbox.rows import ISSUANCE_CONTENTS, clear_copy_forbidden
-from mycert.services.audit import audit_record
+from mycert.services.audit import AuditEntry, audit_record, audit_record_many
 
 __all__ = [
     "BACKOFF_BASE",
@@ -400,23 +400,29 @@ def _record_sent(sent: list[Delivery], now: datetime) -> list[SendOutcome]:
             )
         )
         complete = completing - pending
+    # The audit events come after the reads: they take the chain's lock, which every
+    # other writer waits for until this transaction commits. One lock, one read of the
+    # chain's end and one INSERT for the batch's events.
+    audit_record_many(
+        [
+            AuditEntry(
+                actor="system",
+                action=AuditEvent.Action.DELIVERY_SENT,
+                target=delivery,
+                details={
+                    "certificate_id": delivery.certificate_id,
+                    "recipient": delivery.recipient,
+                    "content": delivery.content,
+                    "attempts": delivery.attempts,
+                    "encrypted_to": delivery.pgp_fingerprint,
+                    "message_id": delivery.message_id,
+                },
+            )
+            for delivery in sent
+        ]
+    )
     outcomes = []
-    # The audit events come after the reads: each takes the chain's lock, which every
-    # other writer waits for until this transaction commits.
     for delivery in sent:
-        audit_record(
-            actor="system",
-            action=AuditEvent.Action.DELIVERY_SENT,
-            target=delivery,
-            details={
-                "certificate_id": delivery.certificate_id,
-                "recipient": delivery.recipient,
-                "content": delivery.content,
-                "attempts": delivery.attempts,
-                "encrypted_to": delivery.pgp_fingerprint,
-                "message_id": delivery.message_id,
-            },
-        )
         logger.info(
             "delivery %s sent (attempt %s)",
             delivery.pk,
