@@ -832,6 +832,30 @@ def test_relay_connection_is_kept_and_reopened_when_dropped(
     ]
 
 
+def test_a_kept_session_carries_the_next_message_without_a_probe(
+    smtp_settings: TestSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAIL FROM is the probe: a NOOP before each message was one more round trip to the
+    relay per e-mail (four per certificate), and a relay that closed the session still
+    costs a reconnect only (the test above)."""
+    import smtplib
+
+    commands: list[str] = []
+    real_putcmd = smtplib.SMTP.putcmd
+
+    def recording_putcmd(self: smtplib.SMTP, cmd: str, args: str = "") -> None:
+        commands.append(cmd.lower())
+        real_putcmd(self, cmd, args)
+
+    monkeypatch.setattr(smtplib.SMTP, "putcmd", recording_putcmd)
+    for number in (1, 2, 3):
+        send_message(_keystore_mail(to="anne@example.lu", message_id=f"<np{number}@esante.lu>"))
+
+    assert "noop" not in commands, commands
+    assert commands.count("mail") == 3
+    assert len(smtp_settings.messages) == 3
+
+
 def test_task_schedules_its_retry(smtp_settings: TestSmtpServer, celery_eager: None) -> None:
     from mycert.tasks.delivery import send_delivery, sweep_outbox
 
