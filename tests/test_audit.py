@@ -13,11 +13,13 @@ from django.utils import timezone
 from mycert.models import AuditEvent, OperatorAlert
 from mycert.services.audit import (
     GENESIS_HASH,
+    AuditEntry,
     AuditPin,
     ChainBreak,
     audit_check_pin,
     audit_export_head,
     audit_record,
+    audit_record_many,
     audit_verify_chain,
     event_hash,
     key_fingerprint,
@@ -174,6 +176,40 @@ def test_the_key_arrives_on_an_existing_chain_with_a_recorded_switch_over(settin
         == new.hash
     )  # one switch only
     assert AuditEvent.objects.filter(action="audit.chain_keyed").count() == 1
+
+
+def test_many_events_chain_in_order_with_one_insert_after_the_switch_over(
+    settings: Any,
+) -> None:
+    """A batch (the outbox's sent e-mails) is the chain a loop of audit_record writes."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    old = _three_events()
+    settings.MYCERT_AUDIT_KEY = AUDIT_KEY
+    vendor = VendorFactory.create()
+
+    with CaptureQueriesContext(connection) as queries:
+        events = audit_record_many(
+            [
+                AuditEntry("system", AuditEvent.Action.DELIVERY_SENT, vendor, {"n": n, "é": "ü"})
+                for n in range(3)
+            ]
+        )
+
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    # The switch-over (its own event, first), then the batch in one statement.
+    assert len(inserts) == 2, inserts
+    switch = AuditEvent.objects.get(action="audit.chain_keyed")
+    assert switch.previous_hash == old[-1].hash
+    stored = list(AuditEvent.objects.filter(pk__gt=switch.pk).order_by("pk"))
+    assert [e.pk for e in stored] == [e.pk for e in events]
+    assert [e.details["n"] for e in stored] == [0, 1, 2]
+    assert stored[0].previous_hash == switch.hash
+    assert {e.hash_scheme for e in stored} == {AuditEvent.HashScheme.HMAC_SHA256}
+    assert (stored[0].object_type, stored[0].object_id) == ("mycert.vendor", str(vendor.pk))
+    assert audit_verify_chain() == (7, None)
+    assert audit_record_many([]) == []
 
 
 def test_keyed_links_cannot_be_verified_without_the_key(settings: Any) -> None:

@@ -33,6 +33,7 @@ from mycert.outbox import (
     delivery_send,
 )
 from mycert.sealing import SealError, unseal
+from mycert.services.audit import audit_verify_chain
 from mycert.services.issuance import delivery_failure_report
 from mycert.services.vendors import vendor_set_pgp_key
 from tests.factories import CertificateRequestFactory, VendorFactory
@@ -756,6 +757,45 @@ def test_issuance_task_sends_all_four_mails_on_one_relay_session(
     assert len(queries) <= 72, "\n".join(q["sql"][:120] for q in queries.captured_queries)
 
 
+def test_a_batch_is_claimed_recorded_and_audited_with_one_statement_each(
+    smtp_settings: TestSmtpServer, vendor_with_key: Vendor
+) -> None:
+    """Four rows, one lease, one record, one INSERT of their audit events.
+
+    No CASE per row and field (bulk_update's): building such an UPDATE cost a worker
+    more CPU than the database spent on it; nor an audit INSERT (and chain lock and
+    read) per e-mail.
+    """
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from mycert.outbox import deliveries_send
+
+    rows = create(make_certificate(vendor=vendor_with_key), vendor=vendor_with_key)
+    keystores = [rows["professional", "keystore"].pk, rows["vendor", "keystore"].pk]
+
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = deliveries_send(delivery_ids=keystores, now=timezone.now())
+
+    assert {o.result for o in outcomes} == {SendResult.SENT}
+    assert len(smtp_settings.messages) == 4
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(updates) == 2, updates
+    assert not any("CASE WHEN" in sql for sql in updates), updates
+    # The four « sent » events: one INSERT, chained in the rows' order.
+    audit_inserts = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('INSERT INTO "mycert_auditevent"')
+    ]
+    assert len(audit_inserts) == 1, audit_inserts
+    sent_events = AuditEvent.objects.filter(action="delivery.sent").order_by("pk")
+    assert len(sent_events) == 4
+    assert audit_verify_chain()[1] is None
+    for row in Delivery.objects.filter(pk__in=[r.pk for r in rows.values()]):
+        assert (row.status, row.attempts, row.sealed_payload) == (Delivery.Status.SENT, 1, None)
+
+
 def test_relay_connection_is_kept_and_reopened_when_dropped(
     smtp_settings: TestSmtpServer, relay_connections: list[tuple[str, int]]
 ) -> None:
@@ -790,6 +830,30 @@ def test_relay_connection_is_kept_and_reopened_when_dropped(
     assert [m.message_id for m in smtp_settings.messages] == [
         f"<keep{n}@esante.lu>" for n in (1, 2, 3, 4, 6)
     ]
+
+
+def test_a_kept_session_carries_the_next_message_without_a_probe(
+    smtp_settings: TestSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAIL FROM is the probe: a NOOP before each message was one more round trip to the
+    relay per e-mail (four per certificate), and a relay that closed the session still
+    costs a reconnect only (the test above)."""
+    import smtplib
+
+    commands: list[str] = []
+    real_putcmd = smtplib.SMTP.putcmd
+
+    def recording_putcmd(self: smtplib.SMTP, cmd: str, args: str = "") -> None:
+        commands.append(cmd.lower())
+        real_putcmd(self, cmd, args)
+
+    monkeypatch.setattr(smtplib.SMTP, "putcmd", recording_putcmd)
+    for number in (1, 2, 3):
+        send_message(_keystore_mail(to="anne@example.lu", message_id=f"<np{number}@esante.lu>"))
+
+    assert "noop" not in commands, commands
+    assert commands.count("mail") == 3
+    assert len(smtp_settings.messages) == 3
 
 
 def test_task_schedules_its_retry(smtp_settings: TestSmtpServer, celery_eager: None) -> None:

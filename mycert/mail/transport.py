@@ -10,8 +10,10 @@ a permanent one.
 A worker keeps its relay connection between messages (RFC 5321 §3.3: a client may send
 several mail transactions in one session), for up to ``KEEP_OPEN_SECONDS`` of idleness:
 a burst of e-mails then costs one TCP handshake, greeting and EHLO instead of one each.
-A kept connection is checked with ``NOOP`` (§4.1.1.9) before it carries a message, so a
-relay that closed it in between costs a reconnect, never a failed or doubled message.
+A kept connection is not probed with a ``NOOP`` (§4.1.1.9) first, one more round trip
+per message: the message's own ``MAIL FROM`` is the probe. A relay that closed the
+session in between (it answers nothing, or 421, RFC 5321 §3.8) has taken nothing of the
+message yet, so a new session carries it: a reconnect, never a failed or doubled message.
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ class _KeptConnection:
     settings_key: tuple[object, ...]
     pid: int
     last_used: float
+    #: Messages it carried: a session that carried none was opened for this one.
+    carried: int = 0
 
 
 # One per thread: an SMTP session carries one mail transaction at a time. The pid guards
@@ -164,17 +168,12 @@ def close_relay() -> None:
 def _reusable(kept: _KeptConnection, settings_key: tuple[object, ...], now: float) -> bool:
     if kept.pid != os.getpid() or kept.settings_key != settings_key:
         return False
-    if now - kept.last_used > KEEP_OPEN_SECONDS:
-        return False
-    try:
-        code, _ = kept.smtp.noop()
-    except (smtplib.SMTPException, OSError):
-        return False
-    return code == 250
+    # Whether the relay still holds the session, the next MAIL FROM tells (module docstring).
+    return now - kept.last_used <= KEEP_OPEN_SECONDS
 
 
 def _connection(timeout: float) -> _KeptConnection:
-    """This thread's relay session: the kept one if it still answers, else a new one."""
+    """This thread's relay session: the kept one if still fit for use, else a new one."""
     settings_key = _settings_key(timeout)
     kept: _KeptConnection | None = getattr(_kept, "connection", None)
     if kept is not None:
@@ -207,9 +206,16 @@ def send_message(message: EmailMessage, *, timeout: float | None = None) -> None
     if not recipients:
         raise SendError(False, "the message has no recipient")
     data = as_wire_bytes(message.message())
+    timeout = timeout if timeout is not None else settings.EMAIL_TIMEOUT
     try:
-        kept = _connection(timeout if timeout is not None else settings.EMAIL_TIMEOUT)
-        refused = kept.smtp.sendmail(sender, recipients, data)
+        kept = _connection(timeout)
+        try:
+            refused = _mail_transaction(kept, sender, recipients, data)
+        except _SessionClosed:
+            # Closed by the relay while kept: nothing of this message was taken.
+            close_relay()
+            kept = _connection(timeout)
+            refused = _mail_transaction(kept, sender, recipients, data)
     except (smtplib.SMTPException, OSError) as exc:
         close_relay()
         raise classify_smtp_error(exc) from exc
@@ -217,8 +223,67 @@ def send_message(message: EmailMessage, *, timeout: float | None = None) -> None
         close_relay()
         raise
     kept.last_used = time.monotonic()
+    kept.carried += 1
     if refused:
         # Accepted for some recipients only (RFC 5321 §3.3): a failure for MyCert, since
         # a keystore must reach everyone it is meant for. One recipient per message in
         # practice, so this is a safety net.
         raise classify_smtp_error(smtplib.SMTPRecipientsRefused(refused))
+
+
+class _SessionClosed(Exception):
+    """A kept session the relay had closed: MAIL FROM got no answer, or 421."""
+
+
+def _mail_transaction(
+    kept: _KeptConnection, sender: str, recipients: list[str], data: bytes
+) -> dict[str, tuple[int, bytes]]:
+    """One mail transaction (RFC 5321 §3.3) on ``kept``; the refused recipients.
+
+    ``smtplib.SMTP.sendmail``'s steps and exceptions, with its MAIL FROM watched: on a
+    session that already carried a message, no answer or a 421 there means the relay
+    closed it while idle, before taking anything of this one (``_SessionClosed``).
+    """
+    smtp = kept.smtp
+    smtp.ehlo_or_helo_if_needed()
+    options = [f"size={len(data)}"] if smtp.does_esmtp and smtp.has_extn("size") else []
+    try:
+        code, reply = smtp.mail(sender, options)
+    except smtplib.SMTPServerDisconnected as exc:
+        if kept.carried:
+            raise _SessionClosed from exc
+        raise
+    if code != 250:
+        if code == 421:
+            smtp.close()
+            if kept.carried:
+                raise _SessionClosed
+        else:
+            _reset(smtp)
+        raise smtplib.SMTPSenderRefused(code, reply, sender)
+    refused: dict[str, tuple[int, bytes]] = {}
+    for recipient in recipients:
+        code, reply = smtp.rcpt(recipient)
+        if code not in (250, 251):
+            refused[recipient] = (code, reply)
+        if code == 421:
+            smtp.close()
+            raise smtplib.SMTPRecipientsRefused(refused)
+    if len(refused) == len(recipients):
+        _reset(smtp)
+        raise smtplib.SMTPRecipientsRefused(refused)
+    code, reply = smtp.data(data)
+    if code != 250:
+        if code == 421:
+            smtp.close()
+        else:
+            _reset(smtp)
+        raise smtplib.SMTPDataError(code, reply)
+    return refused
+
+
+def _reset(smtp: smtplib.SMTP) -> None:
+    # As smtplib's own _rset: the transaction is abandoned; a relay gone by now is
+    # found by the next message.
+    with contextlib.suppress(smtplib.SMTPServerDisconnected):
+        smtp.rset()

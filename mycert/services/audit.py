@@ -37,6 +37,7 @@ import hmac
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,7 @@ __all__ = [
     "GENESIS_HASH",
     "SCHEME_HMAC",
     "SCHEME_SHA256",
+    "AuditEntry",
     "AuditHead",
     "AuditPin",
     "ChainBreak",
@@ -64,6 +66,7 @@ __all__ = [
     "audit_check_pin",
     "audit_export_head",
     "audit_record",
+    "audit_record_many",
     "audit_verify_chain",
     "event_hash",
     "key_fingerprint",
@@ -155,7 +158,7 @@ def event_hash(
     raise ValueError(f"unknown audit hash scheme {scheme!r}")
 
 
-def _append(
+def _event(
     *,
     previous_hash: str,
     scheme: str,
@@ -166,10 +169,11 @@ def _append(
     object_id: str,
     details: dict[str, Any],
 ) -> AuditEvent:
+    """The next link of the chain, hashed, not yet saved."""
     # Microseconds are dropped so that the stored value hashes the same after a
     # round trip through any database.
     created_at = timezone.now().replace(microsecond=0)
-    event = AuditEvent(
+    return AuditEvent(
         created_at=created_at,
         actor=actor,
         action=action,
@@ -190,8 +194,41 @@ def _append(
             key=key,
         ),
     )
+
+
+def _append(
+    *,
+    previous_hash: str,
+    scheme: str,
+    key: bytes | None,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    details: dict[str, Any],
+) -> AuditEvent:
+    event = _event(
+        previous_hash=previous_hash,
+        scheme=scheme,
+        key=key,
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        details=details,
+    )
     event.save()
     return event
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One event for ``audit_record_many``: what ``audit_record`` takes as arguments."""
+
+    actor: str
+    action: AuditEvent.Action
+    target: models.Model | None = None
+    details: dict[str, Any] | None = None
 
 
 def audit_record(
@@ -202,54 +239,86 @@ def audit_record(
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event to the chain, inside the caller's transaction."""
-    details = json.loads(json.dumps(details or {}, default=str))
-    object_type = target._meta.label_lower if target is not None else ""
-    object_id = str(target.pk) if target is not None else ""
+    (event,) = audit_record_many(
+        [AuditEntry(actor=actor, action=action, target=target, details=details)]
+    )
+    return event
+
+
+def audit_record_many(entries: Sequence[AuditEntry]) -> list[AuditEvent]:
+    """Append these events to the chain in this order, inside the caller's transaction.
+
+    One lock of the chain, one read of its end and one INSERT for them all (a batch of
+    e-mails recorded at once): each event still carries the hash of the one before it,
+    so the chain is the one ``audit_record`` called in a loop would write.
+    """
+    if not entries:
+        return []
     key = _audit_key()
     scheme = SCHEME_HMAC if key else SCHEME_SHA256
     # No savepoint when nested: nothing here is caught and retried, and each savepoint
     # is two more round trips on every audited action.
     with transaction.atomic(savepoint=False):
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_ID])
-        last = AuditEvent.objects.order_by("-pk").values_list("pk", "hash", "hash_scheme").first()
-        previous_hash = last[1] if last else GENESIS_HASH
-        if key and last is not None and last[2] == SCHEME_SHA256:
-            pin = _chain_was_keyed()
-            if pin is None:
-                # The switch-over: from here on every link is keyed. Recorded as an event
-                # of its own so that the trail says where the unkeyed part ends.
-                previous_hash = _append(
-                    previous_hash=previous_hash,
-                    scheme=scheme,
-                    key=key,
-                    actor="system",
-                    action=AuditEvent.Action.AUDIT_CHAIN_KEYED,
-                    object_type="",
-                    object_id="",
-                    details={"last_unkeyed_event": last[0]},
-                ).hash
-            else:
-                # The chain was keyed before: a plain link at its end was written by
-                # someone without the key. Never a second switch-over, which would make
-                # the rewrite look like the normal start of the keyed chain.
-                previous_hash = _downgrade_detected(
-                    last_unkeyed_event=last[0], pin=pin, previous_hash=previous_hash, key=key
-                )
-        elif key and last is not None:
-            global _seen_keyed
-            _seen_keyed = True
-        return _append(
-            previous_hash=previous_hash,
-            scheme=scheme,
-            key=key,
-            actor=actor,
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            details=details,
+        previous_hash = _chain_end(key, scheme)
+        events: list[AuditEvent] = []
+        for entry in entries:
+            event = _event(
+                previous_hash=previous_hash,
+                scheme=scheme,
+                key=key,
+                actor=entry.actor,
+                action=entry.action,
+                object_type=entry.target._meta.label_lower if entry.target is not None else "",
+                object_id=str(entry.target.pk) if entry.target is not None else "",
+                # As stored and read back (JSON): the hash is computed over the same thing.
+                details=json.loads(json.dumps(entry.details or {}, default=str)),
+            )
+            events.append(event)
+            previous_hash = event.hash
+        if len(events) == 1:
+            events[0].save()
+        else:
+            # One INSERT; the database numbers the rows in this order (the chain's).
+            AuditEvent.objects.bulk_create(events)
+    return events
+
+
+def _chain_end(key: bytes | None, scheme: str) -> str:
+    """Lock the chain for this transaction; the hash the next event must carry.
+
+    The first keyed write after unkeyed ones records the switch-over first; a plain
+    link after a keyed chain is recorded as a downgrade (``_chain_was_keyed``).
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_ID])
+    last = AuditEvent.objects.order_by("-pk").values_list("pk", "hash", "hash_scheme").first()
+    previous_hash: str = last[1] if last else GENESIS_HASH
+    if key and last is not None and last[2] == SCHEME_SHA256:
+        pin = _chain_was_keyed()
+        if pin is None:
+            # The switch-over: from here on every link is keyed. Recorded as an event
+            # of its own so that the trail says where the unkeyed part ends.
+            return _append(
+                previous_hash=previous_hash,
+                scheme=scheme,
+                key=key,
+                actor="system",
+                action=AuditEvent.Action.AUDIT_CHAIN_KEYED,
+                object_type="",
+                object_id="",
+                details={"last_unkeyed_event": last[0]},
+            ).hash
+        # The chain was keyed before: a plain link at its end was written by
+        # someone without the key. Never a second switch-over, which would make
+        # the rewrite look like the normal start of the keyed chain.
+        return _downgrade_detected(
+            last_unkeyed_event=last[0], pin=pin, previous_hash=previous_hash, key=key
         )
+    if key and last is not None:
+        global _seen_keyed
+        _seen_keyed = True
+    return previous_hash
 
 
 def _chain_was_keyed() -> AuditPin | None:
