@@ -94,7 +94,10 @@ def main() -> None:
 
     ctx = Context(env=env, quick=args.quick)
     ctx.raw["machine_before"] = machine.describe()
-    ctx.say(f"benchmark folder {env.root}; database mycert_bench; Redis db 9")
+    ctx.say(
+        f"benchmark folder {env.root}; database {bench_env.DATABASE_NAME}; "
+        f"Redis db {bench_env.REDIS_DB}"
+    )
     try:
         bench_env.migrate()
         bench_env.create_ca("rsa-3072")
