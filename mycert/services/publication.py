@@ -17,7 +17,7 @@ import contextlib
 import functools
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from mycert import custody
@@ -58,10 +59,6 @@ class PublicationRefused(Exception):
     """The previous CRL is missing, forged or older than this host's high-water mark."""
 
 
-#: ``(serial, revocation_reason, compromised_at)`` of a revoked row.
-_Revocation = tuple[str, str, datetime | None]
-
-
 @dataclass
 class RevocationEvidence:
     """What the CA signed before: the serials its latest verified CRL lists."""
@@ -74,10 +71,14 @@ class RevocationEvidence:
     #: process): the next CRL copies its entries. ``None`` when there is none of its
     #: own (no CRL yet, or the previous issuing CA's after a rollover).
     der: bytes | None = field(default=None, repr=False)
-    #: ``(serial, reason, compromised_at)`` of the rows this process signed it from:
-    #: what a row says that the CRL does not is then found without reading the CRL.
-    #: ``None`` for a CRL only verified (another process signed it).
-    rows: AbstractSet[_Revocation] | None = field(default=None, repr=False)
+    #: The serial (as stored) of each row this process signed it from: a row not here
+    #: is new. ``None`` for a CRL only verified (another process signed it).
+    rows: AbstractSet[str] | None = field(default=None, repr=False)
+    #: Of those, the compromise date of each keyCompromise row: the one change a listed
+    #: revocation may still see (migration 0010, RFC 5280 §5.3.1).
+    compromised: Mapping[str, datetime | None] = field(default_factory=dict, repr=False)
+    #: Serials it lists without a revoked, unexpired row (tampering, carried forward).
+    carried: AbstractSet[int] = field(default=frozenset(), repr=False)
     _crl: x509.CertificateRevocationList | None = field(default=None, repr=False)
 
     def entry(self, serial_number: int) -> RevokedEntry | None:
@@ -257,15 +258,34 @@ def _revoked_rows(now: datetime, serials: Iterable[str] | None = None) -> list[_
     return _fetch_binary(rows)
 
 
-def _revocations(now: datetime) -> list[_Revocation]:
-    """``(serial, reason, compromised_at)`` of every row the CRL lists: no revocation
-    date to load (it never changes once set, migration 0010)."""
-    rows = Certificate.objects.for_crl(now).values_list(
-        "serial", "revocation_reason", "compromised_at"
+def _listed(now: datetime) -> tuple[set[str], dict[str, datetime | None]]:
+    """The serial, as stored, of every row the CRL lists, and the compromise date of the
+    keyCompromise ones: one query, no date to load for the others."""
+    rows = (
+        Certificate.objects.for_crl(now)
+        .annotate(
+            key_compromise=ExpressionWrapper(
+                Q(revocation_reason=Certificate.RevocationReason.KEY_COMPROMISE),
+                output_field=BooleanField(),
+            )
+        )
+        .values_list("serial", "key_compromise", "compromised_at")
     )
-    if connection.vendor == "postgresql":
-        return _fetch_binary(rows)
-    return list(rows.iterator(chunk_size=5000))
+    fetched: list[tuple[str, bool, datetime | None]] = (
+        _fetch_binary(rows) if connection.vendor == "postgresql" else list(rows)
+    )
+    return (
+        {serial for serial, _, _ in fetched},
+        {serial: date for serial, key_compromise, date in fetched if key_compromise},
+    )
+
+
+def _compromised_of(rows: Iterable[_Row]) -> dict[str, datetime | None]:
+    return {
+        serial: compromised
+        for serial, _, reason, compromised in rows
+        if reason == Certificate.RevocationReason.KEY_COMPROMISE
+    }
 
 
 def _fetch_binary(rows: Any) -> list[Any]:
@@ -343,9 +363,10 @@ class _Signed:
     der: bytes
     this_update: datetime
     serials: AbstractSet[int]
-    rows: AbstractSet[_Revocation]
-    #: Hex serials the previous CRL listed and the rows no longer do (tampering).
-    carried: list[str]
+    rows: AbstractSet[str]
+    compromised: Mapping[str, datetime | None]
+    #: Serials listed without a revoked, unexpired row (tampering, carried forward).
+    carried: AbstractSet[int]
 
 
 def _full_crl(
@@ -377,8 +398,9 @@ def _full_crl(
         der=crl.public_bytes(serialization.Encoding.DER),
         this_update=this_update,
         serials=listed,
-        rows=frozenset((serial, reason, compromised) for serial, _, reason, compromised in rows),
-        carried=carried,
+        rows=frozenset(serial for serial, *_ in rows),
+        compromised=_compromised_of(rows),
+        carried={int(serial, 16) for serial in carried},
     )
 
 
@@ -386,41 +408,54 @@ def _next_crl(
     ca: custody.LoadedCa,
     evidence: RevocationEvidence,
     previous_der: bytes,
-    previous_rows: AbstractSet[_Revocation],
+    previous_rows: AbstractSet[str],
     number: int,
     now: datetime,
 ) -> _Signed:
     """The previous CRL's entries as signed, minus the expired, plus what the rows say
-    that it does not (a new revocation, a reason raised to keyCompromise).
+    that it does not: a new revocation, a reason raised to keyCompromise.
 
-    Revocation dates are one-way (migration 0010): a row the previous CRL was signed
-    from, with the same reason and compromise date, needs nothing new, and neither
-    its date nor anything else of it is read.
+    A listed revocation never changes otherwise (its date is one-way, migration 0010):
+    of the rows the previous CRL was signed from, only the serial is read (and the
+    compromise date of the keyCompromise ones). The new or changed rows are read in
+    full; the serials the previous CRL lists without an unexpired row are looked at
+    (expired: dropped; otherwise carried forward, tampering, as in the full rebuild).
     """
-    revocations = _revocations(now)
-    rows = frozenset(revocations)
-    listed_by_rows = {int(serial, 16) for serial, _, _ in revocations}
-    expired, carried = _unlisted(evidence.serials - listed_by_rows, ca.issuing.certificate, now)
-    changed = sorted({serial for serial, _, _ in rows - previous_rows})
+    rows, compromised = _listed(now)
+    previous_compromised = evidence.compromised
+    changed = sorted(
+        (rows - previous_rows)
+        | {
+            serial
+            for serial, date in compromised.items()
+            if serial not in previous_compromised or previous_compromised[serial] != date
+        }
+    )
     fetched = [row for chunk in _chunks(changed, 5000) for row in _revoked_rows(now, chunk)]
     added = [
         _entry(serial, revoked_at, reason, compromised_at)
         for serial, revoked_at, reason, compromised_at in fetched
         if revoked_at is not None
     ]
-    if len(fetched) != len(changed):
-        # A row changed between the two reads: leave it out of what this CRL was signed
-        # from, so that the next publication reads it again.
-        lost = set(changed) - {serial for serial, *_ in fetched}
-        rows = frozenset(row for row in rows if row[0] not in lost)
     if len(changed) > 5000:
         added.sort(key=lambda entry: (entry.revoked_at, format(entry.serial_number, "x")))
-    replaced = {entry.serial_number for entry in added} & evidence.serials
+    # What the next publication compares with: the rows as read; a changed row that
+    # the second read missed is left out, so that the next publication reads it again.
+    read = {serial for serial, *_ in fetched}
+    rows = (rows - (set(changed) - read)) | read
+    for serial in read:
+        compromised.pop(serial, None)
+    compromised.update(_compromised_of(fetched))
+    re_read = {entry.serial_number for entry in added}
+    gone = {int(serial, 16) for serial in previous_rows - rows}
+    expired, carried = _unlisted(
+        (gone | evidence.carried) & (evidence.serials - re_read), ca.issuing.certificate, now
+    )
     this_update = _this_update(now, evidence, added)
     der = build_next_crl(
         issuer=ca.issuing,
         previous_der=previous_der,
-        dropped=expired | replaced,
+        dropped=expired | (re_read & evidence.serials),
         added=added,
         crl_number=number,
         this_update=this_update,
@@ -428,13 +463,14 @@ def _next_crl(
     )
     serials = evidence.serials
     if expired or added:
-        serials = (evidence.serials - expired) | {entry.serial_number for entry in added}
+        serials = (evidence.serials - expired) | re_read
     return _Signed(
         der=der,
         this_update=this_update,
         serials=serials,
         rows=rows,
-        carried=[format(serial, "x") for serial in sorted(carried)],
+        compromised=compromised,
+        carried=carried,
     )
 
 
@@ -541,7 +577,7 @@ def _publish(
             revocation_alert(
                 OperatorAlert.Kind.REVOCATION_CLEARED,
                 {
-                    "serials": signed.carried,
+                    "serials": [format(serial, "x") for serial in sorted(signed.carried)],
                     "crl_number": number,
                     "previous_number": evidence.number,
                 },
@@ -555,6 +591,8 @@ def _publish(
         serials=signed.serials,
         der=der,
         rows=signed.rows,
+        compromised=signed.compromised,
+        carried=frozenset(signed.carried),
     )
     _raise_mark(_key_id(issuer), number)
     logger.info("CRL %s published with %s entries", record.number, record.entries)
