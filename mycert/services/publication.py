@@ -423,8 +423,11 @@ def _next_crl(
     """
     rows, compromised = _listed(now)
     previous_compromised = evidence.compromised
+    new = rows - previous_rows
+    # Without a new row and as many rows, the rows are the previous ones.
+    gone_rows = previous_rows - rows if new or len(rows) != len(previous_rows) else set()
     changed = sorted(
-        (rows - previous_rows)
+        new
         | {
             serial
             for serial, date in compromised.items()
@@ -438,16 +441,19 @@ def _next_crl(
         if revoked_at is not None
     ]
     if len(changed) > 5000:
-        added.sort(key=lambda entry: (entry.revoked_at, format(entry.serial_number, "x")))
+        added.sort(key=lambda entry: entry.revoked_at)  # stable: each chunk is in order
     # What the next publication compares with: the rows as read; a changed row that
     # the second read missed is left out, so that the next publication reads it again.
     read = {serial for serial, *_ in fetched}
-    rows = (rows - (set(changed) - read)) | read
+    lost = set(changed) - read
+    if lost:
+        rows -= lost
+        gone_rows |= lost & previous_rows
     for serial in read:
         compromised.pop(serial, None)
     compromised.update(_compromised_of(fetched))
     re_read = {entry.serial_number for entry in added}
-    gone = {int(serial, 16) for serial in previous_rows - rows}
+    gone = {int(serial, 16) for serial in gone_rows}
     expired, carried = _unlisted(
         (gone | evidence.carried) & (evidence.serials - re_read), ca.issuing.certificate, now
     )
