@@ -9,6 +9,11 @@ forged or older than the mark stops publication and alerts ``MYCERT_SECURITY_EMA
 a revocation cleared in the database is listed anyway and alerts too. The same
 evidence keeps OCSP pre-signing from ever answering "good" again
 (``mycert.services.ocsp``).
+
+A re-publication over a CRL this process signed copies that CRL's entries as signed
+bytes and reads in full only the rows it lacks; the first CRL of an issuing CA, or one
+another process signed, is rebuilt from every row (docs/architecture.md « Publishing the
+CRL »).
 """
 
 from __future__ import annotations
