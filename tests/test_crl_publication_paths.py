@@ -137,3 +137,63 @@ def test_a_deleted_row_stays_listed_on_every_re_publication(ca: Any) -> None:
     _revoke(other, Certificate.RevocationReason.SUPERSEDED, 1)
     assert _listed(crl_publish()) == {record.serial_number, other.serial_number}
     assert OperatorAlert.objects.filter(kind="revocation_cleared").exists()
+
+
+def _another_process() -> None:
+    """What a worker that did not sign the previous CRL has in memory: nothing of it."""
+    publication._evidence_cache.clear()
+    publication._entry.cache_clear()
+
+
+def test_another_process_re_publishes_over_the_verified_crl_without_a_full_rebuild(
+    ca: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second, third, fourth = (_issue() for _ in range(4))
+    _revoke(first, Certificate.RevocationReason.SUPERSEDED, 30)
+    _revoke(second, Certificate.RevocationReason.KEY_COMPROMISE, 20)
+    _revoke(third, Certificate.RevocationReason.KEY_COMPROMISE, 15)
+    crl_publish()
+    _revoke(fourth, Certificate.RevocationReason.UNSPECIFIED, 5)
+    _another_process()
+    read_in_full: list[int] = []
+    real_revoked_rows = publication._revoked_rows
+
+    def revoked_rows(now: Any, serials: Any = None) -> Any:
+        rows = real_revoked_rows(now, serials)
+        read_in_full.extend(int(serial, 16) for serial, *_ in rows)
+        return rows
+
+    with monkeypatch.context() as patched:
+        patched.setattr(publication, "_full_crl", None)  # calling it fails the test
+        patched.setattr(publication, "_revoked_rows", revoked_rows)
+        republished = crl_publish()
+
+    # Only the row the previous CRL lacks is read in full; the keyCompromise rows'
+    # dates match the previous CRL's invalidityDate (RFC 5280 §5.3.2) to the second.
+    assert read_in_full == [fourth.serial_number]
+    _another_process()
+    rebuilt = crl_publish(full_rebuild=True)
+    assert _revoked_bytes(republished) == _revoked_bytes(rebuilt)
+    assert republished.entries == 4
+    assert not OperatorAlert.objects.filter(recipient=OperatorAlert.Recipient.SECURITY).exists()
+
+
+def test_another_process_keeps_a_deleted_row_listed(ca: Any) -> None:
+    record, other = _issue(), _issue()
+    _revoke(record, Certificate.RevocationReason.KEY_COMPROMISE, 10)
+    crl_publish()
+    postgresql = connection.vendor == "postgresql"
+    if postgresql:
+        with connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = replica")
+    Certificate.objects.filter(pk=record.pk).update(revoked_at=None, revocation_reason="")
+    if postgresql:
+        with connection.cursor() as cursor:
+            cursor.execute("SET session_replication_role = DEFAULT")
+    _revoke(other, Certificate.RevocationReason.SUPERSEDED, 1)
+    _another_process()
+
+    assert _listed(crl_publish()) == {record.serial_number, other.serial_number}
+    assert OperatorAlert.objects.filter(kind="revocation_cleared").exists()
+    _another_process()
+    assert _listed(crl_publish()) == {record.serial_number, other.serial_number}

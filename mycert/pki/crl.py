@@ -6,7 +6,7 @@ import functools
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NoReturn
 
 from cryptography import x509
@@ -21,7 +21,7 @@ from mycert.pki.ca import (
 )
 from mycert.pki.keys import PrivateKey
 
-__all__ = ["RevokedEntry", "build_crl", "build_next_crl"]
+__all__ = ["RevokedEntry", "build_crl", "build_next_crl", "crl_key_compromises"]
 
 # RFC 5280 §5.2.3: cRLNumber is a non-negative INTEGER of at most 20 octets.
 _MAX_CRL_NUMBER = 2**159 - 1
@@ -293,6 +293,61 @@ def _without(der: memoryview, start: int, end: int, dropped: AbstractSet[int]) -
         start = entry_end
     runs.append(der[run_start:end])
     return runs
+
+
+# RFC 5280 §5.3.1 reasonCode (id-ce 21), as an Extension's extnID and its DER value
+# keyCompromise (ENUMERATED 1) wrapped in the extnValue OCTET STRING; §5.3.2
+# invalidityDate (id-ce 24).
+_REASON_CODE = b"\x06\x03\x55\x1d\x15"
+_KEY_COMPROMISE = b"\x04\x03\x0a\x01\x01"
+_INVALIDITY_DATE = b"\x06\x03\x55\x1d\x18"
+
+
+def crl_key_compromises(der: bytes) -> dict[int, datetime | None]:
+    """The serial number of every keyCompromise entry of a CRL and its invalidityDate
+    (``None`` when absent), by a walk of the DER: entries without extensions (most of
+    them) cost two length reads.
+
+    The caller vouches for ``der`` (a CRL whose signature it verified); an entry it cannot
+    read raises ``ValueError``.
+    """
+    _, revoked, _ = _tbs_fields(der)
+    found: dict[int, datetime | None] = {}
+    if revoked is None:
+        return found
+    position, end = revoked
+    while position < end:
+        entry_start, entry_end = _content(der, position, end)
+        position = entry_end
+        if der[entry_start] != _INTEGER:
+            raise ValueError("a revoked certificate entry does not start with its serial")
+        serial_start, serial_end = _content(der, entry_start, entry_end)
+        date_end = _content(der, serial_end, entry_end)[1]
+        if date_end == entry_end:
+            continue  # no crlEntryExtensions: no reasonCode
+        extensions = _elements(der, *_content(der, date_end, entry_end))
+        reason = invalidity = None
+        for start, stop in extensions:
+            inner = _content(der, start, stop)[0]
+            if der.startswith(_REASON_CODE, inner):
+                reason = der[inner + len(_REASON_CODE) : stop]
+            elif der.startswith(_INVALIDITY_DATE, inner):
+                invalidity = der[inner + len(_INVALIDITY_DATE) : stop]
+        if reason is None or not reason.endswith(_KEY_COMPROMISE):
+            continue
+        serial = int.from_bytes(der[serial_start:serial_end], "big", signed=True)
+        found[serial] = None if invalidity is None else _generalized_time(invalidity)
+    return found
+
+
+def _generalized_time(value: bytes) -> datetime:
+    """The time of an extnValue OCTET STRING holding a GeneralizedTime YYYYMMDDHHMMSSZ
+    (RFC 5280 §4.1.2.5.2: seconds, no fraction, Zulu)."""
+    # [critical BOOLEAN,] OCTET STRING { GeneralizedTime }: the time is the last 15 octets.
+    text = value[-15:]
+    if len(value) < 19 or value[-17:-15] != b"\x18\x0f" or not text.endswith(b"Z"):
+        raise ValueError("an invalidityDate that is not a GeneralizedTime in UTC")
+    return datetime.strptime(text.decode("ascii"), "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
 
 
 def _encode(tag: int, content: list[bytes | memoryview]) -> bytes:

@@ -10,10 +10,10 @@ a revocation cleared in the database is listed anyway and alerts too. The same
 evidence keeps OCSP pre-signing from ever answering "good" again
 (``mycert.services.ocsp``).
 
-A re-publication over a CRL this process signed copies that CRL's entries as signed
-bytes and reads in full only the rows it lacks; the first CRL of an issuing CA, or one
-another process signed, is rebuilt from every row (docs/architecture.md « Publishing the
-CRL »).
+A re-publication copies the previous CRL's entries as signed bytes and reads in full
+only the rows it lacks, whichever process signed that CRL (one signed elsewhere is
+verified and walked for its serials and keyCompromise dates first); the first CRL of an
+issuing CA is built from every row (docs/architecture.md « Publishing the CRL »).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from mycert import custody
 from mycert.crl_mark import CrlMarkError, raise_mark, read_mark
 from mycert.models import Certificate, Crl, OperatorAlert
 from mycert.pki import RevokedEntry, build_crl, build_next_crl
+from mycert.pki.crl import crl_key_compromises
 from mycert.pki.evidence import (
     EvidenceError,
     certificate_expired,
@@ -76,8 +77,8 @@ class RevocationEvidence:
     #: process): the next CRL copies its entries. ``None`` when there is none of its
     #: own (no CRL yet, or the previous issuing CA's after a rollover).
     der: bytes | None = field(default=None, repr=False)
-    #: The serial (as stored) of each row this process signed it from: a row not here
-    #: is new. ``None`` for a CRL only verified (another process signed it).
+    #: The serial (as stored) of each row it was signed from: a row not here is new.
+    #: For a CRL only verified (another process signed it), every serial it lists.
     rows: AbstractSet[str] | None = field(default=None, repr=False)
     #: Of those, the compromise date of each keyCompromise row: the one change a listed
     #: revocation may still see (migration 0010, RFC 5280 §5.3.1).
@@ -168,11 +169,20 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
             raise PublicationRefused(
                 f"the latest stored CRL #{stored_number} is forged: {exc}"
             ) from exc
+        # Signed by another process (or before this one started): the comparison state
+        # comes from the verified CRL itself, never from the database. Every serial it
+        # lists counts as a row it was signed from (one without a row is then looked
+        # at as gone: expired, or carried forward), and its keyCompromise entries'
+        # invalidityDate is the date the rows are compared with (RFC 5280 §5.3.1, §5.3.2).
         evidence = RevocationEvidence(
             number=verified.number,
             this_update=verified.this_update,
             serials=verified.serials,
             der=der,
+            rows={format(serial, "x") for serial in verified.serials},
+            compromised={
+                format(serial, "x"): date for serial, date in crl_key_compromises(der).items()
+            },
             _crl=verified.crl,
         )
         _evidence_cache.clear()
@@ -459,7 +469,8 @@ def _next_crl(
         | {
             serial
             for serial, date in compromised.items()
-            if serial not in previous_compromised or previous_compromised[serial] != date
+            if serial not in previous_compromised
+            or _to_the_second(previous_compromised[serial]) != _to_the_second(date)
         }
     )
     fetched = [row for chunk in _chunks(changed, 5000) for row in _revoked_rows(now, chunk)]
@@ -506,6 +517,12 @@ def _next_crl(
         compromised=compromised,
         carried=carried,
     )
+
+
+def _to_the_second(date: datetime | None) -> datetime | None:
+    """A compromise date as the CRL's invalidityDate carries it: whole seconds (RFC 5280
+    §4.1.2.5.2), so that a date read from a verified CRL compares equal to its row's."""
+    return None if date is None else date.replace(microsecond=0)
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

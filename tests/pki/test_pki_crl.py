@@ -402,3 +402,25 @@ def test_the_next_crl_refuses_what_is_not_a_crl(
         _next(issuing_ca, b"\x30\x03\x02\x01\x01", now)
     with pytest.raises(ValueError, match="truncated"):
         _next(issuing_ca, _full(issuing_ca, now - timedelta(hours=1))[:-10], now)
+
+
+def test_the_key_compromises_a_crl_lists_with_their_invalidity_dates(
+    issuing_ca: CertificateAuthority, crl: x509.CertificateRevocationList, now: datetime
+) -> None:
+    from mycert.pki.crl import crl_key_compromises
+
+    undated = 0x77
+    der = _full(
+        issuing_ca,
+        now,
+        _revoked(undated, now, 1, reason=x509.ReasonFlags.key_compromise),
+        _revoked(0x78, now, 2, reason=x509.ReasonFlags.ca_compromise, invalidity_date=now),
+        _revoked(0x79, now, 3),
+    )
+
+    # pyca reads the same dates, to the second (RFC 5280 §5.3.2).
+    assert crl_key_compromises(crl.public_bytes(Encoding.DER)) == {
+        KEY_COMPROMISE_SERIAL: (now - timedelta(days=3)).replace(microsecond=0)
+    }
+    assert crl_key_compromises(der) == {undated: None}
+    assert crl_key_compromises(_full(issuing_ca, now)) == {}
