@@ -7,11 +7,14 @@ signed) reads and encodes every row. Real CA, real rows, pyca and the DER itself
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -145,8 +148,16 @@ def _another_process() -> None:
     publication._entry.cache_clear()
 
 
+def _another_host() -> None:
+    """A worker on another host: nothing in memory, no state recorded on its disk."""
+    _another_process()
+    for recorded in Path(settings.MYCERT_CRL_HIGH_WATER_FILE).parent.glob("crl-state-*"):
+        recorded.unlink()
+
+
+@pytest.mark.parametrize("elsewhere", [_another_process, _another_host])
 def test_another_process_re_publishes_over_the_verified_crl_without_a_full_rebuild(
-    ca: Any, monkeypatch: pytest.MonkeyPatch
+    ca: Any, monkeypatch: pytest.MonkeyPatch, elsewhere: Callable[[], None]
 ) -> None:
     first, second, third, fourth = (_issue() for _ in range(4))
     _revoke(first, Certificate.RevocationReason.SUPERSEDED, 30)
@@ -154,7 +165,7 @@ def test_another_process_re_publishes_over_the_verified_crl_without_a_full_rebui
     _revoke(third, Certificate.RevocationReason.KEY_COMPROMISE, 15)
     crl_publish()
     _revoke(fourth, Certificate.RevocationReason.UNSPECIFIED, 5)
-    _another_process()
+    elsewhere()
     read_in_full: list[int] = []
     real_revoked_rows = publication._revoked_rows
 
@@ -178,7 +189,8 @@ def test_another_process_re_publishes_over_the_verified_crl_without_a_full_rebui
     assert not OperatorAlert.objects.filter(recipient=OperatorAlert.Recipient.SECURITY).exists()
 
 
-def test_another_process_keeps_a_deleted_row_listed(ca: Any) -> None:
+@pytest.mark.parametrize("elsewhere", [_another_process, _another_host])
+def test_another_process_keeps_a_deleted_row_listed(ca: Any, elsewhere: Callable[[], None]) -> None:
     record, other = _issue(), _issue()
     _revoke(record, Certificate.RevocationReason.KEY_COMPROMISE, 10)
     crl_publish()
@@ -191,9 +203,25 @@ def test_another_process_keeps_a_deleted_row_listed(ca: Any) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SET session_replication_role = DEFAULT")
     _revoke(other, Certificate.RevocationReason.SUPERSEDED, 1)
-    _another_process()
+    elsewhere()
 
     assert _listed(crl_publish()) == {record.serial_number, other.serial_number}
     assert OperatorAlert.objects.filter(kind="revocation_cleared").exists()
-    _another_process()
+    elsewhere()
     assert _listed(crl_publish()) == {record.serial_number, other.serial_number}
+
+
+def test_a_recorded_state_for_another_crl_or_damaged_is_not_used(ca: Any) -> None:
+    first, second = _issue(), _issue()
+    _revoke(first, Certificate.RevocationReason.SUPERSEDED, 10)
+    crl_publish()
+    (recorded,) = Path(settings.MYCERT_CRL_HIGH_WATER_FILE).parent.glob("crl-state-*")
+    content = bytearray(recorded.read_bytes())
+    content[-1] ^= 1
+    recorded.write_bytes(bytes(content))
+    _revoke(second, Certificate.RevocationReason.SUPERSEDED, 5)
+    _another_process()
+
+    # The stored CRL verified instead; its state recorded again, for the next process.
+    assert _listed(crl_publish()) == {first.serial_number, second.serial_number}
+    assert recorded.read_bytes() != bytes(content)

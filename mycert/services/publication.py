@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from mycert import custody
 from mycert.crl_mark import CrlMarkError, raise_mark, read_mark
+from mycert.crl_state import read_state, write_state
 from mycert.models import Certificate, Crl, OperatorAlert
 from mycert.pki import RevokedEntry, build_crl, build_next_crl
 from mycert.pki.crl import crl_key_compromises
@@ -152,6 +153,12 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
     crl_id, stored_number, digest = row
     evidence = _evidence_cache.get(digest)
     if evidence is None:
+        # Another process on this host signed or verified it: what it recorded.
+        evidence = _recorded_evidence(key_id, digest, crl_id)
+        if evidence is not None:
+            _evidence_cache.clear()
+            _evidence_cache[digest] = evidence
+    if evidence is None:
         der = _stored_der(crl_id)
         claimed = crl_authority_key_id(der)
         if mark is None and claimed is not None and claimed.hex() != key_id:
@@ -187,6 +194,8 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
         )
         _evidence_cache.clear()
         _evidence_cache[digest] = evidence
+        if mark is None or evidence.number >= mark:
+            _record_evidence(key_id, digest, evidence)
     if evidence.number != stored_number:
         raise PublicationRefused(
             f"the CRL stored as #{stored_number} is the signed CRL #{evidence.number}: "
@@ -200,6 +209,67 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
     if mark is None or evidence.number > mark:
         _raise_mark(key_id, evidence.number)
     return evidence
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _to_micro(date: datetime | None) -> int | None:
+    return None if date is None else (date - _EPOCH) // _MICROSECOND
+
+
+def _from_micro(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + value * _MICROSECOND
+
+
+def _record_evidence(key_id: str, digest: bytes, evidence: RevocationEvidence) -> None:
+    """Leave what the CRL lists for the other worker processes of this host
+    (``mycert.crl_state``): they re-publish over it without parsing it again."""
+    if evidence.der is None or evidence.rows is None:
+        return
+    write_state(
+        key_id,
+        digest,
+        {
+            "number": evidence.number,
+            "this_update": _to_micro(evidence.this_update),
+            "serials": list(evidence.serials),
+            "rows": list(evidence.rows),
+            "compromised": {
+                serial: _to_micro(date) for serial, date in evidence.compromised.items()
+            },
+            "carried": list(evidence.carried),
+        },
+    )
+
+
+def _recorded_evidence(key_id: str, digest: bytes, crl_id: int) -> RevocationEvidence | None:
+    """The evidence this host recorded for the CRL whose SHA-256 is ``digest``: a CRL
+    one of its worker processes signed or verified, so no signature to verify again.
+    The stored DER is checked here against the digest (the database's own digest is not
+    evidence)."""
+    state = read_state(key_id, digest)
+    if state is None:
+        return None
+    der = _stored_der(crl_id)
+    if hashlib.sha256(der).digest() != digest:
+        return None  # verified below: refused if it is not the CA's
+    try:
+        return RevocationEvidence(
+            number=state["number"],
+            this_update=_from_micro(state["this_update"]),
+            serials=frozenset(state["serials"]),
+            der=der,
+            rows=set(state["rows"]),
+            compromised={
+                serial: _from_micro(value) for serial, value in state["compromised"].items()
+            },
+            carried=frozenset(state["carried"]),
+        )
+    except (KeyError, TypeError, AttributeError):
+        logger.warning("the recorded state of this CRL is not usable: verifying it")
+        return None
 
 
 def _raise_mark(key_id: str, number: int) -> None:
@@ -635,8 +705,8 @@ def _publish(
                 now=now,
             )
     # After commit only: a rolled-back CRL must not leave a mark the database never reaches.
-    _evidence_cache.clear()
-    _evidence_cache[hashlib.sha256(der).digest()] = RevocationEvidence(
+    digest = hashlib.sha256(der).digest()
+    evidence = RevocationEvidence(
         number=number,
         this_update=signed.this_update,
         serials=signed.serials,
@@ -645,6 +715,10 @@ def _publish(
         compromised=signed.compromised,
         carried=frozenset(signed.carried),
     )
-    _raise_mark(_key_id(issuer), number)
+    _evidence_cache.clear()
+    _evidence_cache[digest] = evidence
+    key_id = _key_id(issuer)
+    _raise_mark(key_id, number)
+    _record_evidence(key_id, digest, evidence)
     logger.info("CRL %s published with %s entries", record.number, record.entries)
     return record
