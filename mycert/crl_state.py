@@ -6,7 +6,8 @@ that CRL has this in memory; another process on the same host reads it here inst
 parsing and walking a CRL of 100k entries again. The database is never trusted for it:
 the file lives in the folder of ``MYCERT_CRL_HIGH_WATER_FILE`` (the worker host's own
 disk, written by the worker's user only), one per issuing CA key, and is used only for
-the CRL whose SHA-256 it names (the caller checks the stored DER against that digest).
+the CRL whose SHA-256 it names, and holds that CRL's DER (the stored copy is not read:
+5 MB at 100k entries).
 
 A cache, not evidence of its own: written atomically (``os.replace``), with a SHA-256
 over its content; a file that is absent, for another CRL, damaged or of another version
@@ -36,11 +37,12 @@ def _path(issuer_key_id: str) -> Path:
     return folder / f"crl-state-{issuer_key_id}.bin"
 
 
-def write_state(issuer_key_id: str, digest: bytes, state: dict[str, Any]) -> None:
-    """Record ``state`` (marshal-able values) for the CRL whose SHA-256 is ``digest``; a
-    failure is logged, never raised (the next process verifies the CRL instead)."""
+def write_state(issuer_key_id: str, der: bytes, digest: bytes, state: dict[str, Any]) -> None:
+    """Record ``state`` (marshal-able values) for the CRL ``der`` whose SHA-256 is
+    ``digest``; a failure is logged, never raised (the next process verifies the CRL
+    instead)."""
     path = _path(issuer_key_id)
-    payload = marshal.dumps((_VERSION, digest, state))
+    payload = marshal.dumps((_VERSION, digest, der, state))
     tmp = path.with_name(f"{path.name}.{os.getpid()}.new")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -55,8 +57,10 @@ def write_state(issuer_key_id: str, digest: bytes, state: dict[str, Any]) -> Non
             tmp.unlink()
 
 
-def read_state(issuer_key_id: str, digest: bytes) -> dict[str, Any] | None:
-    """The state recorded for the CRL whose SHA-256 is ``digest``, else ``None``."""
+def read_state(issuer_key_id: str, digest: bytes) -> tuple[bytes, dict[str, Any]] | None:
+    """``(der, state)`` recorded for the CRL whose SHA-256 is ``digest``, else ``None``.
+
+    The file's own SHA-256 covers the DER: intact, it is the DER the writer hashed."""
     path = _path(issuer_key_id)
     try:
         content = path.read_bytes()
@@ -72,10 +76,12 @@ def read_state(issuer_key_id: str, digest: bytes) -> dict[str, Any] | None:
     try:
         # S302: the worker host's own file (trusted, docs/security.md), checked by its
         # SHA-256 above; marshal gives back plain values, it runs nothing.
-        version, recorded, state = marshal.loads(payload)  # noqa: S302
+        version, recorded, der, state = marshal.loads(payload)  # noqa: S302
     except (ValueError, EOFError, TypeError):
         logger.warning("the CRL state %s cannot be read: ignored", path)
         return None
-    if version != _VERSION or recorded != digest or not isinstance(state, dict):
+    if version != _VERSION or recorded != digest or not isinstance(der, bytes):
         return None
-    return state
+    if not isinstance(state, dict):
+        return None
+    return der, state

@@ -154,7 +154,7 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
     evidence = _evidence_cache.get(digest)
     if evidence is None:
         # Another process on this host signed or verified it: what it recorded.
-        evidence = _recorded_evidence(key_id, digest, crl_id)
+        evidence = _recorded_evidence(key_id, digest)
         if evidence is not None:
             _evidence_cache.clear()
             _evidence_cache[digest] = evidence
@@ -230,6 +230,7 @@ def _record_evidence(key_id: str, digest: bytes, evidence: RevocationEvidence) -
         return
     write_state(
         key_id,
+        evidence.der,
         digest,
         {
             "number": evidence.number,
@@ -244,17 +245,14 @@ def _record_evidence(key_id: str, digest: bytes, evidence: RevocationEvidence) -
     )
 
 
-def _recorded_evidence(key_id: str, digest: bytes, crl_id: int) -> RevocationEvidence | None:
+def _recorded_evidence(key_id: str, digest: bytes) -> RevocationEvidence | None:
     """The evidence this host recorded for the CRL whose SHA-256 is ``digest``: a CRL
     one of its worker processes signed or verified, so no signature to verify again.
-    The stored DER is checked here against the digest (the database's own digest is not
-    evidence)."""
-    state = read_state(key_id, digest)
-    if state is None:
+    Its DER comes from the record too, never from the database."""
+    recorded = read_state(key_id, digest)
+    if recorded is None:
         return None
-    der = _stored_der(crl_id)
-    if hashlib.sha256(der).digest() != digest:
-        return None  # verified below: refused if it is not the CA's
+    der, state = recorded
     try:
         return RevocationEvidence(
             number=state["number"],
