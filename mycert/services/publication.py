@@ -11,9 +11,11 @@ evidence keeps OCSP pre-signing from ever answering "good" again
 (``mycert.services.ocsp``).
 
 A re-publication copies the previous CRL's entries as signed bytes and reads in full
-only the rows it lacks, whichever process signed that CRL (one signed elsewhere is
-verified and walked for its serials and keyCompromise dates first); the first CRL of an
-issuing CA is built from every row (docs/architecture.md « Publishing the CRL »).
+only the rows it lacks, whichever process signed that CRL: what it lists comes from this
+process's memory, else from the record another worker process of this host left
+(``mycert.crl_state``), else from the stored CRL verified and walked for its serials and
+keyCompromise dates; never from the database. The first CRL of an issuing CA is built
+from every row (docs/architecture.md « Publishing the CRL »).
 """
 
 from __future__ import annotations
