@@ -173,12 +173,15 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 3.8))
         sizes = [int(s) for s in crl]
         series = (
-            ("crl_publish_ms", "MyCert crl_publish (database → stored CRL)", COLORS["mycert"], "-"),
+            ("crl_publish_ms", "MyCert crl_publish, re-publication", COLORS["mycert"], "-"),
+            ("crl_full_ms", "MyCert crl_publish, full rebuild (cold)", COLORS["mycert"], "--"),
             ("build_crl_ms", "mycert.pki.build_crl", "#6fa8dc", "-"),
             ("openssl_ms", "openssl ca -gencrl", "black", "--"),
             ("pyca_loop_ms", "pyca add_revoked_certificate loop", COLORS["missed"], ":"),
         )
         for key, label, color, style in series:
+            if not all(key in crl[str(s)] for s in sizes):
+                continue  # a run before the full rebuild was measured
             ax.plot(
                 sizes,
                 [median(crl[str(s)][key]) for s in sizes],

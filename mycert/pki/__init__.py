@@ -12,6 +12,7 @@ from mycert.pki.ca import random_serial_number as random_serial_number
 from mycert.pki.ca import reissue_issuing_ca as reissue_issuing_ca
 from mycert.pki.crl import RevokedEntry as RevokedEntry
 from mycert.pki.crl import build_crl as build_crl
+from mycert.pki.crl import build_next_crl as build_next_crl
 from mycert.pki.keys import KeyType as KeyType
 from mycert.pki.keys import PrivateKey as PrivateKey
 from mycert.pki.keys import encrypt_private_key_pem as encrypt_private_key_pem

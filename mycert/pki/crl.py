@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NoReturn
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from mycert.pki._checks import require_aware_utc, require_ca
 from mycert.pki.ca import (
@@ -16,8 +19,9 @@ from mycert.pki.ca import (
     authority_key_identifier,
     signature_hash,
 )
+from mycert.pki.keys import PrivateKey
 
-__all__ = ["RevokedEntry", "build_crl"]
+__all__ = ["RevokedEntry", "build_crl", "build_next_crl", "crl_key_compromises"]
 
 # RFC 5280 §5.2.3: cRLNumber is a non-negative INTEGER of at most 20 octets.
 _MAX_CRL_NUMBER = 2**159 - 1
@@ -102,6 +106,77 @@ def build_crl(
     next_update: datetime,
 ) -> x509.CertificateRevocationList:
     """Build and sign a complete v2 CRL listing ``entries``."""
+    builder = _builder(issuer, entries, crl_number, this_update, next_update)
+    return builder.sign(issuer.private_key, signature_hash(issuer.private_key))
+
+
+def build_next_crl(
+    *,
+    issuer: CertificateAuthority,
+    previous_der: bytes,
+    dropped: AbstractSet[int],
+    added: Iterable[RevokedEntry],
+    crl_number: int,
+    this_update: datetime,
+    next_update: datetime,
+) -> bytes:
+    """The DER of the CRL that follows ``previous_der``: its entries, as signed, minus the
+    serial numbers in ``dropped``, then ``added``; signed by ``issuer``.
+
+    Re-signing over mostly the same entries (on every revocation, and hourly) then costs
+    no per-entry work unless some entry is dropped: the previous CRL's revokedCertificates
+    are copied as bytes. The caller vouches for ``previous_der`` (a CRL this issuer signed,
+    verified) and for the rest of RFC 5280 §5.1.2.6: no serial of ``added`` is already
+    listed, and ``this_update`` is not before the previous CRL's (so no copied entry's
+    revocationDate is after it, §5.1.2.4).
+
+    pyca/cryptography encodes everything but the copied bytes: the header and the added
+    entries are built by the same builder as :func:`build_crl`, signed with a throwaway
+    key of the issuer's kind, whose signature is discarded; the To-Be-Signed bytes, with
+    the copied entries spliced in, are then signed with the issuer's key. With the same
+    entries (and an RSA key, whose PKCS #1 v1.5 signatures are deterministic) the result
+    is byte for byte the one :func:`build_crl` signs.
+    """
+    added = list(added)
+    key = issuer.private_key
+    draft = _builder(issuer, added, crl_number, this_update, next_update).sign(
+        _throwaway_key(key), signature_hash(key)
+    )
+    draft_der = draft.public_bytes(_DER)
+    header, draft_revoked, extensions = _tbs_fields(draft_der)
+    _, previous_revoked, _ = _tbs_fields(previous_der)
+    previous = memoryview(previous_der)
+    entries: list[bytes | memoryview] = []
+    if previous_revoked is not None:
+        start, end = previous_revoked
+        entries += _without(previous, start, end, dropped) if dropped else [previous[start:end]]
+    if draft_revoked is not None:
+        entries.append(draft_der[draft_revoked[0] : draft_revoked[1]])
+    parts: list[bytes | memoryview] = [draft_der[start:end] for start, end in header]
+    if any(len(chunk) for chunk in entries):
+        # RFC 5280 §5.1.2.6: absent, not empty, when nothing is listed.
+        parts.append(_encode(_SEQUENCE, entries))
+    parts += [draft_der[start:end] for start, end in extensions]
+    tbs = _encode(_SEQUENCE, parts)
+    _tbs, algorithm, _signature = _elements(draft_der, *_content(draft_der, 0))
+    return _encode(
+        _SEQUENCE,
+        [
+            tbs,
+            draft_der[algorithm[0] : algorithm[1]],
+            # RFC 5280 §5.1.1.3: the signature, a BIT STRING with no unused bits.
+            _encode(_BIT_STRING, [b"\x00", _sign(key, tbs)]),
+        ],
+    )
+
+
+def _builder(
+    issuer: CertificateAuthority,
+    entries: Iterable[RevokedEntry],
+    crl_number: int,
+    this_update: datetime,
+    next_update: datetime,
+) -> x509.CertificateRevocationListBuilder:
     if not isinstance(issuer, CertificateAuthority):
         raise TypeError(f"issuer must be a CertificateAuthority, not {type(issuer).__name__}")
     require_ca(issuer.certificate, usage="crl_sign")
@@ -132,7 +207,7 @@ def build_crl(
     # The whole list goes to the constructor: add_revoked_certificate() copies the
     # list each call, which is quadratic (~8 s for 100k entries, docs/architecture.md « Known
     # pitfalls »).
-    builder = x509.CertificateRevocationListBuilder(
+    return x509.CertificateRevocationListBuilder(
         issuer_name=issuer.certificate.subject,
         last_update=this_update,
         next_update=next_update,
@@ -147,7 +222,170 @@ def build_crl(
         ],
         revoked_certificates=revoked,
     )
-    return builder.sign(issuer.private_key, signature_hash(issuer.private_key))
+
+
+_DER = serialization.Encoding.DER
+_INTEGER, _BIT_STRING, _SEQUENCE = 0x02, 0x03, 0x30
+_UTC_TIME, _GENERALIZED_TIME = 0x17, 0x18
+
+
+def _content(der: bytes | memoryview, offset: int, limit: int | None = None) -> tuple[int, int]:
+    """Where the content of the DER element at ``offset`` starts and ends (X.690 §8.1)."""
+    limit = len(der) if limit is None else limit
+    if offset + 2 > limit:
+        raise ValueError("truncated DER element")
+    length = der[offset + 1]
+    start = offset + 2
+    if length & 0x80:
+        octets = length & 0x7F
+        if not 0 < octets <= 4 or start + octets > limit:
+            raise ValueError("unsupported DER length")
+        length = int.from_bytes(der[start : start + octets], "big")
+        start += octets
+    if start + length > limit:
+        raise ValueError("truncated DER element")
+    return start, start + length
+
+
+def _elements(der: bytes | memoryview, start: int, end: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each DER element between ``start`` and ``end``."""
+    found = []
+    while start < end:
+        stop = _content(der, start, end)[1]
+        found.append((start, stop))
+        start = stop
+    return found
+
+
+def _tbs_fields(
+    der: bytes,
+) -> tuple[list[tuple[int, int]], tuple[int, int] | None, list[tuple[int, int]]]:
+    """A v2 CRL's TBSCertList (RFC 5280 §5.1): the fields before revokedCertificates, the
+    content of revokedCertificates (``None`` when absent), the fields after it."""
+    certificate_list = _elements(der, *_content(der, 0))
+    if der[0] != _SEQUENCE or len(certificate_list) != 3:
+        raise ValueError("not a DER CertificateList")
+    fields = _elements(der, *_content(der, certificate_list[0][0]))
+    # version, signature, issuer, thisUpdate, and nextUpdate when present (§5.1.2.5).
+    position = 4
+    if len(fields) < position or der[fields[0][0]] != _INTEGER:
+        raise ValueError("not a v2 TBSCertList")
+    if position < len(fields) and der[fields[position][0]] in (_UTC_TIME, _GENERALIZED_TIME):
+        position += 1
+    if position < len(fields) and der[fields[position][0]] == _SEQUENCE:
+        return fields[:position], _content(der, fields[position][0]), fields[position + 1 :]
+    return fields[:position], None, fields[position:]
+
+
+def _without(der: memoryview, start: int, end: int, dropped: AbstractSet[int]) -> list[memoryview]:
+    """The revokedCertificates content between ``start`` and ``end`` as runs of entries,
+    skipping the entries whose userCertificate is in ``dropped``."""
+    runs = []
+    run_start = start
+    while start < end:
+        entry_start, entry_end = _content(der, start, end)
+        if der[entry_start] != _INTEGER:
+            raise ValueError("a revoked certificate entry does not start with its serial")
+        serial_start, serial_end = _content(der, entry_start, entry_end)
+        if int.from_bytes(der[serial_start:serial_end], "big", signed=True) in dropped:
+            runs.append(der[run_start:start])
+            run_start = entry_end
+        start = entry_end
+    runs.append(der[run_start:end])
+    return runs
+
+
+# RFC 5280 §5.3.1 reasonCode (id-ce 21), as an Extension's extnID and its DER value
+# keyCompromise (ENUMERATED 1) wrapped in the extnValue OCTET STRING; §5.3.2
+# invalidityDate (id-ce 24).
+_REASON_CODE = b"\x06\x03\x55\x1d\x15"
+_KEY_COMPROMISE = b"\x04\x03\x0a\x01\x01"
+_INVALIDITY_DATE = b"\x06\x03\x55\x1d\x18"
+
+
+def crl_key_compromises(der: bytes) -> dict[int, datetime | None]:
+    """The serial number of every keyCompromise entry of a CRL and its invalidityDate
+    (``None`` when absent), by a walk of the DER: entries without extensions (most of
+    them) cost two length reads.
+
+    The caller vouches for ``der`` (a CRL whose signature it verified); an entry it cannot
+    read raises ``ValueError``.
+    """
+    _, revoked, _ = _tbs_fields(der)
+    found: dict[int, datetime | None] = {}
+    if revoked is None:
+        return found
+    position, end = revoked
+    while position < end:
+        entry_start, entry_end = _content(der, position, end)
+        position = entry_end
+        if der[entry_start] != _INTEGER:
+            raise ValueError("a revoked certificate entry does not start with its serial")
+        serial_start, serial_end = _content(der, entry_start, entry_end)
+        date_end = _content(der, serial_end, entry_end)[1]
+        if date_end == entry_end:
+            continue  # no crlEntryExtensions: no reasonCode
+        extensions = _elements(der, *_content(der, date_end, entry_end))
+        reason = invalidity = None
+        for start, stop in extensions:
+            inner = _content(der, start, stop)[0]
+            if der.startswith(_REASON_CODE, inner):
+                reason = der[inner + len(_REASON_CODE) : stop]
+            elif der.startswith(_INVALIDITY_DATE, inner):
+                invalidity = der[inner + len(_INVALIDITY_DATE) : stop]
+        if reason is None or not reason.endswith(_KEY_COMPROMISE):
+            continue
+        serial = int.from_bytes(der[serial_start:serial_end], "big", signed=True)
+        found[serial] = None if invalidity is None else _generalized_time(invalidity)
+    return found
+
+
+def _generalized_time(value: bytes) -> datetime:
+    """The time of an extnValue OCTET STRING holding a GeneralizedTime YYYYMMDDHHMMSSZ
+    (RFC 5280 §4.1.2.5.2: seconds, no fraction, Zulu)."""
+    # [critical BOOLEAN,] OCTET STRING { GeneralizedTime }: the time is the last 15 octets.
+    text = value[-15:]
+    if len(value) < 19 or value[-17:-15] != b"\x18\x0f" or not text.endswith(b"Z"):
+        raise ValueError("an invalidityDate that is not a GeneralizedTime in UTC")
+    return datetime.strptime(text.decode("ascii"), "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
+
+
+def _encode(tag: int, content: list[bytes | memoryview]) -> bytes:
+    """One DER element (definite, shortest length: X.690 §10.1)."""
+    length = sum(len(chunk) for chunk in content)
+    if length < 0x80:
+        head = bytes((tag, length))
+    else:
+        octets = (length.bit_length() + 7) // 8
+        head = bytes((tag, 0x80 | octets)) + length.to_bytes(octets, "big")
+    return b"".join((head, *content))
+
+
+def _sign(key: PrivateKey, data: bytes) -> bytes:
+    """The signature ``CertificateRevocationListBuilder.sign`` makes with this key."""
+    algorithm = signature_hash(key)
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), algorithm)
+    return key.sign(data, ec.ECDSA(algorithm))
+
+
+def _throwaway_key(key: PrivateKey) -> PrivateKey:
+    """A key of the same kind, so that the draft's signature algorithm is the issuer's:
+    sha256WithRSAEncryption does not depend on the RSA key's size, nor ECDSA's on the
+    curve (the digest is given)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return _throwaway_rsa()
+    return _throwaway_ec()
+
+
+@functools.cache
+def _throwaway_rsa() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 (signatures discarded)
+
+
+@functools.cache
+def _throwaway_ec() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 def _raise_for_entry(entries: list[RevokedEntry], this_update: datetime) -> NoReturn:

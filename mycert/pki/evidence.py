@@ -27,6 +27,7 @@ __all__ = [
     "VerifiedCrl",
     "certificate_expired",
     "crl_authority_key_id",
+    "crl_entry",
     "revoked_answer",
     "verify_crl",
 ]
@@ -48,10 +49,15 @@ class VerifiedCrl:
 
     def entry(self, serial_number: int) -> RevokedEntry | None:
         """The CRL's own entry for a serial number (date, reason, invalidity date)."""
-        revoked = self.crl.get_revoked_certificate_by_serial_number(serial_number)
-        if revoked is None:
-            return None
-        return _entry_of(revoked)
+        return crl_entry(self.crl, serial_number)
+
+
+def crl_entry(crl: x509.CertificateRevocationList, serial_number: int) -> RevokedEntry | None:
+    """A CRL's own entry for a serial number (date, reason, invalidity date), if listed."""
+    revoked = crl.get_revoked_certificate_by_serial_number(serial_number)
+    if revoked is None:
+        return None
+    return _entry_of(revoked)
 
 
 def _entry_of(revoked: x509.RevokedCertificate) -> RevokedEntry:

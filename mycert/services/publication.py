@@ -9,6 +9,13 @@ forged or older than the mark stops publication and alerts ``MYCERT_SECURITY_EMA
 a revocation cleared in the database is listed anyway and alerts too. The same
 evidence keeps OCSP pre-signing from ever answering "good" again
 (``mycert.services.ocsp``).
+
+A re-publication copies the previous CRL's entries as signed bytes and reads in full
+only the rows it lacks, whichever process signed that CRL: what it lists comes from this
+process's memory, else from the record another worker process of this host left
+(``mycert.crl_state``), else from the stored CRL verified and walked for its serials and
+keyCompromise dates; never from the database. The first CRL of an issuing CA is built
+from every row (docs/architecture.md « Publishing the CRL »).
 """
 
 from __future__ import annotations
@@ -17,27 +24,30 @@ import contextlib
 import functools
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from mycert import custody
 from mycert.crl_mark import CrlMarkError, raise_mark, read_mark
+from mycert.crl_state import read_state, write_state
 from mycert.models import Certificate, Crl, OperatorAlert
-from mycert.pki import RevokedEntry, build_crl
+from mycert.pki import RevokedEntry, build_crl, build_next_crl
+from mycert.pki.crl import crl_key_compromises
 from mycert.pki.evidence import (
     EvidenceError,
-    VerifiedCrl,
     certificate_expired,
     crl_authority_key_id,
+    crl_entry,
     verify_crl,
 )
 from mycert.services.alerts import operator_alert_create
@@ -66,19 +76,27 @@ class RevocationEvidence:
     this_update: datetime | None
     #: Never changed once built (a set the publication made, not copied: 100k entries).
     serials: AbstractSet[int]
-    _verified: VerifiedCrl | None = field(default=None, repr=False)
-    _signed: list[RevokedEntry] | None = field(default=None, repr=False)
-    _by_serial: dict[int, RevokedEntry] | None = field(default=None, repr=False)
+    #: The CRL itself, signed by the issuing CA in use (verified, or signed by this
+    #: process): the next CRL copies its entries. ``None`` when there is none of its
+    #: own (no CRL yet, or the previous issuing CA's after a rollover).
+    der: bytes | None = field(default=None, repr=False)
+    #: The serial (as stored) of each row it was signed from: a row not here is new.
+    #: For a CRL only verified (another process signed it), every serial it lists.
+    rows: AbstractSet[str] | None = field(default=None, repr=False)
+    #: Of those, the compromise date of each keyCompromise row: the one change a listed
+    #: revocation may still see (migration 0010, RFC 5280 §5.3.1).
+    compromised: Mapping[str, datetime | None] = field(default_factory=dict, repr=False)
+    #: Serials it lists without a revoked, unexpired row (tampering, carried forward).
+    carried: AbstractSet[int] = field(default=frozenset(), repr=False)
+    _crl: x509.CertificateRevocationList | None = field(default=None, repr=False)
 
     def entry(self, serial_number: int) -> RevokedEntry | None:
         """The signed entry (date, reason) of a listed serial number."""
-        if serial_number not in self.serials:
+        if serial_number not in self.serials or self.der is None:
             return None
-        if self._signed is not None:
-            if self._by_serial is None:
-                self._by_serial = {entry.serial_number: entry for entry in self._signed}
-            return self._by_serial.get(serial_number)
-        return self._verified.entry(serial_number) if self._verified is not None else None
+        if self._crl is None:
+            self._crl = x509.load_der_x509_crl(self.der)
+        return crl_entry(self._crl, serial_number)
 
 
 _NO_CRL = RevocationEvidence(number=0, this_update=None, serials=frozenset())
@@ -91,16 +109,23 @@ def _key_id(issuer: x509.Certificate) -> str:
     return issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
 
 
-def _stored_digest(crl_id: int) -> bytes:
-    """SHA-256 of a stored CRL's DER, computed by PostgreSQL (no 5 MB transfer)."""
+def _latest_stored() -> tuple[int, int, bytes] | None:
+    """``(id, number, SHA-256 of the DER)`` of the stored CRL with the highest number.
+
+    On PostgreSQL in one query, the digest computed by the server (no 5 MB transfer).
+    """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT sha256(der) FROM {Crl._meta.db_table} WHERE id = %s",  # noqa: S608
-                [crl_id],
+                f"SELECT id, number, sha256(der) FROM {Crl._meta.db_table} "  # noqa: S608
+                "ORDER BY number DESC LIMIT 1"
             )
-            return bytes(cursor.fetchone()[0])
-    return hashlib.sha256(_stored_der(crl_id)).digest()
+            row = cursor.fetchone()
+        return None if row is None else (row[0], row[1], bytes(row[2]))
+    latest = Crl.objects.order_by("-number").values_list("pk", "number").first()
+    if latest is None:
+        return None
+    return latest[0], latest[1], hashlib.sha256(_stored_der(latest[0])).digest()
 
 
 def _stored_der(crl_id: int) -> bytes:
@@ -119,7 +144,7 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
         mark = read_mark(key_id)
     except CrlMarkError as exc:
         raise PublicationRefused(str(exc)) from exc
-    row = Crl.objects.order_by("-number").values_list("pk", "number").first()
+    row = _latest_stored()
     if row is None:
         if mark is not None:
             raise PublicationRefused(
@@ -127,9 +152,14 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
                 "the CRLs were deleted from the database"
             )
         return _NO_CRL
-    crl_id, stored_number = row
-    digest = _stored_digest(crl_id)
+    crl_id, stored_number, digest = row
     evidence = _evidence_cache.get(digest)
+    if evidence is None:
+        # Another process on this host signed or verified it: what it recorded.
+        evidence = _recorded_evidence(key_id, digest)
+        if evidence is not None:
+            _evidence_cache.clear()
+            _evidence_cache[digest] = evidence
     if evidence is None:
         der = _stored_der(crl_id)
         claimed = crl_authority_key_id(der)
@@ -148,14 +178,26 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
             raise PublicationRefused(
                 f"the latest stored CRL #{stored_number} is forged: {exc}"
             ) from exc
+        # Signed by another process (or before this one started): the comparison state
+        # comes from the verified CRL itself, never from the database. Every serial it
+        # lists counts as a row it was signed from (one without a row is then looked
+        # at as gone: expired, or carried forward), and its keyCompromise entries'
+        # invalidityDate is the date the rows are compared with (RFC 5280 §5.3.1, §5.3.2).
         evidence = RevocationEvidence(
             number=verified.number,
             this_update=verified.this_update,
             serials=verified.serials,
-            _verified=verified,
+            der=der,
+            rows={format(serial, "x") for serial in verified.serials},
+            compromised={
+                format(serial, "x"): date for serial, date in crl_key_compromises(der).items()
+            },
+            _crl=verified.crl,
         )
         _evidence_cache.clear()
         _evidence_cache[digest] = evidence
+        if mark is None or evidence.number >= mark:
+            _record_evidence(key_id, digest, evidence)
     if evidence.number != stored_number:
         raise PublicationRefused(
             f"the CRL stored as #{stored_number} is the signed CRL #{evidence.number}: "
@@ -169,6 +211,65 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
     if mark is None or evidence.number > mark:
         _raise_mark(key_id, evidence.number)
     return evidence
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _to_micro(date: datetime | None) -> int | None:
+    return None if date is None else (date - _EPOCH) // _MICROSECOND
+
+
+def _from_micro(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + value * _MICROSECOND
+
+
+def _record_evidence(key_id: str, digest: bytes, evidence: RevocationEvidence) -> None:
+    """Leave what the CRL lists for the other worker processes of this host
+    (``mycert.crl_state``): they re-publish over it without parsing it again."""
+    if evidence.der is None or evidence.rows is None:
+        return
+    write_state(
+        key_id,
+        evidence.der,
+        digest,
+        {
+            "number": evidence.number,
+            "this_update": _to_micro(evidence.this_update),
+            "serials": list(evidence.serials),
+            "rows": list(evidence.rows),
+            "compromised": {
+                serial: _to_micro(date) for serial, date in evidence.compromised.items()
+            },
+            "carried": list(evidence.carried),
+        },
+    )
+
+
+def _recorded_evidence(key_id: str, digest: bytes) -> RevocationEvidence | None:
+    """The evidence this host recorded for the CRL whose SHA-256 is ``digest``: a CRL
+    one of its worker processes signed or verified, so no signature to verify again.
+    Its DER comes from the record too, never from the database."""
+    recorded = read_state(key_id, digest)
+    if recorded is None:
+        return None
+    der, state = recorded
+    try:
+        return RevocationEvidence(
+            number=state["number"],
+            this_update=_from_micro(state["this_update"]),
+            serials=frozenset(state["serials"]),
+            der=der,
+            rows=set(state["rows"]),
+            compromised={
+                serial: _from_micro(value) for serial, value in state["compromised"].items()
+            },
+            carried=frozenset(state["carried"]),
+        )
+    except (KeyError, TypeError, AttributeError):
+        logger.warning("the recorded state of this CRL is not usable: verifying it")
+        return None
 
 
 def _raise_mark(key_id: str, number: int) -> None:
@@ -221,21 +322,85 @@ def _entry(
     )
 
 
-def _revoked_rows(now: datetime) -> Iterable[tuple[str, datetime | None, str, datetime | None]]:
-    """``(serial, revoked_at, reason, compromised_at)`` of every row the CRL lists."""
-    rows = Certificate.objects.for_crl(now).values_list(
+_Row = tuple[str, datetime | None, str, datetime | None]
+
+
+def _revoked_rows(now: datetime, serials: Iterable[str] | None = None) -> list[_Row]:
+    """``(serial, revoked_at, reason, compromised_at)`` of every row the CRL lists (or of
+    those of ``serials`` it lists), in the order the CRL lists them."""
+    listed = Certificate.objects.for_crl(now)
+    if serials is not None:
+        listed = listed.filter(serial__in=list(serials))
+    rows = listed.order_by("revoked_at", "serial").values_list(
         "serial", "revoked_at", "revocation_reason", "compromised_at"
     )
     if connection.vendor != "postgresql":
-        return rows.iterator(chunk_size=5000)
+        return list(rows.iterator(chunk_size=5000))
     # Django loads text-format timestamptz values with a Python loader (it pins the time
     # zone), one call per value: two thirds of the time at 100k rows. psycopg's binary
     # loader is C and gives the same aware datetimes in the session's zone (UTC, set by
     # Django), so the same query is read through a binary cursor.
+    return _fetch_binary(rows)
+
+
+def _listed_rows(now: datetime) -> Any:
+    return (
+        Certificate.objects.for_crl(now)
+        .annotate(
+            key_compromise=ExpressionWrapper(
+                Q(revocation_reason=Certificate.RevocationReason.KEY_COMPROMISE),
+                output_field=BooleanField(),
+            )
+        )
+        .values_list("serial", "key_compromise", "compromised_at")
+    )
+
+
+# Compiled once per process with a stand-in for ``now`` (Django's compiler costs more than
+# the query itself at 1k rows); the stand-in parameter is replaced on every publication.
+_NOW_STAND_IN = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@functools.cache
+def _listed_sql() -> tuple[str, tuple[Any, ...]]:
+    sql, params = _listed_rows(_NOW_STAND_IN).query.sql_with_params()
+    if sum(param == _NOW_STAND_IN for param in params) != 1:
+        raise AssertionError("the CRL's row query does not take the time once")
+    return sql, tuple(params)
+
+
+def _listed(now: datetime) -> tuple[set[str], dict[str, datetime | None]]:
+    """The serial, as stored, of every row the CRL lists, and the compromise date of the
+    keyCompromise ones: one query, no date to load for the others."""
+    fetched: list[tuple[str, bool, datetime | None]]
+    if connection.vendor == "postgresql":
+        sql, params = _listed_sql()
+        with _server_bound_cursor() as cursor:
+            cursor.execute(
+                sql, [now if param == _NOW_STAND_IN else param for param in params], binary=True
+            )
+            fetched = cursor.fetchall()
+    else:
+        fetched = list(_listed_rows(now))
+    return (
+        {serial for serial, _, _ in fetched},
+        {serial: date for serial, key_compromise, date in fetched if key_compromise},
+    )
+
+
+def _compromised_of(rows: Iterable[_Row]) -> dict[str, datetime | None]:
+    return {
+        serial: compromised
+        for serial, _, reason, compromised in rows
+        if reason == Certificate.RevocationReason.KEY_COMPROMISE
+    }
+
+
+def _fetch_binary(rows: Any) -> list[Any]:
     sql, params = rows.query.sql_with_params()
     with _server_bound_cursor() as cursor:
         cursor.execute(sql, params, binary=True)
-        fetched: list[tuple[str, datetime | None, str, datetime | None]] = cursor.fetchall()
+        fetched: list[Any] = cursor.fetchall()
     return fetched
 
 
@@ -260,24 +425,12 @@ def _carry_forward(
 ) -> list[str]:
     """Add back every unexpired serial the previous CRL listed and the rows no longer do.
 
-    A serial leaves the CRL only once its certificate has expired (RFC 5280 §3.3), and
-    only the CA-signed certificate says when: a row whose ``revoked_at`` or
-    ``not_after`` was changed, or which was deleted, keeps its entry. Adds to
-    ``entries`` and ``listed``; returns the hex serials carried forward (tampering).
+    Adds to ``entries`` and ``listed``; returns the hex serials carried forward
+    (tampering).
     """
-    missing = evidence.serials - listed
-    if not missing:
-        return []
-    pems = dict(
-        Certificate.objects.filter(
-            serial__in=[format(serial, "x") for serial in missing]
-        ).values_list("serial", "pem")
-    )
+    _expired, kept = _unlisted(evidence.serials - listed, issuer, now)
     carried: list[str] = []
-    for serial in sorted(missing):
-        pem = pems.get(format(serial, "x"))
-        if pem is not None and certificate_expired(pem, issuer, serial, now):
-            continue  # expired: its entry may go (RFC 5280 §3.3)
+    for serial in sorted(kept):
         entry = evidence.entry(serial)
         if entry is not None:
             entries.append(entry)
@@ -286,7 +439,179 @@ def _carry_forward(
     return carried
 
 
-def crl_publish(*, now: datetime | None = None) -> Crl:
+def _unlisted(
+    missing: AbstractSet[int], issuer: x509.Certificate, now: datetime
+) -> tuple[set[int], set[int]]:
+    """Split the serials the previous CRL lists and the rows no longer do: ``(expired,
+    kept)``.
+
+    A serial leaves the CRL only once its certificate has expired (RFC 5280 §3.3), and
+    only the CA-signed certificate says when: a row whose ``revoked_at`` or
+    ``not_after`` was changed, or which was deleted, keeps its entry (tampering).
+    """
+    if not missing:
+        return set(), set()
+    pems = dict(
+        Certificate.objects.filter(
+            serial__in=[format(serial, "x") for serial in missing]
+        ).values_list("serial", "pem")
+    )
+    expired = set()
+    for serial in missing:
+        pem = pems.get(format(serial, "x"))
+        if pem is not None and certificate_expired(pem, issuer, serial, now):
+            expired.add(serial)  # expired: its entry may go (RFC 5280 §3.3)
+    return expired, set(missing) - expired
+
+
+@dataclass
+class _Signed:
+    """A CRL signed and not yet stored."""
+
+    der: bytes
+    this_update: datetime
+    serials: AbstractSet[int]
+    rows: AbstractSet[str]
+    compromised: Mapping[str, datetime | None]
+    #: Serials listed without a revoked, unexpired row (tampering, carried forward).
+    carried: AbstractSet[int]
+
+
+def _full_crl(
+    ca: custody.LoadedCa,
+    evidence: RevocationEvidence,
+    number: int,
+    now: datetime,
+) -> _Signed:
+    """Every row encoded again, and what the previous CRL lists that they do not."""
+    rows = _revoked_rows(now)
+    entries = [
+        _entry(serial, revoked_at, reason, compromised_at)
+        for serial, revoked_at, reason, compromised_at in rows
+        if revoked_at is not None  # always true for for_crl(); narrows the type
+    ]
+    listed = {entry.serial_number for entry in entries}
+    carried = _carry_forward(evidence, entries, listed, ca.issuing.certificate, now)
+    # From the rows actually listed, not a separate query: a revocation committed
+    # between two statements is either in both or in neither.
+    this_update = _this_update(now, evidence, entries)
+    crl = build_crl(
+        issuer=ca.issuing,
+        entries=entries,
+        crl_number=number,
+        this_update=this_update,
+        next_update=this_update + settings.MYCERT_CRL_VALIDITY,
+    )
+    return _Signed(
+        der=crl.public_bytes(serialization.Encoding.DER),
+        this_update=this_update,
+        serials=listed,
+        rows=frozenset(serial for serial, *_ in rows),
+        compromised=_compromised_of(rows),
+        carried={int(serial, 16) for serial in carried},
+    )
+
+
+def _next_crl(
+    ca: custody.LoadedCa,
+    evidence: RevocationEvidence,
+    previous_der: bytes,
+    previous_rows: AbstractSet[str],
+    number: int,
+    now: datetime,
+) -> _Signed:
+    """The previous CRL's entries as signed, minus the expired, plus what the rows say
+    that it does not: a new revocation, a reason raised to keyCompromise.
+
+    A listed revocation never changes otherwise (its date is one-way, migration 0010):
+    of the rows the previous CRL was signed from, only the serial is read (and the
+    compromise date of the keyCompromise ones). The new or changed rows are read in
+    full; the serials the previous CRL lists without an unexpired row are looked at
+    (expired: dropped; otherwise carried forward, tampering, as in the full rebuild).
+    """
+    rows, compromised = _listed(now)
+    previous_compromised = evidence.compromised
+    new = rows - previous_rows
+    # Without a new row and as many rows, the rows are the previous ones.
+    gone_rows = previous_rows - rows if new or len(rows) != len(previous_rows) else set()
+    changed = sorted(
+        new
+        | {
+            serial
+            for serial, date in compromised.items()
+            if serial not in previous_compromised
+            or _to_the_second(previous_compromised[serial]) != _to_the_second(date)
+        }
+    )
+    fetched = [row for chunk in _chunks(changed, 5000) for row in _revoked_rows(now, chunk)]
+    added = [
+        _entry(serial, revoked_at, reason, compromised_at)
+        for serial, revoked_at, reason, compromised_at in fetched
+        if revoked_at is not None
+    ]
+    if len(changed) > 5000:
+        added.sort(key=lambda entry: entry.revoked_at)  # stable: each chunk is in order
+    # What the next publication compares with: the rows as read; a changed row that
+    # the second read missed is left out, so that the next publication reads it again.
+    read = {serial for serial, *_ in fetched}
+    lost = set(changed) - read
+    if lost:
+        rows -= lost
+        gone_rows |= lost & previous_rows
+    for serial in read:
+        compromised.pop(serial, None)
+    compromised.update(_compromised_of(fetched))
+    re_read = {entry.serial_number for entry in added}
+    gone = {int(serial, 16) for serial in gone_rows}
+    expired, carried = _unlisted(
+        (gone | evidence.carried) & (evidence.serials - re_read), ca.issuing.certificate, now
+    )
+    this_update = _this_update(now, evidence, added)
+    der = build_next_crl(
+        issuer=ca.issuing,
+        previous_der=previous_der,
+        dropped=expired | (re_read & evidence.serials),
+        added=added,
+        crl_number=number,
+        this_update=this_update,
+        next_update=this_update + settings.MYCERT_CRL_VALIDITY,
+    )
+    serials = evidence.serials
+    if expired or added:
+        serials = (evidence.serials - expired) | re_read
+    return _Signed(
+        der=der,
+        this_update=this_update,
+        serials=serials,
+        rows=rows,
+        compromised=compromised,
+        carried=carried,
+    )
+
+
+def _to_the_second(date: datetime | None) -> datetime | None:
+    """A compromise date as the CRL's invalidityDate carries it: whole seconds (RFC 5280
+    §4.1.2.5.2), so that a date read from a verified CRL compares equal to its row's."""
+    return None if date is None else date.replace(microsecond=0)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _this_update(
+    now: datetime, evidence: RevocationEvidence, entries: Iterable[RevokedEntry]
+) -> datetime:
+    """Never earlier than a listed revocation nor than the previous CRL's (RFC 5280
+    §5.1.2.4): the previous CRL's entries are not after its own thisUpdate."""
+    this_update = max([now, *(entry.revoked_at for entry in entries)])
+    if evidence.this_update is not None:
+        this_update = max(this_update, evidence.this_update)
+    return this_update
+
+
+def crl_publish(*, now: datetime | None = None, full_rebuild: bool = False) -> Crl:
     """Sign a fresh CRL over every revoked, unexpired certificate and store it.
 
     CRL numbers only increase (RFC 5280 §5.2.3): the number is taken under a lock. The
@@ -298,12 +623,14 @@ def crl_publish(*, now: datetime | None = None) -> Crl:
 
     The previous CRL is the evidence of what was revoked (see the module's docstring):
     :class:`PublicationRefused` when it is missing, forged or older than the mark, after
-    alerting security.
+    alerting security. Its entries are copied as signed, and only the rows it lacks are
+    read in full (docs/architecture.md « Publishing the CRL »); ``full_rebuild`` reads
+    and encodes every row instead, as the first CRL of an issuing CA does.
     """
     ca = custody.ca_load()
     issuer = ca.issuing.certificate
     try:
-        return _publish(ca, issuer, now)
+        return _publish(ca, issuer, now, full_rebuild=full_rebuild)
     except PublicationRefused as exc:
         logger.error("CRL not published: %s", exc)
         revocation_alert(
@@ -314,68 +641,84 @@ def crl_publish(*, now: datetime | None = None) -> Crl:
         raise
 
 
-def _publish(ca: custody.LoadedCa, issuer: x509.Certificate, now: datetime | None) -> Crl:
+def _publish(
+    ca: custody.LoadedCa, issuer: x509.Certificate, now: datetime | None, *, full_rebuild: bool
+) -> Crl:
+    postgresql = connection.vendor == "postgresql"
     with transaction.atomic():
-        if connection.vendor == "postgresql":
+        if postgresql:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CRL_LOCK_ID])
         if now is None:
             now = timezone.now()  # under the lock: after any CRL signed before this one
         evidence = revocation_evidence(issuer)
-        entries = [
-            _entry(serial, revoked_at, reason, compromised_at)
-            for serial, revoked_at, reason, compromised_at in _revoked_rows(now)
-            if revoked_at is not None  # always true for for_crl(); narrows the type
-        ]
-        listed = {entry.serial_number for entry in entries}
-        carried = _carry_forward(evidence, entries, listed, issuer, now)
-        # From the rows actually listed, not a separate query: a revocation committed
-        # between two statements is either in both or in neither.
-        this_update = max([now, *(entry.revoked_at for entry in entries)])
-        if evidence.this_update is not None:
-            this_update = max(this_update, evidence.this_update)
         number = evidence.number + 1
-        crl = build_crl(
-            issuer=ca.issuing,
-            entries=entries,
-            crl_number=number,
-            this_update=this_update,
-            next_update=this_update + settings.MYCERT_CRL_VALIDITY,
-        )
-        der = crl.public_bytes(serialization.Encoding.DER)
-        postgresql = connection.vendor == "postgresql"
-        record = Crl.objects.create(
-            number=number,
-            this_update=this_update,
-            next_update=this_update + settings.MYCERT_CRL_VALIDITY,
-            entries=len(entries),
-            der=b"" if postgresql else der,
-        )
+        if evidence.der is None or evidence.rows is None or full_rebuild:
+            signed = _full_crl(ca, evidence, number, now)
+        else:
+            signed = _next_crl(ca, evidence, evidence.der, evidence.rows, number, now)
+        der = signed.der
+        next_update = signed.this_update + settings.MYCERT_CRL_VALIDITY
         if postgresql:
             # Django binds parameters on the client: 5 MB of CRL (100k entries) become a
-            # 10 MB hex literal that the server parses back, 65 of 77 ms. psycopg sends
-            # the bytes as one binary parameter instead (same transaction, same row).
+            # 10 MB hex literal that the server parses back. psycopg sends the bytes as
+            # one binary parameter instead, in the same transaction.
+            record = Crl(
+                number=number,
+                this_update=signed.this_update,
+                next_update=next_update,
+                entries=len(signed.serials),
+                der=der,
+                created_at=timezone.now(),
+            )
             with _server_bound_cursor() as cursor:
                 cursor.execute(
-                    f"UPDATE {Crl._meta.db_table} SET der = %b WHERE id = %s",  # noqa: S608
-                    [der, record.pk],
+                    f"INSERT INTO {Crl._meta.db_table} "  # noqa: S608
+                    "(number, this_update, next_update, entries, der, created_at) "
+                    "VALUES (%s, %s, %s, %s, %b, %s) RETURNING id",
+                    [
+                        number,
+                        record.this_update,
+                        record.next_update,
+                        record.entries,
+                        der,
+                        record.created_at,
+                    ],
                 )
-            record.der = der
-        if carried:
+                (record.pk,) = cursor.fetchone()
+        else:
+            record = Crl.objects.create(
+                number=number,
+                this_update=signed.this_update,
+                next_update=next_update,
+                entries=len(signed.serials),
+                der=der,
+            )
+        if signed.carried:
             revocation_alert(
                 OperatorAlert.Kind.REVOCATION_CLEARED,
-                {"serials": carried, "crl_number": number, "previous_number": evidence.number},
+                {
+                    "serials": [format(serial, "x") for serial in sorted(signed.carried)],
+                    "crl_number": number,
+                    "previous_number": evidence.number,
+                },
                 now=now,
             )
     # After commit only: a rolled-back CRL must not leave a mark the database never reaches.
-    signed = RevocationEvidence(
+    digest = hashlib.sha256(der).digest()
+    evidence = RevocationEvidence(
         number=number,
-        this_update=this_update,
-        serials=listed,
-        _signed=entries,
+        this_update=signed.this_update,
+        serials=signed.serials,
+        der=der,
+        rows=signed.rows,
+        compromised=signed.compromised,
+        carried=frozenset(signed.carried),
     )
     _evidence_cache.clear()
-    _evidence_cache[hashlib.sha256(der).digest()] = signed
-    _raise_mark(_key_id(issuer), number)
+    _evidence_cache[digest] = evidence
+    key_id = _key_id(issuer)
+    _raise_mark(key_id, number)
+    _record_evidence(key_id, digest, evidence)
     logger.info("CRL %s published with %s entries", record.number, record.entries)
     return record

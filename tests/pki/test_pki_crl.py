@@ -10,8 +10,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mycert.pki import CertificateAuthority, RevokedEntry, build_crl
-from tests.pki.helpers import pkilint_findings, run_command
+from mycert.pki import (
+    CertificateAuthority,
+    DistinguishedName,
+    KeyType,
+    RevokedEntry,
+    build_crl,
+    build_next_crl,
+    create_issuing_ca,
+)
+from tests.pki.helpers import ORGANIZATION, PKI_BASE, pkilint_findings, run_command
 
 KEY_COMPROMISE_SERIAL = 0x5A17_0000_0000_0000_0000_0000_0000_0000_0000_0001
 SUPERSEDED_SERIAL = 0x0BAD_CAFE
@@ -257,3 +265,162 @@ def test_re_signing_reuses_entries_and_follows_changes(
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == (
         x509.ReasonFlags.superseded
     )
+
+
+def _revoked(serial: int, now: datetime, hours: int, **extra: object) -> RevokedEntry:
+    return RevokedEntry(serial_number=serial, revoked_at=now - timedelta(hours=hours), **extra)  # type: ignore[arg-type]
+
+
+def _next(
+    issuer: CertificateAuthority,
+    previous: bytes,
+    now: datetime,
+    *,
+    dropped: frozenset[int] = frozenset(),
+    added: tuple[RevokedEntry, ...] = (),
+) -> bytes:
+    return build_next_crl(
+        issuer=issuer,
+        previous_der=previous,
+        dropped=dropped,
+        added=added,
+        crl_number=43,
+        this_update=now,
+        next_update=now + timedelta(hours=24),
+    )
+
+
+def _full(issuer: CertificateAuthority, now: datetime, *entries: RevokedEntry) -> bytes:
+    return build_crl(
+        issuer=issuer,
+        entries=entries,
+        crl_number=43,
+        this_update=now,
+        next_update=now + timedelta(hours=24),
+    ).public_bytes(Encoding.DER)
+
+
+@pytest.fixture(scope="module")
+def previous_entries(now: datetime) -> tuple[RevokedEntry, ...]:
+    return (
+        _revoked(
+            KEY_COMPROMISE_SERIAL,
+            now,
+            30,
+            reason=x509.ReasonFlags.key_compromise,
+            invalidity_date=now - timedelta(days=3),
+        ),
+        _revoked(SUPERSEDED_SERIAL, now, 20, reason=x509.ReasonFlags.superseded),
+        # A serial whose first octet has its high bit set: DER prefixes a zero octet.
+        _revoked(0x80 << 144 | 7, now, 10),
+        _revoked(UNSPECIFIED_SERIAL, now, 5, reason=x509.ReasonFlags.unspecified),
+    )
+
+
+def test_the_next_crl_is_the_crl_build_crl_signs(
+    issuing_ca: CertificateAuthority,
+    now: datetime,
+    previous_entries: tuple[RevokedEntry, ...],
+) -> None:
+    # The previous CRL is older: only its entries' bytes are carried over.
+    previous = build_crl(
+        issuer=issuing_ca,
+        entries=previous_entries,
+        crl_number=42,
+        this_update=now - timedelta(hours=1),
+        next_update=now + timedelta(hours=23),
+    ).public_bytes(Encoding.DER)
+    added = (
+        _revoked(0xADDED, now, 0, reason=x509.ReasonFlags.key_compromise),
+        _revoked(0xADDED2, now, 0),
+    )
+    # RSA PKCS #1 v1.5 signatures are deterministic: the very same bytes.
+    assert _next(issuing_ca, previous, now) == _full(issuing_ca, now, *previous_entries)
+    assert _next(issuing_ca, previous, now, added=added) == _full(
+        issuing_ca, now, *previous_entries, *added
+    )
+    first, second, third, fourth = previous_entries
+    assert _next(
+        issuing_ca, previous, now, dropped=frozenset({first.serial_number, third.serial_number})
+    ) == _full(issuing_ca, now, second, fourth)
+    assert _next(
+        issuing_ca, previous, now, dropped=frozenset({fourth.serial_number}), added=added
+    ) == _full(issuing_ca, now, first, second, third, *added)
+    # Nothing left: revokedCertificates is absent (RFC 5280 §5.1.2.6), as build_crl has it.
+    everything = frozenset(entry.serial_number for entry in previous_entries)
+    assert _next(issuing_ca, previous, now, dropped=everything) == _full(issuing_ca, now)
+    empty = _full(issuing_ca, now - timedelta(hours=1))
+    assert _next(issuing_ca, empty, now, added=added) == _full(issuing_ca, now, *added)
+    assert _next(issuing_ca, empty, now) == _full(issuing_ca, now)
+
+
+def test_the_next_crl_of_an_ec_issuer_verifies_with_openssl(
+    root_ca: CertificateAuthority,
+    now: datetime,
+    previous_entries: tuple[RevokedEntry, ...],
+    pki_dir: Path,
+    openssl: str,
+) -> None:
+    issuer = create_issuing_ca(
+        root=root_ca,
+        subject=DistinguishedName("MyCert Test EC Issuing CA", ORGANIZATION, "LU"),
+        key_type=KeyType.EC_P256,
+        now=now,
+        crl_url=f"{PKI_BASE}/crl/root.crl",
+        policy_oid="1.3.6.1.4.1.99999.1.2.1",
+        ca_issuers_url=f"{PKI_BASE}/ca/root.cer",
+    )
+    previous = _full(issuer, now - timedelta(hours=1), *previous_entries)
+    added = _revoked(0xADDED, now, 0)
+    der = _next(issuer, previous, now, dropped=frozenset({SUPERSEDED_SERIAL}), added=(added,))
+    crl = x509.load_der_x509_crl(der)
+    full = x509.load_der_x509_crl(
+        _full(
+            issuer,
+            now,
+            *(e for e in previous_entries if e.serial_number != SUPERSEDED_SERIAL),
+            added,
+        )
+    )
+    # ECDSA signatures are randomised: the signed bytes are the same, and verify.
+    assert crl.tbs_certlist_bytes == full.tbs_certlist_bytes
+    assert crl.is_signature_valid(issuer.certificate.public_key())  # type: ignore[arg-type]
+    path = pki_dir / "next-ec.crl"
+    path.write_bytes(der)
+    issuer_pem = pki_dir / "ec-issuing.pem"
+    issuer_pem.write_bytes(issuer.certificate.public_bytes(Encoding.PEM))
+    result = run_command(
+        [openssl, "crl", "-inform", "DER", "-in", path, "-noout", "-CAfile", issuer_pem]
+    )
+    assert "verify OK" in result.stderr + result.stdout
+
+
+def test_the_next_crl_refuses_what_is_not_a_crl(
+    issuing_ca: CertificateAuthority, now: datetime
+) -> None:
+    with pytest.raises(ValueError, match="DER"):
+        _next(issuing_ca, b"\x30\x03\x02\x01\x01", now)
+    with pytest.raises(ValueError, match="truncated"):
+        _next(issuing_ca, _full(issuing_ca, now - timedelta(hours=1))[:-10], now)
+
+
+def test_the_key_compromises_a_crl_lists_with_their_invalidity_dates(
+    issuing_ca: CertificateAuthority, crl: x509.CertificateRevocationList, now: datetime
+) -> None:
+    from mycert.pki.crl import crl_key_compromises
+
+    undated = 0x77
+    der = _full(
+        issuing_ca,
+        now,
+        _revoked(undated, now, 1, reason=x509.ReasonFlags.key_compromise),
+        _revoked(0x78, now, 2, reason=x509.ReasonFlags.ca_compromise, invalidity_date=now),
+        _revoked(0x79, now, 3),
+    )
+
+    # pyca reads the same dates, to the second (RFC 5280 §5.3.2).
+    assert crl_key_compromises(crl.public_bytes(Encoding.DER)) == {
+        KEY_COMPROMISE_SERIAL: (now - timedelta(days=3)).replace(microsecond=0)
+    }
+    assert crl_key_compromises(der) == {undated: None}
+    assert crl_key_compromises(_full(issuing_ca, now)) == {}

@@ -1,0 +1,87 @@
+"""What the latest CRL lists, kept on the worker host beside the high-water mark.
+
+A re-publication copies the previous CRL's entries and compares the rows with what it
+lists (``mycert.services.publication``). The worker process that signed (or verified)
+that CRL has this in memory; another process on the same host reads it here instead of
+parsing and walking a CRL of 100k entries again. The database is never trusted for it:
+the file lives in the folder of ``MYCERT_CRL_HIGH_WATER_FILE`` (the worker host's own
+disk, written by the worker's user only), one per issuing CA key, and is used only for
+the CRL whose SHA-256 it names, and holds that CRL's DER (the stored copy is not read:
+5 MB at 100k entries).
+
+A cache, not evidence of its own: written atomically (``os.replace``), with a SHA-256
+over its content; a file that is absent, for another CRL, damaged or of another version
+reads as ``None`` and the caller verifies the stored CRL instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import marshal
+import os
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+__all__ = ["read_state", "write_state"]
+
+logger = logging.getLogger(__name__)
+_VERSION = 1
+
+
+def _path(issuer_key_id: str) -> Path:
+    folder = Path(settings.MYCERT_CRL_HIGH_WATER_FILE).parent
+    return folder / f"crl-state-{issuer_key_id}.bin"
+
+
+def write_state(issuer_key_id: str, der: bytes, digest: bytes, state: dict[str, Any]) -> None:
+    """Record ``state`` (marshal-able values) for the CRL ``der`` whose SHA-256 is
+    ``digest``; a failure is logged, never raised (the next process verifies the CRL
+    instead)."""
+    path = _path(issuer_key_id)
+    payload = marshal.dumps((_VERSION, digest, der, state))
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.new")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(hashlib.sha256(payload).digest())
+            handle.write(payload)
+        os.replace(tmp, path)
+    except OSError:
+        logger.exception("the CRL state %s could not be written", path)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def read_state(issuer_key_id: str, digest: bytes) -> tuple[bytes, dict[str, Any]] | None:
+    """``(der, state)`` recorded for the CRL whose SHA-256 is ``digest``, else ``None``.
+
+    The file's own SHA-256 covers the DER: intact, it is the DER the writer hashed."""
+    path = _path(issuer_key_id)
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        logger.exception("the CRL state %s could not be read", path)
+        return None
+    payload = memoryview(content)[32:]
+    if hashlib.sha256(payload).digest() != content[:32]:
+        logger.warning("the CRL state %s is damaged: ignored", path)
+        return None
+    try:
+        # S302: the worker host's own file (trusted, docs/security.md), checked by its
+        # SHA-256 above; marshal gives back plain values, it runs nothing.
+        version, recorded, der, state = marshal.loads(payload)  # noqa: S302
+    except (ValueError, EOFError, TypeError):
+        logger.warning("the CRL state %s cannot be read: ignored", path)
+        return None
+    if version != _VERSION or recorded != digest or not isinstance(der, bytes):
+        return None
+    if not isinstance(state, dict):
+        return None
+    return der, state
