@@ -36,7 +36,9 @@ def test_the_lookup_is_prepared_once_per_connection_and_nothing_else_is(ca: Any)
         stored = ocsp_response_lookup(serial_number=serial, hash_name="sha1", now=timezone.now())
         assert stored is not None
         assert stored.status == "good"
-    lookups = [s for s in _prepared() if "mycert_ocspresponse" in s]
+    # One statement per CertID hash: an earlier test on this kept connection may have
+    # prepared the SHA-256 one as well.
+    lookups = [s for s in _prepared() if "o.der_sha1 " in s]
     assert len(lookups) == 1, _prepared()
     # Django's own queries are not prepared (its setting is left as it was).
     assert connection.connection.prepare_threshold is None
