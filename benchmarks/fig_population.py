@@ -454,9 +454,10 @@ def run(
     target = plan.growth_factor * n - n
     existing = Certificate.objects.count()
     start = time.perf_counter()
-    from benchmarks.bulk_load import clone_issuances
+    from benchmarks.bulk_load import clone_issuances, settle_after_load
 
     loaded = clone_issuances(list(ec["request_ids"]), max(0, target - existing), ec_events)
+    settle_after_load()
     load_seconds = time.perf_counter() - start
     ctx.say(
         f"growth: {existing} certificates issued for real so far, {loaded['certificates']} "
