@@ -567,7 +567,24 @@ def growth(data: dict[str, Any]) -> list[str]:
         "long before in a database that grew over months, and the second batch must not pay "
         "for the load (the first reader of a row never read sets its hint bits and dirties "
         "its page).",
+        *_growth_against_references(figure),
         *_growth_cpu(data, result),
+    ]
+
+
+def _growth_against_references(figure: dict[str, Any]) -> list[str]:
+    details = figure.get("details") or {}
+    if "growth_against_references" not in details:
+        return []
+    return [
+        "",
+        "Each batch was followed by its reference, the bare pipeline in two processes on "
+        "the same machine at that moment (as for the population figure): the first batch "
+        f"took {details['ratio_to_reference_start']:.2f}× its reference, the second "
+        f"{details['ratio_to_reference_grown']:.2f}×, "
+        f"{details['growth_against_references']:.2f}× the first's. The goal is stated on "
+        "the raw times above; this ratio of ratios removes what the other processes on the "
+        "two cores did to both.",
     ]
 
 
