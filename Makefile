@@ -159,7 +159,7 @@ messages: setup
 run: setup nginx-deps
 	DJANGO_DEBUG=true $(BIN)/python manage.py demo
 
-# The figures of docs/benchmarks.md (about 20 minutes on 2 cores): real PostgreSQL
+# The figures of docs/benchmarks.md (about 30 minutes on 2 cores): real PostgreSQL
 # (database mycert_bench, created and dropped), Redis db 9, Celery workers, gunicorn,
 # the SMTP sink, gpg, openssl; wrk and h2load generate the load, on loopback only.
 # The relying-party figure runs nginx, Apache, the kit's Python server and Java (tls-test-deps).
