@@ -95,7 +95,10 @@ def _setup(root: Path) -> None:
             "CELERY_BROKER_URL": "memory://",
         }
     )
-    from benchmarks.env import _proof_issuer
+    from benchmarks.env import OUTBOX_KEY, _proof_issuer
+
+    # Workers seal the keystores and passwords they queue (mycert.sealing).
+    os.environ.setdefault("MYCERT_OUTBOX_KEY", OUTBOX_KEY)
 
     os.environ.update(_proof_issuer())
     for folder in ("g", "v", "var"):

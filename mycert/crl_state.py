@@ -26,15 +26,27 @@ from typing import Any
 
 from django.conf import settings
 
-__all__ = ["read_state", "write_state"]
+__all__ = ["pack", "read_state", "unpack", "write_state"]
 
 logger = logging.getLogger(__name__)
-_VERSION = 1
+_VERSION = 2
 
 
 def _path(issuer_key_id: str) -> Path:
     folder = Path(settings.MYCERT_CRL_HIGH_WATER_FILE).parent
     return folder / f"crl-state-{issuer_key_id}.bin"
+
+
+def pack(value: Any) -> bytes:
+    """A part of a state encoded on its own (marshal-able values), so that a caller can
+    record it again, unchanged, without encoding it again (100k serials: ~40 ms)."""
+    return marshal.dumps(value)
+
+
+def unpack(packed: bytes) -> Any:
+    """What :func:`pack` encoded, from a state :func:`read_state` checked."""
+    # S302: as in read_state, the bytes come from this host's own checked file.
+    return marshal.loads(packed)  # noqa: S302
 
 
 def write_state(issuer_key_id: str, der: bytes, digest: bytes, state: dict[str, Any]) -> None:

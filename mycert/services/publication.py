@@ -20,6 +20,7 @@ from every row (docs/architecture.md « Publishing the CRL »).
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import functools
 import hashlib
@@ -39,7 +40,7 @@ from django.utils import timezone
 
 from mycert import custody
 from mycert.crl_mark import CrlMarkError, raise_mark, read_mark
-from mycert.crl_state import read_state, write_state
+from mycert.crl_state import pack, read_state, unpack, write_state
 from mycert.models import Certificate, Crl, OperatorAlert
 from mycert.pki import RevokedEntry, build_crl, build_next_crl
 from mycert.pki.crl import crl_key_compromises
@@ -88,6 +89,12 @@ class RevocationEvidence:
     compromised: Mapping[str, datetime | None] = field(default_factory=dict, repr=False)
     #: Serials it lists without a revoked, unexpired row (tampering, carried forward).
     carried: AbstractSet[int] = field(default=frozenset(), repr=False)
+    #: SHA-256 of ``rows`` and ``compromised`` (:func:`_rows_digest`): the rows the next
+    #: publication finds unchanged when PostgreSQL's digest of them is this one.
+    rows_digest: bytes | None = field(default=None, repr=False)
+    #: ``serials``, ``rows`` and ``compromised`` as recorded on disk (``mycert.crl_state``),
+    #: kept so that a CRL re-signed over the same rows records them without encoding them.
+    rows_record: bytes | None = field(default=None, repr=False)
     _crl: x509.CertificateRevocationList | None = field(default=None, repr=False)
 
     def entry(self, serial_number: int) -> RevokedEntry | None:
@@ -230,6 +237,14 @@ def _record_evidence(key_id: str, digest: bytes, evidence: RevocationEvidence) -
     (``mycert.crl_state``): they re-publish over it without parsing it again."""
     if evidence.der is None or evidence.rows is None:
         return
+    if evidence.rows_record is None:
+        evidence.rows_record = pack(
+            (
+                list(evidence.serials),
+                list(evidence.rows),
+                {serial: _to_micro(date) for serial, date in evidence.compromised.items()},
+            )
+        )
     write_state(
         key_id,
         evidence.der,
@@ -237,12 +252,9 @@ def _record_evidence(key_id: str, digest: bytes, evidence: RevocationEvidence) -
         {
             "number": evidence.number,
             "this_update": _to_micro(evidence.this_update),
-            "serials": list(evidence.serials),
-            "rows": list(evidence.rows),
-            "compromised": {
-                serial: _to_micro(date) for serial, date in evidence.compromised.items()
-            },
+            "rows_record": evidence.rows_record,
             "carried": list(evidence.carried),
+            "rows_digest": evidence.rows_digest,
         },
     )
 
@@ -256,18 +268,19 @@ def _recorded_evidence(key_id: str, digest: bytes) -> RevocationEvidence | None:
         return None
     der, state = recorded
     try:
+        serials, rows, compromised = unpack(state["rows_record"])
         return RevocationEvidence(
             number=state["number"],
             this_update=_from_micro(state["this_update"]),
-            serials=frozenset(state["serials"]),
+            serials=frozenset(serials),
             der=der,
-            rows=set(state["rows"]),
-            compromised={
-                serial: _from_micro(value) for serial, value in state["compromised"].items()
-            },
+            rows=set(rows),
+            compromised={serial: _from_micro(value) for serial, value in compromised.items()},
             carried=frozenset(state["carried"]),
+            rows_digest=state["rows_digest"],
+            rows_record=state["rows_record"],
         )
-    except (KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError, ValueError, EOFError):
         logger.warning("the recorded state of this CRL is not usable: verifying it")
         return None
 
@@ -346,6 +359,7 @@ def _revoked_rows(now: datetime, serials: Iterable[str] | None = None) -> list[_
 def _listed_rows(now: datetime) -> Any:
     return (
         Certificate.objects.for_crl(now)
+        .order_by()  # a set: the model's ordering would only add a sort
         .annotate(
             key_compromise=ExpressionWrapper(
                 Q(revocation_reason=Certificate.RevocationReason.KEY_COMPROMISE),
@@ -386,6 +400,50 @@ def _listed(now: datetime) -> tuple[set[str], dict[str, datetime | None]]:
         {serial for serial, _, _ in fetched},
         {serial: date for serial, key_compromise, date in fetched if key_compromise},
     )
+
+
+def _rows_digest(rows: Iterable[str], compromised: Mapping[str, datetime | None]) -> bytes:
+    """SHA-256 of the listed rows as :func:`_listed` reads them, in the encoding
+    :func:`_listed_digest` has PostgreSQL compute: the serials in byte order, each
+    keyCompromise one followed by its compromise date in whole seconds (what the CRL's
+    invalidityDate keeps, RFC 5280 §5.3.2), joined by commas."""
+    parts = []
+    for serial in sorted(rows):
+        if serial not in compromised:
+            parts.append(serial)
+            continue
+        date = compromised[serial]
+        parts.append(f"{serial}:{'' if date is None else calendar.timegm(date.utctimetuple())}")
+    return hashlib.sha256(",".join(parts).encode()).digest()
+
+
+# _rows_digest's encoding, over the rows of _listed_sql(): C collation sorts the hex
+# serials as Python's sorted() does, and epoch seconds are what timegm() gives.
+_DIGEST_OF_LISTED = (
+    "SELECT sha256(convert_to(coalesce(string_agg("
+    "listed.serial || CASE WHEN listed.key_compromise THEN ':' || coalesce("
+    "floor(extract(epoch FROM listed.compromised_at))::bigint::text, '') ELSE '' END, "
+    "',' ORDER BY listed.serial COLLATE \"C\"), ''), 'UTF8')) "
+    "FROM ({listed}) AS listed(serial, key_compromise, compromised_at)"
+)
+
+
+@functools.cache
+def _listed_digest_sql() -> tuple[str, tuple[Any, ...]]:
+    sql, params = _listed_sql()
+    return _DIGEST_OF_LISTED.format(listed=sql), params
+
+
+def _listed_digest(now: datetime) -> bytes | None:
+    """:func:`_rows_digest` of the rows the CRL lists, computed by PostgreSQL (one row
+    back, whatever their number); ``None`` on other databases."""
+    if connection.vendor != "postgresql":
+        return None
+    sql, params = _listed_digest_sql()
+    with _server_bound_cursor() as cursor:
+        cursor.execute(sql, [now if param == _NOW_STAND_IN else param for param in params])
+        row = cursor.fetchone()
+    return None if row is None else bytes(row[0])
 
 
 def _compromised_of(rows: Iterable[_Row]) -> dict[str, datetime | None]:
@@ -475,6 +533,7 @@ class _Signed:
     compromised: Mapping[str, datetime | None]
     #: Serials listed without a revoked, unexpired row (tampering, carried forward).
     carried: AbstractSet[int]
+    rows_digest: bytes
 
 
 def _full_crl(
@@ -502,13 +561,16 @@ def _full_crl(
         this_update=this_update,
         next_update=this_update + settings.MYCERT_CRL_VALIDITY,
     )
+    row_serials = frozenset(serial for serial, *_ in rows)
+    compromised = _compromised_of(rows)
     return _Signed(
         der=crl.public_bytes(serialization.Encoding.DER),
         this_update=this_update,
         serials=listed,
-        rows=frozenset(serial for serial, *_ in rows),
-        compromised=_compromised_of(rows),
+        rows=row_serials,
+        compromised=compromised,
         carried={int(serial, 16) for serial in carried},
+        rows_digest=_rows_digest(row_serials, compromised),
     )
 
 
@@ -528,7 +590,58 @@ def _next_crl(
     compromise date of the keyCompromise ones). The new or changed rows are read in
     full; the serials the previous CRL lists without an unexpired row are looked at
     (expired: dropped; otherwise carried forward, tampering, as in the full rebuild).
+    When PostgreSQL's digest of the rows is the one recorded with the previous CRL, not
+    even the serials are read.
     """
+    digest = _listed_digest(now) if evidence.rows_digest is not None else None
+    if digest is not None and digest == evidence.rows_digest:
+        # The hourly case: the rows are those the previous CRL was signed from (the
+        # same serials, the same compromise dates), so none is read and none is new.
+        # Any row added, removed or changed, by the services or behind them, changes
+        # the digest and takes the path below.
+        rows: AbstractSet[str] = previous_rows
+        compromised: Mapping[str, datetime | None] = evidence.compromised
+        added: list[RevokedEntry] = []
+        re_read: set[int] = set()
+        gone: set[int] = set()
+        rows_digest = digest
+    else:
+        rows, compromised, added, gone = _rows_changed(evidence, previous_rows, now)
+        re_read = {entry.serial_number for entry in added}
+        rows_digest = _rows_digest(rows, compromised)
+    expired, carried = _unlisted(
+        (gone | evidence.carried) & (evidence.serials - re_read), ca.issuing.certificate, now
+    )
+    this_update = _this_update(now, evidence, added)
+    der = build_next_crl(
+        issuer=ca.issuing,
+        previous_der=previous_der,
+        dropped=expired | (re_read & evidence.serials),
+        added=added,
+        crl_number=number,
+        this_update=this_update,
+        next_update=this_update + settings.MYCERT_CRL_VALIDITY,
+    )
+    serials = evidence.serials
+    if expired or added:
+        serials = (evidence.serials - expired) | re_read
+    return _Signed(
+        der=der,
+        this_update=this_update,
+        serials=serials,
+        rows=rows,
+        compromised=compromised,
+        carried=carried,
+        rows_digest=rows_digest,
+    )
+
+
+def _rows_changed(
+    evidence: RevocationEvidence, previous_rows: AbstractSet[str], now: datetime
+) -> tuple[set[str], dict[str, datetime | None], list[RevokedEntry], set[int]]:
+    """Read the listed rows: ``(rows, compromised, added, gone)``, the entries to add
+    (new rows, reasons raised to keyCompromise) and the serials of the rows the previous
+    CRL was signed from that no longer list."""
     rows, compromised = _listed(now)
     previous_compromised = evidence.compromised
     new = rows - previous_rows
@@ -561,32 +674,7 @@ def _next_crl(
     for serial in read:
         compromised.pop(serial, None)
     compromised.update(_compromised_of(fetched))
-    re_read = {entry.serial_number for entry in added}
-    gone = {int(serial, 16) for serial in gone_rows}
-    expired, carried = _unlisted(
-        (gone | evidence.carried) & (evidence.serials - re_read), ca.issuing.certificate, now
-    )
-    this_update = _this_update(now, evidence, added)
-    der = build_next_crl(
-        issuer=ca.issuing,
-        previous_der=previous_der,
-        dropped=expired | (re_read & evidence.serials),
-        added=added,
-        crl_number=number,
-        this_update=this_update,
-        next_update=this_update + settings.MYCERT_CRL_VALIDITY,
-    )
-    serials = evidence.serials
-    if expired or added:
-        serials = (evidence.serials - expired) | re_read
-    return _Signed(
-        der=der,
-        this_update=this_update,
-        serials=serials,
-        rows=rows,
-        compromised=compromised,
-        carried=carried,
-    )
+    return rows, compromised, added, {int(serial, 16) for serial in gone_rows}
 
 
 def _to_the_second(date: datetime | None) -> datetime | None:
@@ -706,6 +794,11 @@ def _publish(
             )
     # After commit only: a rolled-back CRL must not leave a mark the database never reaches.
     digest = hashlib.sha256(der).digest()
+    unchanged = (
+        signed.serials is evidence.serials
+        and signed.rows is evidence.rows
+        and signed.compromised is evidence.compromised
+    )
     evidence = RevocationEvidence(
         number=number,
         this_update=signed.this_update,
@@ -714,6 +807,9 @@ def _publish(
         rows=signed.rows,
         compromised=signed.compromised,
         carried=frozenset(signed.carried),
+        rows_digest=signed.rows_digest,
+        # Re-signed over the same rows (the hourly case): recorded as they were.
+        rows_record=evidence.rows_record if unchanged else None,
     )
     _evidence_cache.clear()
     _evidence_cache[digest] = evidence
