@@ -174,6 +174,12 @@ def _plots(ctx: Context, folder: Path) -> list[str]:
         sizes = [int(s) for s in crl]
         series = (
             ("crl_publish_ms", "MyCert crl_publish, re-publication", COLORS["mycert"], "-"),
+            (
+                "crl_after_revocation_ms",
+                "MyCert crl_publish, after a revocation",
+                COLORS["mycert"],
+                ":",
+            ),
             ("crl_full_ms", "MyCert crl_publish, full rebuild (cold)", COLORS["mycert"], "--"),
             ("build_crl_ms", "mycert.pki.build_crl", "#6fa8dc", "-"),
             ("openssl_ms", "openssl ca -gencrl", "black", "--"),
