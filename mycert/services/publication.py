@@ -11,7 +11,8 @@ evidence keeps OCSP pre-signing from ever answering "good" again
 (``mycert.services.ocsp``).
 
 A re-publication copies the previous CRL's entries as signed bytes and reads in full
-only the rows it lacks, whichever process signed that CRL: what it lists comes from this
+only the rows it lacks (none, when PostgreSQL's digest of the listed rows is the one
+recorded with the previous CRL), whichever process signed that CRL: what it lists comes from this
 process's memory, else from the record another worker process of this host left
 (``mycert.crl_state``), else from the stored CRL verified and walked for its serials and
 keyCompromise dates; never from the database. The first CRL of an issuing CA is built
