@@ -35,12 +35,19 @@ THINK = 1.0  # seconds, mean of an exponential pause between a user's requests
 
 
 def _sessions(count: int) -> list[tuple[str, str]]:
-    """Log ``count`` new professionals in; return (session key, CSRF secret) for each."""
+    """Log ``count`` new professionals in; return (session key, CSRF secret) for each.
+
+    Each session holds what the portal's login leaves: the user and the login's signed
+    ID token, which a request must carry (``mycert.request_proof``); without it the form
+    refuses to submit.
+    """
     from django.contrib.sessions.backends.db import SessionStore
     from django.contrib.sessions.models import Session
     from django.utils import timezone
 
     from benchmarks.common import make_professionals
+    from mycert.views.auth import ID_TOKEN_SESSION_KEY
+    from tests.support.id_tokens import id_token_for
 
     professionals = make_professionals(count, prefix="p5")
     store = SessionStore()
@@ -53,6 +60,7 @@ def _sessions(count: int) -> list[tuple[str, str]]:
             "_auth_user_id": str(user.pk),
             "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
             "_auth_user_hash": user.get_session_auth_hash(),
+            ID_TOKEN_SESSION_KEY: id_token_for(professional),
         }
         rows.append(Session(session_key=key, session_data=store.encode(data), expire_date=expire))
         pairs.append((key, secrets.token_hex(16)))
