@@ -225,7 +225,11 @@ def _show(vendor: Any) -> None:
     )
     with counting() as counted:
         issue_certificate.apply(args=(request.pk,))
-    print("--- one issuance with a vendor copy:", *(q[:110] for q in counted.sql), sep="\n")
+    print(
+        "--- one issuance with a vendor copy:",
+        *(q[: int(os.environ.get("SHOW_WIDTH", "110"))] for q in counted.sql),
+        sep="\n",
+    )
 
 
 def main() -> None:
