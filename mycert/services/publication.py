@@ -12,8 +12,8 @@ evidence keeps OCSP pre-signing from ever answering "good" again
 
 A re-publication copies the previous CRL's entries as signed bytes and reads in full
 only the rows it lacks (none, when PostgreSQL's digest of the listed rows is the one
-recorded with the previous CRL), whichever process signed that CRL: what it lists comes from this
-process's memory, else from the record another worker process of this host left
+recorded with the previous CRL), whichever process signed that CRL: what it lists comes
+from this process's memory, else from the record another worker process of this host left
 (``mycert.crl_state``), else from the stored CRL verified and walked for its serials and
 keyCompromise dates; never from the database. The first CRL of an issuing CA is built
 from every row (docs/architecture.md « Publishing the CRL »).
@@ -384,6 +384,11 @@ def _listed_sql() -> tuple[str, tuple[Any, ...]]:
     return sql, tuple(params)
 
 
+def _at(now: datetime, params: tuple[Any, ...]) -> list[Any]:
+    """The parameters of a query compiled by :func:`_listed_sql`, with ``now`` in place."""
+    return [now if param == _NOW_STAND_IN else param for param in params]
+
+
 def _listed(now: datetime) -> tuple[set[str], dict[str, datetime | None]]:
     """The serial, as stored, of every row the CRL lists, and the compromise date of the
     keyCompromise ones: one query, no date to load for the others."""
@@ -391,9 +396,7 @@ def _listed(now: datetime) -> tuple[set[str], dict[str, datetime | None]]:
     if connection.vendor == "postgresql":
         sql, params = _listed_sql()
         with _server_bound_cursor() as cursor:
-            cursor.execute(
-                sql, [now if param == _NOW_STAND_IN else param for param in params], binary=True
-            )
+            cursor.execute(sql, _at(now, params), binary=True)
             fetched = cursor.fetchall()
     else:
         fetched = list(_listed_rows(now))
@@ -442,7 +445,7 @@ def _listed_digest(now: datetime) -> bytes | None:
         return None
     sql, params = _listed_digest_sql()
     with _server_bound_cursor() as cursor:
-        cursor.execute(sql, [now if param == _NOW_STAND_IN else param for param in params])
+        cursor.execute(sql, _at(now, params))
         row = cursor.fetchone()
     return None if row is None else bytes(row[0])
 
