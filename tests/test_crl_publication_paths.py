@@ -8,7 +8,7 @@ signed) reads and encodes every row. Real CA, real rows, pyca and the DER itself
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -96,17 +96,27 @@ def test_a_crl_another_process_signed_is_verified_and_rebuilt_from_the_rows(ca: 
     assert _revoked_bytes(crl_publish()) == _revoked_bytes(after)
 
 
+def _raise_to_key_compromise(record: Certificate, *, days_ago: int) -> datetime:
+    """The reason of a revoked row raised to keyCompromise (RFC 5280 §5.3.1; migration
+    0010 lets the reason change, never the date); returns the compromise date."""
+    compromised_at = timezone.now() - timedelta(days=days_ago)
+    Certificate.objects.filter(pk=record.pk).update(
+        revocation_reason=Certificate.RevocationReason.KEY_COMPROMISE,
+        compromised_at=compromised_at,
+    )
+    return compromised_at
+
+
+def _invalidity_date(entry: x509.RevokedCertificate) -> datetime:
+    return entry.extensions.get_extension_for_class(x509.InvalidityDate).value.invalidity_date_utc
+
+
 def test_a_reason_raised_to_key_compromise_is_listed_again(ca: Any) -> None:
     first, second = _issue(), _issue()
     _revoke(first, Certificate.RevocationReason.SUPERSEDED, 10)
     _revoke(second, Certificate.RevocationReason.SUPERSEDED, 5)
     crl_publish()
-    compromised_at = timezone.now() - timedelta(days=2)
-    # RFC 5280 §5.3.1; migration 0010 lets the reason change, never the date.
-    Certificate.objects.filter(pk=first.pk).update(
-        revocation_reason=Certificate.RevocationReason.KEY_COMPROMISE,
-        compromised_at=compromised_at,
-    )
+    compromised_at = _raise_to_key_compromise(first, days_ago=2)
 
     crl = x509.load_der_x509_crl(bytes(crl_publish().der))
 
@@ -115,9 +125,7 @@ def test_a_reason_raised_to_key_compromise_is_listed_again(ca: Any) -> None:
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason is (
         x509.ReasonFlags.key_compromise
     )
-    assert entry.extensions.get_extension_for_class(
-        x509.InvalidityDate
-    ).value.invalidity_date_utc == compromised_at.replace(microsecond=0)
+    assert _invalidity_date(entry) == compromised_at.replace(microsecond=0)
     assert len(list(crl)) == 2
     assert not OperatorAlert.objects.filter(recipient=OperatorAlert.Recipient.SECURITY).exists()
 
@@ -278,19 +286,13 @@ def test_a_row_changed_behind_the_services_is_seen_after_a_re_publication_that_r
     _revoke(other, Certificate.RevocationReason.KEY_COMPROMISE, 5)
     crl_publish()
     crl_publish()  # nothing changed
-    compromised_at = timezone.now() - timedelta(days=5)
-    Certificate.objects.filter(pk=record.pk).update(
-        revocation_reason=Certificate.RevocationReason.KEY_COMPROMISE,
-        compromised_at=compromised_at,
-    )
+    compromised_at = _raise_to_key_compromise(record, days_ago=5)
 
     crl = x509.load_der_x509_crl(bytes(crl_publish().der))
 
     entry = crl.get_revoked_certificate_by_serial_number(record.serial_number)
     assert entry is not None
-    assert entry.extensions.get_extension_for_class(
-        x509.InvalidityDate
-    ).value.invalidity_date_utc == compromised_at.replace(microsecond=0)
+    assert _invalidity_date(entry) == compromised_at.replace(microsecond=0)
 
 
 def test_postgresql_stores_the_crl_uncompressed(ca: Any) -> None:
