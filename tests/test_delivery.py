@@ -757,6 +757,47 @@ def test_issuance_task_sends_all_four_mails_on_one_relay_session(
     assert len(queries) <= 72, "\n".join(q["sql"][:120] for q in queries.captured_queries)
 
 
+def test_the_request_closes_in_the_transaction_that_records_its_last_email(
+    ca: Any, smtp_settings: TestSmtpServer, celery_eager: None, vendor_with_key: Vendor
+) -> None:
+    """Closing the request is part of recording its password e-mail, not a third step.
+
+    One transaction fewer per certificate, and one chain lock, read and INSERT fewer:
+    the request's « sent » event goes in the record's audit INSERT. The two writes
+    commit together, so no worker lost between them leaves a request « sending » for
+    the sweep to close.
+    """
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from mycert.tasks.issuance import issue_certificate
+
+    request = CertificateRequestFactory.create(vendor=vendor_with_key)
+    first_event = AuditEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+    with CaptureQueriesContext(connection) as queries:
+        issue_certificate.delay(request.pk)
+
+    request.refresh_from_db()
+    assert request.status == CertificateRequest.Status.SENT
+    assert request.completed_at is not None
+    audit_inserts = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('INSERT INTO "mycert_auditevent"')
+    ]
+    # The issuance's events, then the record's: the deliveries' and the request's.
+    assert len(audit_inserts) == 2, audit_inserts
+    actions = list(
+        AuditEvent.objects.filter(pk__gt=first_event)
+        .order_by("pk")
+        .values_list("action", flat=True)
+    )
+    assert actions[-1] == AuditEvent.Action.REQUEST_SENT
+    assert actions.count(AuditEvent.Action.REQUEST_SENT) == 1
+    assert audit_verify_chain()[1] is None
+
+
 def test_a_batch_is_claimed_recorded_and_audited_with_one_statement_each(
     smtp_settings: TestSmtpServer, vendor_with_key: Vendor
 ) -> None:

@@ -26,7 +26,10 @@ The outbox is a mechanism, not a workflow. It imports the models, the mail build
 sealing and the audit trail, and no other service; it says what happened (``SendOutcome``:
 "the professional's issuance e-mails of certificate N are all sent", "this vendor copy
 failed for good") and the task layer decides what follows: closing the request,
-superseding older certificates, telling the helpdesk.
+superseding older certificates, telling the helpdesk. Closing the request is the one
+step it hands in (``CompletionHook``): run inside the record's transaction, so that the
+request is « sent » exactly when the professional's last e-mail is recorded, with one
+transaction and one audit INSERT rather than two.
 
 - ``mycert.outbox.rows``: writing, cancelling, wiping and re-queueing rows;
 - ``mycert.outbox.content``: what an e-mail says, read while its row is locked;
@@ -46,6 +49,7 @@ from mycert.outbox.rows import (
 from mycert.outbox.send import (
     BACKOFF_BASE,
     BACKOFF_CAP,
+    CompletionHook,
     SendOutcome,
     SendResult,
     backoff_delay,
@@ -56,6 +60,7 @@ from mycert.outbox.send import (
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_CAP",
+    "CompletionHook",
     "SendOutcome",
     "SendResult",
     "backoff_delay",

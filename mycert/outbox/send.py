@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,6 +27,7 @@ from mycert.services.audit import AuditEntry, audit_record, audit_record_many
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_CAP",
+    "CompletionHook",
     "SendOutcome",
     "SendResult",
     "backoff_delay",
@@ -70,6 +72,9 @@ class SendOutcome:
     issuance_sent_certificate_id: int | None = None
     #: A vendor copy refused because its row disagrees with the worker's anchor.
     recipient_refused: bool = False
+    #: The caller's ``on_completion`` took ``issuance_sent_certificate_id`` in hand in
+    #: the transaction that recorded this e-mail (committed with it).
+    completion_handled: bool = False
 
     @property
     def failed_issuance_mail(self) -> bool:
@@ -116,6 +121,15 @@ def _save(rows: list[Delivery], fields: list[str]) -> None:
         groups.setdefault(tuple(getattr(row, name) for name in fields), []).append(row.pk)
     for values, pks in groups.items():
         Delivery.objects.filter(pk__in=pks).update(**dict(zip(fields, values, strict=True)))
+
+
+#: The caller's step for the certificates whose professional issuance e-mails the record
+#: completes, run inside the record's transaction (rows locked, after the check that
+#: nothing of the professional's is left unsent): it returns the certificates it took in
+#: hand and the audit events of what it wrote, which join the record's own events in
+#: one chain INSERT. The outbox stays a mechanism: what completion means (closing a
+#: request) is the task layer's to say.
+CompletionHook = Callable[[set[int], datetime], tuple[set[int], list[AuditEntry]]]
 
 
 # --- 1. Claim -------------------------------------------------------------------------------
@@ -256,12 +270,15 @@ def _send_one(claim: Claim, now: datetime) -> SendError | None:
     return None
 
 
-def deliveries_send(*, delivery_ids: list[int], now: datetime) -> list[SendOutcome]:
+def deliveries_send(
+    *, delivery_ids: list[int], now: datetime, on_completion: CompletionHook | None = None
+) -> list[SendOutcome]:
     """Send these outbox e-mails (and the password e-mails they unblock) if due.
 
     One claim, one relay session, one record for them all (see the package docstring).
     A password e-mail whose keystore e-mail failed in the same batch is not attempted:
     its lease is given back and it waits for the keystore e-mail's next attempt.
+    ``on_completion`` runs in the record's transaction (``CompletionHook``).
     """
     claims, outcomes = _claim(list(delivery_ids), now)
     if not claims:
@@ -275,7 +292,7 @@ def deliveries_send(*, delivery_ids: list[int], now: datetime) -> list[SendOutco
             continue
         errors[claim.delivery_id] = _send_one(claim, now)
     try:
-        recorded = _record(errors, now)
+        recorded = _record(errors, now, on_completion)
     except (OperationalError, InterfaceError):
         if connection.in_atomic_block:
             raise
@@ -284,7 +301,7 @@ def deliveries_send(*, delivery_ids: list[int], now: datetime) -> list[SendOutco
         # sent a second time when the lease ends.
         logger.warning("deliveries %s: database connection lost, recording again", sorted(errors))
         connection.close_if_unusable_or_obsolete()
-        recorded = _record(errors, now)
+        recorded = _record(errors, now, on_completion)
     return outcomes + recorded
 
 
@@ -323,7 +340,11 @@ def delivery_send(*, delivery_id: int, now: datetime) -> SendOutcome:
 _NOT_ATTEMPTED = SendError(True, "")
 
 
-def _record(errors: dict[int, SendError | None], now: datetime) -> list[SendOutcome]:
+def _record(
+    errors: dict[int, SendError | None],
+    now: datetime,
+    on_completion: CompletionHook | None = None,
+) -> list[SendOutcome]:
     """Store the outcomes of one batch (step 3 of the package docstring)."""
     outcomes: list[SendOutcome] = []
     with transaction.atomic():
@@ -351,7 +372,7 @@ def _record(errors: dict[int, SendError | None], now: datetime) -> list[SendOutc
             else:
                 sent.append(delivery)
         if sent:
-            outcomes += _record_sent(sent, now)
+            outcomes += _record_sent(sent, now, on_completion)
     return outcomes
 
 
@@ -361,7 +382,9 @@ def _give_back(delivery: Delivery) -> None:
     delivery.save(update_fields=["attempts", "next_attempt_at", "updated_at"])
 
 
-def _record_sent(sent: list[Delivery], now: datetime) -> list[SendOutcome]:
+def _record_sent(
+    sent: list[Delivery], now: datetime, on_completion: CompletionHook | None
+) -> list[SendOutcome]:
     for delivery in sent:
         delivery.status = Delivery.Status.SENT
         delivery.sent_at = now
@@ -400,9 +423,13 @@ def _record_sent(sent: list[Delivery], now: datetime) -> list[SendOutcome]:
             )
         )
         complete = completing - pending
+    handled: set[int] = set()
+    completion_events: list[AuditEntry] = []
+    if complete and on_completion is not None:
+        handled, completion_events = on_completion(complete, now)
     # The audit events come after the reads: they take the chain's lock, which every
     # other writer waits for until this transaction commits. One lock, one read of the
-    # chain's end and one INSERT for the batch's events.
+    # chain's end and one INSERT for the batch's events and what completion wrote.
     audit_record_many(
         [
             AuditEntry(
@@ -420,6 +447,7 @@ def _record_sent(sent: list[Delivery], now: datetime) -> list[SendOutcome]:
             )
             for delivery in sent
         ]
+        + completion_events
     )
     outcomes = []
     for delivery in sent:
@@ -440,6 +468,7 @@ def _record_sent(sent: list[Delivery], now: datetime) -> list[SendOutcome]:
                 SendResult.SENT,
                 ready_ids=tuple(ready.get(delivery.pk, ())),
                 issuance_sent_certificate_id=delivery.certificate_id if finishes else None,
+                completion_handled=finishes and delivery.certificate_id in handled,
             )
         )
     return outcomes

@@ -37,7 +37,7 @@ from mycert.request_proof import (
 )
 from mycert.sealing import ADDRESS_MISMATCH
 from mycert.services.alerts import operator_alert_create
-from mycert.services.audit import audit_record
+from mycert.services.audit import AuditEntry, audit_record, audit_record_many
 from mycert.services.ocsp import ocsp_response_sign_at_issuance
 from mycert.services.revocation_codes import revocation_code_new
 
@@ -285,23 +285,56 @@ def request_mark_sent(*, certificate_id: int, now: datetime) -> bool:
     never holds the professional back. Returns whether this call closed the request; a
     closed or revoked one is left as it is. Older certificates are superseded later,
     by ``certificates_supersede`` (``MYCERT_SUPERSEDE_AFTER_DAYS``).
+
+    The outbox sweep's way, for a request a worker left « sending »; a worker closes it
+    while recording the last e-mail (``requests_close_sent``).
     """
     with transaction.atomic():
-        request = (
-            CertificateRequest.objects.select_for_update()
-            .filter(certificate__pk=certificate_id)
-            .get()
-        )
-        if request.status != CertificateRequest.Status.SENDING:
-            return False
         if Delivery.objects.professional_issuance_not_sent([certificate_id]).exists():
             return False
-        request.status = CertificateRequest.Status.SENT
-        request.completed_at = now
-        request.save(update_fields=["status", "completed_at"])
-        audit_record(actor="system", action=AuditEvent.Action.REQUEST_SENT, target=request)
-    logger.info("request %s sent", request.pk, extra={"request_id": request.pk})
-    return True
+        closed, events = requests_close_sent({certificate_id}, now)
+        audit_record_many(events)
+    return bool(closed)
+
+
+def requests_close_sent(
+    certificate_ids: set[int], now: datetime
+) -> tuple[set[int], list[AuditEntry]]:
+    """Close the « sending » requests of these certificates; the certificates and events.
+
+    Inside the caller's transaction, which has checked that the professional's keystore
+    and password e-mails are all sent: the outbox's record of the last one
+    (``mycert.outbox.CompletionHook``), so that the request is closed in the
+    transaction that records it, and its event joins the record's audit INSERT. The
+    caller writes the returned events. A request no longer « sending » (closed already,
+    or failed with its revoked certificate) is left as it is.
+    """
+    closing = list(
+        CertificateRequest.objects.select_for_update(of=("self",))
+        .filter(certificate__pk__in=certificate_ids, status=CertificateRequest.Status.SENDING)
+        .values_list("pk", "certificate__pk")
+    )
+    if not closing:
+        return set(), []
+    request_ids = [request_id for request_id, _ in closing]
+    CertificateRequest.objects.filter(pk__in=request_ids).update(
+        status=CertificateRequest.Status.SENT, completed_at=now
+    )
+
+    def log_sent() -> None:
+        for request_id in request_ids:
+            logger.info("request %s sent", request_id, extra={"request_id": request_id})
+
+    transaction.on_commit(log_sent)
+    events = [
+        AuditEntry(
+            actor="system",
+            action=AuditEvent.Action.REQUEST_SENT,
+            target=CertificateRequest(pk=request_id),
+        )
+        for request_id in request_ids
+    ]
+    return {certificate_id for _, certificate_id in closing}, events
 
 
 def requests_sent_unclosed_certificate_ids() -> list[int]:

@@ -2,8 +2,9 @@
 
 The outbox (``mycert.outbox``) only says what happened; the request's lifecycle is
 decided here, in the task layer: a professional's last e-mail sent closes the request
-(``request_mark_sent``) and, with ``MYCERT_SUPERSEDE_AFTER_DAYS`` at 0, supersedes the
-older certificates at once; an e-mail failed for good tells the helpdesk, and a vendor copy the worker refused
+(``requests_close_sent``, handed to the outbox to run in the transaction that records
+that e-mail; ``request_mark_sent`` for what the sweep finds) and, with
+``MYCERT_SUPERSEDE_AFTER_DAYS`` at 0, supersedes the older certificates at once; an e-mail failed for good tells the helpdesk, and a vendor copy the worker refused
 (its address or key not the confirmed ones) tells the security officer too.
 """
 
@@ -30,6 +31,7 @@ from mycert.outbox import (
 from mycert.services.issuance import (
     delivery_failure_report,
     request_mark_sent,
+    requests_close_sent,
     requests_fail_undeliverable,
     requests_sent_unclosed_certificate_ids,
 )
@@ -61,7 +63,7 @@ def send_deliveries_now(delivery_ids: Iterable[int]) -> list[SendOutcome]:
         if not batch:
             continue
         now = timezone.now()
-        results = deliveries_send(delivery_ids=batch, now=now)
+        results = deliveries_send(delivery_ids=batch, now=now, on_completion=requests_close_sent)
         outcomes += results
         unblocked: list[int] = []
         for outcome in results:
@@ -82,13 +84,20 @@ def _react(outcome: SendOutcome) -> None:
         send_delivery.apply_async((outcome.delivery_id,), countdown=countdown)
     elif outcome.failure_to_report:
         delivery_failure_report(delivery_id=outcome.delivery_id, now=timezone.now())
-    if outcome.issuance_sent_certificate_id is not None:
+    if outcome.completion_handled:
+        _closed()
+    elif outcome.issuance_sent_certificate_id is not None:
         _close(outcome.issuance_sent_certificate_id)
 
 
 def _close(certificate_id: int) -> None:
-    closed = request_mark_sent(certificate_id=certificate_id, now=timezone.now())
-    if closed and settings.MYCERT_SUPERSEDE_AFTER_DAYS == 0:
+    if request_mark_sent(certificate_id=certificate_id, now=timezone.now()):
+        _closed()
+
+
+def _closed() -> None:
+    """A request was closed: what follows at once (superseding, if so configured)."""
+    if settings.MYCERT_SUPERSEDE_AFTER_DAYS == 0:
         # Robust: the beat's hourly run supersedes if the broker is down now.
         transaction.on_commit(supersede_certificates.delay, robust=True)
 
