@@ -129,19 +129,20 @@ def _notice_facts(delivery: Delivery, certificate: Certificate, now: datetime) -
     ):
         # The last e-mail of a new certificate says when the older one stops working
         # (``certificates_supersede``, MYCERT_SUPERSEDE_AFTER_DAYS after delivery).
-        previous = (
+        previous_serial = (
             Certificate.objects.filter(
                 professional_id=certificate.professional_id, issued_at__lt=certificate.issued_at
             )
             .valid(now)
             .order_by("-issued_at")
+            .values_list("serial", flat=True)  # all it says of it: one column, not the row
             .first()
         )
-        if previous is None:
+        if previous_serial is None:
             return {}
         days = settings.MYCERT_SUPERSEDE_AFTER_DAYS
         return {
-            "previous_serial_prefix": previous.serial[:16].lower(),
+            "previous_serial_prefix": previous_serial[:16].lower(),
             "previous_revoked_at_once": days == 0,
             "previous_revoked_on": now + timedelta(days=days),
         }

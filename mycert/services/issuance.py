@@ -87,7 +87,7 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
             .select_related("professional", "vendor")
             .get(pk=request_id)
         )
-        existing = Certificate.objects.filter(request=request).first()
+        existing = Certificate.objects.filter(request=request).values_list("pk", flat=True).first()
         if existing is not None or request.status not in (
             CertificateRequest.Status.SUBMITTED,
             CertificateRequest.Status.ISSUING,
@@ -95,7 +95,7 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
             logger.info(
                 "request %s already issued or closed (status %s)", request.pk, request.status
             )
-            return IssueOutcome(existing.pk if existing else None, (), already_done=True)
+            return IssueOutcome(existing, (), already_done=True)
 
         professional = request.professional
         # Before any key: the request must carry a LuxTrust login of this professional
