@@ -837,6 +837,32 @@ def test_a_batch_is_claimed_recorded_and_audited_with_one_statement_each(
         assert (row.status, row.attempts, row.sealed_payload) == (Delivery.Status.SENT, 1, None)
 
 
+def test_the_record_takes_the_rows_a_keystore_unblocks_from_the_claim(
+    smtp_settings: TestSmtpServer, vendor_with_key: Vendor
+) -> None:
+    """The claim already read, under its lock, the rows waiting for each keystore
+    e-mail: the record does not read them again (three reads of the outbox per batch:
+    the claim, the record's lock, the check that the professional has both e-mails)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from mycert.outbox import deliveries_send
+
+    rows = create(make_certificate(vendor=vendor_with_key), vendor=vendor_with_key)
+    keystores = [rows["professional", "keystore"].pk, rows["vendor", "keystore"].pk]
+
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = deliveries_send(delivery_ids=keystores, now=timezone.now())
+
+    assert {o.result for o in outcomes} == {SendResult.SENT}
+    reads = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith("SELECT") and 'FROM "mycert_delivery"' in q["sql"]
+    ]
+    assert len(reads) == 3, "\n".join(sql[:150] for sql in reads)
+
+
 def test_relay_connection_is_kept_and_reopened_when_dropped(
     smtp_settings: TestSmtpServer, relay_connections: list[tuple[str, int]]
 ) -> None:

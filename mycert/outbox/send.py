@@ -135,14 +135,22 @@ CompletionHook = Callable[[set[int], datetime], tuple[set[int], list[AuditEntry]
 # --- 1. Claim -------------------------------------------------------------------------------
 
 
-def _claim(delivery_ids: list[int], now: datetime) -> tuple[list[Claim], list[SendOutcome]]:
+#: For each row asked for, the rows waiting for it that were unsent when claimed.
+_Waiting = dict[int, list[int]]
+
+
+def _claim(
+    delivery_ids: list[int], now: datetime
+) -> tuple[list[Claim], list[SendOutcome], _Waiting]:
     """Lock the rows (and the password e-mails waiting for them), lease the due ones.
 
     One transaction for the whole set: a certificate's keystore e-mail and its
-    password e-mail, claimed together, leave in one relay session.
+    password e-mail, claimed together, leave in one relay session. Also returns the
+    rows waiting for each asked row (``_Waiting``), which the record reports ready.
     """
     claims: list[Claim] = []
     outcomes: list[SendOutcome] = []
+    waiting: _Waiting = {delivery_id: [] for delivery_id in delivery_ids}
     with transaction.atomic():
         rows = list(
             # of=self: PostgreSQL cannot lock the nullable side of the outer joins.
@@ -156,6 +164,9 @@ def _claim(delivery_ids: list[int], now: datetime) -> tuple[list[Claim], list[Se
         )
         claimed: set[int] = set()
         leased: list[Delivery] = []
+        for delivery in rows:
+            if delivery.after_id in waiting and delivery.status not in _DONE:
+                waiting[delivery.after_id].append(delivery.pk)
         # Keystore e-mails before the password e-mails that wait for them.
         for delivery in sorted(rows, key=lambda d: (d.after_id is not None, d.pk)):
             asked = delivery.pk in delivery_ids
@@ -205,7 +216,7 @@ def _claim(delivery_ids: list[int], now: datetime) -> tuple[list[Claim], list[Se
         for delivery in leased:
             delivery.updated_at = now
         _save(leased, ["attempts", "next_attempt_at", "updated_at"])
-    return claims, outcomes
+    return claims, outcomes, waiting
 
 
 def _cancel_reason(delivery: Delivery) -> str:
@@ -283,7 +294,7 @@ def deliveries_send(
     its lease is given back and it waits for the keystore e-mail's next attempt.
     ``on_completion`` runs in the record's transaction (``CompletionHook``).
     """
-    claims, outcomes = _claim(list(delivery_ids), now)
+    claims, outcomes, waiting = _claim(list(delivery_ids), now)
     if not claims:
         for outcome in outcomes:
             logger.debug("delivery %s: %s", outcome.delivery_id, outcome.result)
@@ -295,7 +306,7 @@ def deliveries_send(
             continue
         errors[claim.delivery_id] = _send_one(claim, now)
     try:
-        recorded = _record(errors, now, on_completion)
+        recorded = _record(errors, now, on_completion, waiting)
     except (OperationalError, InterfaceError):
         if connection.in_atomic_block:
             raise
@@ -304,7 +315,7 @@ def deliveries_send(
         # sent a second time when the lease ends.
         logger.warning("deliveries %s: database connection lost, recording again", sorted(errors))
         connection.close_if_unusable_or_obsolete()
-        recorded = _record(errors, now, on_completion)
+        recorded = _record(errors, now, on_completion, waiting)
     return outcomes + recorded
 
 
@@ -314,7 +325,7 @@ def delivery_send(*, delivery_id: int, now: datetime) -> SendOutcome:
     The password e-mail waiting for it is not taken along: its outcome is the row's
     ``ready_ids``, for the caller to send next.
     """
-    claims, outcomes = _claim([delivery_id], now)
+    claims, outcomes, waiting = _claim([delivery_id], now)
     for outcome in outcomes:
         if outcome.delivery_id == delivery_id:
             return outcome
@@ -327,13 +338,13 @@ def delivery_send(*, delivery_id: int, now: datetime) -> SendOutcome:
         raise AssertionError(f"delivery {delivery_id} neither claimed nor decided")
     error = _send_one(own[0], now)
     try:
-        recorded = _record({delivery_id: error}, now)
+        recorded = _record({delivery_id: error}, now, waiting=waiting)
     except (OperationalError, InterfaceError):
         if connection.in_atomic_block:
             raise
         logger.warning("delivery %s: database connection lost, recording again", delivery_id)
         connection.close_if_unusable_or_obsolete()
-        recorded = _record({delivery_id: error}, now)
+        recorded = _record({delivery_id: error}, now, waiting=waiting)
     return recorded[0]
 
 
@@ -347,8 +358,13 @@ def _record(
     errors: dict[int, SendError | None],
     now: datetime,
     on_completion: CompletionHook | None = None,
+    waiting: _Waiting | None = None,
 ) -> list[SendOutcome]:
-    """Store the outcomes of one batch (step 3 of the package docstring)."""
+    """Store the outcomes of one batch (step 3 of the package docstring).
+
+    ``waiting`` is the claim's: the rows a sent keystore e-mail unblocks, read under the
+    claim's lock, so not read again here.
+    """
     outcomes: list[SendOutcome] = []
     with transaction.atomic():
         rows = {
@@ -375,7 +391,7 @@ def _record(
             else:
                 sent.append(delivery)
         if sent:
-            outcomes += _record_sent(sent, now, on_completion)
+            outcomes += _record_sent(sent, now, on_completion, waiting or {})
     return outcomes
 
 
@@ -386,7 +402,7 @@ def _give_back(delivery: Delivery) -> None:
 
 
 def _record_sent(
-    sent: list[Delivery], now: datetime, on_completion: CompletionHook | None
+    sent: list[Delivery], now: datetime, on_completion: CompletionHook | None, waiting: _Waiting
 ) -> list[SendOutcome]:
     for delivery in sent:
         delivery.status = Delivery.Status.SENT
@@ -402,10 +418,18 @@ def _record_sent(
     sent_ids = {delivery.pk for delivery in sent}
     # Only a keystore e-mail is waited for (by its password e-mail).
     keystores = [d.pk for d in sent if d.content == Delivery.Content.KEYSTORE]
-    ready: dict[int, list[int]] = {}
-    if keystores:
+    # What waits for a keystore e-mail the claim was asked for, it read under its lock
+    # (a row waiting for a sent one may only be sent since, which the send step of the
+    # next batch sees). A keystore claimed without being asked is read here.
+    ready: dict[int, list[int]] = {
+        keystore: [pk for pk in waiting[keystore] if pk not in sent_ids]
+        for keystore in keystores
+        if keystore in waiting
+    }
+    unknown = [keystore for keystore in keystores if keystore not in waiting]
+    if unknown:
         for pk, after_id in (
-            Delivery.objects.filter(after_id__in=keystores)
+            Delivery.objects.filter(after_id__in=unknown)
             .filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING])
             .exclude(pk__in=sent_ids)
             .values_list("pk", "after_id")
