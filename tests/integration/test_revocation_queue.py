@@ -78,8 +78,6 @@ def _crl_lists(client: Client, record: Certificate) -> bool:
     return crl.get_revoked_certificate_by_serial_number(int(record.serial, 16)) is not None
 
 
-# One queue for every task today: the revocation's tasks wait behind the whole backlog.
-@pytest.mark.xfail(strict=True, reason="revocation work queued behind issuances")
 def test_a_revocation_overtakes_the_issuance_backlog(
     settings,
     ca,
