@@ -384,9 +384,10 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a killed worker's task is delivered again
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# Two queues. A revocation's work (its revoked OCSP answers, the CRL) has its own, so that
-# it never waits behind an issuance backlog (launch day queues minutes of issuances) while
-# the responder answers tryLater and soft-fail relying services accept the certificate.
+# Two queues (docs/architecture.md « Queues »). A revocation's work (its revoked OCSP
+# answers, the CRL) has its own, so that it never waits behind an issuance backlog (launch
+# day queues minutes of issuances) while the responder answers tryLater and soft-fail
+# relying services accept the certificate.
 # A worker started without -Q, as docs/deploy.md says, consumes every queue listed here.
 # "celery" stays the default queue, declared as Celery declares it when none is listed
 # (exchange "celery", direct, routing key "celery"): messages an older release queued still
