@@ -194,7 +194,8 @@ def sections(data: dict[str, Any], plots: list[str]) -> list[str]:
         *(
             [
                 "Revocation → OCSP: a worker signs the revoked answer once the revocation "
-                "commits (the task goes first in its queue); until then gunicorn answers "
+                "commits (the task has a queue of its own, ahead of any issuance backlog); until "
+                "then gunicorn answers "
                 '`tryLater`, never "good". Over '
                 f"{len(ocsp['revocation_latencies_ms'])} revocations one after another: "
                 f"p95 {_percentile(ocsp['revocation_latencies_ms'], 95):.0f} ms.",

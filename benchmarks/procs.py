@@ -108,6 +108,7 @@ class Workers:
     def start(self) -> None:
         from config.celery import app
 
+        # No -Q, as deployed (docs/deploy.md): each reads every queue, the revocation's too.
         for index in range(self.count):
             log = (self.env.root / f"worker-{index}.log").open("ab")
             self.processes.append(

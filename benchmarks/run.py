@@ -144,8 +144,8 @@ def main() -> None:
 
             ctx.raw["web"] = fig_web.run(ctx, plans["web_runs"], plans["web_seconds"])  # type: ignore[arg-type]
             # Its submissions queued an issuance each: left in the broker, the next figure's
-            # worker would issue them first, and a revocation's OCSP answer would wait
-            # behind them (one queue).
+            # workers would spend it issuing them (a revocation's OCSP answer and CRL no
+            # longer wait behind them: they have a queue of their own, config/settings.py).
             bench_env.flush_broker()
         if "relying" in only:
             from benchmarks import fig_relying

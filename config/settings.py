@@ -15,6 +15,7 @@ import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -383,6 +384,38 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True  # a killed worker's task is delivered again
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Two queues (docs/architecture.md « Queues »). A revocation's work (its revoked OCSP
+# answers, the CRL) has its own, so that it never waits behind an issuance backlog (launch
+# day queues minutes of issuances) while the responder answers tryLater and soft-fail
+# relying services accept the certificate.
+# A worker started without -Q, as docs/deploy.md says, consumes every queue listed here.
+# "celery" stays the default queue, declared as Celery declares it when none is listed
+# (exchange "celery", direct, routing key "celery"): messages an older release queued still
+# run, and RabbitMQ sees the same queue declared again.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (
+    Queue("celery", Exchange("celery", type="direct"), routing_key="celery"),
+    Queue("revocation", Exchange("revocation", type="direct"), routing_key="revocation"),
+)
+# Routed by task name, here rather than with the decorators' queue=: a name routes the same
+# whoever sends it (delay, beat's schedule, send_task by name), and the former name of
+# publish_crl, which messages from an older release carry, is listed beside the new one.
+CELERY_TASK_ROUTES = {
+    "mycert.tasks.sign_ocsp_responses": {"queue": "revocation"},
+    "mycert.tasks.publish_crl": {"queue": "revocation"},
+    "mycert.tasks.publication.publish_crl": {"queue": "revocation"},
+}
+# How long a revocation can still wait: a worker with several queues asks them in turn.
+# kombu's Redis transport sends one BRPOP naming all of them and, after each message, moves
+# that message's queue to the end of the list (round robin: ``_queue_cycle.rotate``), so
+# after an issuance the revocation queue is asked first; the filesystem transport of `make
+# run` takes its queues in turn as well (``FairCycle``); RabbitMQ delivers from each queue
+# separately, within the prefetch limit of the worker's channel. A worker holds no more
+# messages than its prefetch count (pool processes × this multiplier), and with late acks
+# a running task's message counts until it ends: with 1, a busy worker holds only the
+# messages it is running, none prefetched behind them. So the revoked answers wait for the
+# first running task to end on any worker (one issuance, ≈ 0.1–1 s), and the CRL, which the
+# rotation serves after one more message of the other queue, for one more at most.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Celery's Django fix-up closes the database connection before and after every task,
 # so each task paid a new PostgreSQL connection (a server process). Past this many tasks

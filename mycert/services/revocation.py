@@ -81,7 +81,8 @@ def certificate_revoke(
                 "comment": comment,
             },
         )
-        # First in the worker's queue on commit: until the revoked answer is stored the
+        # Queued on commit in the revocation queue, ahead of any issuance backlog
+        # (config/settings.py, CELERY_TASK_QUEUES): until the revoked answer is stored the
         # web answers tryLater, never "good".
         ocsp_response_sign_on_commit(certificate_id=certificate.pk)
         cancelled = deliveries_cancel_for_certificate(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 import mailbox
 import os
 import re
@@ -21,6 +22,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 from django.db import connection
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,6 +59,38 @@ def _csrf(html: str) -> str:
     found = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
     assert found, "the page has a CSRF token"
     return found.group(1)
+
+
+def _crl_lists(base: str, serial: int) -> bool:
+    crl = x509.load_der_x509_crl(requests.get(f"{base}/pki/crl/issuing.crl", timeout=10).content)
+    return crl.get_revoked_certificate_by_serial_number(serial) is not None
+
+
+def _ocsp_revoked(base: str, serial: int) -> bool:
+    """Ask OCSP by serial, as a client holding the certificate would (tryLater: not yet)."""
+    issuing = x509.load_der_x509_certificate(
+        requests.get(f"{base}/pki/ca/issuing.cer", timeout=10).content
+    )
+    key_hash = x509.SubjectKeyIdentifier.from_public_key(issuing.public_key()).digest
+    name_hash = hashlib.sha1(issuing.subject.public_bytes()).digest()  # noqa: S324 - CertID
+    body = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate_by_hash(name_hash, key_hash, serial, hashes.SHA1())  # noqa: S303 - CertID
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    reply = requests.post(
+        f"{base}/pki/ocsp/",
+        data=body,
+        headers={"Content-Type": "application/ocsp-request"},
+        timeout=10,
+    )
+    answer = ocsp.load_der_ocsp_response(reply.content)
+    if answer.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        assert answer.response_status == ocsp.OCSPResponseStatus.TRY_LATER
+        return False
+    assert answer.certificate_status != ocsp.OCSPCertStatus.GOOD, "good after revocation"
+    return answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
 
 
 def test_make_run_serves_the_whole_journey_on_embedded_defaults(tmp_path: Path) -> None:
@@ -166,6 +202,28 @@ def test_make_run_serves_the_whole_journey_on_embedded_defaults(tmp_path: Path) 
                 timeout=10,
             )
             assert status.json()["status"] == "no_certificate"
+        # The professional revokes it: the demo's worker (one process, no -Q, on the
+        # filesystem broker) reads the revocation queue too, so the revoked OCSP answer
+        # and the CRL follow without waiting for beat.
+        revoke = re.search(r'href="(/certificates/\d+/revoke/)"', mine)
+        assert revoke, "« Mes certificats » offers to revoke the certificate"
+        confirm_page = session.get(f"{base}{revoke.group(1)}", timeout=10).text
+        shown = re.search(r'<code class="serial">([0-9A-Fa-f]+)</code>', confirm_page)
+        assert shown, "the confirmation page shows the serial"
+        serial = int(shown.group(1), 16)
+        revoked = session.post(
+            f"{base}{revoke.group(1)}",
+            data={
+                "csrfmiddlewaretoken": _csrf(confirm_page),
+                "reason": "keyCompromise",
+                "confirm": "on",
+            },
+            headers={"Referer": f"{base}{revoke.group(1)}"},
+            timeout=30,
+        )
+        assert revoked.url == f"{base}/certificates/", revoked.url
+        _wait(lambda: _ocsp_revoked(base, serial), 60, "OCSP to say revoked")
+        _wait(lambda: _crl_lists(base, serial), 60, "the CRL to list the certificate")
         # Logging out ends at the demo provider, whose end-session form sends the browser
         # back to MyCert (issue 23, point 10).
         out = session.post(

@@ -47,6 +47,7 @@ class WorkerProcess:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, name: str = "w1", concurrency: int = 1) -> subprocess.Popen[bytes]:
+        # No -Q, as deployed: the worker reads every queue (CELERY_TASK_QUEUES).
         command = [
             sys.executable, "-m", "celery", "-A", "config", "worker",
             "--loglevel", "INFO", "--concurrency", str(concurrency), "--hostname", f"{name}@%h",

@@ -332,6 +332,7 @@ class Command(BaseCommand):
                 "--maildir",
                 str(maildir),
             ],
+            # No -Q: one worker reads every queue, the revocation's too (config/settings.py).
             "worker": [
                 str(bin_dir / "celery"),
                 "-A",
