@@ -24,6 +24,7 @@ from mycert.services.issuance import request_issue
 from mycert.services.publication import crl_publish
 from mycert.services.revocation import AlreadyRevoked, certificate_revoke
 from tests.factories import CertificateRequestFactory
+from tests.support.ocsp import ocsp_request_der
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -287,13 +288,7 @@ def test_ocsp_asks_again_on_a_new_connection_when_the_kept_one_broke(client: Cli
     if connection.vendor != "postgresql":
         pytest.skip("kept connections are a PostgreSQL matter (SQLite opens one per request)")
     _, leaf = _issue()
-    issuing = custody.ca_certificates_load().issuing
-    body = (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate(leaf, issuing, hashes.SHA1())  # noqa: S303 - what clients send
-        .build()
-        .public_bytes(serialization.Encoding.DER)
-    )
+    body = ocsp_request_der(leaf)
     # The database side of the kept connection is gone (a restart, a failover); the
     # OCSP view skips the per-request health check and must recover by itself.
     assert connection.connection is not None

@@ -33,7 +33,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 from django.utils import timezone
 
@@ -42,6 +42,7 @@ from mycert.services.ocsp import ocsp_responses_sign
 from mycert.services.publication import crl_publish
 from mycert.services.revocation import certificate_revoke
 from tests.support import keystores
+from tests.support.ocsp import ocsp_request_der
 from tests.support.tls_servers import REPO, Nginx, free_port, server_certificate, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -111,16 +112,6 @@ def site(live_server: Any, settings: Any, ca: custody.CaPaths, tmp_path: Path) -
         nginx.stop()
 
 
-def _request_der(certificate: x509.Certificate) -> bytes:
-    issuer = custody.ca_certificates_load().issuing
-    return (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate(certificate, issuer, hashes.SHA1())  # noqa: S303 - CertID as sent
-        .build()
-        .public_bytes(serialization.Encoding.DER)
-    )
-
-
 @dataclass
 class Answer:
     status: str  # "good", "revoked", or the OCSP error ("tryLater", …)
@@ -168,7 +159,7 @@ def test_a_revocation_reaches_clients_through_the_cache_within_its_lifetime(site
     # The cache's share of the 60 s goal leaves most of it to the relying servers.
     assert lifetime <= GOAL_SECONDS / 4
     issued = keystores.issue(professional_id="LU-MED-800100")
-    der = _request_der(issued.certificate)
+    der = ocsp_request_der(issued.certificate)
     for post in (False, True):
         first = _ask(site.http, der, post=post)
         assert (first.status, first.cache) == ("good", "MISS")
@@ -209,7 +200,7 @@ def test_a_revocation_reaches_clients_through_the_cache_within_its_lifetime(site
 
 def test_try_later_and_other_errors_are_never_cached(site: Site) -> None:
     issued = keystores.issue(professional_id="LU-MED-800200")
-    der = _request_der(issued.certificate)
+    der = ocsp_request_der(issued.certificate)
     # Revoked, and the worker has not signed the revoked answer yet: tryLater, not "good".
     pk = _revoke(issued)
     for post in (False, True):
@@ -224,7 +215,7 @@ def test_try_later_and_other_errors_are_never_cached(site: Site) -> None:
 
     # A certificate MyCert never issued (unauthorized) and a malformed request.
     foreign, _ = keystores.foreign()
-    stranger = _request_der(foreign.certificate)
+    stranger = ocsp_request_der(foreign.certificate)
     for _ in range(2):
         answer = _ask(site.http, stranger, post=True)
         assert (answer.status, answer.cache == "HIT") == ("unauthorized", False)
@@ -334,9 +325,9 @@ def test_the_ocsp_responder_process_answers_as_the_web_app(
     settings.MYCERT_PKI_BASE_URL = live_server.url
     responder = f"http://127.0.0.1:{ocsp_process}"
     issued = keystores.issue(professional_id="LU-MED-800400")
-    der = _request_der(issued.certificate)
+    der = ocsp_request_der(issued.certificate)
     foreign, _ = keystores.foreign()
-    stranger = _request_der(foreign.certificate)
+    stranger = ocsp_request_der(foreign.certificate)
     for post in (False, True):
         for request in (der, stranger, b"\x30\x03\x02\x01\x00"):
             mine = _ask(responder, request, post=post)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 from django.contrib.auth.models import Group, User
 from django.test import Client
@@ -23,6 +23,7 @@ from mycert.models import Certificate
 from mycert.services.issuance import request_issue
 from mycert.services.publication import crl_publish
 from tests.factories import CertificateRequestFactory
+from tests.support.ocsp import ocsp_request_der
 from tests.support.worker import WorkerProcess, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -65,13 +66,7 @@ def _ocsp_status(url: str, leaf: Path, ca_dir: Path) -> str:
 
 def _poll_until_revoked(url: str, certificate: x509.Certificate, timeout: float = 30) -> float:
     """Ask until the answer is "revoked"; return when it was. Fails on any "good"."""
-    issuing = custody.ca_certificates_load().issuing
-    body = (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate(certificate, issuing, hashes.SHA1())  # noqa: S303 - as clients send
-        .build()
-        .public_bytes(serialization.Encoding.DER)
-    )
+    body = ocsp_request_der(certificate)
     deadline = time.monotonic() + timeout
     with requests.Session() as session:
         while time.monotonic() < deadline:

@@ -21,18 +21,17 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from mycert import custody
 from mycert.models import Certificate
 from mycert.services.issuance import request_issue
 from mycert.services.publication import crl_publish
 from tests.factories import CertificateRequestFactory
+from tests.support.ocsp import ocsp_request_der
 from tests.support.smtp_server import SmtpProcess
 from tests.support.worker import WorkerProcess, submit_batch, wait_until
 
@@ -50,14 +49,7 @@ def _issued_of(request_ids: list[int]) -> Callable[[], int]:
 
 def _ocsp_status(client: Client, record: Certificate) -> ocsp.OCSPCertStatus | None:
     """Ask the responder as a relying service would; None for tryLater."""
-    leaf = x509.load_pem_x509_certificate(record.pem.encode())
-    issuing = custody.ca_certificates_load().issuing
-    body = (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate(leaf, issuing, hashes.SHA1())  # noqa: S303 - as clients send
-        .build()
-        .public_bytes(serialization.Encoding.DER)
-    )
+    body = ocsp_request_der(x509.load_pem_x509_certificate(record.pem.encode()))
     reply = client.post(reverse("pki-ocsp"), body, content_type="application/ocsp-request")
     answer = ocsp.load_der_ocsp_response(reply.content)
     if answer.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
