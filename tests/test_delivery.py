@@ -863,6 +863,103 @@ def test_the_record_takes_the_rows_a_keystore_unblocks_from_the_claim(
     assert len(reads) == 3, "\n".join(sql[:150] for sql in reads)
 
 
+def test_the_issuing_task_sends_what_its_transaction_leased_without_claiming_it(
+    ca: Any, smtp_settings: TestSmtpServer, celery_eager: None, vendor_with_key: Vendor
+) -> None:
+    """The issuer's transaction writes the e-mails leased to its own worker, which sends
+    them at once: no claim re-reads and re-leases the rows it has just written (a
+    SELECT … FOR UPDATE over four joins, an UPDATE and a transaction per certificate).
+    What is left of the outbox per certificate: the record's lock and its check that the
+    professional has both e-mails, and the record's UPDATE."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from mycert.tasks.issuance import issue_certificate
+
+    request = CertificateRequestFactory.create(vendor=vendor_with_key)
+
+    with CaptureQueriesContext(connection) as queries:
+        issue_certificate.delay(request.pk)
+
+    request.refresh_from_db()
+    assert request.status == CertificateRequest.Status.SENT
+    statements = [q["sql"] for q in queries.captured_queries]
+    reads = [s for s in statements if s.startswith("SELECT") and 'FROM "mycert_delivery"' in s]
+    updates = [s for s in statements if s.startswith('UPDATE "mycert_delivery"')]
+    assert len(reads) == 2, "\n".join(sql[:150] for sql in reads)
+    assert len(updates) == 1, updates
+    rows = list(Delivery.objects.filter(certificate__request=request).order_by("pk"))
+    assert [m.message_id for m in smtp_settings.messages] == [r.message_id for r in rows]
+    for row in rows:
+        assert (row.status, row.attempts, row.sealed_payload, row.next_attempt_at) == (
+            Delivery.Status.SENT,
+            1,
+            None,
+            None,
+        )
+    assert audit_verify_chain()[1] is None
+
+
+def test_a_worker_lost_between_issuance_and_sending_leaves_rows_the_sweep_sends_later(
+    ca: Any, smtp_settings: TestSmtpServer
+) -> None:
+    """Leased by the issuer's transaction, the rows of a worker that died before sending
+    them are no one's until the lease ends (a duplicate task leaves them alone); then
+    they are due, and sent once, with the attempt the lease counted."""
+    from mycert.outbox import deliveries_due_ids, deliveries_send
+    from mycert.services.issuance import request_issue
+
+    request = CertificateRequestFactory.create()
+    now = timezone.now()
+    outcome = request_issue(request_id=request.pk, now=now, send_now=True)
+    # The worker is lost here: nothing sent, nothing recorded.
+    assert outcome.certificate_id is not None
+    rows = list(Delivery.objects.filter(certificate_id=outcome.certificate_id).order_by("pk"))
+    assert [r.attempts for r in rows] == [1, 1]
+    assert all(r.next_attempt_at is not None and r.next_attempt_at > now for r in rows)
+    assert deliveries_due_ids(now=now) == []
+    outcomes = deliveries_send(delivery_ids=[rows[0].pk], now=now)
+    assert [o.result for o in outcomes] == [SendResult.NOT_DUE]
+    assert smtp_settings.messages == []
+
+    later = max(r.next_attempt_at for r in rows if r.next_attempt_at) + timedelta(seconds=1)
+    assert deliveries_due_ids(now=later) == [rows[0].pk]
+    outcomes = deliveries_send(delivery_ids=[rows[0].pk], now=later)
+    assert {o.result for o in outcomes} == {SendResult.SENT}
+    assert [m.message_id for m in smtp_settings.messages] == [r.message_id for r in rows]
+    for row in Delivery.objects.filter(pk__in=[r.pk for r in rows]):
+        assert (row.status, row.attempts) == (Delivery.Status.SENT, 2)
+
+
+def test_the_issuing_task_leaves_a_copy_it_may_not_send_to_the_claim(
+    ca: Any, smtp_settings: TestSmtpServer, celery_eager: None, settings: Any
+) -> None:
+    """A vendor copy the claim would refuse (no key where the policy forbids a copy in
+    clear) is not written leased: it goes through the claim, in the same batch as the
+    professional's leased e-mails, and fails for the helpdesk, while the professional's
+    e-mails leave and close the request."""
+    from mycert.tasks.issuance import issue_certificate
+
+    settings.MYCERT_VENDOR_COPY_REQUIRES_PGP = True
+    keyless = cast(Vendor, VendorFactory(name="Sans Clé SARL"))
+    request = CertificateRequestFactory.create(vendor=keyless)
+
+    issue_certificate.delay(request.pk)
+
+    request.refresh_from_db()
+    assert request.status == CertificateRequest.Status.SENT
+    rows = {
+        (r.recipient, r.content): r for r in Delivery.objects.filter(certificate__request=request)
+    }
+    professional = [rows["professional", "keystore"], rows["professional", "password"]]
+    assert [m.message_id for m in smtp_settings.messages] == [r.message_id for r in professional]
+    assert [(r.status, r.attempts) for r in professional] == [(Delivery.Status.SENT, 1)] * 2
+    copy = rows["vendor", "keystore"]
+    assert copy.status == Delivery.Status.FAILED
+    assert "OpenPGP" in copy.last_error
+    assert rows["vendor", "password"].status != Delivery.Status.SENT
+
+
 def test_relay_connection_is_kept_and_reopened_when_dropped(
     smtp_settings: TestSmtpServer, relay_connections: list[tuple[str, int]]
 ) -> None:

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def no_mail_sending(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the issuance task to issuing: the e-mails stay in the outbox, unsent."""
-    monkeypatch.setattr("mycert.tasks.delivery.send_deliveries_now", lambda _ids: None)
+    monkeypatch.setattr("mycert.tasks.delivery.send_deliveries_now", lambda *_args, **_kwargs: None)
     monkeypatch.setattr("mycert.tasks.alerts.send_operator_alert.delay", lambda *a: None)
 
 

@@ -96,7 +96,10 @@ def test_swept_request_is_issued_once_however_often_swept(settings, ca, eager_ta
 def test_database_lost_while_sending_leaves_the_mails_to_the_outbox_sweep(
     ca, eager_tasks, smtp_settings: TestSmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issued, then the database drops before the first e-mail: no failed task, no loss."""
+    """Issued, then the database drops before the first e-mail: no failed task, no loss.
+
+    The rows were written leased to the lost worker: the sweep sends them once the lease
+    has run out, not before (no second worker races the first one)."""
     from django.db import OperationalError
 
     from mycert.outbox import deliveries_due_ids
@@ -112,9 +115,11 @@ def test_database_lost_while_sending_leaves_the_mails_to_the_outbox_sweep(
 
     rows = Delivery.objects.filter(certificate__request=request)
     assert rows.count() == 2
-    assert set(deliveries_due_ids(now=timezone.now())) >= {
-        r.pk for r in rows if r.content == Delivery.Content.KEYSTORE
-    }
+    keystores = {r.pk for r in rows if r.content == Delivery.Content.KEYSTORE}
+    assert set(deliveries_due_ids(now=timezone.now())) & keystores == set()
+    lease_ends = max(r.next_attempt_at for r in rows if r.next_attempt_at is not None)
+    assert set(deliveries_due_ids(now=lease_ends + timedelta(seconds=1))) >= keystores
+    rows.update(next_attempt_at=timezone.now() - timedelta(seconds=1))  # the lease ran out
     monkeypatch.undo()
     assert sweep_outbox() == 1  # the keystore e-mail; its password e-mail follows it
     assert len(smtp_settings.messages) == 2

@@ -20,7 +20,9 @@ would be worse than a rare duplicate.
 
 The steps take a certificate's due e-mails together: one claim, one relay session, one
 record for the keystore and password e-mails of a certificate (and its vendor copy),
-rather than three transactions per e-mail.
+rather than three transactions per e-mail. The issuing worker has no claim to make: the
+issuer's transaction writes the rows as a claim leaves them (attempt counted, lease
+taken) and the worker sends them from memory (``deliveries_send(leased=…)``).
 
 The outbox is a mechanism, not a workflow. It imports the models, the mail builders,
 sealing and the audit trail, and no other service; it says what happened (``SendOutcome``:

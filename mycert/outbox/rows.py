@@ -28,12 +28,22 @@ __all__ = [
     "delivery_create_for_certificate",
     "delivery_create_notice",
     "delivery_retry",
+    "lease_duration",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: The e-mails that carry a secret and are written with their certificate.
 ISSUANCE_CONTENTS = (Delivery.Content.KEYSTORE, Delivery.Content.PASSWORD)
+
+
+def lease_duration() -> timedelta:
+    """How long a claimed row is its worker's alone before the sweep may send it again.
+
+    Long enough for one SMTP conversation (connect, EHLO, TLS, DATA; each step bounded
+    by EMAIL_TIMEOUT) plus OpenPGP encryption; a crashed worker's row is swept after.
+    """
+    return timedelta(seconds=max(4 * int(settings.EMAIL_TIMEOUT or 30), 60))
 
 
 def clear_copy_forbidden(delivery: Delivery, *, fingerprint: str) -> bool:
@@ -64,6 +74,7 @@ def delivery_create_for_certificate(
     language: str,
     professional_email: str,
     revocation_code: str = "",
+    leased_at: datetime | None = None,
 ) -> list[Delivery]:
     """Write the certificate's e-mails to the outbox, inside the issuer's transaction.
 
@@ -73,6 +84,13 @@ def delivery_create_for_certificate(
     login), not the professional row's, which any database writer could change. The
     professional's password e-mail alone carries ``revocation_code``: it is sealed with
     the password in that row, and the vendor's copy never holds it.
+
+    ``leased_at``: the caller sends the rows itself right after its commit
+    (``mycert.outbox.deliveries_leased``). They are written as a claim at that time
+    leaves them: the attempt counted and leased, so that neither a duplicate task nor
+    the sweep takes them before the lease ends. A vendor copy the claim would not send
+    (its vendor deactivated, or no key where the policy forbids a copy in clear) is
+    written unleased, for the claim to judge and record.
     """
     recipients: list[tuple[str, str, Vendor | None, str]] = [
         (Delivery.Recipient.PROFESSIONAL, professional_email, None, "")
@@ -107,6 +125,15 @@ def delivery_create_for_certificate(
                     key=f"cert:{certificate.pk}:{recipient}:{content}",
                 )
             )
+    if leased_at is not None:
+        lease_ends = leased_at + lease_duration()
+        for row in firsts + seconds:
+            if row.vendor is None or (
+                row.vendor.is_active
+                and not clear_copy_forbidden(row, fingerprint=row.pgp_fingerprint)
+            ):
+                row.attempts = 1
+                row.next_attempt_at = lease_ends
     # Two INSERTs instead of four round trips: the keystore rows first, as the password
     # rows point at them (bulk_create sets the primary keys on PostgreSQL and SQLite).
     Delivery.objects.bulk_create(firsts)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
@@ -21,7 +21,7 @@ from mycert.mail.transport import (
 )
 from mycert.models import AuditEvent, Delivery
 from mycert.outbox.content import Claim, RecipientRefused, build, claim_of
-from mycert.outbox.rows import ISSUANCE_CONTENTS, clear_copy_forbidden
+from mycert.outbox.rows import ISSUANCE_CONTENTS, clear_copy_forbidden, lease_duration
 from mycert.services.audit import AuditEntry, audit_record, audit_record_many
 
 __all__ = [
@@ -88,12 +88,6 @@ class SendOutcome:
         return self.failed_issuance_mail or (
             self.result is SendResult.FAILED and self.recipient_refused
         )
-
-
-def _lease() -> timedelta:
-    # Long enough for one SMTP conversation (connect, EHLO, TLS, DATA; each step bounded
-    # by EMAIL_TIMEOUT) plus OpenPGP encryption; a crashed worker's row is swept after.
-    return timedelta(seconds=max(4 * int(settings.EMAIL_TIMEOUT or 30), 60))
 
 
 def _outcome(delivery: Delivery, result: SendResult, **kwargs: object) -> SendOutcome:
@@ -209,7 +203,7 @@ def _claim(
                 )
                 continue
             delivery.attempts += 1
-            delivery.next_attempt_at = now + _lease()
+            delivery.next_attempt_at = now + lease_duration()
             leased.append(delivery)
             claimed.add(delivery.pk)
             claims.append(claim_of(delivery, now))
@@ -284,8 +278,31 @@ def _send_one(claim: Claim, now: datetime) -> SendError | None:
     return None
 
 
+def _leased_claims(leased: Sequence[Delivery], now: datetime) -> tuple[list[Claim], _Waiting]:
+    """What a claim would have read of rows written leased to this worker.
+
+    ``delivery_create_for_certificate(leased_at=…)`` wrote them in the transaction that
+    just committed, with the attempt counted and the lease taken, and this worker holds
+    them as written: reading them back under a lock would tell it nothing new. A
+    revocation committed since is the race a claim has too (the e-mail at the relay
+    while the row is cancelled): the record says it left all the same.
+    """
+    rows = [row for row in leased if row.next_attempt_at is not None]
+    waiting: _Waiting = {row.pk: [] for row in rows if row.after_id is None}
+    for row in rows:
+        if row.after_id in waiting:
+            waiting[row.after_id].append(row.pk)
+    # Keystore e-mails before the password e-mails that wait for them.
+    ordered = sorted(rows, key=lambda d: (d.after_id is not None, d.pk))
+    return [claim_of(row, now) for row in ordered], waiting
+
+
 def deliveries_send(
-    *, delivery_ids: list[int], now: datetime, on_completion: CompletionHook | None = None
+    *,
+    delivery_ids: list[int],
+    now: datetime,
+    on_completion: CompletionHook | None = None,
+    leased: Sequence[Delivery] = (),
 ) -> list[SendOutcome]:
     """Send these outbox e-mails (and the password e-mails they unblock) if due.
 
@@ -293,8 +310,15 @@ def deliveries_send(
     A password e-mail whose keystore e-mail failed in the same batch is not attempted:
     its lease is given back and it waits for the keystore e-mail's next attempt.
     ``on_completion`` runs in the record's transaction (``CompletionHook``).
+    ``leased``: rows the caller's own transaction wrote leased to it
+    (``delivery_create_for_certificate(leased_at=…)``), sent in the same relay session
+    and record without a claim.
     """
-    claims, outcomes, waiting = _claim(list(delivery_ids), now)
+    claims, outcomes, waiting = _claim(list(delivery_ids), now) if delivery_ids else ([], [], {})
+    if leased:
+        leased_claims, leased_waiting = _leased_claims(leased, now)
+        claims = leased_claims + claims
+        waiting.update(leased_waiting)
     if not claims:
         for outcome in outcomes:
             logger.debug("delivery %s: %s", outcome.delivery_id, outcome.result)

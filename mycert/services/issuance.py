@@ -54,6 +54,10 @@ class IssueOutcome:
     #: Deliveries that may leave now (the keystore e-mails); passwords follow them.
     ready_delivery_ids: tuple[int, ...]
     already_done: bool = False
+    #: With ``send_now``: the rows written leased to the caller, to send at once
+    #: (``mycert.outbox.deliveries_send(leased=…)``); the others, ready or not, are
+    #: claimed as usual.
+    leased: tuple[Delivery, ...] = ()
 
 
 def professional_profile() -> ProfessionalProfile:
@@ -69,12 +73,16 @@ def professional_profile() -> ProfessionalProfile:
     )
 
 
-def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
+def request_issue(*, request_id: int, now: datetime, send_now: bool = False) -> IssueOutcome:
     """Issue the certificate of a request once; a second run changes nothing.
 
     The request row stays locked while the key is made and signed, so a redelivered
     task (another worker, a restart) waits and then finds the certificate. The
     one-to-one link from certificate to request is the database's guarantee.
+
+    ``send_now``: the caller sends the e-mails itself right after this commits (the
+    issuing worker). They are written leased to it (``IssueOutcome.leased``), so that no
+    claim reads back and leases again the rows this transaction has just written.
     """
     ca = custody.ca_load()
     # Made before the lock: its slow hash need not hold the request row. The code goes
@@ -160,6 +168,7 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
             vendor=vendor,
             language=request.language,
             professional_email=proven.email,
+            leased_at=now if send_now else None,
         )
         request.status = CertificateRequest.Status.SENDING
         # The proof has served: personal data, wiped (its digest stays, on the certificate).
@@ -189,7 +198,8 @@ def request_issue(*, request_id: int, now: datetime) -> IssueOutcome:
         extra={"request_id": request.pk, "certificate_id": record.pk},
     )
     ready = tuple(d.pk for d in deliveries if d.after_id is None)
-    return IssueOutcome(record.pk, ready)
+    leased = tuple(d for d in deliveries if d.next_attempt_at is not None)
+    return IssueOutcome(record.pk, ready, leased=leased)
 
 
 def _proof_of(request: CertificateRequest, *, now: datetime) -> ProvenIdentity:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from mycert.models import Delivery
 from mycert.outbox import (
     SendOutcome,
     SendResult,
@@ -48,22 +49,30 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def send_deliveries_now(delivery_ids: Iterable[int]) -> list[SendOutcome]:
+def send_deliveries_now(
+    delivery_ids: Iterable[int], *, leased: Sequence[Delivery] = ()
+) -> list[SendOutcome]:
     """Send these deliveries in this worker, then those they unblock, and react.
 
     A certificate's e-mails go as one batch (one claim, one relay session, one record):
     the password e-mail follows its keystore e-mail at once instead of waiting behind
     every task queued meanwhile. A worker lost half-way leaves rows the sweep finds; a
-    temporary failure schedules a task.
+    temporary failure schedules a task. ``leased``: rows the issuer's transaction wrote
+    leased to this worker, sent in the first batch without a claim.
     """
     outcomes: list[SendOutcome] = []
-    pending = deque([list(delivery_ids)])
+    leased_ids = {row.pk for row in leased}
+    pending = deque([[pk for pk in delivery_ids if pk not in leased_ids]])
+    first: Sequence[Delivery] = leased
     while pending:
         batch = pending.popleft()
-        if not batch:
+        own, first = first, ()
+        if not batch and not own:
             continue
         now = timezone.now()
-        results = deliveries_send(delivery_ids=batch, now=now, on_completion=requests_close_sent)
+        results = deliveries_send(
+            delivery_ids=batch, now=now, on_completion=requests_close_sent, leased=own
+        )
         outcomes += results
         unblocked: list[int] = []
         for outcome in results:

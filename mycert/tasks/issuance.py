@@ -48,7 +48,7 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
     """Issue the certificate of request ``request_id``, then send its e-mails."""
     try:
         request_mark_issuing(request_id=request_id)
-        outcome = request_issue(request_id=request_id, now=timezone.now())
+        outcome = request_issue(request_id=request_id, now=timezone.now(), send_now=True)
     except RequestUnproven as exc:
         # No proof of a LuxTrust login by this professional: no key, no retry (the
         # token will not become valid), and the security officer is told.
@@ -93,7 +93,7 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
     # professional's e-mails leave as soon as the certificate exists. A worker lost
     # now leaves unsent rows, which the outbox sweep finds.
     try:
-        send_deliveries_now(outcome.ready_delivery_ids)
+        send_deliveries_now(outcome.ready_delivery_ids, leased=outcome.leased)
     except (OperationalError, InterfaceError) as exc:
         # The certificate is issued and its e-mails are in the outbox: issuing again would
         # do nothing, so no retry of this task; the sweep sends them within a minute.
