@@ -347,14 +347,26 @@ def run(
             notes=_notes(ec),
         )
     )
-    floor = delivery_floor(ctx, "ec-p256", n, vendor, ec["maildir"])
+    # The goal against the floor: as many runs as RSA-3072's, each population with its
+    # floor right after it (the first is the run above); the figure is the run of median
+    # ratio, with the spread (one run moved by 1.53–1.84× on one afternoon).
+    floor_runs = [(ec, delivery_floor(ctx, "ec-p256", n, vendor, ec["maildir"]))]
+    for index in range(1, plan.goal_runs):
+        ctx.say(f"population ec-p256 against its floor: run {index + 1} of {plan.goal_runs}")
+        again = _population(ctx, "ec-p256", n, vendor, workers_factory, estimate("ec-p256", n))
+        floor_runs.append((again, delivery_floor(ctx, "ec-p256", n, vendor, again["maildir"])))
+    floor_ratios = [run["elapsed_seconds"] / floor["seconds"] for run, floor in floor_runs]
+    median_run, floor = sorted(
+        floor_runs, key=lambda pair: pair[0]["elapsed_seconds"] / pair[1]["seconds"]
+    )[len(floor_runs) // 2]
+    floor["ratios"] = floor_ratios
     ctx.raw["population_floor"] = floor
-    ratio = ec["elapsed_seconds"] / floor["seconds"]
+    ratio = median_run["elapsed_seconds"] / floor["seconds"]
     ctx.add(
         Figure(
             key="population.ec-p256.delivery-floor",
             title=f"Population of {n}, ec-p256, against the bare delivery floor",
-            value=ec["elapsed_seconds"],
+            value=median_run["elapsed_seconds"],
             unit="s",
             reference=floor["seconds"],
             reference_label=(
@@ -363,13 +375,20 @@ def run(
             ),
             ratio=ratio,
             goal="≤ 1.5×",
-            met=ratio <= 1.5 and _complete(ec),
-            runs=1,
+            met=ratio <= 1.5 and all(_complete(run) for run, _ in floor_runs),
+            runs=len(floor_runs),
             notes=(
-                "floor per stage, seconds of both processes: "
+                f"the run of median ratio of {len(floor_runs)}; ratios "
+                + ", ".join(f"{r:.2f}×" for r in floor_ratios)
+                + "; its floor per stage, seconds of both processes: "
                 + ", ".join(f"{k} {v:.1f}" for k, v in floor["stages"].items())
             ),
-            details={"goal_index": ratio / 1.5},
+            details={
+                "goal_index": ratio / 1.5,
+                "ratio_min": min(floor_ratios),
+                "ratio_max": max(floor_ratios),
+                "ratios": floor_ratios,
+            },
         )
     )
 
@@ -566,6 +585,8 @@ def delivery_floor(
     with connection.cursor() as cursor:
         cursor.execute(CREATE_TABLE)
     floor_maildir = ctx.env.root / f"mail-floor-{key_type}-{count}"
+    while floor_maildir.exists():  # a run before this one: the sink counts its files
+        floor_maildir = floor_maildir.with_name(floor_maildir.name + "+")
     sink = Sink(ctx.env, floor_maildir)
     sink.start()
     halves = ((count - count // 2, 0), (count // 2, count - count // 2))
