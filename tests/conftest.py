@@ -179,6 +179,19 @@ def helpdesk_group(db: None) -> Any:
     return Group.objects.get(name="Helpdesk")
 
 
+@pytest.fixture
+def helpdesk(helpdesk_group: Any) -> Any:
+    """A browser session of a helpdesk agent (staff, in the ``Helpdesk`` group), in English."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    agent = User.objects.create_user("agent", password=None, is_staff=True)
+    agent.groups.add(helpdesk_group)
+    client = Client(HTTP_ACCEPT_LANGUAGE="en")
+    client.force_login(agent)
+    return client
+
+
 @pytest.fixture(autouse=True)
 def _audit_chain_memory_forgotten() -> None:
     """Each test's database starts a new audit chain: this process has seen no keyed link

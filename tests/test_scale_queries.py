@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -171,16 +170,6 @@ def test_the_health_probe_reads_the_nearest_answer_not_all_of_them() -> None:
     # certificate; now it reads the nearest live answer's certificate.
     read = rows_read_from("mycert_certificate", lambda: ocsp_answers_earliest_next_update(now=now))
     assert read <= 5 < len(ended)
-
-
-@pytest.fixture
-def helpdesk() -> Client:
-    """A helpdesk agent (the migration's group), signed in."""
-    agent = User.objects.create_user("agent", password=None, is_staff=True)
-    agent.groups.add(Group.objects.get(name="Helpdesk"))
-    client = Client(HTTP_ACCEPT_LANGUAGE="en")
-    client.force_login(agent)
-    return client
 
 
 def test_the_admin_search_reads_the_certificates_it_finds_not_all_of_them(
