@@ -20,6 +20,8 @@ from mycert.services.audit import audit_record
 
 __all__ = [
     "ISSUANCE_CONTENTS",
+    "cancel_reason",
+    "clear_copy_forbidden",
     "deliveries_cancel_for_certificate",
     "deliveries_due_ids",
     "deliveries_enqueue_on_commit",
@@ -44,6 +46,15 @@ def lease_duration() -> timedelta:
     by EMAIL_TIMEOUT) plus OpenPGP encryption; a crashed worker's row is swept after.
     """
     return timedelta(seconds=max(4 * int(settings.EMAIL_TIMEOUT or 30), 60))
+
+
+def cancel_reason(delivery: Delivery) -> str:
+    """Why this unsent row must not go out at all (empty: it may go)."""
+    if delivery.content in ISSUANCE_CONTENTS and delivery.certificate.revoked_at is not None:
+        return "certificate revoked before this e-mail was sent"
+    if delivery.vendor is not None and not delivery.vendor.is_active:
+        return "vendor deactivated before this copy was sent"
+    return ""
 
 
 def clear_copy_forbidden(delivery: Delivery, *, fingerprint: str) -> bool:
@@ -86,11 +97,11 @@ def delivery_create_for_certificate(
     the password in that row, and the vendor's copy never holds it.
 
     ``leased_at``: the caller sends the rows itself right after its commit
-    (``mycert.outbox.deliveries_leased``). They are written as a claim at that time
-    leaves them: the attempt counted and leased, so that neither a duplicate task nor
-    the sweep takes them before the lease ends. A vendor copy the claim would not send
-    (its vendor deactivated, or no key where the policy forbids a copy in clear) is
-    written unleased, for the claim to judge and record.
+    (``mycert.outbox.deliveries_send(leased=…)``, the rows with ``next_attempt_at``
+    set). They are written as a claim at that time leaves them: the attempt counted and
+    leased, so that neither a duplicate task nor the sweep takes them before the lease
+    ends. A row the claim would cancel or refuse (``cancel_reason``, a copy in clear the
+    policy forbids) is written unleased, for the claim to judge and record.
     """
     recipients: list[tuple[str, str, Vendor | None, str]] = [
         (Delivery.Recipient.PROFESSIONAL, professional_email, None, "")
@@ -128,9 +139,9 @@ def delivery_create_for_certificate(
     if leased_at is not None:
         lease_ends = leased_at + lease_duration()
         for row in firsts + seconds:
-            if row.vendor is None or (
-                row.vendor.is_active
-                and not clear_copy_forbidden(row, fingerprint=row.pgp_fingerprint)
+            # The claim's own tests (``mycert.outbox.send._claim``), on the rows as written.
+            if not cancel_reason(row) and not clear_copy_forbidden(
+                row, fingerprint=row.pgp_fingerprint
             ):
                 row.attempts = 1
                 row.next_attempt_at = lease_ends

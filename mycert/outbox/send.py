@@ -21,7 +21,12 @@ from mycert.mail.transport import (
 )
 from mycert.models import AuditEvent, Delivery
 from mycert.outbox.content import Claim, RecipientRefused, build, claim_of
-from mycert.outbox.rows import ISSUANCE_CONTENTS, clear_copy_forbidden, lease_duration
+from mycert.outbox.rows import (
+    ISSUANCE_CONTENTS,
+    cancel_reason,
+    clear_copy_forbidden,
+    lease_duration,
+)
 from mycert.services.audit import AuditEntry, audit_record, audit_record_many
 
 __all__ = [
@@ -182,7 +187,7 @@ def _claim(
                         _outcome(delivery, SendResult.NOT_DUE, retry_at=delivery.next_attempt_at)
                     )
                 continue
-            cancelled = _cancel_reason(delivery)
+            cancelled = cancel_reason(delivery)
             if cancelled:
                 outcomes.append(_cancel(delivery, cancelled))
                 continue
@@ -211,15 +216,6 @@ def _claim(
             delivery.updated_at = now
         _save(leased, ["attempts", "next_attempt_at", "updated_at"])
     return claims, outcomes, waiting
-
-
-def _cancel_reason(delivery: Delivery) -> str:
-    """Why this unsent row must not go out at all (empty: it may go)."""
-    if delivery.content in ISSUANCE_CONTENTS and delivery.certificate.revoked_at is not None:
-        return "certificate revoked before this e-mail was sent"
-    if delivery.vendor is not None and not delivery.vendor.is_active:
-        return "vendor deactivated before this copy was sent"
-    return ""
 
 
 def _clear_copy_refusal(delivery: Delivery) -> str:
@@ -287,13 +283,12 @@ def _leased_claims(leased: Sequence[Delivery], now: datetime) -> tuple[list[Clai
     revocation committed since is the race a claim has too (the e-mail at the relay
     while the row is cancelled): the record says it left all the same.
     """
-    rows = [row for row in leased if row.next_attempt_at is not None]
-    waiting: _Waiting = {row.pk: [] for row in rows if row.after_id is None}
-    for row in rows:
+    waiting: _Waiting = {row.pk: [] for row in leased if row.after_id is None}
+    for row in leased:
         if row.after_id in waiting:
             waiting[row.after_id].append(row.pk)
     # Keystore e-mails before the password e-mails that wait for them.
-    ordered = sorted(rows, key=lambda d: (d.after_id is not None, d.pk))
+    ordered = sorted(leased, key=lambda d: (d.after_id is not None, d.pk))
     return [claim_of(row, now) for row in ordered], waiting
 
 

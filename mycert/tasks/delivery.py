@@ -62,11 +62,12 @@ def send_deliveries_now(
     """
     outcomes: list[SendOutcome] = []
     leased_ids = {row.pk for row in leased}
-    pending = deque([[pk for pk in delivery_ids if pk not in leased_ids]])
-    first: Sequence[Delivery] = leased
+    # Batches of (ids to claim, rows already leased to this worker).
+    pending: deque[tuple[list[int], Sequence[Delivery]]] = deque(
+        [([pk for pk in delivery_ids if pk not in leased_ids], leased)]
+    )
     while pending:
-        batch = pending.popleft()
-        own, first = first, ()
+        batch, own = pending.popleft()
         if not batch and not own:
             continue
         now = timezone.now()
@@ -79,7 +80,7 @@ def send_deliveries_now(
             unblocked += outcome.ready_ids
             _react(outcome)
         if unblocked:
-            pending.append(unblocked)
+            pending.append((unblocked, ()))
     return outcomes
 
 

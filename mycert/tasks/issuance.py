@@ -91,12 +91,13 @@ def issue_certificate(self, request_id: int) -> None:  # type: ignore[no-untyped
         custody_hsm_back()  # signed: an outage met before is over
     # Sent here rather than queued behind every issuance waiting in the broker: the
     # professional's e-mails leave as soon as the certificate exists. A worker lost
-    # now leaves unsent rows, which the outbox sweep finds.
+    # now leaves unsent rows, leased to it, which the outbox sweep sends once the lease
+    # ends.
     try:
         send_deliveries_now(outcome.ready_delivery_ids, leased=outcome.leased)
     except (OperationalError, InterfaceError) as exc:
         # The certificate is issued and its e-mails are in the outbox: issuing again would
-        # do nothing, so no retry of this task; the sweep sends them within a minute.
+        # do nothing, so no retry of this task; the sweep sends them once their lease ends.
         logger.warning(
             "request %s: database error while sending, left to the outbox sweep (%s)",
             request_id,
