@@ -10,6 +10,7 @@ around the line's limit.
 from __future__ import annotations
 
 import random
+import re
 import string
 from datetime import datetime
 from email.generator import BytesGenerator
@@ -107,3 +108,55 @@ def test_random_header_values_fold_as_compat32_would() -> None:
         assert fast.fold_binary(name, value) == standard.fold_binary(name, value), (name, value)
     for value in ("multi\n line", "caf\u00e9", "a" * 200, "x " * 60):
         assert fast.fold_binary("Subject", value) == standard.fold_binary("Subject", value)
+
+
+def _keystore_mail() -> Message:
+    envelope = Envelope(
+        to="anne.muller@cabinet.lu",
+        message_id="<a1b2c3d4e5f6.keystore@mycert.esante.lu>",
+        language="fr",
+        pgp_fingerprint="",
+    )
+    return keystore_message(
+        envelope=envelope, facts=_facts("Anne Muller"), keystore=b"0\x82" * 900, encrypt=None
+    ).message()
+
+
+def test_serialising_compiles_no_regular_expression_per_boundary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The standard library's boundary check compiles a pattern made for each random
+    # boundary (never in re's cache): five or so per certificate.
+    compiled: list[object] = []
+    original = BytesGenerator._compile_re.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type, pattern: str, flags: int) -> object:
+        compiled.append(pattern)
+        return original(cls, pattern, flags)
+
+    monkeypatch.setattr(BytesGenerator, "_compile_re", classmethod(counting))
+    message = _keystore_mail()
+    wire = as_wire_bytes(message)
+    assert compiled == []
+    # Each multipart got a boundary of the standard library's shape, used as delimiters.
+    boundaries = [part.get_boundary() for part in message.walk() if part.is_multipart()]
+    assert len(boundaries) == 2
+    for boundary in boundaries:
+        assert boundary is not None
+        assert re.fullmatch(r"={15}\d{19}==", boundary)
+        assert wire.count(b"\r\n--" + boundary.encode() + b"--\r\n") == 1
+    assert len(set(boundaries)) == 2
+
+
+def test_a_boundary_found_in_the_parts_is_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # RFC 2046 §5.1.1: the delimiter must not occur in an encapsulated part.
+    import secrets
+
+    from mycert.mail import messages
+
+    draws = iter([7, 7, 8])
+    monkeypatch.setattr(secrets, "randbelow", lambda _: next(draws))
+    taken = "=" * 15 + f"{7:019d}" + "=="
+    text = b"some text\r\n--" + taken.encode() + b"\r\nmore"
+    assert messages._WireGenerator._make_boundary(None) == taken
+    assert messages._WireGenerator._make_boundary(text) == "=" * 15 + f"{8:019d}" + "=="
