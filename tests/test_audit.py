@@ -423,3 +423,35 @@ def test_verify_audit_checks_the_pin_of_the_head_file(
     head_file.write_text(json.dumps(line) + "\n")
     with pytest.raises(CommandError, match="keyed with another key"):
         call_command("verify_audit")
+
+
+def test_an_event_builds_no_query_to_find_the_chain_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three events per certificate: the ORM built and compiled the same parameterless
+    # SELECT for each; it is compiled once per process now.
+    from django.db.models.sql.compiler import SQLCompiler
+
+    audit_record(actor="system", action=AuditEvent.Action.REQUEST_SUBMITTED)
+    compiled: list[str] = []
+    original = SQLCompiler.as_sql
+
+    def counting(self: SQLCompiler, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(self.query.model.__name__ if self.query.model else "")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SQLCompiler, "as_sql", counting)
+    second = audit_record(actor="system", action=AuditEvent.Action.REQUEST_SUBMITTED)
+    assert compiled == []
+    assert second.previous_hash == AuditEvent.objects.order_by("-pk")[1].hash
+
+
+def test_the_chain_end_is_read_by_the_orms_own_statement() -> None:
+    from mycert.services.audit import _chain_end_sql
+
+    events = _three_events()
+    orm = AuditEvent.objects.order_by("-pk").values_list("pk", "hash", "hash_scheme")[:1]
+    assert _chain_end_sql() == str(orm.query)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_chain_end_sql())
+        assert cursor.fetchone() == (events[-1].pk, events[-1].hash, events[-1].hash_scheme)

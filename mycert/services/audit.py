@@ -32,6 +32,7 @@ switch-over.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -283,16 +284,32 @@ def audit_record_many(entries: Sequence[AuditEntry]) -> list[AuditEvent]:
     return events
 
 
+@functools.cache
+def _chain_end_sql() -> str:
+    """The query for the chain's last link, compiled once per process.
+
+    It takes no parameter, and runs at every audit event (three per certificate):
+    building and compiling it through the ORM each time cost more than PostgreSQL's
+    answer. Statements of both databases are the ORM's own (``tests/test_audit.py``).
+    """
+    query = AuditEvent.objects.order_by("-pk").values_list("pk", "hash", "hash_scheme")[:1]
+    sql, params = query.query.sql_with_params()
+    if params:
+        raise AssertionError("the audit chain's last link is read without parameters")
+    return str(sql)
+
+
 def _chain_end(key: bytes | None, scheme: str) -> str:
     """Lock the chain for this transaction; the hash the next event must carry.
 
     The first keyed write after unkeyed ones records the switch-over first; a plain
     link after a keyed chain is recorded as a downgrade (``_chain_was_keyed``).
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_ID])
-    last = AuditEvent.objects.order_by("-pk").values_list("pk", "hash", "hash_scheme").first()
+        cursor.execute(_chain_end_sql())
+        last: tuple[int, str, str] | None = cursor.fetchone()
     previous_hash: str = last[1] if last else GENESIS_HASH
     if key and last is not None and last[2] == SCHEME_SHA256:
         pin = _chain_was_keyed()
