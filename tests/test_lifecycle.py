@@ -353,7 +353,8 @@ def test_the_password_mail_says_until_when_the_previous_certificate_works(
     body = smtp_settings.messages[-1].data.decode("utf-8", "replace")
     old_serial = Certificate.objects.get(pk=first.certificate_id).serial[:16].lower()
     with translation.override("fr"):
-        day = date_filter(now + timedelta(days=14), "DATE_FORMAT")
+        # The mail dates in the agency's time zone: near its midnight, not UTC's date.
+        day = date_filter(timezone.localtime(now + timedelta(days=14)), "DATE_FORMAT")
     assert f"Votre certificat précédent (keystore {old_serial}) reste valable jusqu'au" in body
     assert day in body
 
