@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from mycert.models import AuditEvent, OperatorAlert
@@ -450,8 +451,6 @@ def test_the_chain_end_is_read_by_the_orms_own_statement() -> None:
     events = _three_events()
     orm = AuditEvent.objects.order_by("-pk").values_list("pk", "hash", "hash_scheme")[:1]
     assert _chain_end_sql() == str(orm.query)
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute(_chain_end_sql())
         assert cursor.fetchone() == (events[-1].pk, events[-1].hash, events[-1].hash_scheme)
