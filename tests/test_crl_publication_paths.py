@@ -7,7 +7,8 @@ signed) reads and encodes every row. Real CA, real rows, pyca and the DER itself
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -309,3 +310,58 @@ def test_postgresql_stores_the_crl_uncompressed(ca: Any) -> None:
         assert cursor.fetchone() == ("e",)
         cursor.execute("SELECT pg_column_compression(der) FROM mycert_crl WHERE id = %s", [crl.pk])
         assert cursor.fetchone() == (None,)
+
+
+@contextlib.contextmanager
+def _round_trips(tmp_path: Path) -> Iterator[list[str]]:
+    """The messages this connection sent that wait for the server's answer: a ``Sync``
+    (the end of an extended-protocol exchange, or of a pipeline) or a simple ``Query``,
+    as libpq's own trace shows them (PQtrace). Several statements sent before one Sync
+    share its round trip."""
+    from psycopg import pq
+
+    connection.ensure_connection()
+    pgconn = connection.connection.pgconn
+    trace = tmp_path / "libpq.trace"
+    waits: list[str] = []
+    with trace.open("w") as handle:
+        pgconn.trace(handle.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            yield waits
+        finally:
+            pgconn.untrace()
+    sent: list[str] = []
+    for line in trace.read_text().splitlines():
+        direction, _length, message, *text = line.split("\t")
+        if direction != "F":
+            continue
+        quoted = "\t".join(text).split('"')
+        if message == "Query":  # "SQL"
+            sent.append(quoted[1].split(" ")[0])
+        elif message == "Parse":  # "statement name" "SQL"
+            sent.append(quoted[3].split(" ")[0])
+        if message in ("Sync", "Query"):
+            waits.append(" + ".join(sent))
+            sent = []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_hourly_re_publication_reads_the_latest_crl_and_the_rows_digest_at_once(
+    ca: Any, tmp_path: Path
+) -> None:
+    """The hourly re-publication is mostly fixed costs, waits on PostgreSQL among them
+    (issue 24 §4, 1,000 entries): the latest CRL and the digest of the listed rows come
+    back from one statement, in one snapshot, after the lock."""
+    if connection.vendor != "postgresql":
+        pytest.skip("round trips to a database server")
+    record = _issue()
+    _revoke(record, Certificate.RevocationReason.SUPERSEDED, 10)
+    crl_publish()
+    _another_process()  # as production meets it: any worker child
+
+    with _round_trips(tmp_path) as waits:
+        republished = crl_publish()
+
+    assert _listed(republished) == {record.serial_number}
+    assert waits == ["BEGIN", "SELECT", "SELECT", "INSERT", "COMMIT"]

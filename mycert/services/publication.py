@@ -117,23 +117,39 @@ def _key_id(issuer: x509.Certificate) -> str:
     return issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
 
 
-def _latest_stored() -> tuple[int, int, bytes] | None:
-    """``(id, number, SHA-256 of the DER)`` of the stored CRL with the highest number.
+def _latest_stored(
+    rows_digest_at: datetime | None = None,
+) -> tuple[int, int, bytes, bytes | None] | None:
+    """``(id, number, SHA-256 of the DER, rows' digest)`` of the stored CRL with the
+    highest number.
 
-    On PostgreSQL in one query, the digest computed by the server (no 5 MB transfer).
+    On PostgreSQL in one query, the digest computed by the server (no 5 MB transfer);
+    with ``rows_digest_at``, the same query also has PostgreSQL compute
+    :func:`_listed_digest` of the rows listed at that time (one round trip, one
+    snapshot), else the rows' digest is ``None``, as on other databases.
     """
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id, number, sha256(der) FROM {Crl._meta.db_table} "  # noqa: S608
-                "ORDER BY number DESC LIMIT 1"
-            )
+        if rows_digest_at is None:
+            sql, params = _LATEST_STORED.format(rows_digest="NULL"), []
+        else:
+            digest_sql, digest_params = _listed_digest_sql()
+            sql = _LATEST_STORED.format(rows_digest=f"({digest_sql})")
+            params = _at(rows_digest_at, digest_params)
+        with _server_bound_cursor() as cursor:
+            cursor.execute(sql, params)
             row = cursor.fetchone()
-        return None if row is None else (row[0], row[1], bytes(row[2]))
+        if row is None:
+            return None
+        return row[0], row[1], bytes(row[2]), None if row[3] is None else bytes(row[3])
     latest = Crl.objects.order_by("-number").values_list("pk", "number").first()
     if latest is None:
         return None
-    return latest[0], latest[1], hashlib.sha256(_stored_der(latest[0])).digest()
+    return latest[0], latest[1], hashlib.sha256(_stored_der(latest[0])).digest(), None
+
+
+# S608: the table's name, from the model; the digest's SQL is _listed_digest_sql().
+_LATEST_STORED = f"SELECT id, number, sha256(der), {{rows_digest}} FROM {Crl._meta.db_table} "  # noqa: S608
+_LATEST_STORED += "ORDER BY number DESC LIMIT 1"
 
 
 def _stored_der(crl_id: int) -> bytes:
@@ -147,20 +163,29 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
     signature does not verify or whose stored number is not its signed one (forged),
     a signed number below the mark (an older CRL put back).
     """
+    return _evidence_and_rows_digest(issuer, None)[0]
+
+
+def _evidence_and_rows_digest(
+    issuer: x509.Certificate, rows_digest_at: datetime | None
+) -> tuple[RevocationEvidence, bytes | None]:
+    """:func:`revocation_evidence`, and PostgreSQL's digest of the rows listed at
+    ``rows_digest_at`` read with it (``None`` when not asked, without a stored CRL, or
+    on other databases)."""
     key_id = _key_id(issuer)
     try:
         mark = read_mark(key_id)
     except CrlMarkError as exc:
         raise PublicationRefused(str(exc)) from exc
-    row = _latest_stored()
+    row = _latest_stored(rows_digest_at)
     if row is None:
         if mark is not None:
             raise PublicationRefused(
                 f"no CRL is stored, but this worker has signed or verified CRL #{mark}: "
                 "the CRLs were deleted from the database"
             )
-        return _NO_CRL
-    crl_id, stored_number, digest = row
+        return _NO_CRL, None
+    crl_id, stored_number, digest, rows_digest = row
     evidence = _evidence_cache.get(digest)
     if evidence is None:
         # Another process on this host signed or verified it: what it recorded.
@@ -179,7 +204,8 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
                 "CRL #%s is another issuing CA's: the first CRL of this CA starts empty",
                 stored_number,
             )
-            return RevocationEvidence(number=stored_number, this_update=None, serials=frozenset())
+            first = RevocationEvidence(number=stored_number, this_update=None, serials=frozenset())
+            return first, rows_digest
         try:
             verified = verify_crl(der, issuer)
         except EvidenceError as exc:
@@ -218,7 +244,7 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
         )
     if mark is None or evidence.number > mark:
         _raise_mark(key_id, evidence.number)
-    return evidence
+    return evidence, rows_digest
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -408,7 +434,7 @@ def _listed(now: datetime) -> tuple[set[str], dict[str, datetime | None]]:
 
 def _rows_digest(rows: Iterable[str], compromised: Mapping[str, datetime | None]) -> bytes:
     """SHA-256 of the listed rows as :func:`_listed` reads them, in the encoding
-    :func:`_listed_digest` has PostgreSQL compute: the serials in byte order, each
+    :func:`_latest_stored` has PostgreSQL compute: the serials in byte order, each
     keyCompromise one followed by its compromise date in whole seconds (what the CRL's
     invalidityDate keeps, RFC 5280 §5.3.2), joined by commas."""
     parts = []
@@ -436,18 +462,6 @@ _DIGEST_OF_LISTED = (
 def _listed_digest_sql() -> tuple[str, tuple[Any, ...]]:
     sql, params = _listed_sql()
     return _DIGEST_OF_LISTED.format(listed=sql), params
-
-
-def _listed_digest(now: datetime) -> bytes | None:
-    """:func:`_rows_digest` of the rows the CRL lists, computed by PostgreSQL (one row
-    back, whatever their number); ``None`` on other databases."""
-    if connection.vendor != "postgresql":
-        return None
-    sql, params = _listed_digest_sql()
-    with _server_bound_cursor() as cursor:
-        cursor.execute(sql, _at(now, params))
-        row = cursor.fetchone()
-    return None if row is None else bytes(row[0])
 
 
 def _compromised_of(rows: Iterable[_Row]) -> dict[str, datetime | None]:
@@ -585,6 +599,7 @@ def _next_crl(
     previous_rows: AbstractSet[str],
     number: int,
     now: datetime,
+    listed_digest: bytes | None,
 ) -> _Signed:
     """The previous CRL's entries as signed, minus the expired, plus what the rows say
     that it does not: a new revocation, a reason raised to keyCompromise.
@@ -597,7 +612,7 @@ def _next_crl(
     When PostgreSQL's digest of the rows is the one recorded with the previous CRL, not
     even the serials are read.
     """
-    digest = _listed_digest(now) if evidence.rows_digest is not None else None
+    digest = listed_digest if evidence.rows_digest is not None else None
     if digest is not None and digest == evidence.rows_digest:
         # The hourly case: the rows are those the previous CRL was signed from (the
         # same serials, the same compromise dates), so none is read and none is new.
@@ -743,12 +758,15 @@ def _publish(
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CRL_LOCK_ID])
         if now is None:
             now = timezone.now()  # under the lock: after any CRL signed before this one
-        evidence = revocation_evidence(issuer)
+        # The hourly case needs the rows' digest: read with the latest CRL, one round trip.
+        evidence, listed_digest = _evidence_and_rows_digest(issuer, None if full_rebuild else now)
         number = evidence.number + 1
         if evidence.der is None or evidence.rows is None or full_rebuild:
             signed = _full_crl(ca, evidence, number, now)
         else:
-            signed = _next_crl(ca, evidence, evidence.der, evidence.rows, number, now)
+            signed = _next_crl(
+                ca, evidence, evidence.der, evidence.rows, number, now, listed_digest
+            )
         der = signed.der
         next_update = signed.this_update + settings.MYCERT_CRL_VALIDITY
         if postgresql:
