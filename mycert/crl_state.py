@@ -9,14 +9,17 @@ disk, written by the worker's user only), one per issuing CA key, and is used on
 the CRL whose SHA-256 it names, and holds that CRL's DER (the stored copy is not read:
 5 MB at 100k entries).
 
-A cache, not evidence of its own: written atomically (``os.replace``), with a SHA-256
-over its content; a file that is absent, for another CRL, damaged or of another version
-reads as ``None`` and the caller verifies the stored CRL instead.
+A cache, not evidence of its own, with a SHA-256 over its content; a file that is
+absent, for another CRL, damaged or of another version reads as ``None`` and the caller
+verifies the stored CRL instead. Rewritten in place after each CRL (no new file renamed
+over it: ~0.3 ms of each hourly publication, issue 24 §4) under an exclusive lock on
+the file, read under a shared one, so that a reader never meets half a write; a write
+cut short (a crash) leaves a file whose SHA-256 does not match, which reads as damaged.
 """
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import hashlib
 import logging
 import marshal
@@ -55,18 +58,20 @@ def write_state(issuer_key_id: str, der: bytes, digest: bytes, state: dict[str, 
     instead)."""
     path = _path(issuer_key_id)
     payload = marshal.dumps((_VERSION, digest, der, state))
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.new")
+    content = hashlib.sha256(payload).digest() + payload
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(hashlib.sha256(payload).digest())
-            handle.write(payload)
-        os.replace(tmp, path)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # the readers' shared lock
+            written = os.pwrite(descriptor, content, 0)
+            if written != len(content):
+                raise OSError(f"short write: {written} of {len(content)} bytes")
+            os.ftruncate(descriptor, len(content))
+        finally:
+            os.close(descriptor)
     except OSError:
         logger.exception("the CRL state %s could not be written", path)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def read_state(issuer_key_id: str, digest: bytes) -> tuple[bytes, dict[str, Any]] | None:
@@ -75,12 +80,21 @@ def read_state(issuer_key_id: str, digest: bytes) -> tuple[bytes, dict[str, Any]
     The file's own SHA-256 covers the DER: intact, it is the DER the writer hashed."""
     path = _path(issuer_key_id)
     try:
-        content = path.read_bytes()
+        descriptor = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
     except OSError:
         logger.exception("the CRL state %s could not be read", path)
         return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH)  # never in the middle of a write
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            content = handle.read()
+    except OSError:
+        logger.exception("the CRL state %s could not be read", path)
+        return None
+    finally:
+        os.close(descriptor)
     payload = memoryview(content)[32:]
     if hashlib.sha256(payload).digest() != content[:32]:
         logger.warning("the CRL state %s is damaged: ignored", path)
