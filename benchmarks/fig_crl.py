@@ -205,7 +205,8 @@ def _forget_previous_crl(publication: Any, revoked_certificate: Any, *, state_to
             recorded.unlink()
 
 
-def run(ctx: Context, sizes: tuple[int, ...], runs: int) -> dict[str, Any]:
+def run(ctx: Context, sizes: dict[int, int]) -> dict[str, Any]:
+    """``sizes``: the number of entries of each CRL, and how many runs to time at it."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from django.utils import timezone
@@ -228,7 +229,7 @@ def run(ctx: Context, sizes: tuple[int, ...], runs: int) -> dict[str, Any]:
     entries: list[tuple[int, datetime, str, datetime | None]] = []
     index_file = folder / "index.txt"
     results: dict[str, dict[str, Any]] = {}
-    for size in sizes:
+    for size, runs in sizes.items():
         ctx.say(f"CRL: {size} entries ({runs} runs each)")
         have = len(entries)
         start = time.perf_counter()
