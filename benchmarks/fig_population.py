@@ -133,7 +133,7 @@ def measure(
     professionals = make_professionals(count, prefix="p2")
     # Each run starts on a settled database, as the growth figure's batch does: the
     # previous run's writes (their checkpoint, autovacuum and ANALYZE) are not billed to
-    # this one; the first run of each series was the fastest before (issue 24 §2).
+    # this one. (It did not narrow the spread: 1.35–1.56× within one run of 2026-12-08.)
     settle_after_load()
     with_vendor = count // 2 + count % 2
     expected = 2 * count + 2 * with_vendor
