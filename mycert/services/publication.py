@@ -125,8 +125,8 @@ def _latest_stored(
 
     On PostgreSQL in one query, the digest computed by the server (no 5 MB transfer);
     with ``rows_digest_at``, the same query also has PostgreSQL compute
-    :func:`_listed_digest` of the rows listed at that time (one round trip, one
-    snapshot), else the rows' digest is ``None``, as on other databases.
+    :func:`_rows_digest` of the rows listed at that time (``_listed_digest_sql``: one
+    round trip, one snapshot), else the rows' digest is ``None``, as on other databases.
     """
     if connection.vendor == "postgresql":
         if rows_digest_at is None:
