@@ -34,6 +34,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from mycert.locked_files import read_shared
+
 __all__ = ["CrlMarkError", "raise_mark", "read_mark"]
 
 
@@ -58,12 +60,11 @@ def _locked(path: Path) -> Iterator[int]:
 
 def _read(path: Path) -> dict[str, int]:
     try:
-        content = path.read_bytes()
-    except FileNotFoundError:
-        return {}
+        # Shared: never in the middle of a rewrite in place (raise_mark).
+        content = read_shared(path)
     except OSError as exc:
         raise CrlMarkError(f"The CRL high-water mark {path} cannot be read: {exc}") from exc
-    return _parse(path, content)
+    return {} if content is None else _parse(path, content)
 
 
 def _parse(path: Path, content: bytes) -> dict[str, int]:
@@ -80,23 +81,7 @@ def _parse(path: Path, content: bytes) -> dict[str, int]:
 
 def read_mark(issuer_key_id: str) -> int | None:
     """The highest cRLNumber known for this issuing CA key; ``None`` before the first."""
-    path = _path()
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise CrlMarkError(f"The CRL high-water mark {path} cannot be read: {exc}") from exc
-    try:
-        # Shared: never in the middle of a rewrite in place (raise_mark).
-        fcntl.flock(descriptor, fcntl.LOCK_SH)
-        with os.fdopen(descriptor, "rb", closefd=False) as handle:
-            content = handle.read()
-    except OSError as exc:
-        raise CrlMarkError(f"The CRL high-water mark {path} cannot be read: {exc}") from exc
-    finally:
-        os.close(descriptor)
-    return _parse(path, content).get(issuer_key_id)
+    return _read(_path()).get(issuer_key_id)
 
 
 def raise_mark(issuer_key_id: str, crl_number: int) -> None:

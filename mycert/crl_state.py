@@ -29,6 +29,8 @@ from typing import Any
 
 from django.conf import settings
 
+from mycert.locked_files import read_shared
+
 __all__ = ["pack", "read_state", "unpack", "write_state"]
 
 logger = logging.getLogger(__name__)
@@ -80,21 +82,12 @@ def read_state(issuer_key_id: str, digest: bytes) -> tuple[bytes, dict[str, Any]
     The file's own SHA-256 covers the DER: intact, it is the DER the writer hashed."""
     path = _path(issuer_key_id)
     try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
+        content = read_shared(path)  # never in the middle of a write
     except OSError:
         logger.exception("the CRL state %s could not be read", path)
         return None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_SH)  # never in the middle of a write
-        with os.fdopen(descriptor, "rb", closefd=False) as handle:
-            content = handle.read()
-    except OSError:
-        logger.exception("the CRL state %s could not be read", path)
+    if content is None:
         return None
-    finally:
-        os.close(descriptor)
     payload = memoryview(content)[32:]
     if hashlib.sha256(payload).digest() != content[:32]:
         logger.warning("the CRL state %s is damaged: ignored", path)
