@@ -448,13 +448,19 @@ def _rows_digest(rows: Iterable[str], compromised: Mapping[str, datetime | None]
 
 
 # _rows_digest's encoding, over the rows of _listed_sql(): C collation sorts the hex
-# serials as Python's sorted() does, and epoch seconds are what timegm() gives.
+# serials as Python's sorted() does, and epoch seconds are what timegm() gives. The rows
+# come sorted from the subquery, read in that order from the revoked rows' own index
+# (migration 0019), and string_agg joins them as they come, as PostgreSQL documents for
+# a sorted subquery (« Aggregate Expressions »): an ORDER BY inside string_agg would sort
+# them again (PostgreSQL 15), half the statement's time at 1,000 rows. Should they ever
+# come in another order, the digest differs from the recorded one and the rows are read
+# (_rows_changed): slower, never wrong.
 _DIGEST_OF_LISTED = (
-    "SELECT sha256(convert_to(coalesce(string_agg("
-    "listed.serial || CASE WHEN listed.key_compromise THEN ':' || coalesce("
-    "floor(extract(epoch FROM listed.compromised_at))::bigint::text, '') ELSE '' END, "
-    "',' ORDER BY listed.serial COLLATE \"C\"), ''), 'UTF8')) "
-    "FROM ({listed}) AS listed(serial, key_compromise, compromised_at)"
+    "SELECT sha256(convert_to(coalesce(string_agg(ordered.part, ','), ''), 'UTF8')) "
+    "FROM (SELECT listed.serial || CASE WHEN listed.key_compromise THEN ':' || coalesce("
+    "floor(extract(epoch FROM listed.compromised_at))::bigint::text, '') ELSE '' END "
+    "FROM ({listed}) AS listed(serial, key_compromise, compromised_at) "
+    'ORDER BY listed.serial COLLATE "C") AS ordered(part)'
 )
 
 
