@@ -34,7 +34,7 @@ from mycert.locked_files import read_shared
 __all__ = ["pack", "read_state", "unpack", "write_state"]
 
 logger = logging.getLogger(__name__)
-_VERSION = 2
+_VERSION = 3
 
 
 def _path(issuer_key_id: str) -> Path:

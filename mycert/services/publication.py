@@ -70,33 +70,123 @@ class PublicationRefused(Exception):
     """The previous CRL is missing, forged or older than this host's high-water mark."""
 
 
+class _Listed:
+    """What a CRL lists and the rows it was signed from: its serial numbers, the serial
+    (as stored) of each row it was signed from (``None`` for a CRL with no rows of its
+    own), and the compromise date of the keyCompromise ones.
+
+    Read back from the host's record (``mycert.crl_state``), they stay packed until first
+    used: the hourly re-publication over the same rows (PostgreSQL's digest of them is the
+    recorded one) needs none of them and records them again as they were read (~5% of a
+    1,000-entry re-publication went to decoding them). The record passed its SHA-256 and
+    was packed by :meth:`packed`: decoding it cannot fail but for a defect.
+    """
+
+    __slots__ = ("_compromised", "_packed", "_rows", "_serials", "count")
+
+    def __init__(
+        self,
+        serials: AbstractSet[int],
+        rows: AbstractSet[str] | None = None,
+        compromised: Mapping[str, datetime | None] | None = None,
+    ) -> None:
+        self._serials: AbstractSet[int] | None = serials
+        self._rows = rows
+        self._compromised: Mapping[str, datetime | None] = compromised or {}
+        self._packed: bytes | None = None
+        #: How many serials the CRL lists.
+        self.count = len(serials)
+
+    @classmethod
+    def recorded(cls, packed: bytes, count: int) -> _Listed:
+        """As read back from the host's record: decoded on first use."""
+        listed = cls(frozenset())
+        listed._serials, listed._packed, listed.count = None, packed, count
+        return listed
+
+    def _decoded(self) -> AbstractSet[int]:
+        if self._serials is None:
+            if self._packed is None:
+                raise AssertionError("neither decoded nor packed")
+            serials, rows, compromised = unpack(self._packed)
+            self._rows = set(rows)
+            self._compromised = {
+                serial: _from_micro(value) for serial, value in compromised.items()
+            }
+            self._serials = frozenset(serials)
+        return self._serials
+
+    @property
+    def serials(self) -> AbstractSet[int]:
+        return self._decoded()
+
+    @property
+    def rows(self) -> AbstractSet[str] | None:
+        self._decoded()
+        return self._rows
+
+    @property
+    def compromised(self) -> Mapping[str, datetime | None]:
+        self._decoded()
+        return self._compromised
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether it was signed from rows of its own (a record always was)."""
+        return self._packed is not None or self._rows is not None
+
+    def packed(self) -> bytes:
+        """The record's form, packed once (kept: re-signed over the same rows, written
+        again as is)."""
+        if self._packed is None:
+            rows = self.rows
+            if rows is None:
+                raise ValueError("a CRL with no rows of its own is not recorded")
+            self._packed = pack(
+                (
+                    list(self.serials),
+                    list(rows),
+                    {serial: _to_micro(date) for serial, date in self.compromised.items()},
+                )
+            )
+        return self._packed
+
+
 @dataclass
 class RevocationEvidence:
     """What the CA signed before: the serials its latest verified CRL lists."""
 
     number: int
     this_update: datetime | None
-    #: Never changed once built (a set the publication made, not copied: 100k entries).
-    serials: AbstractSet[int]
+    #: Its serials and the rows it was signed from. Never changed once built (sets the
+    #: publication made, not copied: 100k entries).
+    listed: _Listed
     #: The CRL itself, signed by the issuing CA in use (verified, or signed by this
     #: process): the next CRL copies its entries. ``None`` when there is none of its
     #: own (no CRL yet, or the previous issuing CA's after a rollover).
     der: bytes | None = field(default=None, repr=False)
-    #: The serial (as stored) of each row it was signed from: a row not here is new.
-    #: For a CRL only verified (another process signed it), every serial it lists.
-    rows: AbstractSet[str] | None = field(default=None, repr=False)
-    #: Of those, the compromise date of each keyCompromise row: the one change a listed
-    #: revocation may still see (migration 0010, RFC 5280 §5.3.1).
-    compromised: Mapping[str, datetime | None] = field(default_factory=dict, repr=False)
     #: Serials it lists without a revoked, unexpired row (tampering, carried forward).
     carried: AbstractSet[int] = field(default=frozenset(), repr=False)
-    #: SHA-256 of ``rows`` and ``compromised`` (:func:`_rows_digest`): the rows the next
-    #: publication finds unchanged when PostgreSQL's digest of them is this one.
+    #: SHA-256 of the rows and their compromise dates (:func:`_rows_digest`): the rows
+    #: the next publication finds unchanged when PostgreSQL's digest of them is this one.
     rows_digest: bytes | None = field(default=None, repr=False)
-    #: ``serials``, ``rows`` and ``compromised`` as recorded on disk (``mycert.crl_state``),
-    #: kept so that a CRL re-signed over the same rows records them without encoding them.
-    rows_record: bytes | None = field(default=None, repr=False)
     _crl: x509.CertificateRevocationList | None = field(default=None, repr=False)
+
+    @property
+    def serials(self) -> AbstractSet[int]:
+        return self.listed.serials
+
+    @property
+    def rows(self) -> AbstractSet[str] | None:
+        """The serial (as stored) of each row it was signed from: a row not here is new.
+        For a CRL only verified (another process signed it), every serial it lists."""
+        return self.listed.rows
+
+    @property
+    def compromised(self) -> Mapping[str, datetime | None]:
+        """Of those, the compromise date of each keyCompromise row: the one change a
+        listed revocation may still see (migration 0010, RFC 5280 §5.3.1)."""
+        return self.listed.compromised
 
     def entry(self, serial_number: int) -> RevokedEntry | None:
         """The signed entry (date, reason) of a listed serial number."""
@@ -107,7 +197,7 @@ class RevocationEvidence:
         return crl_entry(self._crl, serial_number)
 
 
-_NO_CRL = RevocationEvidence(number=0, this_update=None, serials=frozenset())
+_NO_CRL = RevocationEvidence(number=0, this_update=None, listed=_Listed(frozenset()))
 # The latest CRL this process signed or verified, by the SHA-256 of its DER: re-signing
 # (every revocation, hourly) then costs one digest, not a 100k-entry parse and check.
 _evidence_cache: dict[bytes, RevocationEvidence] = {}
@@ -204,7 +294,9 @@ def _evidence_and_rows_digest(
                 "CRL #%s is another issuing CA's: the first CRL of this CA starts empty",
                 stored_number,
             )
-            first = RevocationEvidence(number=stored_number, this_update=None, serials=frozenset())
+            first = RevocationEvidence(
+                number=stored_number, this_update=None, listed=_Listed(frozenset())
+            )
             return first, rows_digest
         try:
             verified = verify_crl(der, issuer)
@@ -220,12 +312,12 @@ def _evidence_and_rows_digest(
         evidence = RevocationEvidence(
             number=verified.number,
             this_update=verified.this_update,
-            serials=verified.serials,
+            listed=_Listed(
+                verified.serials,
+                {format(serial, "x") for serial in verified.serials},
+                {format(serial, "x"): date for serial, date in crl_key_compromises(der).items()},
+            ),
             der=der,
-            rows={format(serial, "x") for serial in verified.serials},
-            compromised={
-                format(serial, "x"): date for serial, date in crl_key_compromises(der).items()
-            },
             _crl=verified.crl,
         )
         _evidence_cache.clear()
@@ -262,16 +354,8 @@ def _from_micro(value: int | None) -> datetime | None:
 def _record_evidence(key_id: str, digest: bytes, evidence: RevocationEvidence) -> None:
     """Leave what the CRL lists for the other worker processes of this host
     (``mycert.crl_state``): they re-publish over it without parsing it again."""
-    if evidence.der is None or evidence.rows is None:
+    if evidence.der is None or not evidence.listed.has_rows:
         return
-    if evidence.rows_record is None:
-        evidence.rows_record = pack(
-            (
-                list(evidence.serials),
-                list(evidence.rows),
-                {serial: _to_micro(date) for serial, date in evidence.compromised.items()},
-            )
-        )
     write_state(
         key_id,
         evidence.der,
@@ -279,7 +363,8 @@ def _record_evidence(key_id: str, digest: bytes, evidence: RevocationEvidence) -
         {
             "number": evidence.number,
             "this_update": _to_micro(evidence.this_update),
-            "rows_record": evidence.rows_record,
+            "rows_record": evidence.listed.packed(),
+            "entries": evidence.listed.count,
             "carried": list(evidence.carried),
             "rows_digest": evidence.rows_digest,
         },
@@ -295,17 +380,16 @@ def _recorded_evidence(key_id: str, digest: bytes) -> RevocationEvidence | None:
         return None
     der, state = recorded
     try:
-        serials, rows, compromised = unpack(state["rows_record"])
+        packed, entries = state["rows_record"], state["entries"]
+        if not isinstance(packed, bytes) or not isinstance(entries, int):
+            raise TypeError("rows_record or entries")
         return RevocationEvidence(
             number=state["number"],
             this_update=_from_micro(state["this_update"]),
-            serials=frozenset(serials),
+            listed=_Listed.recorded(packed, entries),
             der=der,
-            rows=set(rows),
-            compromised={serial: _from_micro(value) for serial, value in compromised.items()},
             carried=frozenset(state["carried"]),
             rows_digest=state["rows_digest"],
-            rows_record=state["rows_record"],
         )
     except (KeyError, TypeError, AttributeError, ValueError, EOFError):
         logger.warning("the recorded state of this CRL is not usable: verifying it")
@@ -552,9 +636,7 @@ class _Signed:
 
     der: bytes
     this_update: datetime
-    serials: AbstractSet[int]
-    rows: AbstractSet[str]
-    compromised: Mapping[str, datetime | None]
+    listed: _Listed
     #: Serials listed without a revoked, unexpired row (tampering, carried forward).
     carried: AbstractSet[int]
     rows_digest: bytes
@@ -590,9 +672,7 @@ def _full_crl(
     return _Signed(
         der=crl.public_bytes(serialization.Encoding.DER),
         this_update=this_update,
-        serials=listed,
-        rows=row_serials,
-        compromised=compromised,
+        listed=_Listed(listed, row_serials, compromised),
         carried={int(serial, 16) for serial in carried},
         rows_digest=_rows_digest(row_serials, compromised),
     )
@@ -602,7 +682,6 @@ def _next_crl(
     ca: custody.LoadedCa,
     evidence: RevocationEvidence,
     previous_der: bytes,
-    previous_rows: AbstractSet[str],
     number: int,
     now: datetime,
     listed_digest: bytes | None,
@@ -616,46 +695,50 @@ def _next_crl(
     full; the serials the previous CRL lists without an unexpired row are looked at
     (expired: dropped; otherwise carried forward, tampering, as in the full rebuild).
     When PostgreSQL's digest of the rows is the one recorded with the previous CRL, not
-    even the serials are read.
+    even the serials are read, nor what the previous CRL lists decoded (:class:`_Listed`).
     """
     digest = listed_digest if evidence.rows_digest is not None else None
+    added: list[RevokedEntry] = []
+    re_read: set[int] = set()
+    gone: set[int] = set()
     if digest is not None and digest == evidence.rows_digest:
         # The hourly case: the rows are those the previous CRL was signed from (the
         # same serials, the same compromise dates), so none is read and none is new.
         # Any row added, removed or changed, by the services or behind them, changes
         # the digest and takes the path below.
-        rows: AbstractSet[str] = previous_rows
-        compromised: Mapping[str, datetime | None] = evidence.compromised
-        added: list[RevokedEntry] = []
-        re_read: set[int] = set()
-        gone: set[int] = set()
+        listed = evidence.listed
         rows_digest = digest
     else:
+        previous_rows = evidence.rows
+        if previous_rows is None:
+            raise AssertionError("a CRL with no rows of its own is rebuilt in full")
         rows, compromised, added, gone = _rows_changed(evidence, previous_rows, now)
         re_read = {entry.serial_number for entry in added}
         rows_digest = _rows_digest(rows, compromised)
+        listed = _Listed(evidence.serials, rows, compromised)
+    # Serials without their row (none, unless rows went or were tampered with).
+    suspects = gone | evidence.carried
     expired, carried = _unlisted(
-        (gone | evidence.carried) & (evidence.serials - re_read), ca.issuing.certificate, now
+        suspects & (evidence.serials - re_read) if suspects else set(),
+        ca.issuing.certificate,
+        now,
     )
     this_update = _this_update(now, evidence, added)
     der = build_next_crl(
         issuer=ca.issuing,
         previous_der=previous_der,
-        dropped=expired | (re_read & evidence.serials),
+        dropped=expired | (re_read & evidence.serials) if re_read else expired,
         added=added,
         crl_number=number,
         this_update=this_update,
         next_update=this_update + settings.MYCERT_CRL_VALIDITY,
     )
-    serials = evidence.serials
     if expired or added:
-        serials = (evidence.serials - expired) | re_read
+        listed = _Listed((evidence.serials - expired) | re_read, listed.rows, listed.compromised)
     return _Signed(
         der=der,
         this_update=this_update,
-        serials=serials,
-        rows=rows,
-        compromised=compromised,
+        listed=listed,
         carried=carried,
         rows_digest=rows_digest,
     )
@@ -767,12 +850,10 @@ def _publish(
         # The hourly case needs the rows' digest: read with the latest CRL, one round trip.
         evidence, listed_digest = _evidence_and_rows_digest(issuer, None if full_rebuild else now)
         number = evidence.number + 1
-        if evidence.der is None or evidence.rows is None or full_rebuild:
+        if evidence.der is None or not evidence.listed.has_rows or full_rebuild:
             signed = _full_crl(ca, evidence, number, now)
         else:
-            signed = _next_crl(
-                ca, evidence, evidence.der, evidence.rows, number, now, listed_digest
-            )
+            signed = _next_crl(ca, evidence, evidence.der, number, now, listed_digest)
         der = signed.der
         next_update = signed.this_update + settings.MYCERT_CRL_VALIDITY
         if postgresql:
@@ -783,7 +864,7 @@ def _publish(
                 number=number,
                 this_update=signed.this_update,
                 next_update=next_update,
-                entries=len(signed.serials),
+                entries=signed.listed.count,
                 der=der,
                 created_at=timezone.now(),
             )
@@ -807,7 +888,7 @@ def _publish(
                 number=number,
                 this_update=signed.this_update,
                 next_update=next_update,
-                entries=len(signed.serials),
+                entries=signed.listed.count,
                 der=der,
             )
         if signed.carried:
@@ -822,22 +903,14 @@ def _publish(
             )
     # After commit only: a rolled-back CRL must not leave a mark the database never reaches.
     digest = hashlib.sha256(der).digest()
-    unchanged = (
-        signed.serials is evidence.serials
-        and signed.rows is evidence.rows
-        and signed.compromised is evidence.compromised
-    )
     evidence = RevocationEvidence(
         number=number,
         this_update=signed.this_update,
-        serials=signed.serials,
+        # Re-signed over the same rows (the hourly case): as they were, packed or not.
+        listed=signed.listed,
         der=der,
-        rows=signed.rows,
-        compromised=signed.compromised,
         carried=frozenset(signed.carried),
         rows_digest=signed.rows_digest,
-        # Re-signed over the same rows (the hourly case): recorded as they were.
-        rows_record=evidence.rows_record if unchanged else None,
     )
     _evidence_cache.clear()
     _evidence_cache[digest] = evidence
