@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,9 +18,10 @@ from typing import Any
 import pytest
 from cryptography import x509
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 
+from mycert import crl_state
 from mycert.models import Certificate, Crl, OperatorAlert
 from mycert.pki.crl import _tbs_fields
 from mycert.services import publication
@@ -338,8 +340,9 @@ def _round_trips(tmp_path: Path) -> Iterator[list[str]]:
         if direction != "F":
             continue
         quoted = "\t".join(text).split('"')
-        if message == "Query":  # "SQL"
-            sent.append(quoted[1].split(" ")[0])
+        if message == "Query":  # "SQL", one statement or several
+            statements = (part.strip() for part in quoted[1].split(";"))
+            sent.append(" ; ".join(part.split(" ")[0] for part in statements if part))
         elif message == "Parse":  # "statement name" "SQL"
             sent.append(quoted[3].split(" ")[0])
         if message in ("Sync", "Query"):
@@ -353,7 +356,8 @@ def test_an_hourly_re_publication_reads_the_latest_crl_and_the_rows_digest_at_on
 ) -> None:
     """The hourly re-publication is mostly fixed costs, waits on PostgreSQL among them
     (issue 24 §4, 1,000 entries): the latest CRL and the digest of the listed rows come
-    back from one statement, in one snapshot, after the lock."""
+    back from one statement, in one snapshot, sent with the lock: PostgreSQL runs the
+    two one after the other, the second with a snapshot taken once the lock is held."""
     if connection.vendor != "postgresql":
         pytest.skip("round trips to a database server")
     record = _issue()
@@ -365,7 +369,43 @@ def test_an_hourly_re_publication_reads_the_latest_crl_and_the_rows_digest_at_on
         republished = crl_publish()
 
     assert _listed(republished) == {record.serial_number}
-    assert waits == ["BEGIN", "SELECT", "SELECT", "INSERT", "COMMIT"]
+    assert waits == ["BEGIN", "SELECT ; SELECT", "INSERT", "COMMIT"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publications_at_the_same_moment_take_their_turn_and_number_in_sequence(
+    ca: Any,
+) -> None:
+    """Each publication reads the latest CRL once it holds the lock: started together,
+    each signs the number after the one before it, none fails (RFC 5280 §5.2.3)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the publication lock is PostgreSQL's")
+    record = _issue()
+    _revoke(record, Certificate.RevocationReason.SUPERSEDED, 10)
+    first = crl_publish()
+    publishers = 4
+    start = threading.Barrier(publishers)
+    failures: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            start.wait()
+            crl_publish()
+        except BaseException as exc:  # noqa: BLE001 (reported by the test)
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=publish) for _ in range(publishers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert failures == []
+    numbers = sorted(Crl.objects.values_list("number", flat=True))
+    assert numbers == list(range(first.number, first.number + publishers + 1))
+    assert all(_listed(crl) == {record.serial_number} for crl in Crl.objects.all())
 
 
 def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -430,7 +470,7 @@ def test_an_hourly_re_publication_in_another_process_decodes_none_of_the_recorde
     _revoke(second, Certificate.RevocationReason.KEY_COMPROMISE, 20)
     signed = crl_publish()
     decoded: list[bytes] = []
-    real_unpack = publication.unpack
+    real_unpack = crl_state.unpack
 
     def spy(packed: bytes) -> Any:
         decoded.append(packed)

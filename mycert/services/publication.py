@@ -208,7 +208,7 @@ def _key_id(issuer: x509.Certificate) -> str:
 
 
 def _latest_stored(
-    rows_digest_at: datetime | None = None,
+    rows_digest_at: datetime | None = None, *, lock: bool = False
 ) -> tuple[int, int, bytes, bytes | None] | None:
     """``(id, number, SHA-256 of the DER, rows' digest)`` of the stored CRL with the
     highest number.
@@ -216,7 +216,8 @@ def _latest_stored(
     On PostgreSQL in one query, the digest computed by the server (no 5 MB transfer);
     with ``rows_digest_at``, the same query also has PostgreSQL compute
     :func:`_rows_digest` of the rows listed at that time (``_listed_digest_sql``: one
-    round trip, one snapshot), else the rows' digest is ``None``, as on other databases.
+    snapshot), else the rows' digest is ``None``, as on other databases. With ``lock``
+    (PostgreSQL), the publication lock is taken first, in the same round trip.
     """
     if connection.vendor == "postgresql":
         if rows_digest_at is None:
@@ -225,8 +226,16 @@ def _latest_stored(
             digest_sql, digest_params = _listed_digest_sql()
             sql = _LATEST_STORED.format(rows_digest=f"({digest_sql})")
             params = _at(rows_digest_at, digest_params)
-        with _server_bound_cursor() as cursor:
+        if lock:
+            # Two statements in one message (the simple query protocol: Django's cursor
+            # binds on the client): PostgreSQL runs the SELECT once the lock is held,
+            # with a snapshot of its own (READ COMMITTED), so every CRL committed before
+            # is seen. One round trip where there were two.
+            sql, params = f"SELECT pg_advisory_xact_lock(%s); {sql}", [_CRL_LOCK_ID, *params]
+        with connection.cursor() as cursor:
             cursor.execute(sql, params)
+            if lock:
+                cursor.nextset()
             row = cursor.fetchone()
         if row is None:
             return None
@@ -257,17 +266,20 @@ def revocation_evidence(issuer: x509.Certificate) -> RevocationEvidence:
 
 
 def _evidence_and_rows_digest(
-    issuer: x509.Certificate, rows_digest_at: datetime | None
+    issuer: x509.Certificate, rows_digest_at: datetime | None, *, lock: bool = False
 ) -> tuple[RevocationEvidence, bytes | None]:
     """:func:`revocation_evidence`, and PostgreSQL's digest of the rows listed at
     ``rows_digest_at`` read with it (``None`` when not asked, without a stored CRL, or
-    on other databases)."""
+    on other databases); with ``lock``, the latest CRL is read under the publication
+    lock (PostgreSQL, in a transaction)."""
     key_id = _key_id(issuer)
     try:
         mark = read_mark(key_id)
     except CrlMarkError as exc:
         raise PublicationRefused(str(exc)) from exc
-    row = _latest_stored(rows_digest_at)
+    # The mark first, as without the lock: a CRL committed between the two reads is
+    # then above the mark read, never below it.
+    row = _latest_stored(rows_digest_at, lock=lock)
     if row is None:
         if mark is not None:
             raise PublicationRefused(
@@ -811,7 +823,7 @@ def crl_publish(*, now: datetime | None = None, full_rebuild: bool = False) -> C
     """Sign a fresh CRL over every revoked, unexpired certificate and store it.
 
     CRL numbers only increase (RFC 5280 §5.2.3): the number is taken under a lock. The
-    clock is read under that lock too (unless the caller passes ``now``), and
+    clock is read as the lock is asked for (unless the caller passes ``now``), and
     thisUpdate is never earlier than a listed revocation nor than the previous CRL's:
     a revocation time written by a web host whose clock runs a little ahead of
     this worker's still gets into this CRL, instead of failing it (RFC 5280 §5.1.2.4,
@@ -841,14 +853,17 @@ def _publish(
     ca: custody.LoadedCa, issuer: x509.Certificate, now: datetime | None, *, full_rebuild: bool
 ) -> Crl:
     postgresql = connection.vendor == "postgresql"
+    if now is None:
+        # Read as the lock is asked for, in the same round trip as the latest CRL: a
+        # publication that waited for the lock still signs a thisUpdate not before the
+        # CRL signed meanwhile (_this_update).
+        now = timezone.now()
     with transaction.atomic():
-        if postgresql:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CRL_LOCK_ID])
-        if now is None:
-            now = timezone.now()  # under the lock: after any CRL signed before this one
-        # The hourly case needs the rows' digest: read with the latest CRL, one round trip.
-        evidence, listed_digest = _evidence_and_rows_digest(issuer, None if full_rebuild else now)
+        # The lock, the latest CRL and, for the hourly case, the rows' digest: one
+        # round trip.
+        evidence, listed_digest = _evidence_and_rows_digest(
+            issuer, None if full_rebuild else now, lock=postgresql
+        )
         number = evidence.number + 1
         if evidence.der is None or not evidence.listed.has_rows or full_rebuild:
             signed = _full_crl(ca, evidence, number, now)
