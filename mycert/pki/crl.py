@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 from cryptography import x509
@@ -133,17 +133,34 @@ def build_next_crl(
     pyca/cryptography encodes everything but the copied bytes: the header and the added
     entries are built by the same builder as :func:`build_crl`, signed with a throwaway
     key of the issuer's kind, whose signature is discarded; the To-Be-Signed bytes, with
-    the copied entries spliced in, are then signed with the issuer's key. With the same
-    entries (and an RSA key, whose PKCS #1 v1.5 signatures are deterministic) the result
-    is byte for byte the one :func:`build_crl` signs.
+    the copied entries spliced in, are then signed with the issuer's key. With nothing
+    added (the hourly re-signing) there is no draft: the fields only the issuer decides
+    come from its first one (:class:`_Fixed`), and the dates and the number are encoded
+    as the builder encodes them. With the same entries (and an RSA key, whose PKCS #1
+    v1.5 signatures are deterministic) the result is byte for byte the one
+    :func:`build_crl` signs.
     """
     added = list(added)
     key = issuer.private_key
-    draft = _builder(issuer, added, crl_number, this_update, next_update).sign(
-        _throwaway_key(key), signature_hash(key)
-    )
-    draft_der = draft.public_bytes(_DER)
-    header, draft_revoked, extensions = _tbs_fields(draft_der)
+    if added:
+        draft_der = (
+            _builder(issuer, added, crl_number, this_update, next_update)
+            .sign(_throwaway_key(key), signature_hash(key))
+            .public_bytes(_DER)
+        )
+        header_at, draft_revoked, extensions_at = _tbs_fields(draft_der)
+        header: list[bytes | memoryview] = [draft_der[start:end] for start, end in header_at]
+        extensions: list[bytes | memoryview] = [
+            draft_der[start:end] for start, end in extensions_at
+        ]
+        algorithm = _signature_algorithm(draft_der)
+    else:
+        this_update, next_update = _checked(issuer, crl_number, this_update, next_update)
+        fixed = _fixed(issuer, isinstance(key, rsa.RSAPrivateKey))
+        header = [fixed.lead, _time(this_update), _time(next_update)]
+        extensions = [fixed.extensions(crl_number)]
+        algorithm = fixed.algorithm
+        draft_revoked = None
     _, previous_revoked, _ = _tbs_fields(previous_der)
     previous = memoryview(previous_der)
     entries: list[bytes | memoryview] = []
@@ -152,31 +169,99 @@ def build_next_crl(
         entries += _without(previous, start, end, dropped) if dropped else [previous[start:end]]
     if draft_revoked is not None:
         entries.append(draft_der[draft_revoked[0] : draft_revoked[1]])
-    parts: list[bytes | memoryview] = [draft_der[start:end] for start, end in header]
+    parts = header
     if any(len(chunk) for chunk in entries):
         # RFC 5280 §5.1.2.6: absent, not empty, when nothing is listed.
         parts.append(_encode(_SEQUENCE, entries))
-    parts += [draft_der[start:end] for start, end in extensions]
+    parts += extensions
     tbs = _encode(_SEQUENCE, parts)
-    _tbs, algorithm, _signature = _elements(draft_der, *_content(draft_der, 0))
     return _encode(
         _SEQUENCE,
         [
             tbs,
-            draft_der[algorithm[0] : algorithm[1]],
+            algorithm,
             # RFC 5280 §5.1.1.3: the signature, a BIT STRING with no unused bits.
             _encode(_BIT_STRING, [b"\x00", _sign(key, tbs)]),
         ],
     )
 
 
-def _builder(
-    issuer: CertificateAuthority,
-    entries: Iterable[RevokedEntry],
-    crl_number: int,
-    this_update: datetime,
-    next_update: datetime,
-) -> x509.CertificateRevocationListBuilder:
+def _signature_algorithm(der: bytes) -> bytes:
+    """The signatureAlgorithm of a DER CertificateList (RFC 5280 §5.1.1.2)."""
+    _tbs, (start, end), _signature = _elements(der, *_content(der, 0))
+    return der[start:end]
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """What only the issuer decides in its CRLs, as the builder encodes it: version,
+    signature algorithm and issuer name (RFC 5280 §5.1.2.1–3), and the crlExtensions,
+    where only the cRLNumber changes (§5.2.3)."""
+
+    lead: bytes
+    algorithm: bytes
+    #: The crlExtensions' Extension elements, the cRLNumber's as ``b""``.
+    other_extensions: tuple[bytes, ...]
+
+    def extensions(self, crl_number: int) -> bytes:
+        # DER INTEGER: big-endian, a leading zero octet when the high bit is set (X.690
+        # §8.3); the extension is not critical, so its critical field is absent (§11.5).
+        number = _encode(_INTEGER, [crl_number.to_bytes(crl_number.bit_length() // 8 + 1, "big")])
+        extension = _encode(_SEQUENCE, [_CRL_NUMBER, _encode(_OCTET_STRING, [number])])
+        listed = [chunk or extension for chunk in self.other_extensions]
+        return _encode(_CRL_EXTENSIONS, [_encode(_SEQUENCE, listed)])
+
+
+_FIXED_OF: dict[tuple[x509.Certificate, bool], _Fixed] = {}
+
+
+def _fixed(issuer: CertificateAuthority, rsa_key: bool) -> _Fixed:
+    """The issuer's fixed fields, from one draft per process (and issuer)."""
+    known = _FIXED_OF.get((issuer.certificate, rsa_key))
+    if known is not None:
+        return known
+    key = issuer.private_key
+    moment = datetime(2000, 1, 1, tzinfo=UTC)
+    draft = (
+        _builder(issuer, [], 1, moment, moment + timedelta(days=1))
+        .sign(_throwaway_key(key), signature_hash(key))
+        .public_bytes(_DER)
+    )
+    header, revoked, after = _tbs_fields(draft)
+    if revoked is not None or len(header) != 5 or len(after) != 1:
+        raise AssertionError(
+            "the builder's CRL is not version, signature, issuer, dates, extensions"
+        )
+    (extensions,) = _elements(draft, *_content(draft, after[0][0]))
+    listed = [draft[start:end] for start, end in _elements(draft, *_content(draft, extensions[0]))]
+    other = tuple(b"" if _is_crl_number(chunk) else chunk for chunk in listed)
+    if other.count(b"") != 1:
+        raise AssertionError("the builder's CRL has no cRLNumber")
+    fixed = _Fixed(
+        lead=b"".join(draft[start:end] for start, end in header[:3]),
+        algorithm=_signature_algorithm(draft),
+        other_extensions=other,
+    )
+    _FIXED_OF[(issuer.certificate, rsa_key)] = fixed
+    return fixed
+
+
+def _is_crl_number(extension: bytes) -> bool:
+    return extension[_content(extension, 0)[0] :].startswith(_CRL_NUMBER)
+
+
+def _time(moment: datetime) -> bytes:
+    """thisUpdate or nextUpdate as RFC 5280 §5.1.2.4–5 has them: UTCTime through 2049,
+    GeneralizedTime from 2050, whole seconds in UTC (§4.1.2.5.1–2)."""
+    if 1950 <= moment.year < 2050:
+        return _encode(_UTC_TIME, [moment.strftime("%y%m%d%H%M%SZ").encode("ascii")])
+    return _encode(_GENERALIZED_TIME, [moment.strftime("%Y%m%d%H%M%SZ").encode("ascii")])
+
+
+def _checked(
+    issuer: CertificateAuthority, crl_number: int, this_update: datetime, next_update: datetime
+) -> tuple[datetime, datetime]:
+    """Refuse what no CRL of this issuer may say; the two dates in UTC."""
     if not isinstance(issuer, CertificateAuthority):
         raise TypeError(f"issuer must be a CertificateAuthority, not {type(issuer).__name__}")
     require_ca(issuer.certificate, usage="crl_sign")
@@ -191,6 +276,17 @@ def _builder(
             f"next_update ({next_update.isoformat()}) must be after "
             f"this_update ({this_update.isoformat()})"
         )
+    return this_update, next_update
+
+
+def _builder(
+    issuer: CertificateAuthority,
+    entries: Iterable[RevokedEntry],
+    crl_number: int,
+    this_update: datetime,
+    next_update: datetime,
+) -> x509.CertificateRevocationListBuilder:
+    this_update, next_update = _checked(issuer, crl_number, this_update, next_update)
 
     # Checked list-wide rather than entry by entry: the same rules, a third of the time
     # at 100k entries; _raise_for_entry walks the list only to name the offending entry.
@@ -225,8 +321,12 @@ def _builder(
 
 
 _DER = serialization.Encoding.DER
-_INTEGER, _BIT_STRING, _SEQUENCE = 0x02, 0x03, 0x30
+_INTEGER, _BIT_STRING, _OCTET_STRING, _SEQUENCE = 0x02, 0x03, 0x04, 0x30
 _UTC_TIME, _GENERALIZED_TIME = 0x17, 0x18
+# TBSCertList's crlExtensions: [0] EXPLICIT (RFC 5280 §5.1); cRLNumber's extnID
+# (id-ce 20, §5.2.3).
+_CRL_EXTENSIONS = 0xA0
+_CRL_NUMBER = b"\x06\x03\x55\x1d\x14"
 
 
 def _content(der: bytes | memoryview, offset: int, limit: int | None = None) -> tuple[int, int]:
@@ -350,7 +450,7 @@ def _generalized_time(value: bytes) -> datetime:
     return datetime.strptime(text.decode("ascii"), "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
 
 
-def _encode(tag: int, content: list[bytes | memoryview]) -> bytes:
+def _encode(tag: int, content: Sequence[bytes | memoryview]) -> bytes:
     """One DER element (definite, shortest length: X.690 §10.1)."""
     length = sum(len(chunk) for chunk in content)
     if length < 0x80:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -354,6 +354,78 @@ def test_the_next_crl_is_the_crl_build_crl_signs(
     assert _next(issuing_ca, empty, now) == _full(issuing_ca, now)
 
 
+@pytest.mark.parametrize(
+    ("crl_number", "this_update"),
+    [
+        (0, timedelta()),
+        (127, timedelta(seconds=59, microseconds=999_999)),
+        (128, datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC)),  # nextUpdate in 2050
+        (255, datetime(2050, 1, 1, tzinfo=UTC)),  # GeneralizedTime (RFC 5280 §5.1.2.4)
+        (256, datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)),
+        (2**63, timedelta(minutes=1)),
+        (2**159 - 1, timedelta(hours=1)),
+    ],
+)
+def test_a_next_crl_with_nothing_added_is_the_crl_build_crl_signs_without_a_draft(
+    issuing_ca: CertificateAuthority,
+    previous_entries: tuple[RevokedEntry, ...],
+    now: datetime,
+    crl_number: int,
+    this_update: datetime | timedelta,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hourly re-signing adds nothing: the issuer's fixed fields are kept from the
+    first draft, and only the dates and the number are encoded anew, byte for byte as
+    the builder encodes them (UTCTime through 2049, the INTEGER's leading zero octet)."""
+    if isinstance(this_update, timedelta):
+        this_update = now + this_update
+    previous = build_crl(
+        issuer=issuing_ca,
+        entries=previous_entries,
+        crl_number=1,
+        this_update=now - timedelta(hours=1),
+        next_update=now + timedelta(hours=23),
+    ).public_bytes(Encoding.DER)
+    build_next_crl(  # the issuer's first: its fixed fields, from a draft
+        issuer=issuing_ca,
+        previous_der=previous,
+        dropped=frozenset(),
+        added=(),
+        crl_number=2,
+        this_update=now - timedelta(minutes=30),
+        next_update=now + timedelta(hours=23),
+    )
+    drafts: list[object] = []
+    real_sign = x509.CertificateRevocationListBuilder.sign
+
+    def counted(self: x509.CertificateRevocationListBuilder, *args: object, **kw: object) -> object:
+        drafts.append(self)
+        return real_sign(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(x509.CertificateRevocationListBuilder, "sign", counted)
+    next_update = this_update.replace(microsecond=0) + timedelta(hours=24)
+
+    der = build_next_crl(
+        issuer=issuing_ca,
+        previous_der=previous,
+        dropped=frozenset({SUPERSEDED_SERIAL}),
+        added=(),
+        crl_number=crl_number,
+        this_update=this_update,
+        next_update=next_update,
+    )
+
+    assert drafts == []
+    monkeypatch.undo()
+    assert der == build_crl(
+        issuer=issuing_ca,
+        entries=[e for e in previous_entries if e.serial_number != SUPERSEDED_SERIAL],
+        crl_number=crl_number,
+        this_update=this_update,
+        next_update=next_update,
+    ).public_bytes(Encoding.DER)
+
+
 def test_the_next_crl_of_an_ec_issuer_verifies_with_openssl(
     root_ca: CertificateAuthority,
     now: datetime,
@@ -385,6 +457,13 @@ def test_the_next_crl_of_an_ec_issuer_verifies_with_openssl(
     # ECDSA signatures are randomised: the signed bytes are the same, and verify.
     assert crl.tbs_certlist_bytes == full.tbs_certlist_bytes
     assert crl.is_signature_valid(issuer.certificate.public_key())  # type: ignore[arg-type]
+    # Nothing added (no draft): the same, with the issuer's ECDSA algorithm.
+    hourly = x509.load_der_x509_crl(_next(issuer, previous, now))
+    assert hourly.tbs_certlist_bytes == (
+        x509.load_der_x509_crl(_full(issuer, now, *previous_entries)).tbs_certlist_bytes
+    )
+    assert hourly.signature_algorithm_oid == full.signature_algorithm_oid
+    assert hourly.is_signature_valid(issuer.certificate.public_key())  # type: ignore[arg-type]
     path = pki_dir / "next-ec.crl"
     path.write_bytes(der)
     issuer_pem = pki_dir / "ec-issuing.pem"
