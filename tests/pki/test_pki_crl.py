@@ -317,19 +317,26 @@ def previous_entries(now: datetime) -> tuple[RevokedEntry, ...]:
     )
 
 
-def test_the_next_crl_is_the_crl_build_crl_signs(
-    issuing_ca: CertificateAuthority,
-    now: datetime,
-    previous_entries: tuple[RevokedEntry, ...],
-) -> None:
-    # The previous CRL is older: only its entries' bytes are carried over.
-    previous = build_crl(
+@pytest.fixture(scope="module")
+def previous(
+    issuing_ca: CertificateAuthority, now: datetime, previous_entries: tuple[RevokedEntry, ...]
+) -> bytes:
+    """The CRL before: older, so that only its entries' bytes are carried over."""
+    return build_crl(
         issuer=issuing_ca,
         entries=previous_entries,
         crl_number=42,
         this_update=now - timedelta(hours=1),
         next_update=now + timedelta(hours=23),
     ).public_bytes(Encoding.DER)
+
+
+def test_the_next_crl_is_the_crl_build_crl_signs(
+    issuing_ca: CertificateAuthority,
+    now: datetime,
+    previous_entries: tuple[RevokedEntry, ...],
+    previous: bytes,
+) -> None:
     added = (
         _revoked(0xADDED, now, 0, reason=x509.ReasonFlags.key_compromise),
         _revoked(0xADDED2, now, 0),
@@ -369,6 +376,7 @@ def test_the_next_crl_is_the_crl_build_crl_signs(
 def test_a_next_crl_with_nothing_added_is_the_crl_build_crl_signs_without_a_draft(
     issuing_ca: CertificateAuthority,
     previous_entries: tuple[RevokedEntry, ...],
+    previous: bytes,
     now: datetime,
     crl_number: int,
     this_update: datetime | timedelta,
@@ -379,13 +387,6 @@ def test_a_next_crl_with_nothing_added_is_the_crl_build_crl_signs_without_a_draf
     the builder encodes them (UTCTime through 2049, the INTEGER's leading zero octet)."""
     if isinstance(this_update, timedelta):
         this_update = now + this_update
-    previous = build_crl(
-        issuer=issuing_ca,
-        entries=previous_entries,
-        crl_number=1,
-        this_update=now - timedelta(hours=1),
-        next_update=now + timedelta(hours=23),
-    ).public_bytes(Encoding.DER)
     build_next_crl(  # the issuer's first: its fixed fields, from a draft
         issuer=issuing_ca,
         previous_der=previous,
