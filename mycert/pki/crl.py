@@ -156,7 +156,7 @@ def build_next_crl(
         algorithm = _signature_algorithm(draft_der)
     else:
         this_update, next_update = _checked(issuer, crl_number, this_update, next_update)
-        fixed = _fixed(issuer, isinstance(key, rsa.RSAPrivateKey))
+        fixed = _fixed(issuer)
         header = [fixed.lead, _time(this_update), _time(next_update)]
         extensions = [fixed.extensions(crl_number)]
         algorithm = fixed.algorithm
@@ -212,12 +212,13 @@ class _Fixed:
         return _encode(_CRL_EXTENSIONS, [_encode(_SEQUENCE, listed)])
 
 
-_FIXED_OF: dict[tuple[x509.Certificate, bool], _Fixed] = {}
+#: By issuer certificate: it names the key, and so the signature algorithm.
+_FIXED_OF: dict[x509.Certificate, _Fixed] = {}
 
 
-def _fixed(issuer: CertificateAuthority, rsa_key: bool) -> _Fixed:
+def _fixed(issuer: CertificateAuthority) -> _Fixed:
     """The issuer's fixed fields, from one draft per process (and issuer)."""
-    known = _FIXED_OF.get((issuer.certificate, rsa_key))
+    known = _FIXED_OF.get(issuer.certificate)
     if known is not None:
         return known
     key = issuer.private_key
@@ -242,7 +243,7 @@ def _fixed(issuer: CertificateAuthority, rsa_key: bool) -> _Fixed:
         algorithm=_signature_algorithm(draft),
         other_extensions=other,
     )
-    _FIXED_OF[(issuer.certificate, rsa_key)] = fixed
+    _FIXED_OF[issuer.certificate] = fixed
     return fixed
 
 
