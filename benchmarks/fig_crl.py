@@ -239,8 +239,9 @@ def run(ctx: Context, sizes: dict[int, int]) -> dict[str, Any]:
         # On a settled database (VACUUM ANALYZE, CHECKPOINT), as autovacuum keeps one
         # whose revocations came over months: neither the population's writes before
         # this figure nor the rows just added are billed to PostgreSQL's side, which
-        # openssl's reference does not have. (The full run still measures 1k slower than
-        # the CRL figure run alone, 0.51× against 0.47×: not the database's state.)
+        # openssl's reference does not have. (In the full run of b8c69a0, 1k still
+        # measured slower than the CRL figure run alone, 0.51× against 0.47×: not the
+        # database's state.)
         settle_after_load()
         # The CRL before the last revocations (untimed), then the publication that follows
         # a revocation, as production meets it (any worker child): one row new to the
